@@ -1,0 +1,156 @@
+//! `graven build`: one commit into one artifact.
+
+use std::sync::Mutex;
+
+use clap::Args;
+use graven::build::{BuildEvent, BuildObserver, BuildRequest};
+use indicatif::ProgressBar;
+
+use crate::error::CommandError;
+use crate::output::BuildJson;
+use crate::settings::{Settings, host};
+use crate::ui::{self, Ui};
+
+/// Build a commit into an immutable, content-addressed artifact.
+///
+/// graven exports the commit into a fresh directory (no .git, no untracked
+/// files), runs graven.toml's [build] command there with a scrubbed
+/// environment (PATH, HOME, LANG, TMPDIR, SOURCE_DATE_EPOCH, GRAVEN_COMMIT and
+/// what [build] env and pass_env name: no runtime config), and stores the
+/// output as an artifact. Building a commit that was already built with the
+/// same recipe reuses that artifact.
+///
+/// Examples:
+///   graven build                 # HEAD
+///   graven build v1.4.2 --json   # a tag, output for scripts
+#[derive(Args, Debug)]
+pub(crate) struct BuildArgs {
+    /// The commit to build: a hash, branch or tag
+    #[arg(default_value = "HEAD")]
+    rev: String,
+
+    /// Build the working tree with its uncommitted changes; the build is
+    /// marked dirty for good
+    #[arg(long)]
+    allow_dirty: bool,
+
+    /// Build again even if this commit and recipe were built before
+    #[arg(long)]
+    force: bool,
+
+    /// Build twice in two directories and fail if the outputs differ
+    #[arg(long)]
+    check_reproducible: bool,
+
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+impl Default for BuildArgs {
+    fn default() -> Self {
+        Self { rev: "HEAD".to_owned(), allow_dirty: false, force: false, check_reproducible: false, json: false }
+    }
+}
+
+pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), CommandError> {
+    let ui = Ui::new();
+    let repo = settings.repo()?;
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let author = settings.author();
+    let host = host();
+    let request = BuildRequest {
+        repo,
+        home: &settings.home,
+        rev: &args.rev,
+        app: settings.app_flag.as_deref(),
+        allow_dirty: args.allow_dirty,
+        force: args.force,
+        check_reproducible: args.check_reproducible,
+        author: &author,
+        host: &host,
+    };
+    let observer = Observer { ui: &ui, bar: Mutex::new(None) };
+    let result = graven::build::build(&request, &store, &ledger, &observer);
+    observer.finish();
+    let outcome = result?;
+
+    let record = &outcome.record;
+    if args.json {
+        let mut json = BuildJson::new(record);
+        json.reused = outcome.reused;
+        let millis = u64::try_from(outcome.duration.as_millis()).unwrap_or(u64::MAX);
+        if outcome.reused {
+            // This run stored nothing and ran nothing.
+            json.new_bytes = 0;
+            json.duration_ms = millis;
+            json.build_command_ms = 0;
+            json.ingest_ms = 0;
+        }
+        json.new_manifest_bytes = Some(outcome.new_manifest_bytes);
+        ui.out_json(&json);
+        return Ok(());
+    }
+    let build = &record.build;
+    let dirty = if build.dirty { " (dirty)" } else { "" };
+    if outcome.reused {
+        ui.out(format!(
+            "reused {} from {}{dirty}: built {} by {}; --force builds again",
+            build.artifact.short(),
+            ui::short_commit(&build.commit),
+            ui::age(&build.finished_at),
+            build.author
+        ));
+    } else {
+        ui.out(format!(
+            "built {} from {}{dirty} — {} files, {}, {} new",
+            build.artifact.short(),
+            ui::short_commit(&build.commit),
+            ui::count(build.files),
+            ui::bytes(build.bytes),
+            ui::bytes(build.new_bytes)
+        ));
+    }
+    Ok(())
+}
+
+/// Shows build progress: the command's output prefixed, a progress bar
+/// during ingest.
+struct Observer<'a> {
+    ui: &'a Ui,
+    bar: Mutex<Option<ProgressBar>>,
+}
+
+impl Observer<'_> {
+    fn finish(&self) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+impl BuildObserver for Observer<'_> {
+    fn on_event(&self, event: &BuildEvent<'_>) {
+        match event {
+            BuildEvent::Exporting { source } => {
+                let source = if source.len() == 40 { ui::short_commit(source) } else { source };
+                self.ui.note(format!("exporting {source}"));
+            }
+            BuildEvent::CommandStarted { command } => self.ui.note(format!("running `{command}`")),
+            BuildEvent::Output { line } => self.ui.note(format!("  build | {line}")),
+            BuildEvent::SecondBuild => self.ui.note("building again to check that the build is reproducible"),
+            BuildEvent::IngestStarted { files, bytes } => {
+                self.finish();
+                self.ui.note(format!("storing {} files, {}", ui::count(*files), ui::bytes(*bytes)));
+                *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some(self.ui.byte_progress("ingest", *bytes));
+            }
+            BuildEvent::IngestProgress { bytes } => {
+                if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                    bar.set_position(*bytes);
+                }
+            }
+        }
+    }
+}

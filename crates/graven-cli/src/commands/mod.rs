@@ -1,0 +1,70 @@
+//! The command line: one enum, one match, one file per command.
+
+mod build;
+mod builds;
+mod export;
+mod init;
+mod quickstart;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::error::CommandError;
+use crate::settings::Settings;
+
+/// graven: build, release and run, strictly separated.
+///
+/// graven builds an exact git commit into an immutable, content-addressed
+/// artifact, releases it with an environment's config as a numbered,
+/// immutable release, and runs it. Everything it does is recorded in an
+/// append-only ledger under .graven/ at the root of your repository.
+///
+/// Start with `graven init` in your app's repository, then `graven build`.
+#[derive(Parser, Debug)]
+#[command(name = "graven", version, propagate_version = true, max_term_width = 100)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Args, Debug)]
+pub(crate) struct GlobalArgs {
+    /// Where graven keeps its ledger and store [default: .graven/ at the repository root]
+    #[arg(long, global = true, value_name = "DIR", env = graven::env_vars::GRAVEN_HOME)]
+    pub(crate) home: Option<PathBuf>,
+
+    /// The app [default: graven.toml's [app] name, else the repository's directory name]
+    #[arg(long, global = true, value_name = "NAME", env = graven::env_vars::GRAVEN_APP)]
+    pub(crate) app: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    Init(init::InitArgs),
+    Build(build::BuildArgs),
+    Builds(builds::BuildsArgs),
+    Export(export::ExportArgs),
+    Verify(verify::VerifyArgs),
+    Quickstart(quickstart::QuickstartArgs),
+}
+
+/// Runs the command the user asked for.
+pub(crate) fn run(cli: Cli) -> Result<(), CommandError> {
+    if let Command::Quickstart(args) = &cli.command {
+        return quickstart::cmd_quickstart(args);
+    }
+    let settings = Settings::resolve(&cli.global)?;
+    match &cli.command {
+        Command::Init(args) => init::cmd_init(&settings, args),
+        Command::Build(args) => build::cmd_build(&settings, args),
+        Command::Builds(args) => builds::cmd_builds(&settings, args),
+        Command::Export(args) => export::cmd_export(&settings, args),
+        Command::Verify(args) => verify::cmd_verify(&settings, args),
+        Command::Quickstart(_) => unreachable!("handled above"),
+    }
+}

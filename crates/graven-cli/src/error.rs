@@ -1,0 +1,154 @@
+//! One error type for every command: what went wrong, why (the cause
+//! chain), what to do (hints), and the exit code that tells scripts which
+//! kind of failure it was.
+
+use std::error::Error as StdError;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use graven::build::{BuildError, IngestError, ResolveError};
+use graven::git::GitError;
+
+/// Whether the user gave bad input or an operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// Bad usage or input: exit code 2. Nothing was changed.
+    BadInput,
+    /// The operation failed: exit code 1.
+    Failed,
+}
+
+/// A command's failure, ready to print.
+#[derive(Debug)]
+pub(crate) struct CommandError {
+    kind: ErrorKind,
+    error: Box<dyn StdError + Send + Sync>,
+    hints: Vec<String>,
+}
+
+impl CommandError {
+    /// Bad input (exit 2).
+    pub(crate) fn bad_input(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self { kind: ErrorKind::BadInput, error: error.into(), hints: Vec::new() }
+    }
+
+    /// A failed operation (exit 1).
+    pub(crate) fn failed(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
+        Self { kind: ErrorKind::Failed, error: error.into(), hints: Vec::new() }
+    }
+
+    /// Adds a `hint:` line.
+    #[must_use]
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hints.push(hint.into());
+        self
+    }
+
+    pub(crate) fn exit_code(&self) -> ExitCode {
+        match self.kind {
+            ErrorKind::BadInput => ExitCode::from(2),
+            ErrorKind::Failed => ExitCode::from(1),
+        }
+    }
+
+    /// The text printed on stderr.
+    pub(crate) fn render(&self) -> String {
+        let mut text = format!("error: {}\n", self.error);
+        let mut source = self.error.source();
+        while let Some(cause) = source {
+            let _ = writeln!(text, "  caused by: {cause}");
+            source = cause.source();
+        }
+        for hint in &self.hints {
+            let _ = writeln!(text, "hint: {hint}");
+        }
+        text
+    }
+}
+
+impl From<GitError> for CommandError {
+    fn from(error: GitError) -> Self {
+        match error {
+            GitError::NotARepository { .. } => Self::bad_input(error)
+                .hint("run graven inside your app's git repository, or pass --home DIR and --app NAME"),
+            GitError::UnknownRevision { .. } => {
+                Self::bad_input(error).hint("give a commit, branch or tag that `git rev-parse` knows")
+            }
+            GitError::NoCommits { .. } => Self::bad_input(error).hint("commit your app first: graven builds commits"),
+            GitError::Spawn(_) => Self::failed(error).hint("install git and make sure it is on PATH"),
+            GitError::Failed { .. } | GitError::Unpack { .. } => Self::failed(error),
+        }
+    }
+}
+
+impl From<ResolveError> for CommandError {
+    fn from(error: ResolveError) -> Self {
+        match error {
+            ResolveError::NotFound { .. } => Self::bad_input(error).hint(
+                "`graven builds` lists the builds; give an artifact id, a prefix of 7 or more hex digits, or a commit",
+            ),
+            ResolveError::NotBuilt { .. } => Self::bad_input(error).hint("build it first: graven build <rev>"),
+            ResolveError::Ambiguous { .. } => Self::bad_input(error).hint("give more digits of the artifact id"),
+            ResolveError::Ledger(e) => Self::failed(e),
+        }
+    }
+}
+
+impl From<BuildError> for CommandError {
+    fn from(error: BuildError) -> Self {
+        match error {
+            BuildError::Git(e) => e.into(),
+            BuildError::Dirty { .. } => Self::bad_input(error)
+                .hint("commit or stash the changes, or add them to .gitignore; or build them anyway with --allow-dirty (the build is then marked dirty for good)"),
+            BuildError::MissingProcfile { .. } => Self::bad_input(error)
+                .hint("add a Procfile with one line per process type, like `web: python3 app.py`, and commit it"),
+            BuildError::Procfile(_) => Self::bad_input(error).hint("fix the Procfile and commit it"),
+            BuildError::Settings(_) => Self::bad_input(error).hint("fix graven.toml and commit it"),
+            BuildError::OutputMissing { .. } => Self::bad_input(error)
+                .hint("make the build command create it, or fix [build] output in graven.toml"),
+            BuildError::Ingest(ref ingest) => match ingest {
+                IngestError::Io { .. } | IngestError::Store(_) | IngestError::Changed { .. } => Self::failed(error),
+                _ => Self::bad_input(error),
+            },
+            BuildError::CommandFailed { ref tail, ref status, .. } => {
+                let mut text = String::new();
+                if !tail.is_empty() {
+                    let _ = writeln!(text, "its last {} of output:", if tail.len() == 1 { "line".to_owned() } else { format!("{} lines", tail.len()) });
+                    for line in tail {
+                        let _ = writeln!(text, "  | {line}");
+                    }
+                }
+                let not_found = status.code() == Some(127);
+                let mut e = Self::failed(Annotated { error: Box::new(error), extra: text.trim_end().to_owned() });
+                if not_found {
+                    e = e.hint("the build runs with a scrubbed environment: only PATH, HOME, LANG, TMPDIR, SOURCE_DATE_EPOCH, GRAVEN_COMMIT and what [build] env and pass_env name");
+                }
+                e.hint("nothing was stored; fix the build and run graven build again")
+            }
+            BuildError::NotReproducible { .. } => Self::failed(error)
+                .hint("make the build deterministic: use SOURCE_DATE_EPOCH instead of the clock, sort what you list, avoid random names"),
+            BuildError::CommandSpawn(_) | BuildError::Store(_) | BuildError::Ledger(_) | BuildError::WorkDir { .. } => {
+                Self::failed(error)
+            }
+        }
+    }
+}
+
+/// An error with more lines after its message.
+#[derive(Debug)]
+struct Annotated {
+    error: Box<dyn StdError + Send + Sync>,
+    extra: String,
+}
+
+impl std::fmt::Display for Annotated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.extra.is_empty() { write!(f, "{}", self.error) } else { write!(f, "{}\n{}", self.error, self.extra) }
+    }
+}
+
+impl StdError for Annotated {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.error.source()
+    }
+}

@@ -1,0 +1,29 @@
+//! `graven`: parse the command line, run the command, map the outcome to an
+//! exit code (0 ok, 1 failed, 2 bad usage or input).
+
+mod commands;
+mod error;
+mod output;
+mod settings;
+mod ui;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+fn main() -> ExitCode {
+    let cli = match commands::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprint!("{}", error.render());
+            error.exit_code()
+        }
+    }
+}

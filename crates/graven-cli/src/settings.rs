@@ -1,0 +1,117 @@
+//! Two-stage settings: raw global flags (and the environment variables clap
+//! reads for them) plus the repository and `graven.toml` become one
+//! validated [`Settings`] before any command logic runs.
+
+use std::path::{Path, PathBuf};
+
+use graven::app::{AppSettings, SETTINGS_FILE, is_valid_app_name};
+use graven::env_vars::GRAVEN_AUTHOR;
+use graven::git::Repo;
+use graven::home::{DEFAULT_HOME, Home};
+use graven::ledger::SqliteLedger;
+use graven::store::LocalStore;
+
+use crate::commands::GlobalArgs;
+use crate::error::CommandError;
+
+/// What every command may need, resolved once.
+pub(crate) struct Settings {
+    /// The repository around the current directory, if any.
+    pub(crate) repo: Option<Repo>,
+    /// The graven home.
+    pub(crate) home: Home,
+    /// `--app`, if given.
+    pub(crate) app_flag: Option<String>,
+}
+
+impl Settings {
+    /// Resolves the global flags against the current directory.
+    pub(crate) fn resolve(global: &GlobalArgs) -> Result<Self, CommandError> {
+        let cwd = std::env::current_dir()
+            .map_err(|e| CommandError::failed(format!("cannot read the current directory: {e}")))?;
+        let repo = Repo::discover(&cwd).ok();
+        let home = match (&global.home, &repo) {
+            (Some(home), _) => Home::new(absolute(&cwd, home)),
+            (None, Some(repo)) => Home::new(repo.root().join(DEFAULT_HOME)),
+            (None, None) => {
+                return Err(CommandError::bad_input(format!(
+                    "{} is not inside a git repository, and no graven home was given",
+                    cwd.display()
+                ))
+                .hint("run graven inside your app's repository, or pass --home DIR (or set GRAVEN_HOME)"));
+            }
+        };
+        if let Some(app) = &global.app
+            && !is_valid_app_name(app)
+        {
+            return Err(CommandError::bad_input(format!("--app '{app}' is not a valid app name"))
+                .hint("use a lowercase letter, then up to 62 of a-z, 0-9 and '-'"));
+        }
+        Ok(Self { repo, home, app_flag: global.app.clone() })
+    }
+
+    /// Settings for the repository `repo` with its default home.
+    pub(crate) fn for_repo(repo: Repo) -> Self {
+        let home = Home::new(repo.root().join(DEFAULT_HOME));
+        Self { repo: Some(repo), home, app_flag: None }
+    }
+
+    /// The repository, for commands that need one.
+    pub(crate) fn repo(&self) -> Result<&Repo, CommandError> {
+        self.repo.as_ref().ok_or_else(|| {
+            CommandError::bad_input("this command needs a git repository, and the current directory is not inside one")
+                .hint("run it inside your app's repository")
+        })
+    }
+
+    /// The app: `--app`/`GRAVEN_APP`, else `graven.toml [app] name` in the
+    /// working tree, else the repository's directory name.
+    pub(crate) fn app(&self) -> Result<String, CommandError> {
+        if let Some(app) = &self.app_flag {
+            return Ok(app.clone());
+        }
+        let Some(repo) = &self.repo else {
+            return Err(CommandError::bad_input("no app given, and the current directory is not inside a repository")
+                .hint("pass --app NAME (or set GRAVEN_APP)"));
+        };
+        let settings = match std::fs::read_to_string(repo.root().join(SETTINGS_FILE)) {
+            Ok(text) => AppSettings::parse(&text).map_err(|e| CommandError::bad_input(e).hint("fix graven.toml"))?,
+            Err(_) => AppSettings::default(),
+        };
+        Ok(graven::build::app_name(repo, &settings))
+    }
+
+    /// Opens the embedded ledger, creating the home if needed.
+    pub(crate) fn ledger(&self) -> Result<SqliteLedger, CommandError> {
+        self.home.create().map_err(|e| {
+            CommandError::failed(format!("cannot create the graven home {}: {e}", self.home.root().display()))
+        })?;
+        SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)
+    }
+
+    /// Opens the local store.
+    pub(crate) fn store(&self) -> Result<LocalStore, CommandError> {
+        LocalStore::open(&self.home.store_dir()).map_err(CommandError::failed)
+    }
+
+    /// Who is acting: `GRAVEN_AUTHOR`, else git's `user.email`, else `user@host`.
+    pub(crate) fn author(&self) -> String {
+        if let Some(author) = std::env::var(GRAVEN_AUTHOR).ok().filter(|a| !a.is_empty()) {
+            return author;
+        }
+        if let Some(email) = self.repo.as_ref().and_then(Repo::user_email) {
+            return email;
+        }
+        let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
+        format!("{user}@{}", host())
+    }
+}
+
+/// This machine's host name.
+pub(crate) fn host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn absolute(cwd: &Path, path: &Path) -> PathBuf {
+    if path.is_absolute() { path.to_owned() } else { cwd.join(path) }
+}

@@ -1,0 +1,360 @@
+//! Ingest: turns a build's output directory into blobs and a manifest.
+//!
+//! Three passes: a sorted walk that checks every entry and refuses what an
+//! artifact cannot hold; hashing (and storing) the files in parallel; then
+//! the directory listings, bottom up. Files are moved into the store when
+//! nothing else shares them, since the build directory is thrown away.
+
+use std::fs::{self, File};
+use std::io::{self, Read as _};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use globset::GlobSet;
+use rayon::prelude::*;
+
+use super::manifest::{Entry, EntryKind, FlatTree, Listing};
+use super::{BuildEvent, BuildObserver};
+use crate::Digest;
+use crate::digest::Hasher;
+use crate::store::{Handover, ObjectKind, Store, StoreError};
+
+/// An output tree that cannot become an artifact, or a failure reading it.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// A name that is not UTF-8.
+    #[error("'{path}' has a name that is not valid UTF-8: artifacts hold UTF-8 names only, so rename it in the build")]
+    NonUtf8Name {
+        /// The path, with invalid bytes replaced.
+        path: String,
+    },
+    /// A fifo, socket or device file.
+    #[error(
+        "'{path}' is a {kind}: artifacts hold only files, directories and relative symlinks, so remove it in the build or add it to [build] exclude"
+    )]
+    Unsupported {
+        /// The path, relative to the output.
+        path: String,
+        /// `fifo`, `socket`, `character device` or `block device`.
+        kind: &'static str,
+    },
+    /// A symlink with an absolute target.
+    #[error(
+        "'{path}' is a symlink to the absolute path '{target}': use a relative target inside the output, or copy the file in"
+    )]
+    AbsoluteSymlink {
+        /// The link, relative to the output.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A symlink that leads out of the output.
+    #[error(
+        "'{path}' is a symlink to '{target}', which leads outside the output: use a target inside it, or copy the file in"
+    )]
+    EscapingSymlink {
+        /// The link, relative to the output.
+        path: String,
+        /// Its target.
+        target: String,
+    },
+    /// A file that changed while it was read.
+    #[error("'{path}' changed while graven read it: is a process started by the build still writing to it?")]
+    Changed {
+        /// The file, relative to the output.
+        path: String,
+    },
+    /// The filesystem failed.
+    #[error("could not read '{}'", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What ingesting a tree produced.
+#[derive(Debug, Clone)]
+pub(crate) struct Ingested {
+    /// The digest of the root listing.
+    pub root: Digest,
+    /// Regular files in the tree.
+    pub files: u64,
+    /// Their total size.
+    pub bytes: u64,
+    /// Bytes of blobs the store did not have.
+    pub new_blob_bytes: u64,
+    /// Bytes of listings the store did not have.
+    pub new_manifest_bytes: u64,
+    /// Every file and symlink by path, if asked for.
+    pub flat: Option<FlatTree>,
+}
+
+/// How to ingest.
+pub(crate) struct IngestOptions<'a> {
+    /// Paths (relative to the output) to leave out.
+    pub exclude: &'a GlobSet,
+    /// Where to store blobs and listings; `None` only hashes.
+    pub store: Option<&'a dyn Store>,
+    /// Whether to return the flat tree.
+    pub flat: bool,
+    /// Told of progress.
+    pub observer: &'a dyn BuildObserver,
+}
+
+struct FileJob {
+    path: String,
+    size: u64,
+    executable: bool,
+    shared: bool,
+}
+
+enum Pending {
+    File(usize),
+    Dir(usize),
+    Symlink(String),
+}
+
+#[derive(Default)]
+struct DirNode {
+    entries: Vec<(String, Pending)>,
+}
+
+struct Walk<'a> {
+    root: &'a Path,
+    exclude: &'a GlobSet,
+    files: Vec<FileJob>,
+    dirs: Vec<DirNode>,
+}
+
+/// Ingests the tree at `root`.
+pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingested, IngestError> {
+    let mut walk = Walk { root, exclude: options.exclude, files: Vec::new(), dirs: Vec::new() };
+    walk.dir(root, "")?;
+    let Walk { files, dirs, .. } = walk;
+
+    let total_bytes: u64 = files.iter().map(|f| f.size).sum();
+    options.observer.on_event(&BuildEvent::IngestStarted { files: files.len() as u64, bytes: total_bytes });
+    let done_bytes = AtomicU64::new(0);
+    let new_blob_bytes = AtomicU64::new(0);
+    let digests: Vec<Digest> = files
+        .par_iter()
+        .map(|job| {
+            let absolute = root.join(&job.path);
+            let digest = hash_file(&absolute, job)?;
+            if let Some(store) = options.store {
+                let handover = if job.shared { Handover::Copy } else { Handover::Move };
+                if store.put_blob(&digest, &absolute, handover)? {
+                    new_blob_bytes.fetch_add(job.size, Ordering::Relaxed);
+                }
+            }
+            let done = done_bytes.fetch_add(job.size, Ordering::Relaxed) + job.size;
+            options.observer.on_event(&BuildEvent::IngestProgress { bytes: done });
+            Ok(digest)
+        })
+        .collect::<Result<_, IngestError>>()?;
+    crate::fail_point::check("ingest-after-blobs");
+
+    // Listings bottom up: a directory's index is always below its children's.
+    let mut trees = vec![Digest::of(b""); dirs.len()];
+    let mut encoded = Vec::with_capacity(dirs.len());
+    for (index, dir) in dirs.iter().enumerate().rev() {
+        let entries = dir
+            .entries
+            .iter()
+            .map(|(name, pending)| Entry {
+                name: name.clone(),
+                kind: match pending {
+                    Pending::File(i) => {
+                        EntryKind::File { executable: files[*i].executable, size: files[*i].size, digest: digests[*i] }
+                    }
+                    Pending::Dir(i) => EntryKind::Dir { tree: trees[*i] },
+                    Pending::Symlink(target) => EntryKind::Symlink { target: target.clone() },
+                },
+            })
+            .collect();
+        let bytes = Listing { entries }.to_canonical_json();
+        trees[index] = Digest::of(&bytes);
+        encoded.push((trees[index], bytes));
+    }
+    let new_manifest_bytes = match options.store {
+        Some(store) => encoded
+            .par_iter()
+            .map(|(digest, bytes)| {
+                Ok(if store.put_object(ObjectKind::Manifest, digest, bytes)? { bytes.len() as u64 } else { 0 })
+            })
+            .sum::<Result<u64, StoreError>>()?,
+        None => 0,
+    };
+
+    let flat = options.flat.then(|| {
+        let mut flat = FlatTree::new();
+        for (job, digest) in files.iter().zip(&digests) {
+            flat.insert(
+                job.path.clone(),
+                EntryKind::File { executable: job.executable, size: job.size, digest: *digest },
+            );
+        }
+        collect_symlinks(&dirs, 0, "", &mut flat);
+        flat
+    });
+
+    Ok(Ingested {
+        root: trees[0],
+        files: files.len() as u64,
+        bytes: total_bytes,
+        new_blob_bytes: new_blob_bytes.into_inner(),
+        new_manifest_bytes,
+        flat,
+    })
+}
+
+fn collect_symlinks(dirs: &[DirNode], index: usize, prefix: &str, flat: &mut FlatTree) {
+    for (name, pending) in &dirs[index].entries {
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        match pending {
+            Pending::Symlink(target) => {
+                flat.insert(path, EntryKind::Symlink { target: target.clone() });
+            }
+            Pending::Dir(child) => collect_symlinks(dirs, *child, &path, flat),
+            Pending::File(_) => {}
+        }
+    }
+}
+
+impl Walk<'_> {
+    /// Walks directory `absolute` (at `relative` in the tree); returns its index.
+    fn dir(&mut self, absolute: &Path, relative: &str) -> Result<usize, IngestError> {
+        let index = self.dirs.len();
+        self.dirs.push(DirNode::default());
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| IngestError::Io { path, source }
+        };
+        let mut children: Vec<fs::DirEntry> = fs::read_dir(absolute)
+            .map_err(io_error(absolute))?
+            .collect::<Result<_, _>>()
+            .map_err(io_error(absolute))?;
+        children.sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
+
+        let mut entries = Vec::with_capacity(children.len());
+        for child in children {
+            let os_name = child.file_name();
+            let path = if relative.is_empty() { PathBuf::from(&os_name) } else { Path::new(relative).join(&os_name) };
+            let Some(name) = os_name.to_str() else {
+                return Err(IngestError::NonUtf8Name { path: path.to_string_lossy().into_owned() });
+            };
+            let path = if relative.is_empty() { name.to_owned() } else { format!("{relative}/{name}") };
+            if self.exclude.is_match(&path) {
+                continue;
+            }
+            let child_path = child.path();
+            let meta = child.metadata().map_err(io_error(&child_path))?;
+            let file_type = meta.file_type();
+            let pending = if file_type.is_file() {
+                self.files.push(FileJob {
+                    path,
+                    size: meta.len(),
+                    executable: meta.mode() & 0o100 != 0,
+                    shared: meta.nlink() > 1,
+                });
+                Pending::File(self.files.len() - 1)
+            } else if file_type.is_dir() {
+                Pending::Dir(self.dir(&child_path, &path)?)
+            } else if file_type.is_symlink() {
+                let target = fs::read_link(&child_path).map_err(io_error(&child_path))?;
+                let Some(target) = target.to_str() else {
+                    return Err(IngestError::NonUtf8Name { path: format!("{path} -> {}", target.to_string_lossy()) });
+                };
+                check_symlink(relative, &path, target)?;
+                Pending::Symlink(target.to_owned())
+            } else {
+                let kind = if file_type.is_fifo() {
+                    "fifo"
+                } else if file_type.is_socket() {
+                    "socket"
+                } else if file_type.is_char_device() {
+                    "character device"
+                } else {
+                    "block device"
+                };
+                return Err(IngestError::Unsupported { path, kind });
+            };
+            entries.push((name.to_owned(), pending));
+        }
+        let _ = self.root;
+        self.dirs[index].entries = entries;
+        Ok(index)
+    }
+}
+
+/// Checks that a symlink in directory `dir` (relative to the root) with
+/// `target` stays inside the tree, judged on the path alone.
+fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError> {
+    if target.starts_with('/') {
+        return Err(IngestError::AbsoluteSymlink { path: path.to_owned(), target: target.to_owned() });
+    }
+    let escaping = || IngestError::EscapingSymlink { path: path.to_owned(), target: target.to_owned() };
+    if target.is_empty() {
+        return Err(escaping());
+    }
+    let mut depth = dir.split('/').filter(|part| !part.is_empty()).count();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => depth = depth.checked_sub(1).ok_or_else(escaping)?,
+            _ => depth += 1,
+        }
+    }
+    Ok(())
+}
+
+thread_local! {
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+}
+
+fn hash_file(absolute: &Path, job: &FileJob) -> Result<Digest, IngestError> {
+    let io_error = |source| IngestError::Io { path: absolute.to_owned(), source };
+    let mut file = File::open(absolute).map_err(io_error)?;
+    BUFFER.with_borrow_mut(|buffer| {
+        let mut hasher = Hasher::default();
+        let mut total = 0u64;
+        loop {
+            let read = match file.read(buffer) {
+                Ok(0) => break,
+                Ok(read) => read,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_error(e)),
+            };
+            hasher.update(&buffer[..read]);
+            total += read as u64;
+        }
+        if total != job.size {
+            return Err(IngestError::Changed { path: job.path.clone() });
+        }
+        Ok(hasher.finish())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_must_stay_inside() {
+        assert!(check_symlink("", "a", "b").is_ok());
+        assert!(check_symlink("lib", "lib/a", "../bin/x").is_ok());
+        assert!(check_symlink("lib/py", "lib/py/a", "../../b").is_ok());
+        assert!(matches!(check_symlink("", "a", "../b"), Err(IngestError::EscapingSymlink { .. })));
+        assert!(matches!(check_symlink("lib", "lib/a", "x/../../../b"), Err(IngestError::EscapingSymlink { .. })));
+        assert!(matches!(check_symlink("", "a", "/etc/passwd"), Err(IngestError::AbsoluteSymlink { .. })));
+        assert!(matches!(check_symlink("", "a", ""), Err(IngestError::EscapingSymlink { .. })));
+    }
+}

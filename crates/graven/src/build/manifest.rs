@@ -1,0 +1,244 @@
+//! The manifest: an artifact's tree as a Merkle tree of directory listings,
+//! like git's trees. Each directory is one canonical JSON object; a
+//! subdirectory appears in its parent by the digest of its own listing, so
+//! an unchanged directory is stored once however many builds contain it, and
+//! comparing two trees skips identical subtrees. `docs/FORMAT.md` is the
+//! specification; this module must match it byte for byte.
+
+use std::collections::BTreeMap;
+
+use serde::ser::SerializeMap as _;
+
+use crate::Digest;
+use crate::store::{ObjectKind, Store, StoreError};
+
+/// One directory's listing: its entries, sorted by name (bytewise).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listing {
+    /// The directory's entries.
+    pub entries: Vec<Entry>,
+}
+
+/// One entry of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The entry's name: one path component, valid UTF-8.
+    pub name: String,
+    /// What the entry is.
+    pub kind: EntryKind,
+}
+
+/// What an entry is, with what identifies its contents.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file: mode 0644, or 0755 if `executable`.
+    File {
+        /// Whether the file is executable.
+        executable: bool,
+        /// Its size in bytes.
+        size: u64,
+        /// The sha256 of its contents: the blob's name in the store.
+        digest: Digest,
+    },
+    /// A directory (mode 0755), by the digest of its listing.
+    Dir {
+        /// The digest of the subdirectory's listing.
+        tree: Digest,
+    },
+    /// A symbolic link whose target is relative and stays inside the tree.
+    Symlink {
+        /// The link's target, as stored in the link.
+        target: String,
+    },
+}
+
+impl EntryKind {
+    /// The file mode this entry has in stores, materialised trees and exports.
+    pub fn mode(&self) -> u32 {
+        match self {
+            Self::File { executable: false, .. } => 0o644,
+            Self::File { executable: true, .. } | Self::Dir { .. } => 0o755,
+            Self::Symlink { .. } => 0o777,
+        }
+    }
+}
+
+// Keys are written in sorted order: the listing is canonical JSON.
+impl serde::Serialize for Entry {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match &self.kind {
+            EntryKind::File { executable, size, digest } => {
+                let mut map = serializer.serialize_map(Some(5))?;
+                map.serialize_entry("digest", digest)?;
+                map.serialize_entry("kind", "file")?;
+                map.serialize_entry("mode", if *executable { "0755" } else { "0644" })?;
+                map.serialize_entry("name", &self.name)?;
+                map.serialize_entry("size", size)?;
+                map.end()
+            }
+            EntryKind::Dir { tree } => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("kind", "dir")?;
+                map.serialize_entry("name", &self.name)?;
+                map.serialize_entry("tree", tree)?;
+                map.end()
+            }
+            EntryKind::Symlink { target } => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("kind", "symlink")?;
+                map.serialize_entry("name", &self.name)?;
+                map.serialize_entry("target", target)?;
+                map.end()
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    kind: String,
+    name: String,
+    digest: Option<Digest>,
+    mode: Option<String>,
+    size: Option<u64>,
+    tree: Option<Digest>,
+    target: Option<String>,
+}
+
+impl<'de> serde::Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let raw = RawEntry::deserialize(deserializer)?;
+        let missing = |field: &str| D::Error::custom(format!("{} entry '{}' has no {field}", raw.kind, raw.name));
+        let kind = match raw.kind.as_str() {
+            "file" => EntryKind::File {
+                executable: match raw.mode.as_deref() {
+                    Some("0644") => false,
+                    Some("0755") => true,
+                    Some(other) => {
+                        return Err(D::Error::custom(format!(
+                            "file '{}' has mode '{other}': expected 0644 or 0755",
+                            raw.name
+                        )));
+                    }
+                    None => return Err(missing("mode")),
+                },
+                size: raw.size.ok_or_else(|| missing("size"))?,
+                digest: raw.digest.ok_or_else(|| missing("digest"))?,
+            },
+            "dir" => EntryKind::Dir { tree: raw.tree.ok_or_else(|| missing("tree"))? },
+            "symlink" => EntryKind::Symlink { target: raw.target.clone().ok_or_else(|| missing("target"))? },
+            other => return Err(D::Error::custom(format!("entry '{}' has unknown kind '{other}'", raw.name))),
+        };
+        Ok(Self { name: raw.name, kind })
+    }
+}
+
+impl Listing {
+    /// The listing's canonical bytes: compact JSON, keys sorted.
+    pub fn to_canonical_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("listings always serialise")
+    }
+
+    /// Reads listing `digest` from `store`.
+    pub fn load(store: &dyn Store, digest: &Digest) -> Result<Self, ManifestError> {
+        let bytes = store.get_object(ObjectKind::Manifest, digest)?;
+        if Digest::of(&bytes) != *digest {
+            return Err(ManifestError::Corrupt {
+                digest: *digest,
+                why: "its contents do not match its digest".to_owned(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ManifestError::Corrupt { digest: *digest, why: e.to_string() })
+    }
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A listing is not what its digest says, or not a listing.
+    #[error("manifest listing {digest} is corrupt: {why}")]
+    Corrupt {
+        /// The listing.
+        digest: Digest,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// Visits every entry of the tree rooted at listing `root`, depth first,
+/// each directory before its contents, names in listing order. Paths are
+/// relative, `/`-separated.
+pub fn walk(
+    store: &dyn Store,
+    root: &Digest,
+    visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), ManifestError>,
+) -> Result<(), ManifestError> {
+    fn walk_dir(
+        store: &dyn Store,
+        digest: &Digest,
+        prefix: &str,
+        visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), ManifestError>,
+    ) -> Result<(), ManifestError> {
+        let listing = Listing::load(store, digest)?;
+        for entry in &listing.entries {
+            let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
+            visit(&path, &entry.kind)?;
+            if let EntryKind::Dir { tree } = &entry.kind {
+                walk_dir(store, tree, &path, visit)?;
+            }
+        }
+        Ok(())
+    }
+    walk_dir(store, root, "", visit)
+}
+
+/// Every file and symlink of a tree, by path: what two builds are compared by.
+pub type FlatTree = BTreeMap<String, EntryKind>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listings_are_canonical_json_with_sorted_keys() {
+        let listing = Listing {
+            entries: vec![
+                Entry {
+                    name: "app.py".into(),
+                    kind: EntryKind::File { executable: false, size: 5, digest: Digest::of(b"hello") },
+                },
+                Entry { name: "bin".into(), kind: EntryKind::Dir { tree: Digest::of(b"{\"entries\":[]}") } },
+                Entry { name: "current".into(), kind: EntryKind::Symlink { target: "bin/run".into() } },
+            ],
+        };
+        let json = String::from_utf8(listing.to_canonical_json()).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"entries":[{"digest":"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","kind":"file","mode":"0644","name":"app.py","size":5},"#,
+                r#"{"kind":"dir","name":"bin","tree":"sha256:"#,
+                "bd3b7f0a7d5f4c5cfa8c2a33cf3b8a9e3ea0a29e08d34c90bb3e8d1e5e9e2b53",
+                r#""},{"kind":"symlink","name":"current","target":"bin/run"}]}"#
+            )
+            .replace("bd3b7f0a7d5f4c5cfa8c2a33cf3b8a9e3ea0a29e08d34c90bb3e8d1e5e9e2b53", &Digest::of(b"{\"entries\":[]}").hex())
+        );
+        let back: Listing = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, listing);
+    }
+
+    #[test]
+    fn rejects_unknown_kinds_and_modes() {
+        let bad_mode = r#"{"entries":[{"digest":"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","kind":"file","mode":"0600","name":"a","size":1}]}"#;
+        let error = serde_json::from_str::<Listing>(bad_mode).unwrap_err().to_string();
+        assert!(error.contains("file 'a' has mode '0600'"), "{error}");
+        let bad_kind = r#"{"entries":[{"kind":"fifo","name":"p"}]}"#;
+        let error = serde_json::from_str::<Listing>(bad_kind).unwrap_err().to_string();
+        assert!(error.contains("entry 'p' has unknown kind 'fifo'"), "{error}");
+    }
+}

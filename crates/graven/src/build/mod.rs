@@ -1,0 +1,451 @@
+//! The build stage: one commit and its recipe become one immutable,
+//! content-addressed artifact.
+//!
+//! 1. resolve the commit; refuse a dirty working tree unless allowed;
+//! 2. export the commit into a fresh directory (no `.git`, nothing
+//!    untracked, `export-ignore` honoured);
+//! 3. run the build command there with a scrubbed environment: no runtime
+//!    config can reach it;
+//! 4. ingest the output into the store as a manifest; write the artifact
+//!    record; make the store durable; only then record the build in the
+//!    ledger. A build stopped at any point publishes nothing.
+
+mod artifact;
+mod command;
+mod ingest;
+pub mod manifest;
+mod resolve;
+mod verify;
+mod workdir;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::time::{Duration, Instant};
+
+pub use artifact::{ARTIFACT_FORMAT, Artifact, ArtifactError};
+pub use ingest::IngestError;
+pub use manifest::ManifestError;
+pub use resolve::{ResolveError, resolve_build};
+pub use verify::{BlobProblem, VerifyReport, verify_artifact};
+
+use crate::app::{AppSettings, PROCFILE, Procfile, ProcfileError, SETTINGS_FILE, SettingsError};
+use crate::env_vars::build::{GRAVEN_COMMIT, SOURCE_DATE_EPOCH};
+use crate::git::{GitError, Repo};
+use crate::home::Home;
+use crate::ledger::{BuildRecord, Ledger, LedgerError, NewBuild};
+use crate::store::{ObjectKind, Store, StoreError};
+use crate::{Digest, time};
+use ingest::{IngestOptions, Ingested};
+use workdir::WorkDir;
+
+/// What to build, and how.
+#[derive(Debug, Clone)]
+pub struct BuildRequest<'a> {
+    /// The repository to build from.
+    pub repo: &'a Repo,
+    /// Where the store and scratch space are.
+    pub home: &'a Home,
+    /// The revision to build (`HEAD`, a branch, a tag, a commit).
+    pub rev: &'a str,
+    /// The app name, overriding `graven.toml`.
+    pub app: Option<&'a str>,
+    /// Build the working tree's uncommitted changes instead of refusing.
+    pub allow_dirty: bool,
+    /// Build even if this commit and recipe were built before.
+    pub force: bool,
+    /// Build twice and fail if the two outputs differ.
+    pub check_reproducible: bool,
+    /// Who is building.
+    pub author: &'a str,
+    /// The machine building.
+    pub host: &'a str,
+}
+
+/// The outcome of a build.
+#[derive(Debug, Clone)]
+pub struct BuildOutcome {
+    /// The build as recorded (for a reused build, the earlier record).
+    pub record: BuildRecord,
+    /// Whether an earlier build of the same commit and recipe was reused.
+    pub reused: bool,
+    /// Of the new bytes, those of manifest listings.
+    pub new_manifest_bytes: u64,
+    /// This run's duration (for a reused build, the time to find it).
+    pub duration: Duration,
+}
+
+/// Something worth telling the user while a build runs.
+#[derive(Debug)]
+pub enum BuildEvent<'a> {
+    /// The commit is being exported.
+    Exporting {
+        /// The commit, or `working tree` for a dirty build.
+        source: &'a str,
+    },
+    /// The build command started.
+    CommandStarted {
+        /// The command.
+        command: &'a str,
+    },
+    /// A line the build command printed.
+    Output {
+        /// The line, without its newline.
+        line: &'a str,
+    },
+    /// The second build of `--check-reproducible` is starting.
+    SecondBuild,
+    /// Ingest started.
+    IngestStarted {
+        /// Files to ingest.
+        files: u64,
+        /// Their total size.
+        bytes: u64,
+    },
+    /// Ingest has hashed this many bytes.
+    IngestProgress {
+        /// Bytes done so far.
+        bytes: u64,
+    },
+}
+
+/// Told of a build's progress. Called from several threads.
+pub trait BuildObserver: Sync {
+    /// One event.
+    fn on_event(&self, event: &BuildEvent<'_>);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl BuildObserver for Quiet {
+    fn on_event(&self, _: &BuildEvent<'_>) {}
+}
+
+/// A build that did not produce an artifact.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The repository could not be read.
+    #[error(transparent)]
+    Git(#[from] GitError),
+    /// The working tree has uncommitted changes.
+    #[error("the working tree has uncommitted changes:\n{}", list_paths(paths))]
+    Dirty {
+        /// The changed paths.
+        paths: Vec<String>,
+    },
+    /// No Procfile in the commit.
+    #[error("commit {commit} has no {PROCFILE} at the root of the repository")]
+    MissingProcfile {
+        /// The commit.
+        commit: String,
+    },
+    /// A Procfile that does not parse.
+    #[error(transparent)]
+    Procfile(#[from] ProcfileError),
+    /// A graven.toml that does not parse.
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
+    /// The build command could not be started.
+    #[error("could not start the build command with sh")]
+    CommandSpawn(#[source] std::io::Error),
+    /// The build command failed.
+    #[error("the build command `{command}` failed ({})", describe_status(status))]
+    CommandFailed {
+        /// The command.
+        command: String,
+        /// How it ended.
+        status: ExitStatus,
+        /// Its last lines of output.
+        tail: Vec<String>,
+    },
+    /// The output directory does not exist after the build.
+    #[error("the build output directory '{output}' does not exist after the build")]
+    OutputMissing {
+        /// `[build] output`.
+        output: String,
+    },
+    /// The output holds something an artifact cannot.
+    #[error("the build output cannot become an artifact: {0}")]
+    Ingest(#[from] IngestError),
+    /// `--check-reproducible` found differences.
+    #[error("the build is not reproducible: {} differ between two builds of the same commit:\n{}", plural(paths.len(), "path"), list_paths(paths))]
+    NotReproducible {
+        /// Paths whose content, mode or presence differ.
+        paths: Vec<String>,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Scratch space could not be prepared.
+    #[error("could not prepare {}", path.display())]
+    WorkDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How many paths an error lists before it says "and N more".
+pub const LISTED_PATHS: usize = 10;
+
+fn list_paths(paths: &[String]) -> String {
+    let mut text: Vec<String> = paths.iter().take(LISTED_PATHS).map(|p| format!("  {p}")).collect();
+    if paths.len() > LISTED_PATHS {
+        text.push(format!("  … and {} more", paths.len() - LISTED_PATHS));
+    }
+    text.join("\n")
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
+}
+
+fn describe_status(status: &ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(127), _) => "exit code 127: command not found".to_owned(),
+        (Some(code), _) => format!("exit code {code}"),
+        (None, Some(signal)) => format!("killed by signal {signal}"),
+        (None, None) => "ended abnormally".to_owned(),
+    }
+}
+
+/// What the build needs from the commit, read before anything runs.
+struct Source {
+    commit: String,
+    /// The tree to export: the commit's, or a snapshot of the working tree.
+    tree_ish: String,
+    dirty: bool,
+    epoch: u64,
+    procfile: Procfile,
+    settings: AppSettings,
+}
+
+/// Builds `request.rev` into an artifact in `store`, recorded in `ledger`.
+pub fn build(
+    request: &BuildRequest<'_>,
+    store: &dyn Store,
+    ledger: &dyn Ledger,
+    observer: &dyn BuildObserver,
+) -> Result<BuildOutcome, BuildError> {
+    let started = Instant::now();
+    let started_at = time::now_rfc3339();
+    let home_dir = request.home.tmp_dir();
+    workdir::remove_abandoned(&home_dir);
+    let work = WorkDir::create(&home_dir)?;
+    let source = read_source(request, &work)?;
+    let app = request.app.map_or_else(|| app_name(request.repo, &source.settings), str::to_owned);
+    let recipe = recipe_digest(&source.settings);
+
+    if !source.dirty
+        && !request.force
+        && let Some(record) = ledger.reusable_build(&app, &source.commit, &recipe)?
+        && store.has_object(ObjectKind::Artifact, &record.build.artifact)?
+    {
+        return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed() });
+    }
+
+    let env = build_env(&source, &work);
+    let (output, command_time, log) = run_once(request, &source, &work, "a", &env, observer)?;
+    let exclude = exclude_set(&source.settings);
+
+    let second = if request.check_reproducible {
+        observer.on_event(&BuildEvent::SecondBuild);
+        let (output, _, _) = run_once(request, &source, &work, "b", &env, observer)?;
+        Some(ingest::ingest(&output, &IngestOptions { exclude: &exclude, store: None, flat: true, observer })?)
+    } else {
+        None
+    };
+
+    let ingest_started = Instant::now();
+    let ingested = ingest::ingest(
+        &output,
+        &IngestOptions { exclude: &exclude, store: Some(store), flat: second.is_some(), observer },
+    )?;
+    let ingest_time = ingest_started.elapsed();
+    if let Some(second) = second {
+        let paths = differing_paths(&ingested, &second);
+        if !paths.is_empty() {
+            return Err(BuildError::NotReproducible { paths });
+        }
+    }
+
+    let artifact = Artifact {
+        format: ARTIFACT_FORMAT,
+        process_types: source.procfile.types().map(|t| (t.name.to_owned(), t.command.to_owned())).collect(),
+        root: ingested.root,
+        run: source.settings.run.clone(),
+    };
+    let record_bytes = artifact.to_canonical_json();
+    let id = Digest::of(&record_bytes);
+    let new_record_bytes =
+        if store.put_object(ObjectKind::Artifact, &id, &record_bytes)? { record_bytes.len() as u64 } else { 0 };
+    store.sync()?;
+    crate::fail_point::check("build-before-record");
+
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let new_manifest_bytes = ingested.new_manifest_bytes + new_record_bytes;
+    let record = ledger.record_build(&NewBuild {
+        app,
+        artifact: id,
+        commit: source.commit,
+        dirty: source.dirty,
+        recipe,
+        author: request.author.to_owned(),
+        host: request.host.to_owned(),
+        started_at,
+        finished_at: time::now_rfc3339(),
+        files: ingested.files,
+        bytes: ingested.bytes,
+        new_bytes: ingested.new_blob_bytes + new_manifest_bytes,
+        duration_ms: millis(started.elapsed()),
+        build_command_ms: millis(command_time),
+        ingest_ms: millis(ingest_time),
+        log,
+    })?;
+    drop(work);
+    Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration: started.elapsed() })
+}
+
+/// The app name: `graven.toml [app] name`, else the repository's directory.
+pub fn app_name(repo: &Repo, settings: &AppSettings) -> String {
+    settings.name.clone().unwrap_or_else(|| {
+        let directory = repo.root().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        crate::app::app_name_from_directory(&directory)
+    })
+}
+
+fn read_source(request: &BuildRequest<'_>, work: &WorkDir) -> Result<Source, BuildError> {
+    let repo = request.repo;
+    let commit = repo.resolve_commit(request.rev)?;
+    let head = repo.resolve_commit("HEAD").ok();
+    let mut dirty = false;
+    let mut tree_ish = commit.clone();
+    // The working tree only matters when building what is checked out.
+    if head.as_deref() == Some(commit.as_str()) {
+        let home = home_in_repo(repo, request.home);
+        let paths: Vec<String> = repo
+            .dirty_paths()?
+            .into_iter()
+            .filter(|p| home.as_deref().is_none_or(|home| !p.starts_with(home)))
+            .collect();
+        if !paths.is_empty() {
+            if !request.allow_dirty {
+                return Err(BuildError::Dirty { paths });
+            }
+            dirty = true;
+            tree_ish = repo.working_tree_snapshot(work.path(), home.as_deref())?;
+        }
+    }
+    let epoch = repo.commit_time(&commit)?;
+    let procfile = match repo.read_file(&tree_ish, PROCFILE)? {
+        Some(bytes) => Procfile::parse(&String::from_utf8_lossy(&bytes))?,
+        None => return Err(BuildError::MissingProcfile { commit }),
+    };
+    let settings = match repo.read_file(&tree_ish, SETTINGS_FILE)? {
+        Some(bytes) => AppSettings::parse(&String::from_utf8_lossy(&bytes))?,
+        None => AppSettings::default(),
+    };
+    Ok(Source { commit, tree_ish, dirty, epoch, procfile, settings })
+}
+
+/// The home's path relative to the repository root, with a trailing `/`,
+/// if the home is inside the repository.
+fn home_in_repo(repo: &Repo, home: &Home) -> Option<String> {
+    let root = repo.root().canonicalize().ok()?;
+    let home = home.root().canonicalize().ok()?;
+    let relative = home.strip_prefix(&root).ok()?;
+    let relative = relative.to_str()?;
+    (!relative.is_empty()).then(|| format!("{relative}/"))
+}
+
+fn recipe_digest(settings: &AppSettings) -> Digest {
+    Digest::of(&serde_json::to_vec(&settings.build).expect("recipes always serialise"))
+}
+
+fn exclude_set(settings: &AppSettings) -> globset::GlobSet {
+    let mut builder = globset::GlobSetBuilder::new();
+    for pattern in &settings.build.exclude {
+        // A pattern without '/' matches a name at any depth, as in .gitignore.
+        let patterns =
+            if pattern.contains('/') { vec![pattern.clone()] } else { vec![pattern.clone(), format!("**/{pattern}")] };
+        for pattern in patterns {
+            if let Ok(glob) = globset::GlobBuilder::new(&pattern).literal_separator(true).build() {
+                builder.add(glob);
+            }
+        }
+    }
+    builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
+}
+
+/// The build command's whole environment.
+fn build_env(source: &Source, work: &WorkDir) -> BTreeMap<String, OsString> {
+    let mut env = BTreeMap::new();
+    if let Some(path) = std::env::var_os("PATH") {
+        env.insert("PATH".to_owned(), path);
+    }
+    env.insert("HOME".to_owned(), work.home().into_os_string());
+    env.insert("TMPDIR".to_owned(), work.tmp().into_os_string());
+    env.insert("LANG".to_owned(), "C.UTF-8".into());
+    env.insert(SOURCE_DATE_EPOCH.to_owned(), source.epoch.to_string().into());
+    env.insert(GRAVEN_COMMIT.to_owned(), source.commit.clone().into());
+    for name in &source.settings.build.pass_env {
+        if let Some(value) = std::env::var_os(name) {
+            env.insert(name.clone(), value);
+        }
+    }
+    for (name, value) in &source.settings.build.env {
+        env.insert(name.clone(), value.into());
+    }
+    env
+}
+
+/// Exports the source into checkout `name` and runs the build command there;
+/// returns the output directory, the command's duration and its log.
+fn run_once(
+    request: &BuildRequest<'_>,
+    source: &Source,
+    work: &WorkDir,
+    name: &str,
+    env: &BTreeMap<String, OsString>,
+    observer: &dyn BuildObserver,
+) -> Result<(std::path::PathBuf, Duration, String), BuildError> {
+    let checkout = work.checkout(name)?;
+    observer.on_event(&BuildEvent::Exporting { source: if source.dirty { "working tree" } else { &source.commit } });
+    request.repo.export(&source.tree_ish, &checkout)?;
+    let started = Instant::now();
+    let log = match &source.settings.build.command {
+        Some(command) => command::run(command, &checkout, env, observer)?,
+        None => String::new(),
+    };
+    let command_time = started.elapsed();
+    let output = match &source.settings.build.output {
+        Some(output) => checkout.join(output),
+        None => checkout,
+    };
+    if !output_is_dir(&output) {
+        let output = source.settings.build.output.clone().unwrap_or_else(|| ".".to_owned());
+        return Err(BuildError::OutputMissing { output });
+    }
+    Ok((output, command_time, log))
+}
+
+fn output_is_dir(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
+}
+
+fn differing_paths(first: &Ingested, second: &Ingested) -> Vec<String> {
+    let (Some(a), Some(b)) = (&first.flat, &second.flat) else { return Vec::new() };
+    let mut paths: Vec<String> =
+        a.iter().filter(|(path, kind)| b.get(*path) != Some(kind)).map(|(path, _)| path.clone()).collect();
+    paths.extend(b.keys().filter(|path| !a.contains_key(*path)).cloned());
+    paths.sort();
+    paths
+}

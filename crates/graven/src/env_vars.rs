@@ -1,0 +1,27 @@
+//! Every environment variable graven reads, named once.
+//!
+//! Commands take settings from flags first, then these variables, then
+//! `graven.toml`. Nothing else in graven calls `std::env::var` with a literal.
+
+/// Where graven keeps its ledger, store and run state (`--home`).
+/// Default: `.graven/` at the root of the repository.
+pub const GRAVEN_HOME: &str = "GRAVEN_HOME";
+
+/// The app name (`--app`). Default: `graven.toml [app] name`, else the name
+/// of the repository's directory.
+pub const GRAVEN_APP: &str = "GRAVEN_APP";
+
+/// Who made a build or release. Default: git's `user.email`, else `user@host`.
+pub const GRAVEN_AUTHOR: &str = "GRAVEN_AUTHOR";
+
+/// Test-only: names a fail point at which graven stops itself (see
+/// `fail_point`). Unset in normal use.
+pub const GRAVEN_FAIL_POINT: &str = "GRAVEN_FAIL_POINT";
+
+/// Variables set for the build command, besides `[build] env` and `pass_env`.
+pub mod build {
+    /// The commit being built (40 hex digits).
+    pub const GRAVEN_COMMIT: &str = "GRAVEN_COMMIT";
+    /// The commit time, in seconds since the epoch, for reproducible tools.
+    pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+}

@@ -1,0 +1,151 @@
+//! Exports: an artifact written as an archive that is byte-identical for the
+//! same artifact on any machine. Entries come in manifest order (depth
+//! first, names sorted bytewise); every header has uid/gid 0, no user or
+//! group names, the normalised mtime and the normalised mode; compression
+//! levels are fixed and compressors single-threaded.
+//!
+//! Exports only read the store; the file is written under a temporary name
+//! and renamed, so a killed export leaves no partial archive behind.
+
+mod tar;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crate::Digest;
+use crate::build::{Artifact, ArtifactError, ManifestError};
+use crate::store::StoreError;
+
+/// An archive format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Uncompressed tar.
+    Tar,
+    /// tar, gzip level 6.
+    TarGz,
+    /// tar, zstd level 3.
+    TarZst,
+}
+
+impl Format {
+    /// Every format, with its name.
+    pub const ALL: [(Self, &'static str); 3] = [(Self::Tar, "tar"), (Self::TarGz, "tar.gz"), (Self::TarZst, "tar.zst")];
+
+    /// The format's name, as given to `--format`.
+    pub fn name(self) -> &'static str {
+        Self::ALL.iter().find(|(format, _)| *format == self).map_or("tar", |(_, name)| name)
+    }
+}
+
+/// The gzip level of `tar.gz` exports. Part of the byte-identical promise.
+pub const GZIP_LEVEL: u32 = 6;
+/// The zstd level of `tar.zst` exports. Part of the byte-identical promise.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// An export that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The artifact record could not be read.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// A listing could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// A blob could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing the archive failed.
+    #[error("could not write the archive to {}", path.display())]
+    Write {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportSummary {
+    /// Entries in the archive (files, directories, symlinks).
+    pub entries: u64,
+    /// Bytes written (after compression).
+    pub bytes: u64,
+}
+
+/// Writes artifact `id` from `store` to `out` in `format`.
+pub fn export(
+    store: &dyn crate::store::Store,
+    id: &Digest,
+    format: Format,
+    out: impl Write,
+) -> Result<ExportSummary, ExportError> {
+    let artifact = Artifact::load(store, id)?;
+    let mut counter = CountingWriter { inner: out, bytes: 0 };
+    let entries = match format {
+        Format::Tar => tar::write(store, &artifact.root, &mut counter)?,
+        Format::TarGz => {
+            let mut gz = flate2::GzBuilder::new()
+                .mtime(0)
+                .operating_system(255)
+                .write(&mut counter, flate2::Compression::new(GZIP_LEVEL));
+            let entries = tar::write(store, &artifact.root, &mut gz)?;
+            gz.finish().map_err(write_error(Path::new("-")))?;
+            entries
+        }
+        Format::TarZst => {
+            let mut zst = zstd::Encoder::new(&mut counter, ZSTD_LEVEL).map_err(write_error(Path::new("-")))?;
+            zst.include_checksum(true).map_err(write_error(Path::new("-")))?;
+            let entries = tar::write(store, &artifact.root, &mut zst)?;
+            zst.finish().map_err(write_error(Path::new("-")))?;
+            entries
+        }
+    };
+    counter.flush().map_err(write_error(Path::new("-")))?;
+    Ok(ExportSummary { entries, bytes: counter.bytes })
+}
+
+/// Writes artifact `id` to the file `path`, atomically: under a temporary
+/// name in the same directory, renamed when complete.
+pub fn export_to_path(
+    store: &dyn crate::store::Store,
+    id: &Digest,
+    format: Format,
+    path: &Path,
+) -> Result<ExportSummary, ExportError> {
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let temp = tempfile::Builder::new().prefix(".graven-export-").tempfile_in(dir).map_err(write_error(path))?;
+    let summary =
+        export(store, id, format, io::BufWriter::with_capacity(1 << 20, temp.as_file())).map_err(|e| match e {
+            ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
+            other => other,
+        })?;
+    temp.as_file().sync_all().map_err(write_error(path))?;
+    temp.persist(path).map_err(|e| ExportError::Write { path: path.to_owned(), source: e.error })?;
+    Ok(summary)
+}
+
+fn write_error(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
+    move |source| ExportError::Write { path: path.to_owned(), source }
+}
+
+struct CountingWriter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

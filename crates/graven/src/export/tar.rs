@@ -1,0 +1,71 @@
+//! The tar stream of an export.
+
+use std::io::{self, Read as _, Write};
+use std::path::Path;
+
+use super::{ExportError, write_error};
+use crate::build::manifest::{EntryKind, walk};
+use crate::store::{Store, StoreError};
+use crate::{Digest, NORMALISED_MTIME};
+
+/// Writes the tree at listing `root` as a tar stream; returns the number of
+/// entries.
+pub(super) fn write(store: &dyn Store, root: &Digest, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let mut builder = tar::Builder::new(out);
+    let mut entries = 0u64;
+    let mut failure: Option<ExportError> = None;
+    walk(store, root, &mut |path, kind| {
+        let result = append(&mut builder, store, path, kind);
+        entries += 1;
+        result.map_err(|e| {
+            failure = Some(e);
+            crate::build::ManifestError::Corrupt { digest: *root, why: "export stopped".to_owned() }
+        })
+    })
+    .map_err(|e| failure.take().unwrap_or(ExportError::Manifest(e)))?;
+    builder.into_inner().map_err(write_error(Path::new("-")))?;
+    Ok(entries)
+}
+
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(size);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(NORMALISED_MTIME);
+    header
+}
+
+fn append(
+    builder: &mut tar::Builder<&mut dyn Write>,
+    store: &dyn Store,
+    path: &str,
+    kind: &EntryKind,
+) -> Result<(), ExportError> {
+    let io_error = write_error(Path::new("-"));
+    match kind {
+        EntryKind::Dir { .. } => {
+            let mut header = header(tar::EntryType::Directory, kind.mode(), 0);
+            builder.append_data(&mut header, format!("{path}/"), io::empty()).map_err(io_error)
+        }
+        EntryKind::Symlink { target } => {
+            let mut header = header(tar::EntryType::Symlink, kind.mode(), 0);
+            builder.append_link(&mut header, path, target).map_err(io_error)
+        }
+        EntryKind::File { size, digest, .. } => {
+            let mut header = header(tar::EntryType::Regular, kind.mode(), *size);
+            let blob = store.open_blob(digest)?;
+            let mut limited = blob.take(*size);
+            builder.append_data(&mut header, path, &mut limited).map_err(|source| match source.kind() {
+                io::ErrorKind::UnexpectedEof => ExportError::Store(StoreError::Io {
+                    action: "blob is shorter than its listing says:",
+                    path: digest.to_string().into(),
+                    source,
+                }),
+                _ => io_error(source),
+            })
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! The embedded ledger: one SQLite file in WAL mode. Schema migrations are
+//! compiled into the binary and applied in order on open; the schema's
+//! version is SQLite's `user_version`.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
+
+use super::{BuildRecord, Ledger, LedgerError, NewBuild};
+use crate::Digest;
+
+/// The migrations, in order; migration `i` takes the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_builds.sql")];
+
+/// How long a writer waits for another to finish before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A ledger in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteLedger {
+    connection: Mutex<Connection>,
+}
+
+fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    move |e| LedgerError::Query { doing, why: e.to_string() }
+}
+
+impl SqliteLedger {
+    /// Opens the ledger at `path`, creating it and migrating its schema as
+    /// needed.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        let open_error = |why: String| LedgerError::Open { location: path.display().to_string(), why };
+        let mut connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
+        connection
+            .pragma_update(None, "journal_mode", "WAL")
+            .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
+            .and_then(|()| connection.pragma_update(None, "foreign_keys", "ON"))
+            .map_err(|e| open_error(e.to_string()))?;
+        migrate(&mut connection).map_err(open_error)?;
+        Ok(Self { connection: Mutex::new(connection) })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
+        let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut connection)
+    }
+}
+
+/// Applies the migrations the database has not seen, in one transaction
+/// that holds the write lock, so concurrent first opens migrate once.
+fn migrate(connection: &mut Connection) -> Result<(), String> {
+    let transaction =
+        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    let version: i64 =
+        transaction.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| e.to_string())?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > MIGRATIONS.len() {
+        return Err(format!(
+            "its schema is version {version}, newer than this graven knows ({}): upgrade graven",
+            MIGRATIONS.len()
+        ));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        transaction.execute_batch(sql).map_err(|e| format!("migration {} failed: {e}", index + 1))?;
+    }
+    transaction
+        .pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX))
+        .map_err(|e| e.to_string())?;
+    transaction.commit().map_err(|e| e.to_string())
+}
+
+const BUILD_COLUMNS: &str = "seq, app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms";
+
+fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<BuildRecord, LedgerError>> {
+    let seq: i64 = row.get(0)?;
+    let artifact: String = row.get(2)?;
+    let recipe: String = row.get(5)?;
+    let parse = |text: &str| {
+        text.parse::<Digest>().map_err(|e| LedgerError::Corrupt { what: format!("build #{seq}"), why: e.to_string() })
+    };
+    let (artifact, recipe) = match (parse(&artifact), parse(&recipe)) {
+        (Ok(a), Ok(r)) => (a, r),
+        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+    };
+    let count = |i: usize| row.get::<_, i64>(i).map(i64::cast_unsigned);
+    Ok(Ok(BuildRecord {
+        seq,
+        build: NewBuild {
+            app: row.get(1)?,
+            artifact,
+            commit: row.get(3)?,
+            dirty: row.get(4)?,
+            recipe,
+            author: row.get(6)?,
+            host: row.get(7)?,
+            started_at: row.get(8)?,
+            finished_at: row.get(9)?,
+            files: count(10)?,
+            bytes: count(11)?,
+            new_bytes: count(12)?,
+            duration_ms: count(13)?,
+            build_command_ms: count(14)?,
+            ingest_ms: count(15)?,
+            log: String::new(),
+        },
+    }))
+}
+
+impl Ledger for SqliteLedger {
+    fn record_build(&self, build: &NewBuild) -> Result<BuildRecord, LedgerError> {
+        self.with(|connection| {
+            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(query_error("recording a build"))?;
+            transaction
+                .execute(
+                    "INSERT INTO builds (app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    params![
+                        build.app,
+                        build.artifact.to_string(),
+                        build.commit,
+                        build.dirty,
+                        build.recipe.to_string(),
+                        build.author,
+                        build.host,
+                        build.started_at,
+                        build.finished_at,
+                        signed(build.files),
+                        signed(build.bytes),
+                        signed(build.new_bytes),
+                        signed(build.duration_ms),
+                        signed(build.build_command_ms),
+                        signed(build.ingest_ms),
+                        build.log,
+                    ],
+                )
+                .map_err(query_error("recording a build"))?;
+            let seq = transaction.last_insert_rowid();
+            transaction.commit().map_err(query_error("recording a build"))?;
+            Ok(BuildRecord { seq, build: NewBuild { log: String::new(), ..build.clone() } })
+        })
+    }
+
+    fn builds(&self, app: &str) -> Result<Vec<BuildRecord>, LedgerError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY seq DESC"))
+                .map_err(query_error("listing builds"))?;
+            let rows = statement.query_map([app], build_from_row).map_err(query_error("listing builds"))?;
+            let mut builds = Vec::new();
+            for row in rows {
+                builds.push(row.map_err(query_error("listing builds"))??);
+            }
+            Ok(builds)
+        })
+    }
+
+    fn reusable_build(&self, app: &str, commit: &str, recipe: &Digest) -> Result<Option<BuildRecord>, LedgerError> {
+        self.with(|connection| {
+            connection
+                .query_row(
+                    &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 AND commit_id = ?2 AND recipe = ?3 AND dirty = 0 ORDER BY seq DESC LIMIT 1"),
+                    params![app, commit, recipe.to_string()],
+                    build_from_row,
+                )
+                .optional()
+                .map_err(query_error("looking for an earlier build"))?
+                .transpose()
+        })
+    }
+
+    fn build_log(&self, seq: i64) -> Result<Option<String>, LedgerError> {
+        self.with(|connection| {
+            connection
+                .query_row("SELECT log FROM builds WHERE seq = ?1", [seq], |row| row.get(0))
+                .optional()
+                .map_err(query_error("reading a build log"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(app: &str, commit: &str) -> NewBuild {
+        NewBuild {
+            app: app.to_owned(),
+            artifact: Digest::of(commit.as_bytes()),
+            commit: commit.to_owned(),
+            dirty: false,
+            recipe: Digest::of(b"recipe"),
+            author: "dev@example.com".to_owned(),
+            host: "build-1".to_owned(),
+            started_at: "2026-11-27T12:00:00Z".to_owned(),
+            finished_at: "2026-11-27T12:00:01Z".to_owned(),
+            files: 3,
+            bytes: 300,
+            new_bytes: 100,
+            duration_ms: 1000,
+            build_command_ms: 600,
+            ingest_ms: 300,
+            log: "built\n".to_owned(),
+        }
+    }
+
+    #[test]
+    fn records_and_lists_builds_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap();
+        let first = ledger.record_build(&sample("hello", "aaa")).unwrap();
+        let second = ledger.record_build(&sample("hello", "bbb")).unwrap();
+        ledger.record_build(&sample("other", "ccc")).unwrap();
+        let builds = ledger.builds("hello").unwrap();
+        assert_eq!(builds, vec![second.clone(), first.clone()]);
+        assert_eq!(ledger.build_log(first.seq).unwrap().as_deref(), Some("built\n"));
+        let found = ledger.reusable_build("hello", "aaa", &Digest::of(b"recipe")).unwrap();
+        assert_eq!(found, Some(first));
+        assert_eq!(ledger.reusable_build("hello", "aaa", &Digest::of(b"other recipe")).unwrap(), None);
+    }
+
+    #[test]
+    fn the_database_refuses_update_and_delete_of_builds() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.record_build(&sample("hello", "aaa")).unwrap();
+        drop(ledger);
+        let connection = Connection::open(&path).unwrap();
+        let update = connection.execute("UPDATE builds SET dirty = 1", []).unwrap_err();
+        assert!(update.to_string().contains("builds are append-only: UPDATE is refused"), "{update}");
+        let delete = connection.execute("DELETE FROM builds", []).unwrap_err();
+        assert!(delete.to_string().contains("builds are append-only: DELETE is refused"), "{delete}");
+        let count: i64 = connection.query_row("SELECT count(*) FROM builds", [], |row| row.get(0)).unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn reopening_does_not_migrate_twice_and_newer_schemas_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        SqliteLedger::open(&path).unwrap().record_build(&sample("hello", "aaa")).unwrap();
+        assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        let error = SqliteLedger::open(&path).unwrap_err().to_string();
+        assert!(error.contains("its schema is version 99, newer than this graven knows"), "{error}");
+    }
+}

@@ -1,0 +1,46 @@
+//! graven keeps the three twelve-factor stages strictly apart:
+//!
+//! ```text
+//!   git commit ──build──▶ artifact (immutable, content-addressed, sha256)
+//!                               │
+//!   environment config ──release──▶ release vN (artifact + config snapshot)
+//!                                         │
+//!                                   ──run──▶ processes (code read-only, config in env)
+//! ```
+//!
+//! - [`build`] turns one commit into an [`Artifact`](build::Artifact): a clean
+//!   export of the commit, the build command run with a scrubbed environment,
+//!   and the output ingested into a [`Store`](store::Store) as a Merkle tree of
+//!   directory listings (the [`Manifest`](build::manifest)).
+//! - the [`ledger`] records builds (and, later, config versions and releases)
+//!   in append-only tables.
+//! - [`export`] writes an artifact as a byte-identical archive.
+//!
+//! The stages reach storage only through two traits, [`Store`](store::Store)
+//! and [`Ledger`](ledger::Ledger), each with an embedded default backend.
+//! This crate never prints: it returns values and typed errors, and reports
+//! progress through [`build::BuildObserver`].
+#![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+pub mod app;
+pub mod build;
+pub mod digest;
+pub mod env_vars;
+pub mod export;
+mod fail_point;
+pub mod git;
+pub mod home;
+pub mod ledger;
+pub mod store;
+pub mod time;
+
+pub use digest::Digest;
+
+/// The constant modification time of every file graven writes into a store,
+/// a materialised tree or an export: 1970-01-01T00:00:01Z.
+///
+/// One constant, rather than the commit time, so that an artifact looks the
+/// same whichever commit produced it. It is 1 rather than 0 because some tools
+/// read an mtime of 0 as "unknown" (Nix made the same choice).
+pub const NORMALISED_MTIME: u64 = 1;

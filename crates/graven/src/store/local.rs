@@ -1,0 +1,215 @@
+//! The embedded store: a directory on the local filesystem.
+//!
+//! ```text
+//! store/blobs/sha256/ab/cdef…          file contents (62 more hex digits)
+//! store/manifests/sha256/ab/cdef…      directory listings
+//! store/artifacts/sha256/ab/cdef…      artifact records
+//! store/tmp/                           writes in progress
+//! ```
+//!
+//! Every stored file is read-only with the normalised mtime. A blob's mode
+//! is 0444, or 0555 if it was first stored from an executable file.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write as _};
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{Handover, ObjectKind, Store, StoreError};
+use crate::{Digest, NORMALISED_MTIME};
+
+/// A store in a local directory.
+#[derive(Debug)]
+pub struct LocalStore {
+    root: PathBuf,
+    tmp: PathBuf,
+    next_temp: AtomicU64,
+}
+
+impl LocalStore {
+    /// Opens (and creates, if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|source| StoreError::Io {
+            action: "could not create the store at",
+            path: root.to_owned(),
+            source,
+        })?;
+        Ok(Self { root: root.to_owned(), tmp, next_temp: AtomicU64::new(0) })
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where blob `digest` lives.
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.path_in("blobs", digest)
+    }
+
+    /// Where object `digest` of `kind` lives.
+    pub fn object_path(&self, kind: ObjectKind, digest: &Digest) -> PathBuf {
+        let dir = match kind {
+            ObjectKind::Manifest => "manifests",
+            ObjectKind::Artifact => "artifacts",
+        };
+        self.path_in(dir, digest)
+    }
+
+    fn path_in(&self, dir: &str, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        let mut path = self.root.join(dir);
+        path.push("sha256");
+        path.push(&hex[..2]);
+        path.push(&hex[2..]);
+        path
+    }
+
+    /// A fresh name in the store's scratch directory, unique across threads
+    /// and processes.
+    fn temp_path(&self) -> PathBuf {
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        self.tmp.join(format!("{}-{n}", std::process::id()))
+    }
+
+    /// Renames `from` to `to`, creating `to`'s directory on first use.
+    fn install(from: &Path, to: &Path) -> io::Result<()> {
+        match fs::rename(from, to) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir_all(to.parent().expect("store paths have parents"))?;
+                fs::rename(from, to)
+            }
+            other => other,
+        }
+    }
+}
+
+/// Sets the read-only mode and the normalised mtime on a file about to enter
+/// the store.
+fn seal(path: &Path, executable: bool) -> io::Result<()> {
+    let mode = if executable { 0o555 } else { 0o444 };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    let mtime = rustix::fs::Timespec { tv_sec: NORMALISED_MTIME.cast_signed(), tv_nsec: 0 };
+    let times = rustix::fs::Timestamps { last_access: mtime, last_modification: mtime };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
+
+impl Store for LocalStore {
+    fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.len() == size),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(source) => Err(StoreError::Io { action: "could not read", path, source }),
+        }
+    }
+
+    fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError> {
+        let meta = fs::symlink_metadata(path).map_err(|source| StoreError::Io {
+            action: "could not read",
+            path: path.to_owned(),
+            source,
+        })?;
+        if self.has_blob(digest, meta.len())? {
+            return Ok(false);
+        }
+        let target = self.blob_path(digest);
+        let executable = meta.mode() & 0o100 != 0;
+        let io_error = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { action, path, source }
+        };
+        if handover == Handover::Move && meta.nlink() == 1 {
+            seal(path, executable).map_err(io_error("could not seal", path))?;
+            match Self::install(path, &target) {
+                Ok(()) => return Ok(true),
+                // Another filesystem: fall back to a copy.
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
+                Err(source) => {
+                    return Err(StoreError::Io {
+                        action: "could not move into the store",
+                        path: path.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        // The file is shared with something outside the build, or must stay:
+        // copy it, so that nothing outside the store can change a blob.
+        let temp = self.temp_path();
+        let result = fs::copy(path, &temp)
+            .map_err(io_error("could not copy into the store", path))
+            .and_then(|_| seal(&temp, executable).map_err(io_error("could not seal", &temp)))
+            .and_then(|()| Self::install(&temp, &target).map_err(io_error("could not write", &target)));
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result.map(|()| true)
+    }
+
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
+        let path = self.blob_path(digest);
+        match File::open(&path) {
+            Ok(file) => Ok(Box::new(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { kind: "blob", digest: *digest })
+            }
+            Err(source) => Err(StoreError::Io { action: "could not open", path, source }),
+        }
+    }
+
+    fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf> {
+        Some(self.blob_path(digest))
+    }
+
+    fn put_object(&self, kind: ObjectKind, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {
+        debug_assert_eq!(Digest::of(bytes), *digest);
+        let target = self.object_path(kind, digest);
+        if fs::metadata(&target).is_ok_and(|meta| meta.len() == bytes.len() as u64) {
+            return Ok(false);
+        }
+        let temp = self.temp_path();
+        let result = File::create(&temp)
+            .and_then(|mut file| file.write_all(bytes))
+            .and_then(|()| seal(&temp, false))
+            .and_then(|()| Self::install(&temp, &target));
+        if let Err(source) = result {
+            let _ = fs::remove_file(&temp);
+            return Err(StoreError::Io { action: "could not write", path: target, source });
+        }
+        Ok(true)
+    }
+
+    fn get_object(&self, kind: ObjectKind, digest: &Digest) -> Result<Vec<u8>, StoreError> {
+        let path = self.object_path(kind, digest);
+        match fs::read(&path) {
+            Ok(bytes) => Ok(bytes),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                Err(StoreError::NotFound { kind: kind.name(), digest: *digest })
+            }
+            Err(source) => Err(StoreError::Io { action: "could not read", path, source }),
+        }
+    }
+
+    fn has_object(&self, kind: ObjectKind, digest: &Digest) -> Result<bool, StoreError> {
+        Ok(self.object_path(kind, digest).exists())
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        // One syncfs for the whole filesystem costs far less than an fsync
+        // per file and per directory, and covers them all.
+        let dir = File::open(&self.root).map_err(|source| StoreError::Io {
+            action: "could not open",
+            path: self.root.clone(),
+            source,
+        })?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::Io {
+            action: "could not sync",
+            path: self.root.clone(),
+            source: e.into(),
+        })
+    }
+}

@@ -1,0 +1,123 @@
+//! The store holds artifact contents, content-addressed: file contents as
+//! blobs, and small canonical JSON objects (directory listings and artifact
+//! records). Everything in it is named by its sha256 and never changes once
+//! written; writers use a temporary name and rename, so a reader sees a
+//! whole object or none.
+//!
+//! The build, export and run stages reach the store only through [`Store`].
+
+mod local;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use local::LocalStore;
+
+use crate::Digest;
+
+/// The kinds of small objects kept beside the blobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A directory listing of a manifest.
+    Manifest,
+    /// An artifact record: a manifest's root and how to run it.
+    Artifact,
+}
+
+impl ObjectKind {
+    /// The name used in paths and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Manifest => "manifest",
+            Self::Artifact => "artifact",
+        }
+    }
+}
+
+/// A failure of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A blob or object is not in the store.
+    #[error("{kind} {digest} is not in the store")]
+    NotFound {
+        /// `blob`, `manifest` or `artifact`.
+        kind: &'static str,
+        /// What was looked for.
+        digest: Digest,
+    },
+    /// The filesystem failed.
+    #[error("{action} {}", path.display())]
+    Io {
+        /// What graven was doing, e.g. "could not write".
+        action: &'static str,
+        /// The file it was doing it to.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a file may be handed to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The store may take the file itself (rename it into place): the caller
+    /// will not use it again and nothing else shares its inode.
+    Move,
+    /// The store must copy the contents; the file stays where it is.
+    Copy,
+}
+
+/// Where artifact contents live. Implementations must be safe to use from
+/// many threads and many processes at once.
+pub trait Store: Send + Sync {
+    /// Whether blob `digest` is present with `size` bytes. A blob of another
+    /// size (a write cut short by a crash) counts as missing, so it is
+    /// written again.
+    fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError>;
+
+    /// Adds the file at `path`, whose contents have digest `digest`, as a
+    /// blob. Returns whether the store did not have it before.
+    fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError>;
+
+    /// Opens blob `digest` for reading.
+    fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError>;
+
+    /// The blob's path on the local filesystem, if this store has one
+    /// (lets the runner hardlink rather than copy).
+    fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf>;
+
+    /// Adds an object; returns whether the store did not have it before.
+    /// `bytes` must hash to `digest`.
+    fn put_object(&self, kind: ObjectKind, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError>;
+
+    /// Reads an object.
+    fn get_object(&self, kind: ObjectKind, digest: &Digest) -> Result<Vec<u8>, StoreError>;
+
+    /// Whether an object is present.
+    fn has_object(&self, kind: ObjectKind, digest: &Digest) -> Result<bool, StoreError>;
+
+    /// Makes everything added so far durable. Called once per build, before
+    /// the ledger records it, rather than once per file.
+    fn sync(&self) -> Result<(), StoreError>;
+}
+
+/// Reads blob `digest` whole and checks it against its digest. Returns
+/// `Ok(false)` if the contents do not match.
+pub fn blob_matches(store: &dyn Store, digest: &Digest) -> Result<bool, StoreError> {
+    let mut reader = store.open_blob(digest)?;
+    let mut hasher = crate::digest::Hasher::default();
+    let mut buffer = vec![0u8; 256 * 1024];
+    loop {
+        let read = reader.read(&mut buffer).map_err(|source| StoreError::Io {
+            action: "could not read blob",
+            path: PathBuf::from(digest.to_string()),
+            source,
+        })?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher.finish() == *digest)
+}
