@@ -203,6 +203,9 @@ name = "bench"
 [build]
 command = "mkdir -p out && $cp_cmd \\"\$CORPUS\\" out/venv"
 output = "out"
+# A virtualenv links bin/python* to the interpreter by absolute path, which an
+# artifact refuses (it would point outside the tree): leave those links out.
+exclude = ["venv/bin/python*"]
 env = { CORPUS = "$corpus" }
 EOF
 }

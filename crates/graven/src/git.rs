@@ -33,7 +33,7 @@ pub enum GitError {
         path: PathBuf,
     },
     /// `git` is not installed.
-    #[error("could not run git: {0}")]
+    #[error("could not run git")]
     Spawn(#[source] std::io::Error),
     /// git ran and failed.
     #[error("`git {args}` failed: {stderr}")]

@@ -5,6 +5,7 @@
 //! the directory listings, bottom up. Files are moved into the store when
 //! nothing else shares them, since the build directory is thrown away.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read as _};
 use std::os::unix::ffi::OsStrExt as _;
@@ -42,7 +43,7 @@ pub enum IngestError {
     },
     /// A symlink with an absolute target.
     #[error(
-        "'{path}' is a symlink to the absolute path '{target}': use a relative target inside the output, or copy the file in"
+        "'{path}' is a symlink to the absolute path '{target}': artifacts hold only relative links inside the output, so make it relative, copy the file in, or add the link to [build] exclude"
     )]
     AbsoluteSymlink {
         /// The link, relative to the output.
@@ -52,7 +53,7 @@ pub enum IngestError {
     },
     /// A symlink that leads out of the output.
     #[error(
-        "'{path}' is a symlink to '{target}', which leads outside the output: use a target inside it, or copy the file in"
+        "'{path}' is a symlink to '{target}', which leads outside the output: make it point inside the output, copy the file in, or add the link to [build] exclude"
     )]
     EscapingSymlink {
         /// The link, relative to the output.
@@ -113,6 +114,9 @@ struct FileJob {
     path: String,
     size: u64,
     executable: bool,
+    /// Device and inode, for a file with more than one link.
+    inode: Option<(u64, u64)>,
+    /// Whether the file's inode is shared with something outside the tree.
     shared: bool,
 }
 
@@ -128,17 +132,26 @@ struct DirNode {
 }
 
 struct Walk<'a> {
-    root: &'a Path,
     exclude: &'a GlobSet,
     files: Vec<FileJob>,
     dirs: Vec<DirNode>,
+    /// For inodes with several links: links seen in the tree, and in all.
+    links: HashMap<(u64, u64), (u64, u64)>,
 }
 
 /// Ingests the tree at `root`.
 pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingested, IngestError> {
-    let mut walk = Walk { root, exclude: options.exclude, files: Vec::new(), dirs: Vec::new() };
+    let mut walk = Walk { exclude: options.exclude, files: Vec::new(), dirs: Vec::new(), links: HashMap::new() };
     walk.dir(root, "")?;
-    let Walk { files, dirs, .. } = walk;
+    let Walk { mut files, dirs, links, .. } = walk;
+    // A file with more links than the tree holds shares its inode with
+    // something outside the build: the store must copy it, or a change made
+    // there would change the blob.
+    for file in &mut files {
+        if let Some(inode) = file.inode {
+            file.shared = links.get(&inode).is_none_or(|&(seen, nlink)| seen < nlink);
+        }
+    }
 
     let total_bytes: u64 = files.iter().map(|f| f.size).sum();
     options.observer.on_event(&BuildEvent::IngestStarted { files: files.len() as u64, bytes: total_bytes });
@@ -247,8 +260,8 @@ impl Walk<'_> {
         let mut entries = Vec::with_capacity(children.len());
         for child in children {
             let os_name = child.file_name();
-            let path = if relative.is_empty() { PathBuf::from(&os_name) } else { Path::new(relative).join(&os_name) };
             let Some(name) = os_name.to_str() else {
+                let path = Path::new(relative).join(&os_name);
                 return Err(IngestError::NonUtf8Name { path: path.to_string_lossy().into_owned() });
             };
             let path = if relative.is_empty() { name.to_owned() } else { format!("{relative}/{name}") };
@@ -259,11 +272,16 @@ impl Walk<'_> {
             let meta = child.metadata().map_err(io_error(&child_path))?;
             let file_type = meta.file_type();
             let pending = if file_type.is_file() {
+                let inode = (meta.nlink() > 1).then(|| (meta.dev(), meta.ino()));
+                if let Some(inode) = inode {
+                    self.links.entry(inode).or_insert((0, meta.nlink())).0 += 1;
+                }
                 self.files.push(FileJob {
                     path,
                     size: meta.len(),
                     executable: meta.mode() & 0o100 != 0,
-                    shared: meta.nlink() > 1,
+                    inode,
+                    shared: false,
                 });
                 Pending::File(self.files.len() - 1)
             } else if file_type.is_dir() {
@@ -289,7 +307,6 @@ impl Walk<'_> {
             };
             entries.push((name.to_owned(), pending));
         }
-        let _ = self.root;
         self.dirs[index].entries = entries;
         Ok(index)
     }

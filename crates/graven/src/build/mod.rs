@@ -167,7 +167,7 @@ pub enum BuildError {
         output: String,
     },
     /// The output holds something an artifact cannot.
-    #[error("the build output cannot become an artifact: {0}")]
+    #[error(transparent)]
     Ingest(#[from] IngestError),
     /// `--check-reproducible` found differences.
     #[error("the build is not reproducible: {} differ between two builds of the same commit:\n{}", plural(paths.len(), "path"), list_paths(paths))]

@@ -4,7 +4,9 @@
 //! store/blobs/sha256/ab/cdef…          file contents (62 more hex digits)
 //! store/manifests/sha256/ab/cdef…      directory listings
 //! store/artifacts/sha256/ab/cdef…      artifact records
-//! store/tmp/                           writes in progress
+//!
+//! A file being written is named `.tmp-<pid>-<n>` beside its final name,
+//! and renamed into place when complete.
 //! ```
 //!
 //! Every stored file is read-only with the normalised mtime. A blob's mode
@@ -23,20 +25,18 @@ use crate::{Digest, NORMALISED_MTIME};
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
-    tmp: PathBuf,
     next_temp: AtomicU64,
 }
 
 impl LocalStore {
     /// Opens (and creates, if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).map_err(|source| StoreError::Io {
+        fs::create_dir_all(root).map_err(|source| StoreError::Io {
             action: "could not create the store at",
             path: root.to_owned(),
             source,
         })?;
-        Ok(Self { root: root.to_owned(), tmp, next_temp: AtomicU64::new(0) })
+        Ok(Self { root: root.to_owned(), next_temp: AtomicU64::new(0) })
     }
 
     /// The store's directory.
@@ -67,24 +67,44 @@ impl LocalStore {
         path
     }
 
-    /// A fresh name in the store's scratch directory, unique across threads
-    /// and processes.
-    fn temp_path(&self) -> PathBuf {
+    /// A fresh temporary name beside `target`, unique across threads and
+    /// processes. Beside, not in a shared scratch directory: a rename within
+    /// one directory does not take the filesystem-wide lock that a rename
+    /// across directories does.
+    fn temp_beside(&self, target: &Path) -> PathBuf {
         let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
-        self.tmp.join(format!("{}-{n}", std::process::id()))
+        target.with_file_name(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
     }
 
-    /// Renames `from` to `to`, creating `to`'s directory on first use.
-    fn install(from: &Path, to: &Path) -> io::Result<()> {
-        match fs::rename(from, to) {
+    /// Runs `op`, creating `target`'s directory and retrying once if it is
+    /// missing.
+    fn in_shard<T>(target: &Path, mut op: impl FnMut() -> io::Result<T>) -> io::Result<T> {
+        match op() {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir_all(to.parent().expect("store paths have parents"))?;
-                fs::rename(from, to)
+                fs::create_dir_all(target.parent().expect("store paths have parents"))?;
+                op()
             }
             other => other,
         }
     }
+
+    /// Writes a new file beside `target` with `fill`, seals it and renames
+    /// it over `target`.
+    fn write_beside(&self, target: &Path, executable: bool, fill: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
+        let temp = self.temp_beside(target);
+        let result = Self::in_shard(target, || fill(&temp))
+            .and_then(|()| seal(&temp, executable))
+            .and_then(|()| fs::rename(&temp, target));
+        if result.is_err() {
+            let _ = fs::remove_file(&temp);
+        }
+        result
+    }
 }
+
+/// Names of files being written start with this; they are never read as
+/// blobs or objects, and are left behind only by a killed writer.
+pub(crate) const TEMP_PREFIX: &str = ".tmp-";
 
 /// Sets the read-only mode and the normalised mtime on a file about to enter
 /// the store.
@@ -108,46 +128,45 @@ impl Store for LocalStore {
     }
 
     fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError> {
-        let meta = fs::symlink_metadata(path).map_err(|source| StoreError::Io {
-            action: "could not read",
-            path: path.to_owned(),
-            source,
-        })?;
+        let io_error = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { action, path, source }
+        };
+        let meta = fs::symlink_metadata(path).map_err(io_error("could not read", path))?;
         if self.has_blob(digest, meta.len())? {
             return Ok(false);
         }
         let target = self.blob_path(digest);
         let executable = meta.mode() & 0o100 != 0;
-        let io_error = |action, path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io { action, path, source }
-        };
         if handover == Handover::Move && meta.nlink() == 1 {
+            // A hard link, not a rename: a rename across directories takes a
+            // filesystem-wide lock that parallel ingest threads queue on.
+            // The build directory's name goes away with the build directory.
             seal(path, executable).map_err(io_error("could not seal", path))?;
-            match Self::install(path, &target) {
+            match Self::in_shard(&target, || fs::hard_link(path, &target)) {
                 Ok(()) => return Ok(true),
-                // Another filesystem: fall back to a copy.
+                // Stored meanwhile by another thread or process, or a blob
+                // of the wrong size left by a crash: replace it.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    if self.has_blob(digest, meta.len())? {
+                        return Ok(false);
+                    }
+                    self.write_beside(&target, executable, |temp| fs::hard_link(path, temp))
+                        .map_err(io_error("could not write", &target))?;
+                    return Ok(true);
+                }
+                // Another filesystem: copy instead.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
                 Err(source) => {
-                    return Err(StoreError::Io {
-                        action: "could not move into the store",
-                        path: path.to_owned(),
-                        source,
-                    });
+                    return Err(StoreError::Io { action: "could not move into the store", path: path.to_owned(), source });
                 }
             }
         }
         // The file is shared with something outside the build, or must stay:
         // copy it, so that nothing outside the store can change a blob.
-        let temp = self.temp_path();
-        let result = fs::copy(path, &temp)
-            .map_err(io_error("could not copy into the store", path))
-            .and_then(|_| seal(&temp, executable).map_err(io_error("could not seal", &temp)))
-            .and_then(|()| Self::install(&temp, &target).map_err(io_error("could not write", &target)));
-        if result.is_err() {
-            let _ = fs::remove_file(&temp);
-        }
-        result.map(|()| true)
+        self.write_beside(&target, executable, |temp| fs::copy(path, temp).map(drop))
+            .map_err(io_error("could not copy into the store", path))?;
+        Ok(true)
     }
 
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
@@ -171,15 +190,8 @@ impl Store for LocalStore {
         if fs::metadata(&target).is_ok_and(|meta| meta.len() == bytes.len() as u64) {
             return Ok(false);
         }
-        let temp = self.temp_path();
-        let result = File::create(&temp)
-            .and_then(|mut file| file.write_all(bytes))
-            .and_then(|()| seal(&temp, false))
-            .and_then(|()| Self::install(&temp, &target));
-        if let Err(source) = result {
-            let _ = fs::remove_file(&temp);
-            return Err(StoreError::Io { action: "could not write", path: target, source });
-        }
+        self.write_beside(&target, false, |temp| File::create_new(temp).and_then(|mut file| file.write_all(bytes)))
+            .map_err(|source| StoreError::Io { action: "could not write", path: target, source })?;
         Ok(true)
     }
 
