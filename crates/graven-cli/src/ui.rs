@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// How output is shown.
+/// Progress display on stderr.
 pub(crate) struct Ui {
     /// Whether stderr is a terminal (progress bars only there).
     stderr_tty: bool,
@@ -15,24 +15,6 @@ pub(crate) struct Ui {
 impl Ui {
     pub(crate) fn new() -> Self {
         Self { stderr_tty: std::io::stderr().is_terminal() }
-    }
-
-    /// A result line on stdout.
-    pub(crate) fn out(&self, text: impl std::fmt::Display) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = writeln!(stdout, "{text}");
-    }
-
-    /// A JSON value on stdout, pretty-printed.
-    pub(crate) fn out_json(&self, value: &impl serde::Serialize) {
-        let text = serde_json::to_string_pretty(value).expect("JSON output always serialises");
-        self.out(text);
-    }
-
-    /// A message on stderr.
-    pub(crate) fn note(&self, text: impl std::fmt::Display) {
-        let mut stderr = std::io::stderr().lock();
-        let _ = writeln!(stderr, "{text}");
     }
 
     /// A progress bar for `total` bytes, drawn on stderr if it is a terminal.
@@ -52,6 +34,23 @@ impl Ui {
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     }
+}
+
+/// A result line on stdout.
+pub(crate) fn out(text: impl std::fmt::Display) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+}
+
+/// A JSON value on stdout, pretty-printed.
+pub(crate) fn out_json(value: &impl serde::Serialize) {
+    out(serde_json::to_string_pretty(value).expect("JSON output always serialises"));
+}
+
+/// A message on stderr.
+pub(crate) fn note(text: impl std::fmt::Display) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = writeln!(stderr, "{text}");
 }
 
 /// `38.2 MB`: decimal units, one decimal place from kB up.
@@ -75,7 +74,7 @@ pub(crate) fn count(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

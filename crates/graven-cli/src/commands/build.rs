@@ -89,13 +89,13 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
             json.ingest_ms = 0;
         }
         json.new_manifest_bytes = Some(outcome.new_manifest_bytes);
-        ui.out_json(&json);
+        ui::out_json(&json);
         return Ok(());
     }
     let build = &record.build;
     let dirty = if build.dirty { " (dirty)" } else { "" };
     if outcome.reused {
-        ui.out(format!(
+        ui::out(format!(
             "reused {} from {}{dirty}: built {} by {}; --force builds again",
             build.artifact.short(),
             ui::short_commit(&build.commit),
@@ -103,7 +103,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
             build.author
         ));
     } else {
-        ui.out(format!(
+        ui::out(format!(
             "built {} from {}{dirty} — {} files, {}, {} new",
             build.artifact.short(),
             ui::short_commit(&build.commit),
@@ -135,14 +135,14 @@ impl BuildObserver for Observer<'_> {
         match event {
             BuildEvent::Exporting { source } => {
                 let source = if source.len() == 40 { ui::short_commit(source) } else { source };
-                self.ui.note(format!("exporting {source}"));
+                ui::note(format!("exporting {source}"));
             }
-            BuildEvent::CommandStarted { command } => self.ui.note(format!("running `{command}`")),
-            BuildEvent::Output { line } => self.ui.note(format!("  build | {line}")),
-            BuildEvent::SecondBuild => self.ui.note("building again to check that the build is reproducible"),
+            BuildEvent::CommandStarted { command } => ui::note(format!("running `{command}`")),
+            BuildEvent::Output { line } => ui::note(format!("  build | {line}")),
+            BuildEvent::SecondBuild => ui::note("building again to check that the build is reproducible"),
             BuildEvent::IngestStarted { files, bytes } => {
                 self.finish();
-                self.ui.note(format!("storing {} files, {}", ui::count(*files), ui::bytes(*bytes)));
+                ui::note(format!("storing {} files, {}", ui::count(*files), ui::bytes(*bytes)));
                 *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(self.ui.byte_progress("ingest", *bytes));
             }

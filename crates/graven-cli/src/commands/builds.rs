@@ -6,7 +6,7 @@ use graven::ledger::Ledger as _;
 use crate::error::CommandError;
 use crate::output::BuildJson;
 use crate::settings::Settings;
-use crate::ui::{self, Ui};
+use crate::ui;
 
 /// List the app's builds, newest first.
 ///
@@ -21,17 +21,16 @@ pub(crate) struct BuildsArgs {
 }
 
 pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), CommandError> {
-    let ui = Ui::new();
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     if args.json {
         let json: Vec<BuildJson<'_>> = builds.iter().map(BuildJson::new).collect();
-        ui.out_json(&json);
+        ui::out_json(&json);
         return Ok(());
     }
     if builds.is_empty() {
-        ui.note(format!("app '{app}' has no builds yet; run `graven build` in its repository"));
+        ui::note(format!("app '{app}' has no builds yet; run `graven build` in its repository"));
         return Ok(());
     }
     let mut rows = vec![["ARTIFACT", "COMMIT", "FILES", "SIZE", "BUILT", "BY"].map(str::to_owned).to_vec()];
@@ -51,6 +50,6 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
             build.author.clone(),
         ]);
     }
-    ui.out(ui::table(&rows));
+    ui::out(ui::table(&rows));
     Ok(())
 }

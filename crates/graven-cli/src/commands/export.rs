@@ -7,7 +7,7 @@ use graven::export::Format;
 
 use crate::error::CommandError;
 use crate::settings::Settings;
-use crate::ui::{self, Ui};
+use crate::ui;
 
 /// Write an artifact as an archive.
 ///
@@ -55,7 +55,6 @@ impl From<ExportFormat> for Format {
 }
 
 pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), CommandError> {
-    let ui = Ui::new();
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
@@ -68,7 +67,7 @@ pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), C
         return Ok(());
     }
     let summary = graven::export::export_to_path(&store, &id, format, &args.output).map_err(CommandError::failed)?;
-    ui.note(format!(
+    ui::note(format!(
         "exported {} to {} — {} entries, {}",
         id.short(),
         args.output.display(),

@@ -9,7 +9,7 @@ use graven::home::DEFAULT_HOME;
 
 use crate::error::CommandError;
 use crate::settings::Settings;
-use crate::ui::Ui;
+use crate::ui;
 
 /// Write a commented graven.toml for this repository.
 ///
@@ -20,7 +20,6 @@ use crate::ui::Ui;
 pub(crate) struct InitArgs {}
 
 pub(crate) fn cmd_init(settings: &Settings, _args: &InitArgs) -> Result<(), CommandError> {
-    let ui = Ui::new();
     let repo = settings.repo()?;
     let root = repo.root();
     let settings_path = root.join(SETTINGS_FILE);
@@ -38,7 +37,7 @@ pub(crate) fn cmd_init(settings: &Settings, _args: &InitArgs) -> Result<(), Comm
     let text = template(&name, procfile.as_ref(), detect_build(root));
     std::fs::write(&settings_path, text)
         .map_err(|e| CommandError::failed(format!("could not write {}: {e}", settings_path.display())))?;
-    ui.out(format!("wrote {SETTINGS_FILE} for app '{name}'"));
+    ui::out(format!("wrote {SETTINGS_FILE} for app '{name}'"));
 
     let ignore_path = root.join(".gitignore");
     let ignore = std::fs::read_to_string(&ignore_path).unwrap_or_default();
@@ -52,15 +51,15 @@ pub(crate) fn cmd_init(settings: &Settings, _args: &InitArgs) -> Result<(), Comm
         if !updated.is_empty() && !updated.ends_with('\n') {
             updated.push('\n');
         }
-        updated.push_str(&format!("# graven's ledger and store\n{entry}\n"));
+        let _ = writeln!(updated, "# graven's ledger and store\n{entry}");
         std::fs::write(&ignore_path, updated)
             .map_err(|e| CommandError::failed(format!("could not write {}: {e}", ignore_path.display())))?;
-        ui.out(format!("added {entry} to .gitignore"));
+        ui::out(format!("added {entry} to .gitignore"));
     }
     if procfile.is_none() {
-        ui.note(format!("note: there is no {PROCFILE} yet; add one (like `web: python3 app.py`) before graven build"));
+        ui::note(format!("note: there is no {PROCFILE} yet; add one (like `web: python3 app.py`) before graven build"));
     }
-    ui.note(format!("next: review {SETTINGS_FILE}, commit it, and run graven build"));
+    ui::note(format!("next: review {SETTINGS_FILE}, commit it, and run graven build"));
     Ok(())
 }
 
@@ -86,15 +85,12 @@ fn template(name: &str, procfile: Option<&Procfile>, build: Option<(&str, &str)>
     let _ = writeln!(text, "# Run with `sh -c` in a clean export of the commit (no .git, nothing untracked),");
     let _ = writeln!(text, "# with only PATH, HOME, LANG, TMPDIR, SOURCE_DATE_EPOCH (the commit time),");
     let _ = writeln!(text, "# GRAVEN_COMMIT and what `env` and `pass_env` name: no runtime config.");
-    match build {
-        Some((file, command)) => {
-            let _ = writeln!(text, "# Suggested because of {file}; check it before you commit:");
-            let _ = writeln!(text, "command = \"{command}\"");
-        }
-        None => {
-            let _ = writeln!(text, "# Without a command, the checkout itself is the artifact.");
-            let _ = writeln!(text, "# command = \"make\"");
-        }
+    if let Some((file, command)) = build {
+        let _ = writeln!(text, "# Suggested because of {file}; check it before you commit:");
+        let _ = writeln!(text, "command = \"{command}\"");
+    } else {
+        let _ = writeln!(text, "# Without a command, the checkout itself is the artifact.");
+        let _ = writeln!(text, "# command = \"make\"");
     }
     let _ = writeln!(text, "# The directory that becomes the artifact (default: the whole checkout).");
     let _ = writeln!(text, "# output = \"dist\"");

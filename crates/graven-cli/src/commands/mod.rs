@@ -54,7 +54,7 @@ pub(crate) enum Command {
 }
 
 /// Runs the command the user asked for.
-pub(crate) fn run(cli: Cli) -> Result<(), CommandError> {
+pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
     if let Command::Quickstart(args) = &cli.command {
         return quickstart::cmd_quickstart(args);
     }

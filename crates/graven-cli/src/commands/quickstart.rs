@@ -10,7 +10,7 @@ use crate::commands::build::{BuildArgs, cmd_build};
 use crate::commands::builds::{BuildsArgs, cmd_builds};
 use crate::error::CommandError;
 use crate::settings::Settings;
-use crate::ui::Ui;
+use crate::ui;
 
 /// The example app, compiled into the binary so the quickstart needs nothing
 /// but graven, git and python3.
@@ -40,10 +40,9 @@ pub(crate) struct QuickstartArgs {
 }
 
 pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> {
-    let ui = Ui::new();
     let dir = match &args.dir {
         Some(dir) => {
-            if dir.exists() && std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(true) {
+            if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
                 return Err(CommandError::bad_input(format!("{} already exists and is not empty", dir.display()))
                     .hint("give a new or empty directory with --dir"));
             }
@@ -55,7 +54,7 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
             .map_err(|e| CommandError::failed(format!("could not create a temporary directory: {e}")))?
             .keep(),
     };
-    ui.note(format!("==> copying the example app into a new git repository at {}", dir.display()));
+    ui::note(format!("==> copying the example app into a new git repository at {}", dir.display()));
     write_example(&dir)?;
     git(&dir, &["init", "--quiet", "--initial-branch=main"])?;
     git(&dir, &["config", "user.name", "graven quickstart"])?;
@@ -65,11 +64,11 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
 
     let repo = Repo::discover(&dir)?;
     let settings = Settings::for_repo(repo);
-    ui.note("\n==> graven build");
+    ui::note("\n==> graven build");
     cmd_build(&settings, &BuildArgs::default())?;
-    ui.note("\n==> graven builds");
+    ui::note("\n==> graven builds");
     cmd_builds(&settings, &BuildsArgs::default())?;
-    ui.note(format!("\nThe example app's repository is {}; try graven commands there.", dir.display()));
+    ui::note(format!("\nThe example app's repository is {}; try graven commands there.", dir.display()));
     Ok(())
 }
 

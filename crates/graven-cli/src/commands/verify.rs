@@ -1,11 +1,13 @@
 //! `graven verify BUILD`: re-hash every blob of an artifact.
 
+use std::fmt::Write as _;
+
 use clap::Args;
 use graven::build::BlobProblem;
 
 use crate::error::CommandError;
 use crate::settings::Settings;
-use crate::ui::{self, Ui};
+use crate::ui;
 
 /// Check an artifact in the store against its manifest.
 ///
@@ -18,7 +20,6 @@ pub(crate) struct VerifyArgs {
 }
 
 pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), CommandError> {
-    let ui = Ui::new();
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
@@ -29,7 +30,7 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
             .hint("the artifact record is damaged or gone: rebuild the commit with graven build --force")
     })?;
     if report.problems.is_empty() {
-        ui.out(format!(
+        ui::out(format!(
             "{} is intact: {} blobs, {} checked",
             id.short(),
             ui::count(report.blobs),
@@ -38,7 +39,7 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         return Ok(());
     }
     for problem in &report.problems {
-        ui.out(describe(&store, problem));
+        ui::out(describe(&store, problem));
     }
     Err(CommandError::failed(format!(
         "artifact {} is damaged: {} of {} blobs or listings are missing or corrupted",
@@ -56,7 +57,7 @@ fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String 
     let used_by = |paths: &[String]| {
         let mut text = paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
         if paths.len() > 3 {
-            text.push_str(&format!(" and {} more", paths.len() - 3));
+            let _ = write!(text, " and {} more", paths.len() - 3);
         }
         text
     };

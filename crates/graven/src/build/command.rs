@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -38,7 +39,7 @@ impl Log {
     fn text(&self) -> String {
         let mut text = String::with_capacity(self.bytes + 64);
         if self.dropped > 0 {
-            text.push_str(&format!("[{} earlier lines dropped]\n", self.dropped));
+            let _ = writeln!(text, "[{} earlier lines dropped]", self.dropped);
         }
         for line in &self.lines {
             text.push_str(line);

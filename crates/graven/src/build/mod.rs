@@ -151,7 +151,7 @@ pub enum BuildError {
     #[error("could not start the build command with sh")]
     CommandSpawn(#[source] std::io::Error),
     /// The build command failed.
-    #[error("the build command `{command}` failed ({})", describe_status(status))]
+    #[error("the build command `{command}` failed ({})", describe_status(*status))]
     CommandFailed {
         /// The command.
         command: String,
@@ -207,7 +207,7 @@ fn plural(n: usize, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
 
-fn describe_status(status: &ExitStatus) -> String {
+fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt as _;
     match (status.code(), status.signal()) {
         (Some(127), _) => "exit code 127: command not found".to_owned(),

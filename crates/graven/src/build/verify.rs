@@ -116,7 +116,7 @@ fn collect(
         let path = if prefix.is_empty() { entry.name } else { format!("{prefix}/{}", entry.name) };
         match entry.kind {
             EntryKind::File { size, digest, .. } => {
-                blobs.entry(digest).or_insert_with(|| (size, Vec::new())).1.push(path)
+                blobs.entry(digest).or_insert_with(|| (size, Vec::new())).1.push(path);
             }
             EntryKind::Dir { tree } => collect(store, &tree, &path, blobs, problems),
             EntryKind::Symlink { .. } => {}

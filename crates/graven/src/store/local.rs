@@ -158,7 +158,11 @@ impl Store for LocalStore {
                 // Another filesystem: copy instead.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
                 Err(source) => {
-                    return Err(StoreError::Io { action: "could not move into the store", path: path.to_owned(), source });
+                    return Err(StoreError::Io {
+                        action: "could not move into the store",
+                        path: path.to_owned(),
+                        source,
+                    });
                 }
             }
         }
