@@ -39,21 +39,32 @@ pub enum ResolveError {
     Ledger(#[from] LedgerError),
 }
 
-/// The newest build of `app` that `reference` names.
+/// The newest build of `app` that `reference` names. A commit names its
+/// newest clean build; its dirty builds only if it has no clean one.
 pub fn resolve_build(
     ledger: &dyn Ledger,
     app: &str,
     repo: Option<&Repo>,
     reference: &str,
 ) -> Result<BuildRecord, ResolveError> {
-    let builds = ledger.builds(app)?;
+    let mut builds = ledger.builds(app)?;
+    // Newest first, clean builds before dirty ones.
+    builds.sort_by_key(|b| (b.build.dirty, std::cmp::Reverse(b.seq)));
     if is_hex_prefix(reference) {
         let explicit_artifact = reference.starts_with(PREFIX);
         let hex = reference.strip_prefix(PREFIX).unwrap_or(reference);
+        // Every artifact the prefix names, and the preferred build of every
+        // commit it names; builds are sorted so the first one seen wins.
         let mut matches: Vec<&BuildRecord> = Vec::new();
+        let mut commits_seen: Vec<&str> = Vec::new();
         for build in &builds {
             let artifact_match = build.build.artifact.hex().starts_with(hex);
-            let commit_match = !explicit_artifact && build.build.commit.starts_with(hex);
+            let commit_match = !explicit_artifact
+                && build.build.commit.starts_with(hex)
+                && !commits_seen.contains(&build.build.commit.as_str());
+            if commit_match {
+                commits_seen.push(&build.build.commit);
+            }
             if (artifact_match || commit_match) && !matches.iter().any(|m| m.build.artifact == build.build.artifact) {
                 matches.push(build);
             }

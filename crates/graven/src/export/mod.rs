@@ -124,9 +124,19 @@ pub fn export_to_path(
             ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
             other => other,
         })?;
+    // tempfile creates 0600; an export is as readable as any file the user writes.
+    let mode = 0o666 & !umask();
+    temp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(write_error(path))?;
     temp.as_file().sync_all().map_err(write_error(path))?;
     temp.persist(path).map_err(|e| ExportError::Write { path: path.to_owned(), source: e.error })?;
     Ok(summary)
+}
+
+/// The process's umask (read by setting it and setting it back).
+fn umask() -> u32 {
+    let mask = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
+    rustix::process::umask(mask);
+    mask.bits()
 }
 
 fn write_error(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
