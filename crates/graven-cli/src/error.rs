@@ -8,6 +8,7 @@ use std::process::ExitCode;
 
 use graven::build::{BuildError, IngestError, ResolveError};
 use graven::git::GitError;
+use graven::release::ReleaseError;
 
 /// Whether the user gave bad input or an operation failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,5 +151,34 @@ impl std::fmt::Display for Annotated {
 impl StdError for Annotated {
     fn source(&self) -> Option<&(dyn StdError + 'static)> {
         self.error.source()
+    }
+}
+
+impl From<ReleaseError> for CommandError {
+    fn from(error: ReleaseError) -> Self {
+        match error {
+            ReleaseError::BadEnvName { .. } | ReleaseError::BadKey { .. } | ReleaseError::BadValue { .. } => {
+                Self::bad_input(error)
+            }
+            ReleaseError::UnknownKey { .. } => Self::bad_input(error).hint("`graven config --env ENV` lists the keys"),
+            ReleaseError::NoRelease { .. } => {
+                Self::bad_input(error).hint("release a build first: graven release --env ENV")
+            }
+            ReleaseError::UnknownRelease { .. } => {
+                Self::bad_input(error).hint("`graven releases --env ENV` lists the releases")
+            }
+            ReleaseError::NothingToRollBackTo { .. } | ReleaseError::RollbackIsNoOp { .. } => Self::bad_input(error),
+            ReleaseError::ArtifactMissing { ref commit, .. } => {
+                let commit = commit.clone();
+                Self::failed(error).hint(format!(
+                    "graven gc collected it, or the store was changed: rebuild commit {commit} with `graven build {commit} --force` (the same recipe gives the same artifact) and try again"
+                ))
+            }
+            ReleaseError::SecretInArtifact { .. } => Self::bad_input(error).hint(
+                "config must never be baked into a build: remove the value from the files above (they come from the build), rebuild, and release the new build",
+            ),
+            ReleaseError::Artifact { .. } | ReleaseError::Store(_) => Self::failed(error),
+            ReleaseError::Ledger(e) => Self::failed(e),
+        }
     }
 }

@@ -50,3 +50,74 @@ impl<'a> BuildJson<'a> {
         }
     }
 }
+
+/// `release` and each element of `releases`.
+#[derive(serde::Serialize)]
+pub(crate) struct ReleaseJson<'a> {
+    pub(crate) id: String,
+    pub(crate) app: &'a str,
+    pub(crate) env: &'a str,
+    pub(crate) number: u64,
+    pub(crate) version: String,
+    pub(crate) kind: &'static str,
+    pub(crate) artifact: String,
+    pub(crate) config: String,
+    pub(crate) parent: Option<String>,
+    pub(crate) commit: &'a str,
+    pub(crate) author: &'a str,
+    pub(crate) created_at: &'a str,
+    pub(crate) description: &'a str,
+    pub(crate) rollback_of: Option<u64>,
+    pub(crate) promoted_from: Option<&'a graven::release::PromotedFrom>,
+    pub(crate) current: bool,
+}
+
+impl<'a> ReleaseJson<'a> {
+    pub(crate) fn new(release: &'a graven::release::Release, current: bool) -> Self {
+        Self {
+            id: release.id.to_string(),
+            app: &release.app,
+            env: &release.env,
+            number: release.number,
+            version: release.version(),
+            kind: release.kind.name(),
+            artifact: release.artifact.to_string(),
+            config: release.config.to_string(),
+            parent: release.parent.map(|p| p.to_string()),
+            commit: &release.commit,
+            author: &release.author,
+            created_at: &release.created_at,
+            description: &release.description,
+            rollback_of: release.rollback_of,
+            promoted_from: release.promoted_from.as_ref(),
+            current,
+        }
+    }
+}
+
+/// `config`.
+#[derive(serde::Serialize)]
+pub(crate) struct ConfigJson<'a> {
+    pub(crate) env: &'a str,
+    pub(crate) version: Option<String>,
+    pub(crate) vars: std::collections::BTreeMap<&'a str, &'a str>,
+    pub(crate) secret: Vec<&'a str>,
+}
+
+impl<'a> ConfigJson<'a> {
+    pub(crate) fn new(env: &'a str, config: Option<&'a graven::release::ConfigVersion>, reveal: bool) -> Self {
+        let Some(config) = config else {
+            return Self { env, version: None, vars: std::collections::BTreeMap::new(), secret: Vec::new() };
+        };
+        Self {
+            env,
+            version: Some(config.id.to_string()),
+            vars: config
+                .vars
+                .iter()
+                .map(|(k, v)| (k.as_str(), graven::release::config::shown(k, v, &config.secret, reveal)))
+                .collect(),
+            secret: config.secret.iter().map(String::as_str).collect(),
+        }
+    }
+}

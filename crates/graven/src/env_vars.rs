@@ -25,3 +25,6 @@ pub mod build {
     /// The commit time, in seconds since the epoch, for reproducible tools.
     pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 }
+
+/// The environment for commands that take `--env`.
+pub const GRAVEN_ENV: &str = "GRAVEN_ENV";

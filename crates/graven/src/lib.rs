@@ -32,6 +32,7 @@ mod fail_point;
 pub mod git;
 pub mod home;
 pub mod ledger;
+pub mod release;
 pub mod store;
 pub mod time;
 

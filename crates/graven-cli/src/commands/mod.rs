@@ -2,9 +2,15 @@
 
 mod build;
 mod builds;
+mod config;
+mod env;
 mod export;
 mod init;
+mod promote;
 mod quickstart;
+mod release;
+mod releases;
+mod rollback;
 mod verify;
 
 use std::path::PathBuf;
@@ -49,6 +55,11 @@ pub(crate) enum Command {
     Build(build::BuildArgs),
     Builds(builds::BuildsArgs),
     Export(export::ExportArgs),
+    Config(config::ConfigArgs),
+    Release(release::ReleaseArgs),
+    Releases(releases::ReleasesArgs),
+    Rollback(rollback::RollbackArgs),
+    Promote(promote::PromoteArgs),
     Verify(verify::VerifyArgs),
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -64,7 +75,22 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
         Command::Build(args) => build::cmd_build(&settings, args),
         Command::Builds(args) => builds::cmd_builds(&settings, args),
         Command::Export(args) => export::cmd_export(&settings, args),
+        Command::Config(args) => config::cmd_config(&settings, args),
+        Command::Release(args) => release::cmd_release(&settings, args),
+        Command::Releases(args) => releases::cmd_releases(&settings, args),
+        Command::Rollback(args) => rollback::cmd_rollback(&settings, args),
+        Command::Promote(args) => promote::cmd_promote(&settings, args),
         Command::Verify(args) => verify::cmd_verify(&settings, args),
         Command::Quickstart(_) => unreachable!("handled above"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

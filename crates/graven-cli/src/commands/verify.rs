@@ -1,4 +1,5 @@
-//! `graven verify BUILD`: re-hash every blob of an artifact.
+//! `graven verify`: check an artifact against its manifest (`BUILD`), or the
+//! ledger's hash chain (`--ledger`).
 
 use std::fmt::Write as _;
 
@@ -9,21 +10,34 @@ use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Check an artifact in the store against its manifest.
+/// Check an artifact in the store, or the ledger's history.
 ///
-/// Re-hashes every file of the artifact and checks every directory listing,
-/// reporting each one that is missing or corrupted. Exits 1 if any is.
+/// With BUILD: re-hashes every file of the artifact and checks every
+/// directory listing, reporting each one that is missing or corrupted.
+/// With --ledger: recomputes the id of every release and config version from
+/// its fields and checks every parent link, reporting each break (a row
+/// edited behind graven's back). Exits 1 if anything is wrong.
+///
+/// Examples:
+///   graven verify HEAD
+///   graven verify --ledger
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["build", "ledger"])))]
 pub(crate) struct VerifyArgs {
     /// The build: an artifact id, a unique prefix of 7+ hex digits, or a commit
-    build: String,
+    build: Option<String>,
+
+    /// Check the ledger's hash chain instead of a build
+    #[arg(long)]
+    ledger: bool,
 }
 
 pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), CommandError> {
+    let Some(build) = &args.build else { return verify_ledger(settings) };
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
-    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
+    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), build)?;
     let id = record.build.artifact;
     let report = graven::build::verify_artifact(&store, &id).map_err(|e| {
         CommandError::failed(e)
@@ -70,4 +84,28 @@ fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String 
         }
         BlobProblem::Listing { path, why } => format!("listing   {path}: {why}"),
     }
+}
+
+fn verify_ledger(settings: &Settings) -> Result<(), CommandError> {
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let report = graven::release::chain::verify_ledger(&ledger, &app).map_err(CommandError::failed)?;
+    if report.problems.is_empty() {
+        ui::out(format!(
+            "the ledger of app '{app}' is intact: {} releases and {} config versions in {} environments",
+            ui::count(report.releases),
+            ui::count(report.config_versions),
+            ui::count(report.environments)
+        ));
+        return Ok(());
+    }
+    for problem in &report.problems {
+        ui::out(problem);
+    }
+    Err(CommandError::failed(format!(
+        "the ledger of app '{app}' has been tampered with: {} {} found",
+        report.problems.len(),
+        if report.problems.len() == 1 { "break" } else { "breaks" }
+    ))
+    .hint("restore the ledger from a backup; the releases named above are not what graven wrote"))
 }

@@ -9,7 +9,7 @@ mod procfile;
 mod settings;
 
 pub use procfile::{ProcessType, Procfile, ProcfileError};
-pub use settings::{AppSettings, BuildRecipe, RunSettings, SettingsError};
+pub use settings::{AppSettings, BuildRecipe, RunSettings, SettingsError, is_variable_name};
 
 /// The file that lists an app's process types.
 pub const PROCFILE: &str = "Procfile";

@@ -7,10 +7,12 @@
 //! interchangeable.
 
 mod sqlite;
+mod sqlite_release;
 
 pub use sqlite::SqliteLedger;
 
 use crate::Digest;
+use crate::release::{ConfigVersion, Release};
 
 /// A failure of the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,9 @@ pub enum LedgerError {
         /// The database's message.
         why: String,
     },
+    /// The decision passed to [`Ledger::append`] refused to append.
+    #[error("the change was refused")]
+    Refused,
     /// A stored row does not parse.
     #[error("the ledger holds a malformed {what}: {why}")]
     Corrupt {
@@ -88,7 +93,37 @@ pub struct BuildRecord {
     pub build: NewBuild,
 }
 
-/// The append-only record of builds.
+/// One environment as it is inside a write transaction: what a decision to
+/// append is made on.
+#[derive(Debug, Clone, Default)]
+pub struct EnvState {
+    /// Whether the environment exists yet (it is created on first use).
+    pub exists: bool,
+    /// Its current config: the current release's, or, before the first
+    /// release, the newest config version.
+    pub config: Option<ConfigVersion>,
+    /// The number the next config version takes.
+    pub next_config_number: u64,
+    /// Its newest release: the current one.
+    pub release: Option<Release>,
+}
+
+/// Rows to append to one environment, in one transaction. Their numbers,
+/// parents and ids are the decision's to set, from the [`EnvState`] it was
+/// given; the database refuses a number that is already taken.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    /// A new config version.
+    pub config: Option<ConfigVersion>,
+    /// A new release.
+    pub release: Option<Release>,
+}
+
+/// A decision to append, made inside the ledger's write transaction.
+/// Returning `Err(LedgerError::Refused)` appends nothing.
+pub type Decide<'a> = dyn FnMut(&EnvState) -> Result<Append, LedgerError> + 'a;
+
+/// The append-only record of builds, config versions and releases.
 pub trait Ledger: Send + Sync {
     /// Records a build.
     fn record_build(&self, build: &NewBuild) -> Result<BuildRecord, LedgerError>;
@@ -101,4 +136,25 @@ pub trait Ledger: Send + Sync {
 
     /// The log of build `seq`.
     fn build_log(&self, seq: i64) -> Result<Option<String>, LedgerError>;
+
+    /// Appends to environment `env` of `app` what `decide` returns, given the
+    /// environment's state, all in one transaction that no other writer can
+    /// interleave with. Creates the environment if it does not exist.
+    /// Returns what was appended.
+    fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError>;
+
+    /// The environments of `app`, by name.
+    fn environments(&self, app: &str) -> Result<Vec<String>, LedgerError>;
+
+    /// The releases of one environment, newest first, at most `limit`.
+    fn releases(&self, app: &str, env: &str, limit: Option<u64>) -> Result<Vec<Release>, LedgerError>;
+
+    /// Release number `number` of one environment.
+    fn release(&self, app: &str, env: &str, number: u64) -> Result<Option<Release>, LedgerError>;
+
+    /// The config versions of one environment, newest first.
+    fn config_versions(&self, app: &str, env: &str) -> Result<Vec<ConfigVersion>, LedgerError>;
+
+    /// The config version with id `id`.
+    fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError>;
 }

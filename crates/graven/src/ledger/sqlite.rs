@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{BuildRecord, Ledger, LedgerError, NewBuild};
+use super::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, sqlite_release};
 use crate::Digest;
+use crate::release::{ConfigVersion, Release};
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite/0001_builds.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/sqlite/0001_builds.sql"), include_str!("migrations/sqlite/0002_releases.sql")];
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,6 +181,30 @@ impl Ledger for SqliteLedger {
                 .optional()
                 .map_err(query_error("reading a build log"))
         })
+    }
+
+    fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError> {
+        self.with(|connection| sqlite_release::append(connection, app, env, now, decide))
+    }
+
+    fn environments(&self, app: &str) -> Result<Vec<String>, LedgerError> {
+        self.with(|connection| sqlite_release::environments(connection, app))
+    }
+
+    fn releases(&self, app: &str, env: &str, limit: Option<u64>) -> Result<Vec<Release>, LedgerError> {
+        self.with(|connection| sqlite_release::releases(connection, app, env, limit))
+    }
+
+    fn release(&self, app: &str, env: &str, number: u64) -> Result<Option<Release>, LedgerError> {
+        self.with(|connection| sqlite_release::release(connection, app, env, number))
+    }
+
+    fn config_versions(&self, app: &str, env: &str) -> Result<Vec<ConfigVersion>, LedgerError> {
+        self.with(|connection| sqlite_release::config_versions(connection, app, env))
+    }
+
+    fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
+        self.with(|connection| sqlite_release::config_version(connection, id))
     }
 }
 

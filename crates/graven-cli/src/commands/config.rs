@@ -1,0 +1,189 @@
+//! `graven config`: show and change an environment's config.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use graven::release::{ConfigChange, ConfigVersion, Stage};
+
+use crate::commands::env::EnvArg;
+use crate::error::CommandError;
+use crate::output::ConfigJson;
+use crate::settings::Settings;
+use crate::ui;
+
+/// Show or change an environment's config.
+///
+/// Config is the environment's variables, kept apart from the code: never in
+/// an artifact, given to processes in their environment. Every change makes
+/// one new, immutable config version and, if the environment has a release,
+/// a new release (kind "config") with the current artifact and the new
+/// config. Secret values are masked (••••••) in every output unless --reveal.
+///
+/// Examples:
+///   graven config --env production
+///   graven config set DATABASE_URL=postgres://db/app --secret --env production
+///   graven config unset DEBUG --env staging
+///   graven config import production.env --env production
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct ConfigArgs {
+    #[command(subcommand)]
+    command: Option<ConfigCommand>,
+
+    #[command(flatten)]
+    env: EnvArg,
+
+    /// Show secret values
+    #[arg(long)]
+    reveal: bool,
+
+    /// Print the config as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Set variables: one new config version for all of them
+    Set(SetArgs),
+    /// Remove variables: one new config version for all of them
+    Unset(UnsetArgs),
+    /// Set the variables of a dotenv file: one new config version
+    Import(ImportArgs),
+}
+
+#[derive(Args, Debug)]
+struct SetArgs {
+    /// KEY=VALUE pairs
+    #[arg(required = true, value_name = "KEY=VALUE")]
+    pairs: Vec<String>,
+    /// Mark these variables secret: masked in all output, and refused if an
+    /// artifact contains their value
+    #[arg(long)]
+    secret: bool,
+    #[command(flatten)]
+    env: EnvArg,
+}
+
+#[derive(Args, Debug)]
+struct UnsetArgs {
+    /// Keys to remove
+    #[arg(required = true, value_name = "KEY")]
+    keys: Vec<String>,
+    #[command(flatten)]
+    env: EnvArg,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    /// A dotenv file: KEY=VALUE lines, comments, quotes, `export` prefixes
+    file: PathBuf,
+    /// Mark every imported variable secret
+    #[arg(long)]
+    secret: bool,
+    #[command(flatten)]
+    env: EnvArg,
+}
+
+pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
+    match &args.command {
+        None => show(settings, args),
+        Some(ConfigCommand::Set(set)) => {
+            let mut pairs = Vec::new();
+            for pair in &set.pairs {
+                let Some((key, value)) = pair.split_once('=') else {
+                    return Err(CommandError::bad_input(format!("'{pair}' is not KEY=VALUE"))
+                        .hint(format!("write {pair}=VALUE; to remove a variable, use graven config unset {pair}")));
+                };
+                pairs.push((key.to_owned(), value.to_owned()));
+            }
+            change(settings, &set.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: set.secret })
+        }
+        Some(ConfigCommand::Unset(unset)) => {
+            change(settings, &unset.env, &ConfigChange { set: Vec::new(), unset: unset.keys.clone(), secret: false })
+        }
+        Some(ConfigCommand::Import(import)) => {
+            let text = std::fs::read_to_string(&import.file).map_err(|e| {
+                CommandError::bad_input(format!("cannot read {}: {e}", import.file.display()))
+                    .hint("give the path of a dotenv file (KEY=VALUE lines)")
+            })?;
+            let pairs = graven::release::dotenv::parse(&text).map_err(|e| {
+                CommandError::bad_input(format!("{}: {e}", import.file.display()))
+                    .hint("fix the file and import it again")
+            })?;
+            if pairs.is_empty() {
+                return Err(CommandError::bad_input(format!("{} sets no variables", import.file.display())));
+            }
+            change(settings, &import.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: import.secret })
+        }
+    }
+}
+
+fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
+    let env = args.env.name()?;
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let current = current_config(&ledger, &app, env)?;
+    if args.json {
+        ui::out_json(&ConfigJson::new(env, current.as_ref(), args.reveal));
+        return Ok(());
+    }
+    let Some(config) = current else {
+        ui::note(format!(
+            "environment '{env}' has no config yet; set some with graven config set KEY=VALUE --env {env}"
+        ));
+        return Ok(());
+    };
+    if config.vars.is_empty() {
+        ui::note(format!("environment '{env}' has an empty config ({})", config.id.short()));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = config
+        .vars
+        .iter()
+        .map(|(key, value)| {
+            let secret = if config.secret.contains(key) { "  (secret)" } else { "" };
+            vec![
+                key.clone(),
+                format!("{}{secret}", graven::release::config::shown(key, value, &config.secret, args.reveal)),
+            ]
+        })
+        .collect();
+    ui::out(ui::table(&rows));
+    Ok(())
+}
+
+/// The config the environment runs with: its current release's, or before
+/// any release, its newest config version.
+pub(crate) fn current_config(
+    ledger: &dyn graven::ledger::Ledger,
+    app: &str,
+    env: &str,
+) -> Result<Option<ConfigVersion>, CommandError> {
+    if let Some(release) = ledger.releases(app, env, Some(1)).map_err(CommandError::failed)?.pop() {
+        return ledger.config_version(&release.config).map_err(CommandError::failed);
+    }
+    Ok(ledger.config_versions(app, env).map_err(CommandError::failed)?.into_iter().next())
+}
+
+fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange) -> Result<(), CommandError> {
+    let env = env.name()?;
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let author = settings.author();
+    let stage = Stage { ledger: &ledger, store: &store, app: &app, author: &author };
+    let outcome = stage.change_config(env, change)?;
+    if outcome.created_env {
+        ui::note(format!("created environment '{env}'"));
+    }
+    let config = outcome.config.expect("a config change makes a config version");
+    ui::out(format!("{} in {env}: config {}", config.description, config.id.short()));
+    match outcome.release {
+        Some(release) => ui::out(format!("released {} {} in {env} ({})", app, release.version(), release.description)),
+        None => {
+            ui::note(format!("{env} has no release yet: the config applies from the first graven release --env {env}"));
+        }
+    }
+    Ok(())
+}

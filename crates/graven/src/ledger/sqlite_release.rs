@@ -1,0 +1,298 @@
+//! The SQLite ledger's environments, config versions and releases.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
+
+use super::{Append, Decide, EnvState, LedgerError};
+use crate::Digest;
+use crate::release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
+
+fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    move |e| LedgerError::Query { doing, why: e.to_string() }
+}
+
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, created_at, \
+     description, rollback_of, promoted_from_env, promoted_from_number";
+
+const CONFIG_COLUMNS: &str = "id, app, env, number, parent, vars, secret, author, created_at, description";
+
+fn corrupt(what: String) -> impl FnOnce(String) -> LedgerError {
+    move |why| LedgerError::Corrupt { what, why }
+}
+
+fn digest(text: &str, what: &str) -> Result<Digest, LedgerError> {
+    text.parse().map_err(|e: crate::digest::ParseDigestError| corrupt(what.to_owned())(e.to_string()))
+}
+
+fn release_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Release, LedgerError>> {
+    let env: String = row.get(2)?;
+    let number: i64 = row.get(3)?;
+    let what = format!("release {env} v{number}");
+    let id: String = row.get(0)?;
+    let kind: String = row.get(4)?;
+    let artifact: String = row.get(5)?;
+    let config: String = row.get(6)?;
+    let parent: Option<String> = row.get(7)?;
+    let rollback_of: Option<i64> = row.get(12)?;
+    let promoted_env: Option<String> = row.get(13)?;
+    let promoted_number: Option<i64> = row.get(14)?;
+    let app: String = row.get(1)?;
+    let commit: String = row.get(8)?;
+    let author: String = row.get(9)?;
+    let created_at: String = row.get(10)?;
+    let description: String = row.get(11)?;
+    Ok((|| {
+        Ok(Release {
+            id: digest(&id, &what)?,
+            app,
+            env: env.clone(),
+            number: number.cast_unsigned(),
+            kind: ReleaseKind::from_name(&kind)
+                .ok_or_else(|| corrupt(what.clone())(format!("unknown kind '{kind}'")))?,
+            artifact: digest(&artifact, &what)?,
+            config: digest(&config, &what)?,
+            parent: parent.map(|p| digest(&p, &what)).transpose()?,
+            commit,
+            author,
+            created_at,
+            description,
+            rollback_of: rollback_of.map(i64::cast_unsigned),
+            promoted_from: match (promoted_env, promoted_number) {
+                (Some(env), Some(number)) => Some(PromotedFrom { env, number: number.cast_unsigned() }),
+                _ => None,
+            },
+        })
+    })())
+}
+
+fn config_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ConfigVersion, LedgerError>> {
+    let env: String = row.get(2)?;
+    let number: i64 = row.get(3)?;
+    let what = format!("config version {env} #{number}");
+    let id: String = row.get(0)?;
+    let parent: Option<String> = row.get(4)?;
+    let vars: String = row.get(5)?;
+    let secret: String = row.get(6)?;
+    let app: String = row.get(1)?;
+    let author: String = row.get(7)?;
+    let created_at: String = row.get(8)?;
+    let description: String = row.get(9)?;
+    Ok((|| {
+        Ok(ConfigVersion {
+            id: digest(&id, &what)?,
+            app,
+            env: env.clone(),
+            number: number.cast_unsigned(),
+            parent: parent.map(|p| digest(&p, &what)).transpose()?,
+            vars: serde_json::from_str::<BTreeMap<String, String>>(&vars)
+                .map_err(|e| corrupt(what.clone())(format!("vars: {e}")))?,
+            secret: serde_json::from_str::<BTreeSet<String>>(&secret)
+                .map_err(|e| corrupt(what.clone())(format!("secret: {e}")))?,
+            author,
+            created_at,
+            description,
+        })
+    })())
+}
+
+fn collect<T>(
+    rows: impl Iterator<Item = rusqlite::Result<Result<T, LedgerError>>>,
+    doing: &'static str,
+) -> Result<Vec<T>, LedgerError> {
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(query_error(doing))??);
+    }
+    Ok(out)
+}
+
+pub(super) fn append(
+    connection: &mut Connection,
+    app: &str,
+    env: &str,
+    now: &str,
+    decide: &mut Decide<'_>,
+) -> Result<Append, LedgerError> {
+    const DOING: &str = "appending to the ledger";
+    // IMMEDIATE takes the write lock now, so the state read below cannot
+    // change before the rows are inserted; waiting writers queue on the
+    // busy timeout.
+    let transaction =
+        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(query_error(DOING))?;
+    let exists = transaction
+        .query_row("SELECT 1 FROM environments WHERE app = ?1 AND name = ?2", params![app, env], |_| Ok(()))
+        .optional()
+        .map_err(query_error(DOING))?
+        .is_some();
+    let release = transaction
+        .query_row(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND env = ?2 ORDER BY number DESC LIMIT 1"),
+            params![app, env],
+            release_from_row,
+        )
+        .optional()
+        .map_err(query_error(DOING))?
+        .transpose()?;
+    let newest_config: Option<i64> = transaction
+        .query_row("SELECT max(number) FROM config_versions WHERE app = ?1 AND env = ?2", params![app, env], |row| {
+            row.get(0)
+        })
+        .map_err(query_error(DOING))?;
+    let config = match &release {
+        Some(release) => config_version(&transaction, &release.config)?,
+        None => transaction
+            .query_row(
+                &format!(
+                    "SELECT {CONFIG_COLUMNS} FROM config_versions WHERE app = ?1 AND env = ?2 \
+                     ORDER BY number DESC LIMIT 1"
+                ),
+                params![app, env],
+                config_from_row,
+            )
+            .optional()
+            .map_err(query_error(DOING))?
+            .transpose()?,
+    };
+    let next_config_number = newest_config.map_or(1, |n| n.cast_unsigned() + 1);
+    let append = decide(&EnvState { exists, config, next_config_number, release })?;
+    if !exists {
+        transaction
+            .execute("INSERT INTO environments (app, name, created_at) VALUES (?1, ?2, ?3)", params![app, env, now])
+            .map_err(query_error(DOING))?;
+    }
+    if let Some(config) = &append.config {
+        insert_config(&transaction, config)?;
+    }
+    crate::fail_point::check("ledger-append-before-release");
+    if let Some(release) = &append.release {
+        insert_release(&transaction, release)?;
+    }
+    transaction.commit().map_err(query_error(DOING))?;
+    Ok(append)
+}
+
+fn insert_config(connection: &Connection, config: &ConfigVersion) -> Result<(), LedgerError> {
+    let vars = serde_json::to_string(&config.vars).expect("vars always serialise");
+    let secret = serde_json::to_string(&config.secret).expect("secret keys always serialise");
+    connection
+        .execute(
+            &format!("INSERT INTO config_versions ({CONFIG_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+            params![
+                config.id.to_string(),
+                config.app,
+                config.env,
+                signed(config.number),
+                config.parent.map(|p| p.to_string()),
+                vars,
+                secret,
+                config.author,
+                config.created_at,
+                config.description,
+            ],
+        )
+        .map_err(query_error("recording a config version"))?;
+    Ok(())
+}
+
+fn insert_release(connection: &Connection, release: &Release) -> Result<(), LedgerError> {
+    connection
+        .execute(
+            &format!(
+                "INSERT INTO releases ({RELEASE_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+            ),
+            params![
+                release.id.to_string(),
+                release.app,
+                release.env,
+                signed(release.number),
+                release.kind.name(),
+                release.artifact.to_string(),
+                release.config.to_string(),
+                release.parent.map(|p| p.to_string()),
+                release.commit,
+                release.author,
+                release.created_at,
+                release.description,
+                release.rollback_of.map(signed),
+                release.promoted_from.as_ref().map(|p| p.env.clone()),
+                release.promoted_from.as_ref().map(|p| signed(p.number)),
+            ],
+        )
+        .map_err(query_error("recording a release"))?;
+    Ok(())
+}
+
+pub(super) fn environments(connection: &Connection, app: &str) -> Result<Vec<String>, LedgerError> {
+    let mut statement = connection
+        .prepare("SELECT name FROM environments WHERE app = ?1 ORDER BY name")
+        .map_err(query_error("listing environments"))?;
+    let rows = statement.query_map([app], |row| row.get(0)).map_err(query_error("listing environments"))?;
+    rows.collect::<Result<_, _>>().map_err(query_error("listing environments"))
+}
+
+pub(super) fn releases(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    limit: Option<u64>,
+) -> Result<Vec<Release>, LedgerError> {
+    const DOING: &str = "listing releases";
+    let mut statement = connection
+        .prepare(&format!(
+            "SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND env = ?2 ORDER BY number DESC LIMIT ?3"
+        ))
+        .map_err(query_error(DOING))?;
+    let limit = limit.map_or(-1, signed);
+    let rows = statement.query_map(params![app, env, limit], release_from_row).map_err(query_error(DOING))?;
+    collect(rows, DOING)
+}
+
+pub(super) fn release(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    number: u64,
+) -> Result<Option<Release>, LedgerError> {
+    connection
+        .query_row(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND env = ?2 AND number = ?3"),
+            params![app, env, signed(number)],
+            release_from_row,
+        )
+        .optional()
+        .map_err(query_error("reading a release"))?
+        .transpose()
+}
+
+pub(super) fn config_versions(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+) -> Result<Vec<ConfigVersion>, LedgerError> {
+    const DOING: &str = "listing config versions";
+    let mut statement = connection
+        .prepare(&format!(
+            "SELECT {CONFIG_COLUMNS} FROM config_versions WHERE app = ?1 AND env = ?2 ORDER BY number DESC"
+        ))
+        .map_err(query_error(DOING))?;
+    let rows = statement.query_map(params![app, env], config_from_row).map_err(query_error(DOING))?;
+    collect(rows, DOING)
+}
+
+pub(super) fn config_version(connection: &Connection, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
+    connection
+        .query_row(
+            &format!("SELECT {CONFIG_COLUMNS} FROM config_versions WHERE id = ?1"),
+            [id.to_string()],
+            config_from_row,
+        )
+        .optional()
+        .map_err(query_error("reading a config version"))?
+        .transpose()
+}

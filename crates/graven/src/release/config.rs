@@ -1,0 +1,137 @@
+//! Config changes: what `graven config set|unset|import` turn into, checked
+//! before anything is written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::ReleaseError;
+use crate::app::is_variable_name;
+
+/// How secret values are shown unless `--reveal`.
+pub const MASK: &str = "••••••";
+
+/// Secret values shorter than this are not searched for in artifacts: too
+/// many false alarms (`true`, `8080`).
+pub const SECRET_SCAN_MIN_LEN: usize = 8;
+
+/// One call's worth of changes to an environment's config: it becomes
+/// exactly one new config version.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigChange {
+    /// Variables to set, in the order given.
+    pub set: Vec<(String, String)>,
+    /// Variables to remove.
+    pub unset: Vec<String>,
+    /// Mark the variables set as secret.
+    pub secret: bool,
+}
+
+impl ConfigChange {
+    /// Checks every key and value; the first problem is an error naming it.
+    pub fn validate(&self) -> Result<(), ReleaseError> {
+        for (key, value) in &self.set {
+            check_key(key)?;
+            if value.contains('\0') {
+                return Err(ReleaseError::BadValue { key: key.clone(), why: "it contains a NUL byte" });
+            }
+        }
+        for key in &self.unset {
+            check_key(key)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the change to `vars` and `secret`; returns the description
+    /// of the new version ("Set A, B; unset C").
+    pub fn apply(
+        &self,
+        vars: &mut BTreeMap<String, String>,
+        secret: &mut BTreeSet<String>,
+    ) -> Result<String, ReleaseError> {
+        for key in &self.unset {
+            if vars.remove(key).is_none() {
+                return Err(ReleaseError::UnknownKey { key: key.clone() });
+            }
+            secret.remove(key);
+        }
+        for (key, value) in &self.set {
+            vars.insert(key.clone(), value.clone());
+            if self.secret {
+                secret.insert(key.clone());
+            }
+        }
+        let mut parts = Vec::new();
+        if !self.set.is_empty() {
+            let keys: Vec<&str> = dedup(self.set.iter().map(|(k, _)| k.as_str()));
+            parts.push(format!("Set {}", keys.join(", ")));
+        }
+        if !self.unset.is_empty() {
+            let keys: Vec<&str> = dedup(self.unset.iter().map(String::as_str));
+            parts.push(format!("{} {}", if parts.is_empty() { "Unset" } else { "unset" }, keys.join(", ")));
+        }
+        Ok(parts.join("; "))
+    }
+}
+
+fn dedup<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = Vec::new();
+    for key in keys {
+        if !seen.contains(&key) {
+            seen.push(key);
+        }
+    }
+    seen
+}
+
+/// Checks a config key: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn check_key(key: &str) -> Result<(), ReleaseError> {
+    if is_variable_name(key) { Ok(()) } else { Err(ReleaseError::BadKey { key: key.to_owned() }) }
+}
+
+/// The value to show for `key`: masked if secret, unless `reveal`.
+pub fn shown<'a>(key: &str, value: &'a str, secret: &BTreeSet<String>, reveal: bool) -> &'a str {
+    if secret.contains(key) && !reveal { MASK } else { value }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_change_describes_itself() {
+        let mut vars = BTreeMap::from([("OLD".to_owned(), "1".to_owned())]);
+        let mut secret = BTreeSet::from(["OLD".to_owned()]);
+        let change = ConfigChange {
+            set: vec![
+                ("B".to_owned(), "2".to_owned()),
+                ("A".to_owned(), "1".to_owned()),
+                ("B".to_owned(), "3".to_owned()),
+            ],
+            unset: vec!["OLD".to_owned()],
+            secret: true,
+        };
+        assert_eq!(change.apply(&mut vars, &mut secret).unwrap(), "Set B, A; unset OLD");
+        assert_eq!(vars, BTreeMap::from([("A".to_owned(), "1".to_owned()), ("B".to_owned(), "3".to_owned())]));
+        assert_eq!(secret, BTreeSet::from(["A".to_owned(), "B".to_owned()]));
+    }
+
+    #[test]
+    fn bad_keys_and_values_are_refused() {
+        let bad_key = ConfigChange { set: vec![("1X".to_owned(), "v".to_owned())], ..ConfigChange::default() };
+        assert!(matches!(bad_key.validate(), Err(ReleaseError::BadKey { .. })));
+        let nul = ConfigChange { set: vec![("X".to_owned(), "a\0b".to_owned())], ..ConfigChange::default() };
+        assert!(matches!(nul.validate(), Err(ReleaseError::BadValue { .. })));
+        let unknown = ConfigChange { unset: vec!["NOPE".to_owned()], ..ConfigChange::default() };
+        assert!(matches!(
+            unknown.apply(&mut BTreeMap::new(), &mut BTreeSet::new()),
+            Err(ReleaseError::UnknownKey { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_are_masked_unless_revealed() {
+        let secret = BTreeSet::from(["TOKEN".to_owned()]);
+        assert_eq!(shown("TOKEN", "abc", &secret, false), MASK);
+        assert_eq!(shown("TOKEN", "abc", &secret, true), "abc");
+        assert_eq!(shown("PORT", "80", &secret, false), "80");
+    }
+}

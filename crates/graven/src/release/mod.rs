@@ -1,0 +1,435 @@
+//! The release stage: an artifact plus one environment's config becomes an
+//! immutable, numbered release.
+//!
+//! Every change is appended, never made in place: a config change, a
+//! deploy, a rollback and a promotion each create a new release (Heroku's
+//! semantics), and all of them go through [`Ledger::append`], which numbers
+//! them without gaps or duplicates however many writers there are. This
+//! module decides what to append; the ledger stores it.
+
+pub mod chain;
+pub mod config;
+pub mod dotenv;
+mod record;
+mod scan;
+
+use std::collections::BTreeMap;
+
+pub use config::{ConfigChange, MASK};
+pub use record::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
+
+use crate::Digest;
+use crate::build::Artifact;
+use crate::ledger::{Append, BuildRecord, EnvState, Ledger, LedgerError};
+use crate::store::{ObjectKind, Store, StoreError};
+use crate::time;
+
+/// A release-stage operation that could not be done. Nothing was written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    /// An environment name that is not allowed.
+    #[error("'{name}' is not a valid environment name: use a lowercase letter, then up to 62 of a-z, 0-9 and '-'")]
+    BadEnvName {
+        /// The name given.
+        name: String,
+    },
+    /// A config key that is not a variable name.
+    #[error("'{key}' is not a valid config key: use letters, digits and '_', not starting with a digit")]
+    BadKey {
+        /// The key given.
+        key: String,
+    },
+    /// A config value that cannot be an environment variable.
+    #[error("the value of {key} cannot be used: {why}")]
+    BadValue {
+        /// Its key.
+        key: String,
+        /// Why not.
+        why: &'static str,
+    },
+    /// `unset` of a key that is not set.
+    #[error("{key} is not set")]
+    UnknownKey {
+        /// The key.
+        key: String,
+    },
+    /// The environment has no release yet.
+    #[error("environment '{env}' has no release yet")]
+    NoRelease {
+        /// The environment.
+        env: String,
+    },
+    /// No such release.
+    #[error("environment '{env}' has no release v{number}")]
+    UnknownRelease {
+        /// The environment.
+        env: String,
+        /// The number asked for.
+        number: u64,
+    },
+    /// A rollback with nothing before the current release.
+    #[error("environment '{env}' has only one release (v{current}): there is nothing to roll back to")]
+    NothingToRollBackTo {
+        /// The environment.
+        env: String,
+        /// The current release.
+        current: u64,
+    },
+    /// A rollback to exactly what is running.
+    #[error(
+        "v{target} has the same artifact and config as the current release v{current}: rolling back to it would change nothing"
+    )]
+    RollbackIsNoOp {
+        /// The release asked for.
+        target: u64,
+        /// The current release.
+        current: u64,
+    },
+    /// The artifact is not (or no longer) in the store.
+    #[error("artifact {id} is no longer in the store")]
+    ArtifactMissing {
+        /// The artifact.
+        id: Digest,
+        /// The commit it was built from.
+        commit: String,
+    },
+    /// The artifact could not be read.
+    #[error("artifact {id} could not be read: {why}")]
+    Artifact {
+        /// The artifact.
+        id: Digest,
+        /// Why.
+        why: String,
+    },
+    /// The artifact holds a secret config value.
+    #[error("artifact {id} contains the value of secret config {}:\n{}", keys(found), listing(found))]
+    SecretInArtifact {
+        /// The artifact.
+        id: Digest,
+        /// Each secret key found, with the paths that contain its value.
+        found: BTreeMap<String, Vec<String>>,
+    },
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn keys(found: &BTreeMap<String, Vec<String>>) -> String {
+    found.keys().cloned().collect::<Vec<_>>().join(", ")
+}
+
+fn listing(found: &BTreeMap<String, Vec<String>>) -> String {
+    let mut lines = Vec::new();
+    for (key, paths) in found {
+        for path in paths.iter().take(crate::build::LISTED_PATHS) {
+            lines.push(format!("  {path} ({key})"));
+        }
+        if paths.len() > crate::build::LISTED_PATHS {
+            lines.push(format!("  … and {} more ({key})", paths.len() - crate::build::LISTED_PATHS));
+        }
+    }
+    lines.join("\n")
+}
+
+/// Checks an environment name: `[a-z][a-z0-9-]{0,62}`.
+pub fn check_env_name(name: &str) -> Result<(), ReleaseError> {
+    if crate::app::is_valid_app_name(name) { Ok(()) } else { Err(ReleaseError::BadEnvName { name: name.to_owned() }) }
+}
+
+/// Who and where: what every release-stage operation needs.
+#[derive(Clone, Copy)]
+pub struct Stage<'a> {
+    /// The ledger.
+    pub ledger: &'a dyn Ledger,
+    /// The store holding the artifacts.
+    pub store: &'a dyn Store,
+    /// The app.
+    pub app: &'a str,
+    /// Who is acting.
+    pub author: &'a str,
+}
+
+/// What an operation appended.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The new config version, if one was made.
+    pub config: Option<ConfigVersion>,
+    /// The new release, if one was made.
+    pub release: Option<Release>,
+    /// Whether the environment was created by this operation.
+    pub created_env: bool,
+}
+
+/// How many times an operation is retried when the environment changed
+/// between its checks and its transaction.
+const RACE_RETRIES: usize = 20;
+
+impl Stage<'_> {
+    /// Creates release vN of `env` with `build`'s artifact and the env's
+    /// current config (`graven release`).
+    pub fn deploy(&self, env: &str, build: &BuildRecord, message: Option<&str>) -> Result<Outcome, ReleaseError> {
+        check_env_name(env)?;
+        let artifact = build.build.artifact;
+        self.require_artifact(&artifact, &build.build.commit)?;
+        let description = message.map_or_else(
+            || format!("Deploy {}", &build.build.commit[..build.build.commit.len().min(7)]),
+            str::to_owned,
+        );
+        self.append_checked(env, |state, now| {
+            let config = self.config_or_empty(state, env, now);
+            let release = self.next_release(
+                state,
+                env,
+                now,
+                ReleaseKind::Deploy,
+                artifact,
+                &build.build.commit,
+                &config.0,
+                &description,
+            );
+            Ok((Append { config: config.1, release: Some(release) }, Some((artifact, config.0))))
+        })
+    }
+
+    /// Makes one new config version of `env` from `change`, and, if the env
+    /// has a release, a new release with it (`graven config set|unset|import`).
+    pub fn change_config(&self, env: &str, change: &ConfigChange) -> Result<Outcome, ReleaseError> {
+        check_env_name(env)?;
+        change.validate()?;
+        self.append_checked(env, |state, now| {
+            let (current, _) = self.config_or_empty(state, env, now);
+            let mut vars = current.vars.clone();
+            let mut secret = current.secret.clone();
+            let description = change.apply(&mut vars, &mut secret)?;
+            let mut config = ConfigVersion {
+                id: Digest::of(b""),
+                app: self.app.to_owned(),
+                env: env.to_owned(),
+                number: state.next_config_number,
+                parent: state.config.as_ref().map(|c| c.id),
+                vars,
+                secret,
+                author: self.author.to_owned(),
+                created_at: now.to_owned(),
+                description: description.clone(),
+            };
+            config.id = config.computed_id();
+            let release = state.release.as_ref().map(|current| {
+                self.next_release(
+                    state,
+                    env,
+                    now,
+                    ReleaseKind::Config,
+                    current.artifact,
+                    &current.commit,
+                    &config,
+                    &description,
+                )
+            });
+            let scan = release.as_ref().map(|r| (r.artifact, config.clone()));
+            Ok((Append { config: Some(config), release }, scan))
+        })
+    }
+
+    /// A new release of `env` with release `target`'s artifact and config
+    /// (default: the release the current one replaced).
+    pub fn rollback(&self, env: &str, target: Option<u64>) -> Result<Outcome, ReleaseError> {
+        check_env_name(env)?;
+        let current = self
+            .ledger
+            .releases(self.app, env, Some(1))?
+            .pop()
+            .ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?;
+        let target_number = match target {
+            Some(number) => number,
+            None if current.number > 1 => current.number - 1,
+            None => return Err(ReleaseError::NothingToRollBackTo { env: env.to_owned(), current: current.number }),
+        };
+        let target = self
+            .ledger
+            .release(self.app, env, target_number)?
+            .ok_or(ReleaseError::UnknownRelease { env: env.to_owned(), number: target_number })?;
+        self.require_artifact(&target.artifact, &target.commit)?;
+        let target_config = self.ledger.config_version(&target.config)?.ok_or_else(|| LedgerError::Corrupt {
+            what: format!("release {env} v{}", target.number),
+            why: "its config version is missing".to_owned(),
+        })?;
+        let description = format!("Rollback to v{}", target.number);
+        self.append_checked(env, |state, now| {
+            let current = state.release.as_ref().ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?;
+            if current.artifact == target.artifact && current.config == target.config {
+                return Err(ReleaseError::RollbackIsNoOp { target: target.number, current: current.number });
+            }
+            let mut release = self.next_release(
+                state,
+                env,
+                now,
+                ReleaseKind::Rollback,
+                target.artifact,
+                &target.commit,
+                &target_config,
+                &description,
+            );
+            release.rollback_of = Some(target.number);
+            release.id = release.computed_id();
+            // The artifact and config were released together before: no scan.
+            Ok((Append { config: None, release: Some(release) }, None))
+        })
+    }
+
+    /// A release in `to` with `from`'s current artifact and `to`'s own
+    /// current config (`graven promote`).
+    pub fn promote(&self, from: &str, to: &str) -> Result<Outcome, ReleaseError> {
+        check_env_name(from)?;
+        check_env_name(to)?;
+        let source = self
+            .ledger
+            .releases(self.app, from, Some(1))?
+            .pop()
+            .ok_or_else(|| ReleaseError::NoRelease { env: from.to_owned() })?;
+        self.require_artifact(&source.artifact, &source.commit)?;
+        let description = format!("Promote {from} v{}", source.number);
+        self.append_checked(to, |state, now| {
+            let config = self.config_or_empty(state, to, now);
+            let mut release = self.next_release(
+                state,
+                to,
+                now,
+                ReleaseKind::Promote,
+                source.artifact,
+                &source.commit,
+                &config.0,
+                &description,
+            );
+            release.promoted_from = Some(PromotedFrom { env: from.to_owned(), number: source.number });
+            release.id = release.computed_id();
+            Ok((Append { config: config.1, release: Some(release) }, Some((source.artifact, config.0))))
+        })
+    }
+
+    /// The env's current config, or a new empty version #1 to create.
+    fn config_or_empty(&self, state: &EnvState, env: &str, now: &str) -> (ConfigVersion, Option<ConfigVersion>) {
+        if let Some(config) = &state.config {
+            return (config.clone(), None);
+        }
+        let mut config = ConfigVersion {
+            id: Digest::of(b""),
+            app: self.app.to_owned(),
+            env: env.to_owned(),
+            number: state.next_config_number,
+            parent: None,
+            vars: BTreeMap::new(),
+            secret: std::collections::BTreeSet::new(),
+            author: self.author.to_owned(),
+            created_at: now.to_owned(),
+            description: "Empty config".to_owned(),
+        };
+        config.id = config.computed_id();
+        (config.clone(), Some(config))
+    }
+
+    #[expect(clippy::too_many_arguments, reason = "every field of a release, named at the call")]
+    fn next_release(
+        &self,
+        state: &EnvState,
+        env: &str,
+        now: &str,
+        kind: ReleaseKind,
+        artifact: Digest,
+        commit: &str,
+        config: &ConfigVersion,
+        description: &str,
+    ) -> Release {
+        let mut release = Release {
+            id: Digest::of(b""),
+            app: self.app.to_owned(),
+            env: env.to_owned(),
+            number: state.release.as_ref().map_or(1, |r| r.number + 1),
+            kind,
+            artifact,
+            config: config.id,
+            parent: state.release.as_ref().map(|r| r.id),
+            commit: commit.to_owned(),
+            author: self.author.to_owned(),
+            created_at: now.to_owned(),
+            description: description.to_owned(),
+            rollback_of: None,
+            promoted_from: None,
+        };
+        release.id = release.computed_id();
+        release
+    }
+
+    fn require_artifact(&self, id: &Digest, commit: &str) -> Result<(), ReleaseError> {
+        if self.store.has_object(ObjectKind::Artifact, id)? {
+            Ok(())
+        } else {
+            Err(ReleaseError::ArtifactMissing { id: *id, commit: commit.to_owned() })
+        }
+    }
+
+    /// Appends what `decide` returns. A decision that pairs an artifact with
+    /// a config is checked by the secret scan first, outside the write
+    /// transaction (a scan of a large artifact must not hold the ledger's
+    /// lock); if the environment changed meanwhile, the decision is made
+    /// again.
+    fn append_checked(
+        &self,
+        env: &str,
+        mut decide: impl FnMut(&EnvState, &str) -> Result<(Append, Option<(Digest, ConfigVersion)>), ReleaseError>,
+    ) -> Result<Outcome, ReleaseError> {
+        let mut scanned: Option<(Digest, Digest)> = None;
+        for _ in 0..RACE_RETRIES {
+            let mut refusal: Option<ReleaseError> = None;
+            let mut to_scan: Option<(Digest, ConfigVersion)> = None;
+            let mut created_env = false;
+            let now = time::now_rfc3339();
+            let result = self.ledger.append(self.app, env, &now, &mut |state| {
+                created_env = !state.exists;
+                match decide(state, &now) {
+                    Ok((append, scan)) => match scan {
+                        Some((artifact, config)) if scanned != Some((artifact, config.id)) => {
+                            to_scan = Some((artifact, config));
+                            Err(LedgerError::Refused)
+                        }
+                        _ => Ok(append),
+                    },
+                    Err(e) => {
+                        refusal = Some(e);
+                        Err(LedgerError::Refused)
+                    }
+                }
+            });
+            match result {
+                Ok(append) => return Ok(Outcome { config: append.config, release: append.release, created_env }),
+                Err(LedgerError::Refused) => {
+                    if let Some(e) = refusal {
+                        return Err(e);
+                    }
+                    if let Some((artifact, config)) = to_scan {
+                        let found = scan::secrets_in_artifact(self.store, &artifact, &config)?;
+                        if !found.is_empty() {
+                            return Err(ReleaseError::SecretInArtifact { id: artifact, found });
+                        }
+                        scanned = Some((artifact, config.id));
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(LedgerError::Query {
+            doing: "appending a release",
+            why: "the environment kept changing; try again".to_owned(),
+        }
+        .into())
+    }
+}
+
+/// Loads artifact `id`'s record, for commands that show what a release runs.
+pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, ReleaseError> {
+    Artifact::load(store, &release.artifact)
+        .map_err(|e| ReleaseError::Artifact { id: release.artifact, why: e.to_string() })
+}

@@ -1,0 +1,78 @@
+//! The secret scan: config must never be baked into an artifact. Before an
+//! artifact is released with a config, every file of the artifact is
+//! searched for the bytes of every secret value of at least
+//! [`SECRET_SCAN_MIN_LEN`] bytes.
+
+use std::collections::BTreeMap;
+
+use aho_corasick::AhoCorasick;
+use rayon::prelude::*;
+
+use super::config::SECRET_SCAN_MIN_LEN;
+use super::{ConfigVersion, ReleaseError};
+use crate::Digest;
+use crate::build::Artifact;
+use crate::build::manifest::{EntryKind, walk};
+use crate::store::Store;
+
+/// The secret keys whose values artifact `id` contains, each with the paths
+/// that contain it. Empty if the artifact is clean.
+pub(crate) fn secrets_in_artifact(
+    store: &dyn Store,
+    id: &Digest,
+    config: &ConfigVersion,
+) -> Result<BTreeMap<String, Vec<String>>, ReleaseError> {
+    let secrets: Vec<(&str, &str)> = config
+        .secret
+        .iter()
+        .filter_map(|key| config.vars.get(key).map(|value| (key.as_str(), value.as_str())))
+        .filter(|(_, value)| value.len() >= SECRET_SCAN_MIN_LEN)
+        .collect();
+    if secrets.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let matcher =
+        AhoCorasick::new(secrets.iter().map(|(_, value)| value)).expect("secret values make a valid automaton");
+
+    let artifact = Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+    let mut files: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+    walk(store, &artifact.root, &mut |path, kind| {
+        if let EntryKind::File { digest, .. } = kind {
+            files.entry(*digest).or_default().push(path.to_owned());
+        }
+        Ok(())
+    })
+    .map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+
+    let found: Vec<(usize, &Vec<String>)> = files
+        .par_iter()
+        .map(|(digest, paths)| {
+            let blob = store.open_blob(digest).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+            // Streamed: a blob may be far larger than memory should hold.
+            let mut hits: Vec<(usize, &Vec<String>)> = Vec::new();
+            for found in matcher.stream_find_iter(blob) {
+                let found =
+                    found.map_err(|e| ReleaseError::Artifact { id: *id, why: format!("blob {digest}: {e}") })?;
+                let pattern = found.pattern().as_usize();
+                if !hits.iter().any(|(p, _)| *p == pattern) {
+                    hits.push((pattern, paths));
+                }
+            }
+            Ok(hits)
+        })
+        .collect::<Result<Vec<_>, ReleaseError>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+
+    let mut by_key: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (pattern, paths) in found {
+        let entry = by_key.entry(secrets[pattern].0.to_owned()).or_default();
+        entry.extend(paths.iter().cloned());
+    }
+    for paths in by_key.values_mut() {
+        paths.sort();
+        paths.dedup();
+    }
+    Ok(by_key)
+}
