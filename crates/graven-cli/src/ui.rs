@@ -82,6 +82,11 @@ pub(crate) fn count(n: u64) -> String {
     out
 }
 
+/// `1 file`, `4,312 files`.
+pub(crate) fn count_of(n: u64, noun: &str) -> String {
+    format!("{} {noun}{}", count(n), if n == 1 { "" } else { "s" })
+}
+
 /// The first 7 digits of a commit id.
 pub(crate) fn short_commit(commit: &str) -> &str {
     &commit[..commit.len().min(7)]
@@ -136,6 +141,8 @@ mod tests {
         assert_eq!(count(0), "0");
         assert_eq!(count(4312), "4,312");
         assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(count_of(1, "file"), "1 file");
+        assert_eq!(count_of(4312, "file"), "4,312 files");
     }
 
     #[test]

@@ -65,6 +65,15 @@ pub struct Repo {
 /// The full id of a commit: 40 hex digits.
 pub type CommitId = String;
 
+/// One commit of a [`Repo::log`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The commit.
+    pub commit: CommitId,
+    /// The first line of its message.
+    pub subject: String,
+}
+
 impl Repo {
     /// Finds the repository that contains `dir`.
     pub fn discover(dir: &Path) -> Result<Self, GitError> {
@@ -166,12 +175,21 @@ impl Repo {
             let output = command.output().map_err(GitError::Spawn)?;
             if output.status.success() { Ok(output.stdout) } else { Err(failed(args, &output.stderr)) }
         };
-        let exclude = leave_out.map(|dir| format!(":(exclude){dir}"));
+        // git refuses an exclude pathspec that names an ignored path ("The
+        // following paths are ignored"), and leaves ignored paths out anyway.
+        let exclude = leave_out.filter(|dir| !self.is_ignored(dir)).map(|dir| format!(":(exclude){dir}"));
         let mut add = vec!["add", "--all", "--", "."];
         add.extend(exclude.as_deref());
         with_index(&add)?;
         let tree = with_index(&["write-tree"])?;
         Ok(String::from_utf8_lossy(&tree).trim_end().to_owned())
+    }
+
+    /// Whether `path` (relative to the root) is ignored by `.gitignore` or
+    /// the user's excludes.
+    fn is_ignored(&self, path: &str) -> bool {
+        let status = self.git(["check-ignore", "--quiet", "--", path]).stdout(Stdio::null()).status();
+        status.is_ok_and(|status| status.success())
     }
 
     /// Exports the tree of `tree_ish` into the empty directory `dest`, as `git
@@ -192,9 +210,26 @@ impl Repo {
         }
         let status = child.wait().map_err(GitError::Spawn)?;
         if !status.success() {
+            // git dies of SIGPIPE, silently, when unpacking stopped reading
+            // early: then the unpack error says what went wrong.
+            if unpacked.is_err() && stderr.trim().is_empty() {
+                return unpacked;
+            }
             return Err(failed(&["archive", "--format=tar", tree_ish], stderr.as_bytes()));
         }
         unpacked
+    }
+
+    /// The commits reachable from `to` but not from `from` (`git log
+    /// from..to`), newest first, each with its subject line.
+    pub fn log(&self, from: &str, to: &str) -> Result<Vec<LogEntry>, GitError> {
+        let range = format!("{from}..{to}");
+        let text = self.run(["log", "--no-color", "--format=%H%x00%s", "--end-of-options", &range])?;
+        Ok(text
+            .lines()
+            .filter_map(|line| line.split_once('\0'))
+            .map(|(commit, subject)| LogEntry { commit: commit.to_owned(), subject: subject.to_owned() })
+            .collect())
     }
 
     /// git's `user.email`, if set.
@@ -251,5 +286,8 @@ fn unpack(stream: impl std::io::Read, dest: &Path) -> std::io::Result<()> {
         }
         entry.unpack_in(dest)?;
     }
+    // Read on past the end-of-archive marker to the end of git's padding:
+    // were the pipe closed before git's last write, git would die of SIGPIPE.
+    std::io::copy(&mut archive.into_inner(), &mut std::io::sink())?;
     Ok(())
 }

@@ -24,6 +24,7 @@ use crate::ui::{self, Ui};
 ///   graven build                 # HEAD
 ///   graven build v1.4.2 --json   # a tag, output for scripts
 #[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub(crate) struct BuildArgs {
     /// The commit to build: a hash, branch or tag
     #[arg(default_value = "HEAD")]
@@ -104,10 +105,10 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         ));
     } else {
         ui::out(format!(
-            "built {} from {}{dirty} — {} files, {}, {} new",
+            "built {} from {}{dirty} — {}, {}, {} new",
             build.artifact.short(),
             ui::short_commit(&build.commit),
-            ui::count(build.files),
+            ui::count_of(build.files, "file"),
             ui::bytes(build.bytes),
             ui::bytes(build.new_bytes)
         ));
@@ -142,7 +143,7 @@ impl BuildObserver for Observer<'_> {
             BuildEvent::SecondBuild => ui::note("building again to check that the build is reproducible"),
             BuildEvent::IngestStarted { files, bytes } => {
                 self.finish();
-                ui::note(format!("storing {} files, {}", ui::count(*files), ui::bytes(*bytes)));
+                ui::note(format!("storing {}, {}", ui::count_of(*files, "file"), ui::bytes(*bytes)));
                 *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(self.ui.byte_progress("ingest", *bytes));
             }

@@ -25,7 +25,7 @@ use crate::ui;
 ///   graven config unset DEBUG --env staging
 ///   graven config import production.env --env production
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 pub(crate) struct ConfigArgs {
     #[command(subcommand)]
     command: Option<ConfigCommand>,

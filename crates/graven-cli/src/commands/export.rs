@@ -19,6 +19,7 @@ use crate::ui;
 ///   graven export HEAD --format tar.zst -o app.tar.zst
 ///   graven export 3f9c2a1 --format tar -o - | tar -t
 #[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub(crate) struct ExportArgs {
     /// The build: an artifact id, a unique prefix of 7+ hex digits, or a commit
     build: String,

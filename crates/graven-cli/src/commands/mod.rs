@@ -3,6 +3,7 @@
 mod build;
 mod builds;
 mod config;
+mod diff;
 mod env;
 mod export;
 mod init;
@@ -58,6 +59,7 @@ pub(crate) enum Command {
     Config(config::ConfigArgs),
     Release(release::ReleaseArgs),
     Releases(releases::ReleasesArgs),
+    Diff(diff::DiffArgs),
     Rollback(rollback::RollbackArgs),
     Promote(promote::PromoteArgs),
     Verify(verify::VerifyArgs),
@@ -78,6 +80,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
         Command::Config(args) => config::cmd_config(&settings, args),
         Command::Release(args) => release::cmd_release(&settings, args),
         Command::Releases(args) => releases::cmd_releases(&settings, args),
+        Command::Diff(args) => diff::cmd_diff(&settings, args),
         Command::Rollback(args) => rollback::cmd_rollback(&settings, args),
         Command::Promote(args) => promote::cmd_promote(&settings, args),
         Command::Verify(args) => verify::cmd_verify(&settings, args),

@@ -16,6 +16,7 @@ use crate::ui;
 /// Example:
 ///   graven promote staging production
 #[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub(crate) struct PromoteArgs {
     /// The environment whose current artifact is promoted
     from: String,

@@ -23,7 +23,7 @@ use crate::ui;
 ///   graven release 3f9c2a1 --env production -m "Fix the login page"
 ///   graven release show v42 --env production
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 pub(crate) struct ReleaseArgs {
     #[command(subcommand)]
     command: Option<ReleaseCommand>,

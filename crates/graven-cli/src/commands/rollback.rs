@@ -20,6 +20,7 @@ use crate::ui;
 ///   graven rollback --env production        # to the release before the current one
 ///   graven rollback v41 --env production
 #[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
 pub(crate) struct RollbackArgs {
     /// The release to roll back to: v41 (or 41) [default: the one before the current]
     #[arg(value_name = "vN")]

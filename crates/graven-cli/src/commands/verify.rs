@@ -22,7 +22,7 @@ use crate::ui;
 ///   graven verify HEAD
 ///   graven verify --ledger
 #[derive(Args, Debug)]
-#[command(group(clap::ArgGroup::new("what").required(true).args(["build", "ledger"])))]
+#[command(verbatim_doc_comment, group(clap::ArgGroup::new("what").required(true).args(["build", "ledger"])))]
 pub(crate) struct VerifyArgs {
     /// The build: an artifact id, a unique prefix of 7+ hex digits, or a commit
     build: Option<String>,

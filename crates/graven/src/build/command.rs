@@ -57,24 +57,26 @@ pub(crate) fn run(
     observer: &dyn BuildObserver,
 ) -> Result<String, BuildError> {
     observer.on_event(&BuildEvent::CommandStarted { command });
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(BuildError::CommandSpawn)?;
+    // One pipe for stdout and stderr, as a terminal shows them: with two,
+    // lines are logged in whatever order two readers get to them, and an
+    // error printed last on stderr can be missing from a failure's tail.
+    let (reader, writer) = std::io::pipe().map_err(BuildError::CommandSpawn)?;
+    let mut child = {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().map_err(BuildError::CommandSpawn)?)
+            .stderr(writer);
+        sh.spawn().map_err(BuildError::CommandSpawn)?
+        // `sh` drops our copies of the write end here, so that reading ends
+        // when the command (and whatever it started) closes its copies.
+    };
     let log = Mutex::new(Log::default());
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
-    std::thread::scope(|scope| {
-        scope.spawn(|| stream(stdout, &log, observer));
-        stream(stderr, &log, observer);
-    });
+    stream(reader, &log, observer);
     let status = child.wait().map_err(BuildError::CommandSpawn)?;
     let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     if status.success() {

@@ -61,6 +61,18 @@ pub enum IngestError {
         /// Its target.
         target: String,
     },
+    /// A symlink whose target has `..` after a name: were that name a
+    /// symlink too, the `..` would climb from wherever it leads, and could
+    /// leave the output.
+    #[error(
+        "'{path}' is a symlink to '{target}', which has '..' after a name: through another symlink that can lead outside the output, so put '..' only at the start of the target (like '../lib/x'), or add the link to [build] exclude"
+    )]
+    SymlinkDotDotAfterName {
+        /// The link, relative to the output.
+        path: String,
+        /// Its target.
+        target: String,
+    },
     /// A file that changed while it was read.
     #[error("'{path}' changed while graven read it: is a process started by the build still writing to it?")]
     Changed {
@@ -118,6 +130,8 @@ struct FileJob {
     inode: Option<(u64, u64)>,
     /// Whether the file's inode is shared with something outside the tree.
     shared: bool,
+    /// Links to the file's inode inside the tree.
+    links: u64,
 }
 
 enum Pending {
@@ -149,7 +163,9 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
     // there would change the blob.
     for file in &mut files {
         if let Some(inode) = file.inode {
-            file.shared = links.get(&inode).is_none_or(|&(seen, nlink)| seen < nlink);
+            let (seen, nlink) = links.get(&inode).copied().unwrap_or((0, u64::MAX));
+            file.shared = seen < nlink;
+            file.links = seen;
         }
     }
 
@@ -163,7 +179,7 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
             let absolute = root.join(&job.path);
             let digest = hash_file(&absolute, job)?;
             if let Some(store) = options.store {
-                let handover = if job.shared { Handover::Copy } else { Handover::Move };
+                let handover = if job.shared { Handover::Copy } else { Handover::Move { links: job.links } };
                 if store.put_blob(&digest, &absolute, handover)? {
                     new_blob_bytes.fetch_add(job.size, Ordering::Relaxed);
                 }
@@ -282,6 +298,7 @@ impl Walk<'_> {
                     executable: meta.mode() & 0o100 != 0,
                     inode,
                     shared: false,
+                    links: 1,
                 });
                 Pending::File(self.files.len() - 1)
             } else if file_type.is_dir() {
@@ -313,7 +330,9 @@ impl Walk<'_> {
 }
 
 /// Checks that a symlink in directory `dir` (relative to the root) with
-/// `target` stays inside the tree, judged on the path alone.
+/// `target` stays inside the tree, judged on the path alone. That judgement
+/// holds only while `..` comes before every name: `lib/up/..` leaves the
+/// tree if `lib/up` is a symlink to `..`.
 fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError> {
     if target.starts_with('/') {
         return Err(IngestError::AbsoluteSymlink { path: path.to_owned(), target: target.to_owned() });
@@ -323,11 +342,15 @@ fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError>
         return Err(escaping());
     }
     let mut depth = dir.split('/').filter(|part| !part.is_empty()).count();
+    let mut named = false;
     for part in target.split('/') {
         match part {
             "" | "." => {}
+            ".." if named => {
+                return Err(IngestError::SymlinkDotDotAfterName { path: path.to_owned(), target: target.to_owned() });
+            }
             ".." => depth = depth.checked_sub(1).ok_or_else(escaping)?,
-            _ => depth += 1,
+            _ => named = true,
         }
     }
     Ok(())
@@ -370,7 +393,12 @@ mod tests {
         assert!(check_symlink("lib", "lib/a", "../bin/x").is_ok());
         assert!(check_symlink("lib/py", "lib/py/a", "../../b").is_ok());
         assert!(matches!(check_symlink("", "a", "../b"), Err(IngestError::EscapingSymlink { .. })));
-        assert!(matches!(check_symlink("lib", "lib/a", "x/../../../b"), Err(IngestError::EscapingSymlink { .. })));
+        assert!(matches!(
+            check_symlink("lib", "lib/a", "x/../../../b"),
+            Err(IngestError::SymlinkDotDotAfterName { .. })
+        ));
+        assert!(matches!(check_symlink("", "escape", "lib/up/.."), Err(IngestError::SymlinkDotDotAfterName { .. })));
+        assert!(check_symlink("lib", "lib/a", "./../bin/./x").is_ok());
         assert!(matches!(check_symlink("", "a", "/etc/passwd"), Err(IngestError::AbsoluteSymlink { .. })));
         assert!(matches!(check_symlink("", "a", ""), Err(IngestError::EscapingSymlink { .. })));
     }

@@ -170,7 +170,7 @@ pub enum BuildError {
     #[error(transparent)]
     Ingest(#[from] IngestError),
     /// `--check-reproducible` found differences.
-    #[error("the build is not reproducible: {} differ between two builds of the same commit:\n{}", plural(paths.len(), "path"), list_paths(paths))]
+    #[error("the build is not reproducible: {} {} between two builds of the same commit:\n{}", plural(paths.len(), "path"), if paths.len() == 1 { "differs" } else { "differ" }, list_paths(paths))]
     NotReproducible {
         /// Paths whose content, mode or presence differ.
         paths: Vec<String>,

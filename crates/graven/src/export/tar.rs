@@ -1,6 +1,6 @@
 //! The tar stream of an export.
 
-use std::io::{self, Read as _, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use super::{ExportError, write_error};
@@ -56,16 +56,43 @@ fn append(
         }
         EntryKind::File { size, digest, .. } => {
             let mut header = header(tar::EntryType::Regular, kind.mode(), *size);
-            let blob = store.open_blob(digest)?;
-            let mut limited = blob.take(*size);
-            builder.append_data(&mut header, path, &mut limited).map_err(|source| match source.kind() {
-                io::ErrorKind::UnexpectedEof => ExportError::Store(StoreError::Io {
-                    action: "blob is shorter than its listing says:",
-                    path: digest.to_string().into(),
-                    source,
-                }),
-                _ => io_error(source),
+            let mut blob = Exact { inner: store.open_blob(digest)?, remaining: *size };
+            builder.append_data(&mut header, path, &mut blob).map_err(|source| {
+                let action = match source.kind() {
+                    io::ErrorKind::UnexpectedEof => "blob is shorter than its listing says:",
+                    io::ErrorKind::InvalidData => "blob is longer than its listing says:",
+                    _ => return io_error(source),
+                };
+                ExportError::Store(StoreError::Io { action, path: digest.to_string().into(), source })
             })
         }
+    }
+}
+
+/// Reads a blob that must be exactly `remaining` bytes long: a header gives
+/// the size before the contents, so a blob of any other size would leave a
+/// corrupt archive. Fails with `UnexpectedEof` if it is shorter, and
+/// `InvalidData` if it is longer.
+struct Exact<R> {
+    inner: R,
+    remaining: u64,
+}
+
+impl<R: io::Read> io::Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            let mut probe = [0u8; 1];
+            return match self.inner.read(&mut probe)? {
+                0 => Ok(0),
+                _ => Err(io::ErrorKind::InvalidData.into()),
+            };
+        }
+        let max = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..max])?;
+        if read == 0 && max > 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.remaining -= read as u64;
+        Ok(read)
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
@@ -36,8 +36,7 @@ impl SqliteLedger {
         let open_error = |why: String| LedgerError::Open { location: path.display().to_string(), why };
         let mut connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
-        connection
-            .pragma_update(None, "journal_mode", "WAL")
+        enable_wal(&connection)
             .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
             .and_then(|()| connection.pragma_update(None, "foreign_keys", "ON"))
             .map_err(|e| open_error(e.to_string()))?;
@@ -48,6 +47,25 @@ impl SqliteLedger {
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
         let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut connection)
+    }
+}
+
+/// Switches the database to WAL mode (a setting kept in the file). The
+/// switch needs an exclusive lock that SQLite does not wait for, whatever
+/// the busy timeout: when several processes open a new ledger at once, all
+/// but one are refused with "database is locked", so retry until the
+/// timeout.
+fn enable_wal(connection: &Connection) -> rusqlite::Result<()> {
+    let deadline = Instant::now() + BUSY_TIMEOUT;
+    loop {
+        match connection.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 

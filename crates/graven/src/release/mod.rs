@@ -9,6 +9,7 @@
 
 pub mod chain;
 pub mod config;
+pub mod diff;
 pub mod dotenv;
 mod record;
 mod scan;

@@ -6,7 +6,7 @@
 //! store/artifacts/sha256/ab/cdef…      artifact records
 //!
 //! A file being written is named `.tmp-<pid>-<n>` beside its final name,
-//! and renamed into place when complete.
+//! and linked into place when complete.
 //! ```
 //!
 //! Every stored file is read-only with the normalised mtime. A blob's mode
@@ -25,8 +25,12 @@ use crate::{Digest, NORMALISED_MTIME};
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
-    next_temp: AtomicU64,
 }
+
+/// Numbers temporary names. One counter for the whole process rather than
+/// one per [`LocalStore`]: two handles on one store in one process must
+/// never pick the same name.
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
 
 impl LocalStore {
     /// Opens (and creates, if needed) the store at `root`.
@@ -36,7 +40,7 @@ impl LocalStore {
             path: root.to_owned(),
             source,
         })?;
-        Ok(Self { root: root.to_owned(), next_temp: AtomicU64::new(0) })
+        Ok(Self { root: root.to_owned() })
     }
 
     /// The store's directory.
@@ -68,11 +72,11 @@ impl LocalStore {
     }
 
     /// A fresh temporary name beside `target`, unique across threads and
-    /// processes. Beside, not in a shared scratch directory: a rename within
-    /// one directory does not take the filesystem-wide lock that a rename
-    /// across directories does.
-    fn temp_beside(&self, target: &Path) -> PathBuf {
-        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+    /// processes. Beside, not in a shared scratch directory: a link or
+    /// rename within one directory does not take the filesystem-wide lock
+    /// that a rename across directories does.
+    fn temp_beside(target: &Path) -> PathBuf {
+        let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
         target.with_file_name(format!("{TEMP_PREFIX}{}-{n}", std::process::id()))
     }
 
@@ -88,13 +92,32 @@ impl LocalStore {
         }
     }
 
-    /// Writes a new file beside `target` with `fill`, seals it and renames
-    /// it over `target`.
-    fn write_beside(&self, target: &Path, executable: bool, fill: impl Fn(&Path) -> io::Result<()>) -> io::Result<()> {
-        let temp = self.temp_beside(target);
-        let result = Self::in_shard(target, || fill(&temp))
+    /// Writes a new file beside `target` with `fill`, seals it and moves it
+    /// to `target`, unless a complete `target` of `len` bytes is there by
+    /// then. Returns whether this call stored it: of several writers racing
+    /// to store the same thing, exactly one does.
+    fn write_beside(
+        target: &Path,
+        len: u64,
+        executable: bool,
+        fill: impl Fn(&Path) -> io::Result<()>,
+    ) -> io::Result<bool> {
+        let temp = Self::temp_beside(target);
+        let fill = || match fill(&temp) {
+            // A file left by a killed process that had this process's id:
+            // nothing alive uses the name, since the counter is process-wide.
+            Err(e)
+                if matches!(e.kind(), io::ErrorKind::AlreadyExists | io::ErrorKind::PermissionDenied)
+                    && temp.exists() =>
+            {
+                fs::remove_file(&temp)?;
+                fill(&temp)
+            }
+            other => other,
+        };
+        let result = Self::in_shard(target, fill)
             .and_then(|()| seal(&temp, executable))
-            .and_then(|()| fs::rename(&temp, target));
+            .and_then(|()| publish(&temp, target, len));
         if result.is_err() {
             let _ = fs::remove_file(&temp);
         }
@@ -105,6 +128,33 @@ impl LocalStore {
 /// Names of files being written start with this; they are never read as
 /// blobs or objects, and are left behind only by a killed writer.
 pub(crate) const TEMP_PREFIX: &str = ".tmp-";
+
+/// Moves the complete file `temp` to `target` unless a complete `target` of
+/// `len` bytes is already there; returns whether it did. A hard link and
+/// not a rename, because a link fails where a file exists while a rename
+/// replaces it: of several writers of the same content, exactly one wins.
+fn publish(temp: &Path, target: &Path, len: u64) -> io::Result<bool> {
+    let stored = match fs::hard_link(temp, target) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if !fs::metadata(target).is_ok_and(|meta| meta.len() == len) {
+                // A file of the wrong size, left by a crash: replace it.
+                fs::rename(temp, target)?;
+                return Ok(true);
+            }
+            false
+        }
+        // A filesystem without hard links: rename, and trust the caller's
+        // earlier check that the file was missing.
+        Err(_) => {
+            fs::rename(temp, target)?;
+            return Ok(true);
+        }
+    };
+    // Only a name goes: the contents live on as `target`, or were not needed.
+    let _ = fs::remove_file(temp);
+    Ok(stored)
+}
 
 /// Sets the read-only mode and the normalised mtime on a file about to enter
 /// the store.
@@ -138,7 +188,9 @@ impl Store for LocalStore {
         }
         let target = self.blob_path(digest);
         let executable = meta.mode() & 0o100 != 0;
-        if handover == Handover::Move && meta.nlink() == 1 {
+        if let Handover::Move { links } = handover
+            && meta.nlink() <= links
+        {
             // A hard link, not a rename: a rename across directories takes a
             // filesystem-wide lock that parallel ingest threads queue on.
             // The build directory's name goes away with the build directory.
@@ -151,9 +203,8 @@ impl Store for LocalStore {
                     if self.has_blob(digest, meta.len())? {
                         return Ok(false);
                     }
-                    self.write_beside(&target, executable, |temp| fs::hard_link(path, temp))
-                        .map_err(io_error("could not write", &target))?;
-                    return Ok(true);
+                    return Self::write_beside(&target, meta.len(), executable, |temp| fs::hard_link(path, temp))
+                        .map_err(io_error("could not write", &target));
                 }
                 // Another filesystem: copy instead.
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::XDEV.raw_os_error()) => {}
@@ -168,9 +219,8 @@ impl Store for LocalStore {
         }
         // The file is shared with something outside the build, or must stay:
         // copy it, so that nothing outside the store can change a blob.
-        self.write_beside(&target, executable, |temp| fs::copy(path, temp).map(drop))
-            .map_err(io_error("could not copy into the store", path))?;
-        Ok(true)
+        Self::write_beside(&target, meta.len(), executable, |temp| fs::copy(path, temp).map(drop))
+            .map_err(io_error("could not copy into the store", path))
     }
 
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
@@ -194,9 +244,11 @@ impl Store for LocalStore {
         if fs::metadata(&target).is_ok_and(|meta| meta.len() == bytes.len() as u64) {
             return Ok(false);
         }
-        self.write_beside(&target, false, |temp| File::create_new(temp).and_then(|mut file| file.write_all(bytes)))
-            .map_err(|source| StoreError::Io { action: "could not write", path: target, source })?;
-        Ok(true)
+        let len = bytes.len() as u64;
+        Self::write_beside(&target, len, false, |temp| {
+            File::create_new(temp).and_then(|mut file| file.write_all(bytes))
+        })
+        .map_err(|source| StoreError::Io { action: "could not write", path: target, source })
     }
 
     fn get_object(&self, kind: ObjectKind, digest: &Digest) -> Result<Vec<u8>, StoreError> {
@@ -227,5 +279,35 @@ impl Store for LocalStore {
             path: self.root.clone(),
             source: e.into(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_left_by_a_killed_process_with_this_pid_are_replaced() {
+        // A container often gives graven the same pid every run, so a run
+        // killed mid-write leaves names that the next run picks again.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(&dir.path().join("store")).unwrap();
+        let source = dir.path().join("source");
+        fs::write(&source, "blob").unwrap();
+        let (object, blob) = (Digest::of(b"object"), Digest::of(b"blob"));
+        let targets = [store.object_path(ObjectKind::Manifest, &object), store.blob_path(&blob)];
+        let next = NEXT_TEMP.load(Ordering::Relaxed);
+        for target in &targets {
+            fs::create_dir_all(target.parent().unwrap()).unwrap();
+            for n in next..next + 64 {
+                let leftover = target.with_file_name(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+                fs::write(&leftover, "stale").unwrap();
+                seal(&leftover, false).unwrap();
+            }
+        }
+        assert!(store.put_object(ObjectKind::Manifest, &object, b"object").unwrap());
+        assert!(store.put_blob(&blob, &source, Handover::Copy).unwrap());
+        assert_eq!(store.get_object(ObjectKind::Manifest, &object).unwrap(), b"object");
+        assert_eq!(fs::read(store.blob_path(&blob)).unwrap(), b"blob");
     }
 }

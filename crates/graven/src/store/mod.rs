@@ -61,9 +61,15 @@ pub enum StoreError {
 /// How a file may be handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
-    /// The store may take the file itself (rename it into place): the caller
-    /// will not use it again and nothing else shares its inode.
-    Move,
+    /// The store may take the file itself (link or rename it into place):
+    /// the caller will not use it again. If the file's inode has more links
+    /// than the caller's, something else shares it, and the store copies it
+    /// instead, so that nothing outside the store can change a blob.
+    Move {
+        /// How many links to the file's inode the caller holds (and will
+        /// throw away): 1, unless it has hard links of its own.
+        links: u64,
+    },
     /// The store must copy the contents; the file stays where it is.
     Copy,
 }

@@ -1,0 +1,14 @@
+//! The `graven` command end to end: the real binary, run in temporary git
+//! repositories with a controlled environment, its exit code, stdout and
+//! stderr compared with inline snapshots. One test binary, one module per
+//! command or flow.
+
+mod common;
+
+mod test_build;
+mod test_build_env;
+mod test_build_failures;
+mod test_crash;
+mod test_export_verify;
+mod test_help;
+mod test_init;

@@ -1,0 +1,83 @@
+//! Help text renders, and reads as documentation.
+
+use crate::common::Graven;
+
+#[test]
+fn build_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let graven = Graven::in_dir(dir.path());
+    let run = graven.run(["build", "--help"]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 0
+        ----- stdout -----
+        Build a commit into an immutable, content-addressed artifact.
+
+        graven exports the commit into a fresh directory (no .git, no untracked
+        files), runs graven.toml's [build] command there with a scrubbed
+        environment (PATH, HOME, LANG, TMPDIR, SOURCE_DATE_EPOCH, GRAVEN_COMMIT and
+        what [build] env and pass_env name: no runtime config), and stores the
+        output as an artifact. Building a commit that was already built with the
+        same recipe reuses that artifact.
+
+        Examples:
+          graven build                 # HEAD
+          graven build v1.4.2 --json   # a tag, output for scripts
+
+        Usage: graven build [OPTIONS] [REV]
+
+        Arguments:
+          [REV]
+                  The commit to build: a hash, branch or tag
+
+                  [default: HEAD]
+
+        Options:
+              --allow-dirty
+                  Build the working tree with its uncommitted changes; the build is marked dirty for good
+
+              --home <DIR>
+                  Where graven keeps its ledger and store [default: .graven/ at the repository root]
+
+                  [env: GRAVEN_HOME=]
+
+              --app <NAME>
+                  The app [default: graven.toml's [app] name, else the repository's directory name]
+
+                  [env: GRAVEN_APP=]
+
+              --force
+                  Build again even if this commit and recipe were built before
+
+              --check-reproducible
+                  Build twice in two directories and fail if the outputs differ
+
+              --json
+                  Print the result as JSON on stdout
+
+          -h, --help
+                  Print help (see a summary with '-h')
+
+          -V, --version
+                  Print version
+        ----- stderr -----
+        ");
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let graven = Graven::in_dir(dir.path());
+    let run = graven.run(["build", "--allow-dirt"]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 2
+        ----- stdout -----
+        ----- stderr -----
+        error: unexpected argument '--allow-dirt' found
+
+          tip: a similar argument exists: '--allow-dirty'
+
+        Usage: graven build --allow-dirty [REV]
+
+        For more information, try '--help'.
+        ");
+}
