@@ -22,6 +22,7 @@
 #   BENCH_RUNS=N          runs per measurement, median reported (default 5)
 #   BENCH_SKIP_GRAVEN=1   skip building and measuring graven (peers only)
 #   BENCH_GRAVEN_BIN=PATH use this graven binary instead of `cargo build --release`
+#   BENCH_SETTLE=SECONDS  wait before each graven run (default 35; see SETTLE)
 #
 # Must run on Linux with GNU tar. Installing missing packages requires root
 # (apt-get); everything else works as any user.
@@ -29,6 +30,13 @@
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-5}
+# Seconds to wait before a timed run that follows mass deletions. ext4
+# without a journal skips inodes freed in the last ~30 s when it allocates
+# new ones, which slows every tool that creates thousands of files right
+# after another run deleted thousands (graven removes its build directory at
+# the end of each build). Outputs are kept until the end, and runs of graven
+# wait this long, so that each run sees the filesystem a real build would.
+SETTLE=${BENCH_SETTLE:-35}
 SKIP_GRAVEN=${BENCH_SKIP_GRAVEN:-0}
 
 die() { echo "bench/build.sh: error: $*" >&2; exit 1; }
@@ -171,7 +179,7 @@ post_tarzstd() { rm -f "$WORK/x.tar.zst"; }
 
 pre_ostree()  { rm_tree "$WORK/ostree-$1"; ostree --repo="$WORK/ostree-$1" init --mode=bare; }
 op_ostree()   { ostree --repo="$WORK/ostree-$1" commit --branch=bench --tree=dir="$CORPUS" >/dev/null; }
-post_ostree() { rm_tree "$WORK/ostree-$1"; }
+# Repos are removed at the end (see SETTLE).
 
 op_floor() { tar -cf - -C "$CORPUS" . | cat > /dev/null; }     # I/O floor (see warm_cache)
 
@@ -261,6 +269,7 @@ bench_graven() {
         rm_tree "$home"
         mkdir -p "$home"
         sync
+        sleep "$SETTLE"
         t0=$(now_ns)
         graven_build "$app" "$home" "$out" --force
         t1=$(now_ns)
@@ -271,8 +280,7 @@ bench_graven() {
             add_sample "$key.${f%_ms}" "$(ms_to_s "$v")"
         done
         if [[ "$i" == 1 ]]; then log "  first run: $(tr -d '\n' < "$out")"; fi
-        rm_tree "$home"
-        rm_tree "$app/out"
+        rm_tree "$app/out"    # homes are removed at the end (see SETTLE)
     done
 }
 
@@ -433,3 +441,6 @@ echo
 echo "raw samples (s):"
 for k in $(printf '%s\n' "${!SAMPLES[@]}" | sort); do printf '  %-22s%s\n' "$k" "${SAMPLES[$k]}"; done
 } | tee "$WORK/report.txt"
+
+# Outputs kept for the SETTLE reason above go now, after every timed run.
+for dir in "$WORK"/home-* "$WORK"/ostree-*; do rm_tree "$dir"; done

@@ -24,6 +24,9 @@ pub(crate) struct BuildJson<'a> {
     pub(crate) host: &'a str,
     pub(crate) started_at: &'a str,
     pub(crate) finished_at: &'a str,
+    /// In `builds`: whether graven gc deleted the artifact from the store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) collected: Option<bool>,
 }
 
 impl<'a> BuildJson<'a> {
@@ -47,6 +50,7 @@ impl<'a> BuildJson<'a> {
             host: &build.host,
             started_at: &build.started_at,
             finished_at: &build.finished_at,
+            collected: None,
         }
     }
 }

@@ -107,7 +107,8 @@ fn builds_json_keeps_the_design_field_names() {
             "author": "dev@example.com",
             "host": "[HOST]",
             "started_at": "[TIME]",
-            "finished_at": "[TIME]"
+            "finished_at": "[TIME]",
+            "collected": false
           },
           {
             "artifact": "[DIGEST]",
@@ -125,7 +126,8 @@ fn builds_json_keeps_the_design_field_names() {
             "author": "dev@example.com",
             "host": "[HOST]",
             "started_at": "[TIME]",
-            "finished_at": "[TIME]"
+            "finished_at": "[TIME]",
+            "collected": false
           }
         ]
         ----- stderr -----

@@ -2,6 +2,7 @@
 
 use clap::Args;
 use graven::ledger::Ledger as _;
+use graven::store::{ObjectKind, Store as _};
 
 use crate::error::CommandError;
 use crate::output::BuildJson;
@@ -12,7 +13,8 @@ use crate::ui;
 ///
 /// Each build is one run of the build stage: the commit it came from, the
 /// artifact it produced, its size and who ran it. A dirty build (made with
-/// --allow-dirty from uncommitted changes) is marked as such for good.
+/// --allow-dirty from uncommitted changes) is marked as such for good; a
+/// build whose artifact graven gc deleted is marked "collected".
 #[derive(Args, Debug, Default)]
 pub(crate) struct BuildsArgs {
     /// Print the builds as a JSON array on stdout
@@ -23,9 +25,17 @@ pub(crate) struct BuildsArgs {
 pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger()?;
+    let store = settings.store()?;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
+    // A build whose artifact graven gc deleted stays listed, marked.
+    let collected: Vec<bool> =
+        builds.iter().map(|b| !store.has_object(ObjectKind::Artifact, &b.build.artifact).unwrap_or(false)).collect();
     if args.json {
-        let json: Vec<BuildJson<'_>> = builds.iter().map(BuildJson::new).collect();
+        let json: Vec<BuildJson<'_>> = builds
+            .iter()
+            .zip(&collected)
+            .map(|(build, &collected)| BuildJson { collected: Some(collected), ..BuildJson::new(build) })
+            .collect();
         ui::out_json(&json);
         return Ok(());
     }
@@ -34,7 +44,7 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
         return Ok(());
     }
     let mut rows = vec![["ARTIFACT", "COMMIT", "FILES", "SIZE", "BUILT", "BY"].map(str::to_owned).to_vec()];
-    for record in &builds {
+    for (record, &collected) in builds.iter().zip(&collected) {
         let build = &record.build;
         let commit = if build.dirty {
             format!("{}+dirty", ui::short_commit(&build.commit))
@@ -45,7 +55,7 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
             build.artifact.short(),
             commit,
             ui::count(build.files),
-            ui::bytes(build.bytes),
+            if collected { "collected".to_owned() } else { ui::bytes(build.bytes) },
             ui::age(&build.finished_at),
             build.author.clone(),
         ]);

@@ -143,10 +143,9 @@ fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
         .iter()
         .map(|(key, value)| {
             let secret = if config.secret.contains(key) { "  (secret)" } else { "" };
-            vec![
-                key.clone(),
-                format!("{}{secret}", graven::release::config::shown(key, value, &config.secret, args.reveal)),
-            ]
+            // One line per variable: line breaks in a value are shown escaped.
+            let value = graven::release::config::shown(key, value, &config.secret, args.reveal).replace('\n', "\\n");
+            vec![key.clone(), format!("{value}{secret}")]
         })
         .collect();
     ui::out(ui::table(&rows));

@@ -6,6 +6,7 @@ mod config;
 mod diff;
 mod env;
 mod export;
+mod gc;
 mod init;
 mod promote;
 mod quickstart;
@@ -63,6 +64,7 @@ pub(crate) enum Command {
     Rollback(rollback::RollbackArgs),
     Promote(promote::PromoteArgs),
     Verify(verify::VerifyArgs),
+    Gc(gc::GcArgs),
     Quickstart(quickstart::QuickstartArgs),
 }
 
@@ -84,6 +86,7 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
         Command::Rollback(args) => rollback::cmd_rollback(&settings, args),
         Command::Promote(args) => promote::cmd_promote(&settings, args),
         Command::Verify(args) => verify::cmd_verify(&settings, args),
+        Command::Gc(args) => gc::cmd_gc(&settings, args),
         Command::Quickstart(_) => unreachable!("handled above"),
     }
 }

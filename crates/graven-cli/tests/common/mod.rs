@@ -76,6 +76,11 @@ impl Graven {
         }
     }
 
+    /// The directory graven runs in.
+    pub(crate) fn cwd(&self) -> &Path {
+        &self.cwd
+    }
+
     /// Sets a variable in graven's environment.
     #[must_use]
     pub(crate) fn env(mut self, name: &str, value: impl Into<OsString>) -> Self {
@@ -209,6 +214,18 @@ impl Graven {
     pub(crate) fn assert_all_verify(&self) {
         for build in self.builds() {
             let artifact = build["artifact"].as_str().expect("artifact is a string");
+            let run = self.run(["verify", artifact]);
+            assert_eq!(run.code, 0, "verify {artifact} failed:\n{run}");
+        }
+    }
+
+    /// Asserts that `graven verify` passes on the listed builds at these
+    /// positions (newest first).
+    #[track_caller]
+    pub(crate) fn assert_all_verify_of(&self, positions: &[usize]) {
+        let builds = self.builds();
+        for &position in positions {
+            let artifact = builds[position]["artifact"].as_str().expect("artifact is a string");
             let run = self.run(["verify", artifact]);
             assert_eq!(run.code, 0, "verify {artifact} failed:\n{run}");
         }

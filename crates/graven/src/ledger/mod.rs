@@ -143,6 +143,9 @@ pub trait Ledger: Send + Sync {
     /// Returns what was appended.
     fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError>;
 
+    /// Every app with a build or an environment in the ledger, by name.
+    fn apps(&self) -> Result<Vec<String>, LedgerError>;
+
     /// The environments of `app`, by name.
     fn environments(&self, app: &str) -> Result<Vec<String>, LedgerError>;
 

@@ -205,6 +205,10 @@ impl Ledger for SqliteLedger {
         self.with(|connection| sqlite_release::append(connection, app, env, now, decide))
     }
 
+    fn apps(&self) -> Result<Vec<String>, LedgerError> {
+        self.with(|connection| sqlite_release::apps(connection))
+    }
+
     fn environments(&self, app: &str) -> Result<Vec<String>, LedgerError> {
         self.with(|connection| sqlite_release::environments(connection, app))
     }

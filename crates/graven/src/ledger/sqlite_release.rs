@@ -228,6 +228,14 @@ fn insert_release(connection: &Connection, release: &Release) -> Result<(), Ledg
     Ok(())
 }
 
+pub(super) fn apps(connection: &Connection) -> Result<Vec<String>, LedgerError> {
+    let mut statement = connection
+        .prepare("SELECT app FROM builds UNION SELECT app FROM environments ORDER BY 1")
+        .map_err(query_error("listing apps"))?;
+    let rows = statement.query_map([], |row| row.get(0)).map_err(query_error("listing apps"))?;
+    rows.collect::<Result<_, _>>().map_err(query_error("listing apps"))
+}
+
 pub(super) fn environments(connection: &Connection, app: &str) -> Result<Vec<String>, LedgerError> {
     let mut statement = connection
         .prepare("SELECT name FROM environments WHERE app = ?1 ORDER BY name")

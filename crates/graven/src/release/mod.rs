@@ -11,6 +11,7 @@ pub mod chain;
 pub mod config;
 pub mod diff;
 pub mod dotenv;
+pub mod gc;
 mod record;
 mod scan;
 

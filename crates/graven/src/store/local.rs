@@ -18,7 +18,7 @@ use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Handover, ObjectKind, Store, StoreError};
+use super::{Area, Handover, ObjectKind, Store, StoreError, StoredItem};
 use crate::{Digest, NORMALISED_MTIME};
 
 /// A store in a local directory.
@@ -60,6 +60,39 @@ impl LocalStore {
             ObjectKind::Artifact => "artifacts",
         };
         self.path_in(dir, digest)
+    }
+
+    /// Every file under `area`'s two-level fan-out, with its metadata;
+    /// temporary files are reported apart.
+    fn scan(&self, area: Area, mut visit: impl FnMut(&Path, &str, &fs::Metadata)) -> Result<(), StoreError> {
+        let top = self.root.join(area.name()).join("sha256");
+        let io_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { action: "could not list", path, source }
+        };
+        let shards = match fs::read_dir(&top) {
+            Ok(shards) => shards,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(&top)(e)),
+        };
+        for shard in shards {
+            let shard = shard.map_err(io_error(&top))?;
+            let shard_name = shard.file_name();
+            let Some(prefix) = shard_name.to_str() else { continue };
+            for entry in fs::read_dir(shard.path()).map_err(io_error(&shard.path()))? {
+                let entry = entry.map_err(io_error(&shard.path()))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let Ok(meta) = entry.metadata() else { continue };
+                let path = entry.path();
+                if name.starts_with(TEMP_PREFIX) {
+                    visit(&path, name, &meta);
+                } else {
+                    visit(&path, &format!("{prefix}{name}"), &meta);
+                }
+            }
+        }
+        Ok(())
     }
 
     fn path_in(&self, dir: &str, digest: &Digest) -> PathBuf {
@@ -154,6 +187,13 @@ fn publish(temp: &Path, target: &Path, len: u64) -> io::Result<bool> {
     // Only a name goes: the contents live on as `target`, or were not needed.
     let _ = fs::remove_file(temp);
     Ok(stored)
+}
+
+/// How long ago a stored file was written. Its mtime is normalised, so this
+/// is its ctime: the time it was sealed and linked into the store.
+fn age_of(meta: &fs::Metadata) -> std::time::Duration {
+    let ctime = std::time::UNIX_EPOCH + std::time::Duration::new(meta.ctime().cast_unsigned(), 0);
+    std::time::SystemTime::now().duration_since(ctime).unwrap_or_default()
 }
 
 /// Sets the read-only mode and the normalised mtime on a file about to enter
@@ -264,6 +304,38 @@ impl Store for LocalStore {
 
     fn has_object(&self, kind: ObjectKind, digest: &Digest) -> Result<bool, StoreError> {
         Ok(self.object_path(kind, digest).exists())
+    }
+
+    fn list(&self, area: Area) -> Result<Vec<StoredItem>, StoreError> {
+        let mut items = Vec::new();
+        self.scan(area, |_, hex, meta| {
+            if let Ok(digest) = hex.parse::<Digest>() {
+                items.push(StoredItem { digest, size: meta.len(), age: age_of(meta) });
+            }
+        })?;
+        Ok(items)
+    }
+
+    fn remove(&self, area: Area, digest: &Digest) -> Result<(), StoreError> {
+        let path = self.path_in(area.name(), digest);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(StoreError::Io { action: "could not remove", path, source: e })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn remove_abandoned(&self, age: std::time::Duration) -> Result<u64, StoreError> {
+        let mut freed = 0;
+        for area in [Area::Blobs, Area::Manifests, Area::Artifacts] {
+            self.scan(area, |path, name, meta| {
+                if name.starts_with(TEMP_PREFIX) && age_of(meta) >= age && fs::remove_file(path).is_ok() {
+                    freed += meta.len();
+                }
+            })?;
+        }
+        Ok(freed)
     }
 
     fn sync(&self) -> Result<(), StoreError> {

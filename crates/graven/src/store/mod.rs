@@ -58,6 +58,48 @@ pub enum StoreError {
     },
 }
 
+/// The three areas of a store, for listing and collecting garbage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Area {
+    /// File contents.
+    Blobs,
+    /// Directory listings.
+    Manifests,
+    /// Artifact records.
+    Artifacts,
+}
+
+impl Area {
+    /// The area's directory name, and the word used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Blobs => "blobs",
+            Self::Manifests => "manifests",
+            Self::Artifacts => "artifacts",
+        }
+    }
+}
+
+impl From<ObjectKind> for Area {
+    fn from(kind: ObjectKind) -> Self {
+        match kind {
+            ObjectKind::Manifest => Self::Manifests,
+            ObjectKind::Artifact => Self::Artifacts,
+        }
+    }
+}
+
+/// One stored item, as listed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredItem {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size in bytes.
+    pub size: u64,
+    /// How long ago it was stored.
+    pub age: std::time::Duration,
+}
+
 /// How a file may be handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Handover {
@@ -106,6 +148,16 @@ pub trait Store: Send + Sync {
     /// Makes everything added so far durable. Called once per build, before
     /// the ledger records it, rather than once per file.
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// Everything in `area`, temporary files excluded.
+    fn list(&self, area: Area) -> Result<Vec<StoredItem>, StoreError>;
+
+    /// Removes one item; one that is already gone is not an error.
+    fn remove(&self, area: Area, digest: &Digest) -> Result<(), StoreError>;
+
+    /// Removes temporary files older than `age`, left by killed writers;
+    /// returns the bytes freed.
+    fn remove_abandoned(&self, age: std::time::Duration) -> Result<u64, StoreError>;
 }
 
 /// Reads blob `digest` whole and checks it against its digest. Returns

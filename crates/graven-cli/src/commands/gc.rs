@@ -1,0 +1,84 @@
+//! `graven gc`: delete store content that no kept release needs.
+
+use std::time::Duration;
+
+use clap::Args;
+use graven::release::gc::{DEFAULT_GRACE, DEFAULT_KEEP, GcOptions, collect_garbage};
+
+use crate::error::CommandError;
+use crate::settings::Settings;
+use crate::ui;
+
+/// Delete store content that no kept release needs.
+///
+/// Keeps, for every app in the ledger: the artifacts of the newest N
+/// releases of each environment, every environment's current release, and
+/// builds newer than the app's newest release. Everything else in the store
+/// is deleted. The ledger is never changed: a collected build stays listed
+/// (marked "collected"), and rolling back to it says how to rebuild it.
+/// Stopped midway, gc leaves every kept artifact whole.
+///
+/// Examples:
+///   graven gc --dry-run
+///   graven gc --keep 3
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct GcArgs {
+    /// Releases to keep per environment, newest first
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_KEEP)]
+    keep: u64,
+
+    /// Only show what would be deleted
+    #[arg(long)]
+    dry_run: bool,
+
+    /// Keep anything stored less than this many seconds ago, so that a build
+    /// in progress is never collected
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE.as_secs())]
+    grace: u64,
+
+    /// Print the result as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandError> {
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let options = GcOptions { keep: args.keep, grace: Duration::from_secs(args.grace), dry_run: args.dry_run };
+    let report = collect_garbage(&ledger, &store, &options).map_err(|e| {
+        CommandError::failed(e)
+            .hint("nothing kept was touched; run graven verify on the builds you need, then gc again")
+    })?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Json {
+            dry_run: bool,
+            kept_artifacts: u64,
+            artifacts: u64,
+            listings: u64,
+            blobs: u64,
+            bytes: u64,
+        }
+        ui::out_json(&Json {
+            dry_run: args.dry_run,
+            kept_artifacts: report.kept_artifacts,
+            artifacts: report.artifacts,
+            listings: report.listings,
+            blobs: report.blobs,
+            bytes: report.bytes,
+        });
+        return Ok(());
+    }
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    ui::out(format!(
+        "{verb} {}, {} and {}: {} {}; kept {}",
+        ui::count_of(report.artifacts, "artifact"),
+        ui::count_of(report.listings, "listing"),
+        ui::count_of(report.blobs, "blob"),
+        ui::bytes(report.bytes),
+        if args.dry_run { "to free" } else { "freed" },
+        ui::count_of(report.kept_artifacts, "artifact"),
+    ));
+    Ok(())
+}
