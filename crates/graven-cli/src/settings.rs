@@ -94,6 +94,12 @@ impl Settings {
         LocalStore::open(&self.home.store_dir()).map_err(CommandError::failed)
     }
 
+    /// The app, the ledger, the store and the author: what a release-stage
+    /// command works with.
+    pub(crate) fn open_stage(&self) -> Result<OpenStage, CommandError> {
+        Ok(OpenStage { app: self.app()?, ledger: self.ledger()?, store: self.store()?, author: self.author() })
+    }
+
     /// Who is acting: `GRAVEN_AUTHOR`, else git's `user.email`, else `user@host`.
     pub(crate) fn author(&self) -> String {
         if let Some(author) = std::env::var(GRAVEN_AUTHOR).ok().filter(|a| !a.is_empty()) {
@@ -104,6 +110,21 @@ impl Settings {
         }
         let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
         format!("{user}@{}", host())
+    }
+}
+
+/// Everything a release-stage operation needs, opened.
+pub(crate) struct OpenStage {
+    pub(crate) app: String,
+    pub(crate) ledger: SqliteLedger,
+    pub(crate) store: LocalStore,
+    pub(crate) author: String,
+}
+
+impl OpenStage {
+    /// The release stage over these.
+    pub(crate) fn stage(&self) -> graven::release::Stage<'_> {
+        graven::release::Stage { ledger: &self.ledger, store: &self.store, app: &self.app, author: &self.author }
     }
 }
 

@@ -2,6 +2,7 @@
 //! export, verify and ledger behaviour, exercised through the public API with
 //! real git repositories in temporary directories. No CLI; each test is fast.
 
+mod ledger_conformance;
 mod store_conformance;
 mod support;
 mod test_build;

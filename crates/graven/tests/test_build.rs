@@ -262,6 +262,23 @@ fn check_reproducible_fails_listing_the_paths_that_differ() {
 }
 
 #[test]
+fn check_reproducible_notices_an_empty_directory_in_one_build_only() {
+    let home = TestHome::new();
+    // The first build finds no marker and makes an empty directory; the
+    // second finds the marker (outside the checkout) and does not.
+    let marker = home.outside().join("built-once");
+    let repo = app_with_command(
+        &format!(
+            "mkdir -p out && echo a > out/a && if [ ! -e '{0}' ]; then touch '{0}'; mkdir out/empty; fi",
+            marker.display()
+        ),
+        "",
+    );
+    let error = home.build_with(&repo, |request| request.check_reproducible = true).unwrap_err();
+    assert!(matches!(&error, BuildError::NotReproducible { paths } if paths == &["empty/"]), "{error:?}");
+}
+
+#[test]
 fn hard_links_inside_the_output_are_moved_and_both_names_listed() {
     let home = TestHome::new();
     let inode_file = home.outside().join("inode");

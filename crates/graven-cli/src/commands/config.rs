@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use graven::release::{ConfigChange, ConfigVersion, Stage};
+use graven::release::{ConfigChange, ConfigVersion};
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -167,11 +167,8 @@ pub(crate) fn current_config(
 
 fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange) -> Result<(), CommandError> {
     let env = env.name()?;
-    let app = settings.app()?;
-    let ledger = settings.ledger()?;
-    let store = settings.store()?;
-    let author = settings.author();
-    let stage = Stage { ledger: &ledger, store: &store, app: &app, author: &author };
+    let open = settings.open_stage()?;
+    let (app, stage) = (&open.app, open.stage());
     let outcome = stage.change_config(env, change)?;
     if outcome.created_env {
         ui::note(format!("created environment '{env}'"));

@@ -1,7 +1,6 @@
 //! `graven promote`: one environment's artifact, another's config.
 
 use clap::Args;
-use graven::release::Stage;
 
 use crate::error::CommandError;
 use crate::output::ReleaseJson;
@@ -28,11 +27,8 @@ pub(crate) struct PromoteArgs {
 }
 
 pub(crate) fn cmd_promote(settings: &Settings, args: &PromoteArgs) -> Result<(), CommandError> {
-    let app = settings.app()?;
-    let ledger = settings.ledger()?;
-    let store = settings.store()?;
-    let author = settings.author();
-    let stage = Stage { ledger: &ledger, store: &store, app: &app, author: &author };
+    let open = settings.open_stage()?;
+    let (app, stage) = (&open.app, open.stage());
     let outcome = stage.promote(&args.from, &args.to)?;
     if outcome.created_env {
         ui::note(format!("created environment '{}'", args.to));

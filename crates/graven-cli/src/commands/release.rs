@@ -3,7 +3,6 @@
 
 use clap::{Args, Subcommand};
 use graven::ledger::Ledger as _;
-use graven::release::Stage;
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -68,13 +67,10 @@ pub(crate) fn cmd_release(settings: &Settings, args: &ReleaseArgs) -> Result<(),
         return show(settings, show_args);
     }
     let env = args.env.name()?;
-    let app = settings.app()?;
-    let ledger = settings.ledger()?;
-    let store = settings.store()?;
+    let open = settings.open_stage()?;
+    let (app, stage) = (&open.app, open.stage());
     let reference = args.build.as_deref().unwrap_or("HEAD");
-    let build = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), reference)?;
-    let author = settings.author();
-    let stage = Stage { ledger: &ledger, store: &store, app: &app, author: &author };
+    let build = graven::build::resolve_build(&open.ledger, app, settings.repo.as_ref(), reference)?;
     let outcome = stage.deploy(env, &build, args.message.as_deref())?;
     if outcome.created_env {
         ui::note(format!("created environment '{env}'"));

@@ -1,7 +1,6 @@
 //! `graven rollback`: a new release with an earlier release's code and config.
 
 use clap::Args;
-use graven::release::Stage;
 
 use crate::commands::env::EnvArg;
 use crate::commands::release::parse_version;
@@ -37,11 +36,8 @@ pub(crate) struct RollbackArgs {
 pub(crate) fn cmd_rollback(settings: &Settings, args: &RollbackArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let target = args.target.as_deref().map(parse_version).transpose()?;
-    let app = settings.app()?;
-    let ledger = settings.ledger()?;
-    let store = settings.store()?;
-    let author = settings.author();
-    let stage = Stage { ledger: &ledger, store: &store, app: &app, author: &author };
+    let open = settings.open_stage()?;
+    let (app, stage) = (&open.app, open.stage());
     let release = stage.rollback(env, target)?.release.expect("a rollback makes a release");
     if args.json {
         ui::out_json(&ReleaseJson::new(&release, true));

@@ -231,7 +231,7 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
                 EntryKind::File { executable: job.executable, size: job.size, digest: *digest },
             );
         }
-        collect_symlinks(&dirs, 0, "", &mut flat);
+        collect_links_and_dirs(&dirs, 0, "", &mut flat);
         flat
     });
 
@@ -245,14 +245,20 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
     })
 }
 
-fn collect_symlinks(dirs: &[DirNode], index: usize, prefix: &str, flat: &mut FlatTree) {
+/// Adds the symlinks and directories under `dirs[index]` to `flat`. A
+/// directory is listed by presence only (its contents are listed on their
+/// own), so two trees that differ by an empty directory differ here too.
+fn collect_links_and_dirs(dirs: &[DirNode], index: usize, prefix: &str, flat: &mut FlatTree) {
     for (name, pending) in &dirs[index].entries {
         let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
         match pending {
             Pending::Symlink(target) => {
                 flat.insert(path, EntryKind::Symlink { target: target.clone() });
             }
-            Pending::Dir(child) => collect_symlinks(dirs, *child, &path, flat),
+            Pending::Dir(child) => {
+                collect_links_and_dirs(dirs, *child, &path, flat);
+                flat.insert(format!("{path}/"), EntryKind::Dir { tree: Digest::of(b"") });
+            }
             Pending::File(_) => {}
         }
     }

@@ -198,7 +198,8 @@ pub fn walk(
     walk_dir(store, root, "", visit)
 }
 
-/// Every file and symlink of a tree, by path: what two builds are compared by.
+/// Every file and symlink of a tree by path, and every directory by presence
+/// (as `path/`): what two builds are compared by.
 pub type FlatTree = BTreeMap<String, EntryKind>;
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! The ledger conformance suite: what every `Ledger` must do, written
+//! against the trait so that a PostgreSQL ledger runs the same tests. Each
+//! case gets a fresh, empty ledger from the factory.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use graven::Digest;
+use graven::ledger::{Append, EnvState, Ledger, LedgerError, SqliteLedger};
+use graven::release::{ConfigVersion, Release, ReleaseKind};
+
+type Factory<'a> = &'a dyn Fn() -> Box<dyn Ledger>;
+
+const NOW: &str = "2026-01-01T00:00:00Z";
+
+fn config(state: &EnvState, env: &str, vars: &[(&str, &str)]) -> ConfigVersion {
+    let mut config = ConfigVersion {
+        id: Digest::of(b""),
+        app: "app".to_owned(),
+        env: env.to_owned(),
+        number: state.next_config_number,
+        parent: state.config.as_ref().map(|c| c.id),
+        vars: vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<BTreeMap<_, _>>(),
+        secret: BTreeSet::new(),
+        author: "dev@example.com".to_owned(),
+        created_at: NOW.to_owned(),
+        description: "test".to_owned(),
+    };
+    config.id = config.computed_id();
+    config
+}
+
+fn release(state: &EnvState, env: &str, config: &ConfigVersion, artifact: &[u8]) -> Release {
+    let mut release = Release {
+        id: Digest::of(b""),
+        app: "app".to_owned(),
+        env: env.to_owned(),
+        number: state.release.as_ref().map_or(1, |r| r.number + 1),
+        kind: ReleaseKind::Deploy,
+        artifact: Digest::of(artifact),
+        config: config.id,
+        parent: state.release.as_ref().map(|r| r.id),
+        commit: "0".repeat(40),
+        author: "dev@example.com".to_owned(),
+        created_at: NOW.to_owned(),
+        description: "test".to_owned(),
+        rollback_of: None,
+        promoted_from: None,
+    };
+    release.id = release.computed_id();
+    release
+}
+
+/// Appends a config version and a release of `artifact` to `env`.
+fn deploy(ledger: &dyn Ledger, env: &str, artifact: &[u8]) -> Release {
+    let append = ledger
+        .append("app", env, NOW, &mut |state| {
+            let config = config(state, env, &[("N", &state.next_config_number.to_string())]);
+            let release = release(state, env, &config, artifact);
+            Ok(Append { config: Some(config), release: Some(release) })
+        })
+        .unwrap();
+    append.release.unwrap()
+}
+
+fn appends_are_numbered_and_chained(factory: Factory<'_>) {
+    let ledger = factory();
+    let mut seen_states = Vec::new();
+    for n in 1..=3u8 {
+        ledger
+            .append("app", "production", NOW, &mut |state| {
+                seen_states.push((state.exists, state.release.as_ref().map(|r| r.number), state.next_config_number));
+                let config = config(state, "production", &[]);
+                Ok(Append { config: Some(config.clone()), release: Some(release(state, "production", &config, &[n])) })
+            })
+            .unwrap();
+    }
+    assert_eq!(seen_states, [(false, None, 1), (true, Some(1), 2), (true, Some(2), 3)]);
+    let releases = ledger.releases("app", "production", None).unwrap();
+    assert_eq!(releases.iter().map(|r| r.number).collect::<Vec<_>>(), [3, 2, 1], "newest first");
+    assert_eq!(releases[0].parent, Some(releases[1].id));
+    assert_eq!(releases[2].parent, None);
+    for release in &releases {
+        assert_eq!(release.computed_id(), release.id, "stored as written");
+    }
+    assert_eq!(ledger.releases("app", "production", Some(2)).unwrap().len(), 2);
+    assert_eq!(ledger.release("app", "production", 2).unwrap().as_ref(), Some(&releases[1]));
+    assert_eq!(ledger.release("app", "production", 9).unwrap(), None);
+}
+
+fn a_refused_decision_appends_nothing(factory: Factory<'_>) {
+    let ledger = factory();
+    let result = ledger.append("app", "staging", NOW, &mut |_| Err(LedgerError::Refused));
+    assert!(matches!(result, Err(LedgerError::Refused)));
+    assert_eq!(ledger.environments("app").unwrap(), Vec::<String>::new(), "not even the environment");
+    assert!(ledger.config_versions("app", "staging").unwrap().is_empty());
+}
+
+fn a_taken_number_is_refused_and_nothing_is_appended(factory: Factory<'_>) {
+    let ledger = factory();
+    let first = deploy(&*ledger, "production", b"a");
+    let result = ledger.append("app", "production", NOW, &mut |state| {
+        // A stale decision: numbers its release as if v1 did not exist.
+        let config = config(state, "production", &[("X", "1")]);
+        let stale = EnvState { release: None, ..state.clone() };
+        Ok(Append { config: Some(config.clone()), release: Some(release(&stale, "production", &config, b"b")) })
+    });
+    assert!(result.is_err(), "two releases numbered v1");
+    let releases = ledger.releases("app", "production", None).unwrap();
+    assert_eq!(releases, [first]);
+    assert_eq!(ledger.config_versions("app", "production").unwrap().len(), 1, "the config version went too");
+}
+
+fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
+    let ledger = factory();
+    deploy(&*ledger, "production", b"a");
+    let second = deploy(&*ledger, "production", b"b");
+    let first_config = ledger.config_versions("app", "production").unwrap().pop().unwrap();
+    // A rollback-like release that runs the first config again.
+    ledger
+        .append("app", "production", NOW, &mut |state| {
+            assert_eq!(state.config.as_ref().map(|c| c.id), Some(second.config));
+            Ok(Append { config: None, release: Some(release(state, "production", &first_config, b"a")) })
+        })
+        .unwrap();
+    ledger
+        .append("app", "production", NOW, &mut |state| {
+            assert_eq!(state.config.as_ref().map(|c| c.id), Some(first_config.id), "the running config");
+            assert_eq!(state.next_config_number, 3, "numbers still count every version");
+            Err(LedgerError::Refused)
+        })
+        .unwrap_err();
+    assert_eq!(ledger.config_version(&first_config.id).unwrap(), Some(first_config));
+    assert_eq!(ledger.config_version(&Digest::of(b"none")).unwrap(), None);
+}
+
+fn apps_and_environments_are_listed(factory: Factory<'_>) {
+    let ledger = factory();
+    deploy(&*ledger, "staging", b"a");
+    deploy(&*ledger, "production", b"a");
+    assert_eq!(ledger.environments("app").unwrap(), ["production", "staging"]);
+    assert_eq!(ledger.environments("other").unwrap(), Vec::<String>::new());
+    assert_eq!(ledger.apps().unwrap(), ["app"]);
+}
+
+/// Runs every case against ledgers from `factory`.
+pub(crate) fn conformance(factory: Factory<'_>) {
+    appends_are_numbered_and_chained(factory);
+    a_refused_decision_appends_nothing(factory);
+    a_taken_number_is_refused_and_nothing_is_appended(factory);
+    the_current_config_is_the_current_releases(factory);
+    apps_and_environments_are_listed(factory);
+}
+
+#[test]
+fn the_sqlite_ledger_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let counter = std::cell::Cell::new(0);
+    conformance(&|| {
+        counter.set(counter.get() + 1);
+        Box::new(SqliteLedger::open(&dir.path().join(format!("ledger-{}.sqlite", counter.get()))).unwrap())
+    });
+}
