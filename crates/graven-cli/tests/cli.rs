@@ -14,4 +14,5 @@ mod test_export_verify;
 mod test_gc;
 mod test_help;
 mod test_init;
+mod test_quickstart;
 mod test_release;

@@ -48,12 +48,6 @@ pub(crate) struct BuildArgs {
     json: bool,
 }
 
-impl Default for BuildArgs {
-    fn default() -> Self {
-        Self { rev: "HEAD".to_owned(), allow_dirty: false, force: false, check_reproducible: false, json: false }
-    }
-}
-
 pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), CommandError> {
     let ui = Ui::new();
     let repo = settings.repo()?;

@@ -15,7 +15,7 @@ use crate::ui;
 /// artifact it produced, its size and who ran it. A dirty build (made with
 /// --allow-dirty from uncommitted changes) is marked as such for good; a
 /// build whose artifact graven gc deleted is marked "collected".
-#[derive(Args, Debug, Default)]
+#[derive(Args, Debug)]
 pub(crate) struct BuildsArgs {
     /// Print the builds as a JSON array on stdout
     #[arg(long)]

@@ -74,20 +74,25 @@ pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
         return quickstart::cmd_quickstart(args);
     }
     let settings = Settings::resolve(&cli.global)?;
-    match &cli.command {
-        Command::Init(args) => init::cmd_init(&settings, args),
-        Command::Build(args) => build::cmd_build(&settings, args),
-        Command::Builds(args) => builds::cmd_builds(&settings, args),
-        Command::Export(args) => export::cmd_export(&settings, args),
-        Command::Config(args) => config::cmd_config(&settings, args),
-        Command::Release(args) => release::cmd_release(&settings, args),
-        Command::Releases(args) => releases::cmd_releases(&settings, args),
-        Command::Diff(args) => diff::cmd_diff(&settings, args),
-        Command::Rollback(args) => rollback::cmd_rollback(&settings, args),
-        Command::Promote(args) => promote::cmd_promote(&settings, args),
-        Command::Verify(args) => verify::cmd_verify(&settings, args),
-        Command::Gc(args) => gc::cmd_gc(&settings, args),
-        Command::Quickstart(_) => unreachable!("handled above"),
+    dispatch(&settings, &cli.command)
+}
+
+/// Runs `command` with resolved settings.
+pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<(), CommandError> {
+    match command {
+        Command::Init(args) => init::cmd_init(settings, args),
+        Command::Build(args) => build::cmd_build(settings, args),
+        Command::Builds(args) => builds::cmd_builds(settings, args),
+        Command::Export(args) => export::cmd_export(settings, args),
+        Command::Config(args) => config::cmd_config(settings, args),
+        Command::Release(args) => release::cmd_release(settings, args),
+        Command::Releases(args) => releases::cmd_releases(settings, args),
+        Command::Diff(args) => diff::cmd_diff(settings, args),
+        Command::Rollback(args) => rollback::cmd_rollback(settings, args),
+        Command::Promote(args) => promote::cmd_promote(settings, args),
+        Command::Verify(args) => verify::cmd_verify(settings, args),
+        Command::Gc(args) => gc::cmd_gc(settings, args),
+        Command::Quickstart(args) => quickstart::cmd_quickstart(args),
     }
 }
 

@@ -3,11 +3,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use clap::Args;
+use clap::{Args, Parser as _};
 use graven::git::Repo;
 
-use crate::commands::build::{BuildArgs, cmd_build};
-use crate::commands::builds::{BuildsArgs, cmd_builds};
+use crate::commands::{Cli, dispatch};
 use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
@@ -30,8 +29,9 @@ const HELLO: &[(&str, &str)] = &[
 /// Build the example app in a new git repository, to see graven work.
 ///
 /// Copies the example app (a small Python web app) into a new git repository,
-/// commits it, builds it with `graven build`, and lists `graven builds`. The
-/// repository is kept, so you can go on there with other graven commands.
+/// commits it, builds it, sets a config variable in a "staging" environment,
+/// releases the build there and lists the releases. The repository is kept,
+/// so you can go on there with other graven commands.
 #[derive(Args, Debug)]
 pub(crate) struct QuickstartArgs {
     /// Where to create the example repository [default: a new temporary directory]
@@ -64,13 +64,31 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
 
     let repo = Repo::discover(&dir)?;
     let settings = Settings::for_repo(repo);
-    ui::note("\n==> graven build");
-    cmd_build(&settings, &BuildArgs::default())?;
-    ui::note("\n==> graven builds");
-    cmd_builds(&settings, &BuildsArgs::default())?;
-    ui::note(format!("\nThe example app's repository is {}; try graven commands there.", dir.display()));
+    for args in DEMONSTRATION {
+        let shown: Vec<String> =
+            args.iter().map(|arg| if arg.contains(' ') { format!("'{arg}'") } else { (*arg).to_owned() }).collect();
+        ui::note(format!("\n==> graven {}", shown.join(" ")));
+        // Parsed like the user's own command line, so the quickstart shows
+        // exactly what those commands do.
+        let cli = Cli::try_parse_from(std::iter::once("graven").chain(args.iter().copied()))
+            .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
+        dispatch(&settings, &cli.command)?;
+    }
+    ui::note(format!(
+        "\nThe example app's repository is {}: cd there and try graven config, rollback, diff and releases.",
+        dir.display()
+    ));
     Ok(())
 }
+
+/// The commands the quickstart runs, in order.
+const DEMONSTRATION: &[&[&str]] = &[
+    &["build"],
+    &["builds"],
+    &["config", "set", "GREETING=Hello from graven", "--env", "staging"],
+    &["release", "--env", "staging"],
+    &["releases", "--env", "staging"],
+];
 
 fn write_example(dir: &Path) -> Result<(), CommandError> {
     for (path, text) in HELLO {
