@@ -10,7 +10,7 @@ fn build_help() {
     insta::assert_snapshot!(run, @r"
         exit code: 0
         ----- stdout -----
-        Build a commit into an immutable, content-addressed artifact.
+        Build a commit into an immutable, content-addressed artifact
 
         graven exports the commit into a fresh directory (no .git, no untracked
         files), runs graven.toml's [build] command there with a scrubbed

@@ -11,7 +11,7 @@ use crate::output::BuildJson;
 use crate::settings::{Settings, host};
 use crate::ui::{self, Ui};
 
-/// Build a commit into an immutable, content-addressed artifact.
+/// Build a commit into an immutable, content-addressed artifact
 ///
 /// graven exports the commit into a fresh directory (no .git, no untracked
 /// files), runs graven.toml's [build] command there with a scrubbed

@@ -11,7 +11,7 @@ use crate::output::ConfigJson;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Show or change an environment's config.
+/// Show or change an environment's config
 ///
 /// Config is the environment's variables, kept apart from the code: never in
 /// an artifact, given to processes in their environment. Every change makes

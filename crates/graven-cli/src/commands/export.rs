@@ -9,7 +9,7 @@ use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Write an artifact as an archive.
+/// Write an artifact as an archive
 ///
 /// The archive is byte-identical for the same artifact on any machine:
 /// entries sorted, owner 0, one constant modification time, normalised modes,

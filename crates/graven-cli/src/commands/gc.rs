@@ -9,7 +9,7 @@ use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Delete store content that no kept release needs.
+/// Delete store content that no kept release needs
 ///
 /// Keeps, for every app in the ledger: the artifacts of the newest N
 /// releases of each environment, every environment's current release, and

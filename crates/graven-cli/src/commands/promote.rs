@@ -7,7 +7,7 @@ use crate::output::ReleaseJson;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Release one environment's current artifact to another environment.
+/// Release one environment's current artifact to another environment
 ///
 /// Build once, deploy many: the new release in TO (kind "promote") has the
 /// exact artifact FROM runs, with TO's own config.

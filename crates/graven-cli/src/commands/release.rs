@@ -10,7 +10,7 @@ use crate::output::ReleaseJson;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Release a build to an environment: artifact + that environment's config.
+/// Release a build to an environment: artifact + that environment's config
 ///
 /// Creates release vN of the environment: immutable, numbered without gaps,
 /// chained to the release before it by its id. The build must exist (run

@@ -9,7 +9,7 @@ use crate::output::ReleaseJson;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Roll back to an earlier release's artifact and config.
+/// Roll back to an earlier release's artifact and config
 ///
 /// Creates a new release (kind "rollback") with the artifact *and* the config
 /// of release vN; nothing is rewritten, so the rollback itself is in the

@@ -10,7 +10,7 @@ use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
 
-/// Check an artifact in the store, or the ledger's history.
+/// Check an artifact in the store, or the ledger's history
 ///
 /// With BUILD: re-hashes every file of the artifact and checks every
 /// directory listing, reporting each one that is missing or corrupted.
