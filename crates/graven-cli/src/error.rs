@@ -182,3 +182,12 @@ impl From<ReleaseError> for CommandError {
         }
     }
 }
+
+/// A run-stage failure: damaged store content is a failed operation.
+pub(crate) fn run_error(error: graven::run::RunError) -> CommandError {
+    match error {
+        graven::run::RunError::Damaged { .. } => CommandError::failed(error)
+            .hint("the store's copy of this artifact is damaged: graven verify BUILD names the files; rebuild the commit with graven build --force"),
+        other => CommandError::failed(other),
+    }
+}

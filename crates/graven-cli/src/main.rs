@@ -20,7 +20,7 @@ fn main() -> ExitCode {
         }
     };
     match commands::run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprint!("{}", error.render());
             error.exit_code()

@@ -16,3 +16,4 @@ mod test_help;
 mod test_init;
 mod test_quickstart;
 mod test_release;
+mod test_run;

@@ -28,3 +28,20 @@ pub mod build {
 
 /// The environment for commands that take `--env`.
 pub const GRAVEN_ENV: &str = "GRAVEN_ENV";
+
+/// Variables set for every process of a release (and `graven exec`),
+/// besides the release's config and `PATH`.
+pub mod process {
+    /// The app's name.
+    pub const GRAVEN_APP: &str = "GRAVEN_APP";
+    /// The environment's name.
+    pub const GRAVEN_ENV: &str = "GRAVEN_ENV";
+    /// The release, as `v42`.
+    pub const GRAVEN_RELEASE: &str = "GRAVEN_RELEASE";
+    /// The commit the artifact was built from.
+    pub const GRAVEN_COMMIT: &str = "GRAVEN_COMMIT";
+    /// The artifact id.
+    pub const GRAVEN_ARTIFACT: &str = "GRAVEN_ARTIFACT";
+    /// The process's name, as `web.1` (`run.1` for `graven exec`).
+    pub const GRAVEN_PROCESS: &str = "GRAVEN_PROCESS";
+}

@@ -44,4 +44,10 @@ impl Home {
     pub fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
     }
+
+    /// Where release trees of environment `env` are materialised, one
+    /// read-only directory per release (`v42/`).
+    pub fn releases_dir(&self, env: &str) -> PathBuf {
+        self.root.join("releases").join(env)
+    }
 }

@@ -33,6 +33,8 @@ pub mod git;
 pub mod home;
 pub mod ledger;
 pub mod release;
+mod remove_tree;
+pub mod run;
 pub mod store;
 pub mod time;
 

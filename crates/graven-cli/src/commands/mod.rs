@@ -5,6 +5,7 @@ mod builds;
 mod config;
 mod diff;
 mod env;
+mod exec;
 mod export;
 mod gc;
 mod init;
@@ -16,6 +17,7 @@ mod rollback;
 mod verify;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -63,23 +65,25 @@ pub(crate) enum Command {
     Diff(diff::DiffArgs),
     Rollback(rollback::RollbackArgs),
     Promote(promote::PromoteArgs),
+    Exec(exec::ExecArgs),
     Verify(verify::VerifyArgs),
     Gc(gc::GcArgs),
     Quickstart(quickstart::QuickstartArgs),
 }
 
 /// Runs the command the user asked for.
-pub(crate) fn run(cli: &Cli) -> Result<(), CommandError> {
+pub(crate) fn run(cli: &Cli) -> Result<ExitCode, CommandError> {
     if let Command::Quickstart(args) = &cli.command {
-        return quickstart::cmd_quickstart(args);
+        return quickstart::cmd_quickstart(args).map(|()| ExitCode::SUCCESS);
     }
     let settings = Settings::resolve(&cli.global)?;
     dispatch(&settings, &cli.command)
 }
 
-/// Runs `command` with resolved settings.
-pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<(), CommandError> {
-    match command {
+/// Runs `command` with resolved settings; returns graven's exit code (for
+/// `exec`, its command's).
+pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCode, CommandError> {
+    let outcome = match command {
         Command::Init(args) => init::cmd_init(settings, args),
         Command::Build(args) => build::cmd_build(settings, args),
         Command::Builds(args) => builds::cmd_builds(settings, args),
@@ -90,10 +94,12 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<(), Com
         Command::Diff(args) => diff::cmd_diff(settings, args),
         Command::Rollback(args) => rollback::cmd_rollback(settings, args),
         Command::Promote(args) => promote::cmd_promote(settings, args),
+        Command::Exec(args) => return exec::cmd_exec(settings, args),
         Command::Verify(args) => verify::cmd_verify(settings, args),
         Command::Gc(args) => gc::cmd_gc(settings, args),
         Command::Quickstart(args) => quickstart::cmd_quickstart(args),
-    }
+    };
+    outcome.map(|()| ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

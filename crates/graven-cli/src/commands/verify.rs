@@ -14,6 +14,9 @@ use crate::ui;
 ///
 /// With BUILD: re-hashes every file of the artifact and checks every
 /// directory listing, reporting each one that is missing or corrupted.
+/// With --env: re-hashes the environment's current release tree on this
+/// machine and reports every file changed, missing or added, and every mode
+/// changed, behind graven's back (drift).
 /// With --ledger: recomputes the id of every release and config version from
 /// its fields and checks every parent link, reporting each break (a row
 /// edited behind graven's back). Exits 1 if anything is wrong.
@@ -21,8 +24,9 @@ use crate::ui;
 /// Examples:
 ///   graven verify HEAD
 ///   graven verify --ledger
+///   graven verify --env production
 #[derive(Args, Debug)]
-#[command(verbatim_doc_comment, group(clap::ArgGroup::new("what").required(true).args(["build", "ledger"])))]
+#[command(verbatim_doc_comment, group(clap::ArgGroup::new("what").required(true).args(["build", "ledger", "env"])))]
 pub(crate) struct VerifyArgs {
     /// The build: an artifact id, a unique prefix of 7+ hex digits, or a commit
     build: Option<String>,
@@ -30,9 +34,17 @@ pub(crate) struct VerifyArgs {
     /// Check the ledger's hash chain instead of a build
     #[arg(long)]
     ledger: bool,
+
+    /// Check the environment's current release tree on this machine for
+    /// drift: every changed, missing or extra file and mode change
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
 }
 
 pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), CommandError> {
+    if let Some(env) = &args.env {
+        return verify_env(settings, env);
+    }
     let Some(build) = &args.build else { return verify_ledger(settings) };
     let app = settings.app()?;
     let ledger = settings.ledger()?;
@@ -108,4 +120,46 @@ fn verify_ledger(settings: &Settings) -> Result<(), CommandError> {
         if report.problems.len() == 1 { "break" } else { "breaks" }
     ))
     .hint("restore the ledger from a backup; the releases named above are not what graven wrote"))
+}
+
+fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
+    use graven::ledger::Ledger as _;
+    graven::release::check_env_name(env)?;
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let release = ledger
+        .releases(&app, env, Some(1))
+        .map_err(CommandError::failed)?
+        .pop()
+        .ok_or_else(|| graven::release::ReleaseError::NoRelease { env: env.to_owned() })?;
+    let tree = graven::run::tree_path(&settings.home, &release);
+    if !tree.is_dir() {
+        return Err(CommandError::failed(format!(
+            "{} of {env} is not laid out on this machine ({} does not exist)",
+            release.version(),
+            tree.display()
+        ))
+        .hint(format!("graven exec --env {env} -- true lays it out")));
+    }
+    let artifact = graven::release::artifact_of(&store, &release)?;
+    let drift = graven::run::check_tree(&store, &artifact.root, &tree).map_err(crate::error::run_error)?;
+    if drift.is_empty() {
+        ui::out(format!("{} of {env} matches artifact {}: no drift", release.version(), release.artifact.short()));
+        return Ok(());
+    }
+    for item in &drift {
+        ui::out(item);
+    }
+    Err(CommandError::failed(format!(
+        "{} of {env} has drifted from artifact {}: {} found",
+        release.version(),
+        release.artifact,
+        ui::count_of(drift.len() as u64, "difference")
+    ))
+    .hint(format!(
+        "release files are hard links to the store's copies, so an edit in place may have changed the store too (graven verify {} tells); rebuild the commit with graven build --force if so, then remove {} so that it is laid out again",
+        ui::short_commit(&release.commit),
+        tree.display()
+    )))
 }

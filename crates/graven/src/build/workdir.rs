@@ -4,7 +4,6 @@
 //! next build removes it.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::BuildError;
@@ -67,7 +66,7 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        remove_tree(&self.path);
+        crate::remove_tree::remove_tree(&self.path);
     }
 }
 
@@ -85,28 +84,7 @@ pub(crate) fn remove_abandoned(parent: &Path) {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            remove_tree(&entry.path());
-        }
-    }
-}
-
-/// Removes a tree even where a build left directories read-only.
-fn remove_tree(path: &Path) {
-    if fs::remove_dir_all(path).is_ok() {
-        return;
-    }
-    make_writable(path);
-    let _ = fs::remove_dir_all(path);
-}
-
-fn make_writable(path: &Path) {
-    let Ok(meta) = fs::symlink_metadata(path) else { return };
-    if meta.is_dir() {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(0o755));
-        if let Ok(entries) = fs::read_dir(path) {
-            for entry in entries.flatten() {
-                make_writable(&entry.path());
-            }
+            crate::remove_tree::remove_tree(&entry.path());
         }
     }
 }

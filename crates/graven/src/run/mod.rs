@@ -1,0 +1,61 @@
+//! The run stage, from the release's side: a release's tree laid out on
+//! disk, read-only, and checked against its manifest (materialise and
+//! drift), and the environment a release's processes get.
+//!
+//! Processes run with a materialised tree as their working directory and
+//! only the release's config, plus graven's own variables, in their
+//! environment: what runs is exactly the artifact with exactly its config.
+//! The supervisor that keeps processes running comes on top of this.
+
+mod drift;
+mod environment;
+mod materialise;
+
+pub use drift::{Drift, DriftKind, check_tree};
+pub use environment::process_environment;
+pub use materialise::{Tree, materialise, tree_path};
+
+use crate::Digest;
+use crate::build::ManifestError;
+use crate::store::StoreError;
+
+/// A failure of the run stage.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The artifact's record or a listing could not be read.
+    #[error("artifact {id} could not be read from the store: {why}")]
+    Artifact {
+        /// The artifact.
+        id: Digest,
+        /// Why.
+        why: String,
+    },
+    /// A freshly materialised tree does not match its manifest: the store
+    /// holds damaged blobs.
+    #[error("the tree of {version} does not match artifact {id}: {} damaged, first {}", drift.len(), drift.first().map_or("", |d| d.path.as_str()))]
+    Damaged {
+        /// The release, e.g. `v42`.
+        version: String,
+        /// The artifact.
+        id: Digest,
+        /// Every difference found.
+        drift: Vec<Drift>,
+    },
+    /// A manifest listing could not be read.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The filesystem failed.
+    #[error("could not {action} {}", path.display())]
+    Io {
+        /// What graven was doing.
+        action: &'static str,
+        /// Where.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
