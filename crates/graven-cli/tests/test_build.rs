@@ -456,3 +456,17 @@ fn walk(root: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+#[test]
+fn builds_show_gives_the_record_and_the_build_log() {
+    let repo = shell_app("[build]\ncommand = \"echo compiling; echo warning: careful >&2; echo done > out.txt\"\n");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    let run = graven.run(["builds", "show", "HEAD"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.ends_with("build command output:\n  | compiling\n  | warning: careful\n"), "{run}");
+    let json = graven.run(["builds", "show", "HEAD", "--json"]).json();
+    assert_eq!(json["log"], "compiling\nwarning: careful\n");
+    assert_eq!(json["collected"], false);
+    assert_eq!(graven.run(["builds", "show", "nope"]).code, 2);
+}

@@ -1,6 +1,6 @@
 //! `graven builds`: the app's builds, newest first.
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use graven::ledger::Ledger as _;
 use graven::store::{ObjectKind, Store as _};
 
@@ -15,14 +15,40 @@ use crate::ui;
 /// artifact it produced, its size and who ran it. A dirty build (made with
 /// --allow-dirty from uncommitted changes) is marked as such for good; a
 /// build whose artifact graven gc deleted is marked "collected".
+///
+/// `graven builds show BUILD` shows one build's whole record and the output
+/// of its build command.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct BuildsArgs {
+    #[command(subcommand)]
+    command: Option<BuildsCommand>,
+
     /// Print the builds as a JSON array on stdout
     #[arg(long)]
     json: bool,
 }
 
+#[derive(Subcommand, Debug)]
+enum BuildsCommand {
+    /// Show one build: its record and its build command's output
+    Show(ShowArgs),
+}
+
+#[derive(Args, Debug)]
+struct ShowArgs {
+    /// The build: an artifact id, a unique prefix of 7+ hex digits, or a commit
+    build: String,
+
+    /// Print the record, and the log as "log", as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
 pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), CommandError> {
+    if let Some(BuildsCommand::Show(show_args)) = &args.command {
+        return show(settings, show_args);
+    }
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
@@ -61,5 +87,58 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
         ]);
     }
     ui::out(ui::table(&rows));
+    Ok(())
+}
+
+fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
+    let log = ledger.build_log(record.seq).map_err(CommandError::failed)?.unwrap_or_default();
+    let collected = !store.has_object(ObjectKind::Artifact, &record.build.artifact).unwrap_or(false);
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Show<'a> {
+            #[serde(flatten)]
+            build: BuildJson<'a>,
+            log: &'a str,
+        }
+        ui::out_json(&Show { build: BuildJson { collected: Some(collected), ..BuildJson::new(&record) }, log: &log });
+        return Ok(());
+    }
+    let build = &record.build;
+    let rows = vec![
+        vec!["artifact".to_owned(), format!("{}{}", build.artifact, if collected { " (collected)" } else { "" })],
+        vec![
+            "commit".to_owned(),
+            format!("{}{}", build.commit, if build.dirty { " + uncommitted changes (dirty)" } else { "" }),
+        ],
+        vec!["recipe".to_owned(), build.recipe.to_string()],
+        vec![
+            "files".to_owned(),
+            format!("{} files, {}, {} new", ui::count(build.files), ui::bytes(build.bytes), ui::bytes(build.new_bytes)),
+        ],
+        vec![
+            "built".to_owned(),
+            format!("{} ({}) by {} on {}", build.finished_at, ui::age(&build.finished_at), build.author, build.host),
+        ],
+        vec![
+            "took".to_owned(),
+            format!(
+                "{} ms: build command {} ms, ingest {} ms",
+                build.duration_ms, build.build_command_ms, build.ingest_ms
+            ),
+        ],
+    ];
+    ui::out(ui::table(&rows));
+    if log.is_empty() {
+        ui::out("\nthe build command printed nothing (or the app has no build command)");
+    } else {
+        ui::out("\nbuild command output:");
+        for line in log.lines() {
+            ui::out(format!("  | {line}"));
+        }
+    }
     Ok(())
 }

@@ -63,6 +63,10 @@ pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), C
     let id = record.build.artifact;
     let format = Format::from(args.format);
     if args.output.as_os_str() == "-" {
+        if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            return Err(CommandError::bad_input("refusing to write an archive to a terminal")
+                .hint("redirect stdout (-o - > app.tar, or | tar -t), or give a file with -o PATH"));
+        }
         let stdout = std::io::stdout().lock();
         graven::export::export(&store, &id, format, std::io::BufWriter::new(stdout)).map_err(CommandError::failed)?;
         return Ok(());
