@@ -14,6 +14,7 @@ mod test_export_verify;
 mod test_gc;
 mod test_help;
 mod test_init;
+mod test_logs;
 mod test_quickstart;
 mod test_release;
 mod test_run;

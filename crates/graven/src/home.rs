@@ -50,4 +50,10 @@ impl Home {
     pub fn releases_dir(&self, env: &str) -> PathBuf {
         self.root.join("releases").join(env)
     }
+
+    /// The runner's directory for environment `env`: its log files
+    /// (`graven.log`, rotated to `graven.log.1` …).
+    pub fn run_dir(&self, env: &str) -> PathBuf {
+        self.root.join("run").join(env)
+    }
 }

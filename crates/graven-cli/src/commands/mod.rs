@@ -9,6 +9,7 @@ mod exec;
 mod export;
 mod gc;
 mod init;
+mod logs;
 mod promote;
 mod quickstart;
 mod release;
@@ -67,6 +68,7 @@ pub(crate) enum Command {
     Promote(promote::PromoteArgs),
     Exec(exec::ExecArgs),
     Verify(verify::VerifyArgs),
+    Logs(logs::LogsArgs),
     Gc(gc::GcArgs),
     Quickstart(quickstart::QuickstartArgs),
 }
@@ -96,6 +98,7 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Promote(args) => promote::cmd_promote(settings, args),
         Command::Exec(args) => return exec::cmd_exec(settings, args),
         Command::Verify(args) => verify::cmd_verify(settings, args),
+        Command::Logs(args) => logs::cmd_logs(settings, args),
         Command::Gc(args) => gc::cmd_gc(settings, args),
         Command::Quickstart(args) => quickstart::cmd_quickstart(args),
     };

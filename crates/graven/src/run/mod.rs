@@ -9,7 +9,10 @@
 
 mod drift;
 mod environment;
+pub mod logs;
 mod materialise;
+pub mod process;
+pub mod proxy;
 
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;

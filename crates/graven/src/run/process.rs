@@ -1,0 +1,816 @@
+//! Process control for the runner: one process of a release, started in its
+//! own process group with exactly its environment, its output passed on line
+//! by line, stopped with SIGTERM to the group and SIGKILL after a timeout;
+//! the delays between restarts; and a state file that lets a runner started
+//! after a SIGKILL stop the previous run's leftovers.
+//!
+//! This module starts, watches and stops processes. It does not decide which
+//! ones should run (the supervisor does), and it never prints.
+//!
+//! A group is signalled only while its id cannot belong to anyone else: while
+//! its leader is our child and not yet reaped (a zombie still holds its pid,
+//! which is the group id), or, for a previous run's leftovers, after checking
+//! the leader's start time and session against the state file. Members of a
+//! group are found in `/proc`, so stopping waits for every member, not just
+//! the leader: a server that `sh -c` started still gets to drain.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, BufRead as _, BufReader, Read as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
+use serde::{Deserialize, Serialize};
+
+/// The delay before the first restart of a process that exited.
+pub const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
+
+/// The longest delay between restarts: each restart doubles the delay, up to
+/// this.
+pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(30);
+
+/// A process that stayed up this long before it exited was working: its next
+/// restart waits [`FIRST_RESTART_DELAY`] again.
+pub const STABLE_UPTIME: Duration = Duration::from_secs(60);
+
+/// How often a stop checks whether a group has ended.
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long to wait, after SIGKILL, for a group's members to be gone.
+/// SIGKILL cannot be ignored, but a process in uninterruptible sleep (a hung
+/// network filesystem) dies only when that ends, and the runner must not hang
+/// with it.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+
+/// How long, once a process has ended, to wait for its last lines. The pipe
+/// closes when the whole group is gone, unless a process that left the group
+/// (`setsid`) still holds it; its lines are then passed on as they come, and
+/// stopping does not wait for them.
+const OUTPUT_DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// Lines longer than this are passed on in pieces, so that a process writing
+/// without newlines cannot grow the runner's memory without bound.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+
+/// Where the id of the current boot is: `/proc` start times count clock ticks
+/// since boot, so they identify a process only within one boot.
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Where a process's output goes: called with the process's name (`web.1`)
+/// and each line, from the thread that reads the process's output.
+pub type OnLine = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
+/// A failure to start, watch or stop a process, or to read the state file.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The process could not be started.
+    #[error("could not start {name} (`{command}`) in {}", dir.display())]
+    Spawn {
+        /// The process, e.g. `web.1`.
+        name: String,
+        /// Its command line.
+        command: String,
+        /// Its working directory.
+        dir: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Whether the process has exited could not be found out.
+    #[error("could not wait for {name} (pid {pid})")]
+    Wait {
+        /// The process, e.g. `web.1`.
+        name: String,
+        /// Its pid.
+        pid: u32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// A signal could not be sent.
+    #[error("could not send {signal} to process group {pgid}")]
+    Signal {
+        /// `SIGTERM` or `SIGKILL`.
+        signal: &'static str,
+        /// The process group.
+        pgid: i32,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The state file could not be read, written or removed.
+    #[error("could not {action} {}", path.display())]
+    Io {
+        /// What graven was doing.
+        action: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The state file holds something else than graven wrote.
+    #[error("the runner state file {} is damaged ({why}); if no runner is running, remove it", path.display())]
+    StateFile {
+        /// The state file.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// One running process of a release, in its own process group.
+///
+/// Dropping a `Process` that has not ended kills its group, so that none
+/// outlives the runner by accident (a panic, an early return); [`stop`]
+/// is the graceful way.
+///
+/// [`stop`]: Process::stop
+#[derive(Debug)]
+pub struct Process {
+    name: String,
+    child: Child,
+    /// The group id, which is the leader's pid.
+    pgid: Pid,
+    started: Instant,
+    /// How the leader ended and when, once it is reaped.
+    ended: Option<(ExitStatus, Instant)>,
+    /// The thread passing the output on; `None` once drained.
+    output: Option<JoinHandle<()>>,
+}
+
+impl Process {
+    /// Starts `sh -c command` in `dir` with exactly `env`, stdin `/dev/null`,
+    /// in a new process group. Stdout and stderr share one pipe, so their
+    /// order is kept; each line (lossy UTF-8, without its newline) goes to
+    /// `on_line(name, line)` from a thread of its own.
+    pub fn spawn(
+        name: &str,
+        command: &str,
+        dir: &Path,
+        env: &BTreeMap<String, OsString>,
+        on_line: OnLine,
+    ) -> Result<Self, ProcessError> {
+        let spawn_error = |source: io::Error| ProcessError::Spawn {
+            name: name.to_owned(),
+            command: command.to_owned(),
+            dir: dir.to_owned(),
+            source,
+        };
+        let (reader, writer) = io::pipe().map_err(spawn_error)?;
+        // The reader starts first: should the process fail to start, the
+        // writing end is dropped with the command and the reader ends.
+        let output = {
+            let name = name.to_owned();
+            thread::Builder::new()
+                .name(format!("output of {name}"))
+                .spawn(move || pass_lines(&name, reader, &*on_line))
+                .map_err(spawn_error)?
+        };
+        // An absolute path: with the environment cleared, a lookup of `sh`
+        // would depend on the release's PATH.
+        let mut sh = Command::new("/bin/sh");
+        sh.arg("-c")
+            .arg(command)
+            .current_dir(dir)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(writer.try_clone().map_err(spawn_error)?)
+            .stderr(writer)
+            .process_group(0);
+        let child = sh.spawn().map_err(spawn_error)?;
+        // The command holds the pipe's writing end: the reader sees the end
+        // of the output only once this copy is gone too.
+        drop(sh);
+        Ok(Self {
+            name: name.to_owned(),
+            pgid: Pid::from_child(&child),
+            child,
+            started: Instant::now(),
+            ended: None,
+            output: Some(output),
+        })
+    }
+
+    /// The leader's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process group id (the leader's pid).
+    pub fn pgid(&self) -> i32 {
+        self.pgid.as_raw_pid()
+    }
+
+    /// The process's name, e.g. `web.1`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// How long the process has been up, or was up once it has been seen to
+    /// exit.
+    pub fn uptime(&self) -> Duration {
+        match self.ended {
+            Some((_, at)) => at.duration_since(self.started),
+            None => self.started.elapsed(),
+        }
+    }
+
+    /// Non-blocking: `Some(status)` if the process has exited.
+    ///
+    /// Once the leader has exited the process is over: whatever it left in
+    /// its group is killed, so that a restart does not run beside it (and,
+    /// say, find its port taken).
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>, ProcessError> {
+        if let Some((status, _)) = self.ended {
+            return Ok(Some(status));
+        }
+        if !self.leader_exited()? {
+            return Ok(None);
+        }
+        signal_group(self.pgid, Signal::KILL)?;
+        self.reap().map(Some)
+    }
+
+    /// Sends SIGTERM to the whole group, waits up to `timeout` for every
+    /// member to exit, then sends SIGKILL to the group; returns how the
+    /// leader ended. Leaves no member of the group behind, and, unless one
+    /// left the group, has passed on every line of output when it returns.
+    pub fn stop(mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        let status = match self.ended {
+            Some((status, _)) => status,
+            None => self.end_group(timeout)?,
+        };
+        self.drain_output();
+        Ok(status)
+    }
+
+    fn end_group(&mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        // Until the leader is reaped, below, the group id is ours: neither
+        // the signals nor the waiting can reach anyone else.
+        signal_group(self.pgid, Signal::TERM)?;
+        let deadline = Instant::now() + timeout;
+        // The cheap check first: members are looked for only once the
+        // leader has gone.
+        while !(self.leader_exited()? && live_members(self.pgid()).is_empty()) {
+            if Instant::now() >= deadline {
+                break;
+            }
+            thread::sleep(POLL_INTERVAL);
+        }
+        // Whatever is left after the timeout, or that `/proc` did not show.
+        signal_group(self.pgid, Signal::KILL)?;
+        let deadline = Instant::now() + KILL_WAIT;
+        while !live_members(self.pgid()).is_empty() && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+        self.reap()
+    }
+
+    /// Whether the leader has exited, leaving it unreaped.
+    fn leader_exited(&self) -> Result<bool, ProcessError> {
+        // NOWAIT keeps an exited leader a zombie, so its pid, the group id,
+        // cannot be given to another process meanwhile.
+        let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+        rustix::process::waitid(WaitId::Pid(self.pgid), options)
+            .map(|status| status.is_some())
+            .map_err(|errno| self.wait_error(errno.into()))
+    }
+
+    fn reap(&mut self) -> Result<ExitStatus, ProcessError> {
+        let status = self.child.wait().map_err(|source| self.wait_error(source))?;
+        self.ended = Some((status, Instant::now()));
+        Ok(status)
+    }
+
+    fn wait_error(&self, source: io::Error) -> ProcessError {
+        ProcessError::Wait { name: self.name.clone(), pid: self.pid(), source }
+    }
+
+    fn drain_output(&mut self) {
+        let Some(output) = self.output.take() else { return };
+        let deadline = Instant::now() + OUTPUT_DRAIN_WAIT;
+        while !output.is_finished() && Instant::now() < deadline {
+            thread::sleep(POLL_INTERVAL);
+        }
+        if output.is_finished() {
+            // An error here is a panic of `on_line`, which is the caller's.
+            let _ = output.join();
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.ended.is_none() {
+            // The leader is not reaped, so the group id is still ours. A
+            // failure has nowhere to go from here.
+            let _ = signal_group(self.pgid, Signal::KILL);
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Passes each line read from `reader` to `on_line` until the pipe closes.
+fn pass_lines(name: &str, reader: io::PipeReader, on_line: &(dyn Fn(&str, &str) + Send + Sync)) {
+    let mut reader = BufReader::new(reader);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                on_line(name, &String::from_utf8_lossy(&line));
+            }
+        }
+    }
+}
+
+/// Sends `signal` to group `pgid`; a group that is already gone is not an
+/// error.
+fn signal_group(pgid: Pid, signal: Signal) -> Result<(), ProcessError> {
+    match rustix::process::kill_process_group(pgid, signal) {
+        Ok(()) => Ok(()),
+        Err(errno) if errno == Errno::SRCH => Ok(()),
+        Err(errno) => Err(ProcessError::Signal {
+            signal: if signal == Signal::KILL { "SIGKILL" } else { "SIGTERM" },
+            pgid: pgid.as_raw_pid(),
+            source: errno.into(),
+        }),
+    }
+}
+
+/// What `/proc/<pid>/stat` says about a process.
+#[derive(Debug, Clone, Copy)]
+struct ProcStat {
+    /// Field 3: `R`, `S`, … `Z` for a zombie.
+    state: u8,
+    /// Field 5.
+    pgrp: i32,
+    /// Field 6.
+    session: i32,
+    /// Field 22: clock ticks from boot to the process's start.
+    start_time: u64,
+}
+
+impl ProcStat {
+    /// A zombie has exited; only its exit status is left to collect.
+    fn is_live(self) -> bool {
+        !matches!(self.state, b'Z' | b'X' | b'x')
+    }
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    parse_stat(&fs::read(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_stat(stat: &[u8]) -> Option<ProcStat> {
+    // Field 2, the command name, is in parentheses and may itself hold any
+    // byte, parentheses and spaces included: fields are counted from the
+    // last ')'.
+    let close = stat.iter().rposition(|&byte| byte == b')')?;
+    let mut fields = std::str::from_utf8(&stat[close + 1..]).ok()?.split_ascii_whitespace();
+    let state = *fields.next()?.as_bytes().first()?;
+    let _ppid = fields.next()?;
+    let pgrp = fields.next()?.parse().ok()?;
+    let session = fields.next()?.parse().ok()?;
+    // Fields 7 to 21 come before the start time.
+    let start_time = fields.nth(15)?.parse().ok()?;
+    Some(ProcStat { state, pgrp, session, start_time })
+}
+
+/// The processes of group `pgid` that have not exited; none if `/proc`
+/// cannot be read.
+fn live_members(pgid: i32) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.is_live()))
+        .collect()
+}
+
+/// Restart delays: [`FIRST_RESTART_DELAY`], doubling up to
+/// [`MAX_RESTART_DELAY`], and back to the first once a process has stayed up
+/// [`STABLE_UPTIME`]. Pure: the caller does the waiting.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+    restarts: u32,
+}
+
+impl Backoff {
+    /// A backoff before any restart.
+    pub fn new() -> Self {
+        Self { next: FIRST_RESTART_DELAY, restarts: 0 }
+    }
+
+    /// Counts a restart of a process that was up for `uptime` and returns
+    /// how long to wait before it.
+    pub fn next_delay(&mut self, uptime: Duration) -> Duration {
+        if uptime >= STABLE_UPTIME {
+            self.next = FIRST_RESTART_DELAY;
+        }
+        let delay = self.next;
+        self.next = (self.next * 2).min(MAX_RESTART_DELAY);
+        self.restarts = self.restarts.saturating_add(1);
+        delay
+    }
+
+    /// How many restarts have been counted.
+    pub fn restarts(&self) -> u32 {
+        self.restarts
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The state file: the groups a runner started, each with what identifies
+/// its leader, so that a pid used again by another process is not mistaken
+/// for it.
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    /// The boot the start times count from; `None` if it could not be read.
+    boot_id: Option<String>,
+    groups: Vec<RecordedGroup>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RecordedGroup {
+    pgid: i32,
+    session: i32,
+    start_time: u64,
+}
+
+impl RecordedGroup {
+    /// Whether the group still runs and is the one recorded.
+    fn still_running(self) -> bool {
+        match proc_stat(self.pgid) {
+            Some(leader) => {
+                leader.pgrp == self.pgid && leader.session == self.session && leader.start_time == self.start_time
+            }
+            // The leader has exited, but members may live on: they pin the
+            // group id, so if they are in the recorded session they are
+            // ours, unless the whole group ended, the pid numbers wrapped
+            // around, and a new group of the same id and session lost its
+            // leader too.
+            None => live_members(self.pgid)
+                .iter()
+                .any(|&pid| proc_stat(pid).is_some_and(|member| member.session == self.session)),
+        }
+    }
+}
+
+fn boot_id() -> Option<String> {
+    fs::read_to_string(BOOT_ID).ok().map(|id| id.trim().to_owned())
+}
+
+fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ProcessError {
+    let path = path.to_owned();
+    move |source| ProcessError::Io { action, path, source }
+}
+
+/// Records the process groups a runner started in the state file `path`
+/// (JSON: `boot_id`, and `groups` of `pgid`, `session`, `start_time`),
+/// replacing it whole (written beside it, then renamed), so that a runner
+/// started after a SIGKILL can stop them with [`kill_leftovers`]. A group
+/// whose leader is already gone and reaped is left out: nothing would tell
+/// it apart from a later process given the same pid.
+pub fn record_groups(path: &Path, pgids: &[i32]) -> Result<(), ProcessError> {
+    let groups = pgids
+        .iter()
+        .filter_map(|&pgid| {
+            let leader = proc_stat(pgid)?;
+            (leader.pgrp == pgid).then_some(RecordedGroup {
+                pgid,
+                session: leader.session,
+                start_time: leader.start_time,
+            })
+        })
+        .collect();
+    let state = StateFile { boot_id: boot_id(), groups };
+    let json = serde_json::to_vec_pretty(&state).expect("plain numbers and strings serialise");
+    let mut temp_name = path.file_name().unwrap_or_default().to_owned();
+    temp_name.push(format!(".tmp-{}", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    // No fsync: the groups are gone after a crash of the machine anyway;
+    // the rename is what keeps a SIGKILL from leaving half a file.
+    fs::write(&temp, json).map_err(io_error("write", &temp))?;
+    fs::rename(&temp, path).map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        io_error("move into place", path)(source)
+    })
+}
+
+/// Sends SIGKILL to every group listed in the state file `path` that still
+/// runs and is the one recorded, waits (briefly) for their processes to be
+/// gone, then removes the file; returns the groups killed. No file, no
+/// leftovers.
+pub fn kill_leftovers(path: &Path) -> Result<Vec<i32>, ProcessError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(source) if source.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(io_error("read", path)(source)),
+    };
+    let state: StateFile = serde_json::from_slice(&bytes)
+        .map_err(|error| ProcessError::StateFile { path: path.to_owned(), why: error.to_string() })?;
+    // After a reboot every recorded group is gone, and start times,
+    // counted from boot, could match a new process by chance.
+    let same_boot = state.boot_id.is_none() || state.boot_id == boot_id();
+    let mut killed = Vec::new();
+    for group in state.groups.iter().filter(|group| same_boot && group.still_running()) {
+        if let Some(pgid) = Pid::from_raw(group.pgid) {
+            signal_group(pgid, Signal::KILL)?;
+            killed.push(group.pgid);
+        }
+    }
+    // Not our children: init reaps them, and a zombie is gone enough.
+    let deadline = Instant::now() + KILL_WAIT;
+    while killed.iter().any(|&pgid| !live_members(pgid).is_empty()) && Instant::now() < deadline {
+        thread::sleep(POLL_INTERVAL);
+    }
+    fs::remove_file(path).map_err(io_error("remove", path))?;
+    Ok(killed)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::io::{BufRead as _, BufReader};
+    use std::os::unix::process::ExitStatusExt as _;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    type Lines = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// An `on_line` that keeps every line, and the lines kept.
+    fn collector() -> (Lines, OnLine) {
+        let lines = Lines::default();
+        let keep = Arc::clone(&lines);
+        let on_line = move |name: &str, line: &str| keep.lock().unwrap().push((name.to_owned(), line.to_owned()));
+        (lines, Arc::new(on_line))
+    }
+
+    fn path_only() -> BTreeMap<String, OsString> {
+        BTreeMap::from([("PATH".to_owned(), std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))])
+    }
+
+    fn spawn(command: &str, on_line: OnLine) -> Process {
+        Process::spawn("web.1", command, Path::new("/"), &path_only(), on_line).unwrap()
+    }
+
+    /// Polls `ready` until it holds; fails after a bound well above what a
+    /// passing test needs.
+    fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_millis(1500);
+        while !ready() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Waits for `process` to exit by itself, then for its last lines.
+    fn finish(mut process: Process) -> ExitStatus {
+        wait_for("the exit", || process.try_wait().unwrap().is_some());
+        process.stop(Duration::ZERO).unwrap()
+    }
+
+    fn alive(pid: i32) -> bool {
+        proc_stat(pid).is_some_and(ProcStat::is_live)
+    }
+
+    fn first_line_as_pid(lines: &Lines) -> i32 {
+        wait_for("the first line", || !lines.lock().unwrap().is_empty());
+        lines.lock().unwrap()[0].1.parse().unwrap()
+    }
+
+    #[test]
+    fn the_environment_is_exactly_the_one_given() {
+        let (lines, on_line) = collector();
+        let mut env = path_only();
+        env.insert("GRAVEN_PROCESS".to_owned(), "web.1".into());
+        env.insert("SPACED".to_owned(), "a b  c".into());
+        let process = Process::spawn("web.1", "exec env", Path::new("/"), &env, on_line).unwrap();
+        assert!(finish(process).success());
+
+        let expected: BTreeSet<String> =
+            env.iter().map(|(key, value)| format!("{key}={}", value.to_string_lossy())).collect();
+        let seen: BTreeSet<String> = lines.lock().unwrap().iter().map(|(_, line)| line.clone()).collect();
+        // What sh itself exports (dash: PWD; bash also SHLVL and _) is not
+        // the runner's environment leaking in.
+        let leaked: Vec<&String> = seen
+            .difference(&expected)
+            .filter(|line| line.as_str() != "PWD=/" && !line.starts_with("SHLVL=") && !line.starts_with("_="))
+            .collect();
+        assert!(leaked.is_empty(), "not given: {leaked:?}");
+        assert!(expected.is_subset(&seen), "missing: {:?}", expected.difference(&seen).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn stdout_and_stderr_lines_arrive_in_order_with_the_name() {
+        let (lines, on_line) = collector();
+        let process =
+            spawn("echo one; echo two >&2; printf 'three\\r\\n'; echo four >&2; printf 'no newline'", on_line);
+        assert!(finish(process).success());
+        let expected = ["one", "two", "three", "four", "no newline"].map(|line| ("web.1".to_owned(), line.to_owned()));
+        assert_eq!(*lines.lock().unwrap(), expected);
+    }
+
+    #[test]
+    fn try_wait_sees_the_exit_code() {
+        let (_, on_line) = collector();
+        let mut process = spawn("sleep 100", on_line);
+        assert_eq!(process.try_wait().unwrap(), None);
+
+        let (_, on_line) = collector();
+        let mut process = spawn("exit 3", on_line);
+        let mut status = None;
+        wait_for("the exit", || {
+            status = process.try_wait().unwrap();
+            status.is_some()
+        });
+        assert_eq!(status.unwrap().code(), Some(3));
+        let uptime = process.uptime();
+        thread::sleep(Duration::from_millis(20));
+        assert_eq!(process.uptime(), uptime, "uptime stops at the exit");
+    }
+
+    #[test]
+    fn try_wait_kills_what_an_exited_leader_left_in_its_group() {
+        let (lines, on_line) = collector();
+        let mut process = spawn("sleep 100 & echo $!; exit 1", on_line);
+        let grandchild = first_line_as_pid(&lines);
+        wait_for("the exit", || process.try_wait().unwrap().is_some());
+        wait_for("the grandchild to go", || !alive(grandchild));
+    }
+
+    #[test]
+    fn stop_kills_a_process_that_ignores_sigterm_and_its_children() {
+        let (lines, on_line) = collector();
+        let process = spawn("trap '' TERM; sleep 100 & echo $!; wait", on_line);
+        let grandchild = first_line_as_pid(&lines);
+        let (pid, pgid) = (process.pid(), process.pgid());
+        assert_eq!(i32::try_from(pid).unwrap(), pgid);
+        assert_eq!(proc_stat(grandchild).unwrap().pgrp, pgid);
+
+        let start = Instant::now();
+        let status = process.stop(Duration::from_millis(300)).unwrap();
+        let took = start.elapsed();
+        assert_eq!(status.signal(), Some(9), "{status}");
+        assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(1), "{took:?}");
+        assert!(!alive(grandchild), "the grandchild {grandchild} survived");
+        assert!(live_members(pgid).is_empty());
+    }
+
+    #[test]
+    fn stop_of_a_well_behaved_process_returns_quickly() {
+        let (_, on_line) = collector();
+        let process = spawn("sleep 100", on_line);
+        let start = Instant::now();
+        let status = process.stop(Duration::from_secs(10)).unwrap();
+        assert_eq!(status.signal(), Some(15), "{status}");
+        assert!(start.elapsed() < Duration::from_millis(500), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn stop_waits_for_the_whole_group_to_drain() {
+        // The leader dies at SIGTERM at once; its child takes 200 ms to
+        // finish, and must be allowed to.
+        let (lines, on_line) = collector();
+        let inner = "trap 'sleep 0.2; echo drained; exit 0' TERM; echo ready; sleep 100 & wait";
+        let process = spawn(&format!("sh -c \"{inner}\" & wait"), on_line);
+        wait_for("the child to be ready", || !lines.lock().unwrap().is_empty());
+        let status = process.stop(Duration::from_secs(1)).unwrap();
+        assert_eq!(status.signal(), Some(15), "{status}");
+        let seen: Vec<String> = lines.lock().unwrap().iter().map(|(_, line)| line.clone()).collect();
+        assert_eq!(seen, ["ready", "drained"]);
+    }
+
+    #[test]
+    fn a_process_dropped_without_stop_is_killed() {
+        let (lines, on_line) = collector();
+        let process = spawn("sleep 100 & echo $!; wait", on_line);
+        let grandchild = first_line_as_pid(&lines);
+        drop(process);
+        wait_for("the grandchild to go", || !alive(grandchild));
+    }
+
+    #[test]
+    fn a_command_that_cannot_start_names_itself() {
+        let (_, on_line) = collector();
+        let error = Process::spawn("web.1", "true", Path::new("/no/such/dir"), &path_only(), on_line).unwrap_err();
+        assert_eq!(error.to_string(), "could not start web.1 (`true`) in /no/such/dir");
+    }
+
+    #[test]
+    fn backoff_doubles_to_thirty_seconds_and_resets_after_a_minute_up() {
+        let mut backoff = Backoff::new();
+        let short = Duration::from_secs(2);
+        let delays: Vec<u64> = (0..7).map(|_| backoff.next_delay(short).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(backoff.next_delay(Duration::from_millis(59_999)), MAX_RESTART_DELAY);
+        assert_eq!(backoff.next_delay(STABLE_UPTIME), FIRST_RESTART_DELAY);
+        assert_eq!(backoff.next_delay(short), Duration::from_secs(2));
+        assert_eq!(backoff.restarts(), 10);
+    }
+
+    #[test]
+    fn leftovers_are_killed_unless_gone_or_someone_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("runner.json");
+        let (_, on_line) = collector();
+        let mut leftover = spawn("sleep 100", Arc::clone(&on_line));
+        let vanished = spawn("sleep 100", Arc::clone(&on_line));
+        let mut stranger = spawn("sleep 100", on_line);
+
+        record_groups(&state, &[leftover.pgid(), vanished.pgid()]).unwrap();
+        let vanished_pgid = vanished.pgid();
+        vanished.stop(Duration::from_secs(1)).unwrap();
+        // The stranger has a pid that was once ours, but started at
+        // another time.
+        let mut recorded: StateFile = serde_json::from_slice(&fs::read(&state).unwrap()).unwrap();
+        assert_eq!(
+            recorded.groups.iter().map(|group| group.pgid).collect::<Vec<_>>(),
+            [leftover.pgid(), vanished_pgid]
+        );
+        let stranger_stat = proc_stat(stranger.pgid()).unwrap();
+        recorded.groups.push(RecordedGroup {
+            pgid: stranger.pgid(),
+            session: stranger_stat.session,
+            start_time: stranger_stat.start_time + 1,
+        });
+        fs::write(&state, serde_json::to_vec(&recorded).unwrap()).unwrap();
+
+        assert_eq!(kill_leftovers(&state).unwrap(), [leftover.pgid()]);
+        assert!(!state.exists());
+        wait_for("the leftover's end", || leftover.try_wait().unwrap().is_some());
+        assert_eq!(leftover.try_wait().unwrap().unwrap().signal(), Some(9));
+        assert_eq!(stranger.try_wait().unwrap(), None);
+        assert_eq!(kill_leftovers(&state).unwrap(), [] as [i32; 0], "no file, no leftovers");
+    }
+
+    #[test]
+    fn leftovers_of_a_leader_that_exited_are_killed() {
+        // The previous runner's child, whose leader has exited and been
+        // reaped (by init, in real life), leaving its own child behind.
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("runner.json");
+        let mut leader = Command::new("/bin/sh")
+            .args(["-c", "sleep 100 & echo $!; read line"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(leader.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let grandchild: i32 = first.trim().parse().unwrap();
+        let pgid = i32::try_from(leader.id()).unwrap();
+        record_groups(&state, &[pgid]).unwrap();
+        drop(leader.stdin.take());
+        leader.wait().unwrap();
+        assert!(alive(grandchild));
+
+        assert_eq!(kill_leftovers(&state).unwrap(), [pgid]);
+        assert!(!alive(grandchild), "the grandchild {grandchild} survived");
+    }
+
+    #[test]
+    fn a_damaged_state_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("runner.json");
+        fs::write(&state, "not json").unwrap();
+        let error = kill_leftovers(&state).unwrap_err();
+        assert!(matches!(error, ProcessError::StateFile { ref path, .. } if *path == state), "{error}");
+        assert!(state.exists(), "kept for a look");
+    }
+
+    #[test]
+    fn proc_stat_reads_fields_after_a_command_name_with_parentheses() {
+        let line = b"4242 (a) S 1 (b) R 1 77 88 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 12345 0 0\n";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!((stat.state, stat.pgrp, stat.session, stat.start_time), (b'R', 77, 88, 12345));
+        let own = proc_stat(i32::try_from(std::process::id()).unwrap()).unwrap();
+        assert!(own.is_live());
+        assert_eq!(own.pgrp, rustix::process::getpgrp().as_raw_pid());
+        assert_eq!(own.session, rustix::process::getsid(None).unwrap().as_raw_pid());
+    }
+}
