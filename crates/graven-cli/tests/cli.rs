@@ -18,3 +18,5 @@ mod test_logs;
 mod test_quickstart;
 mod test_release;
 mod test_run;
+mod test_runner;
+mod test_status;

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use graven::Digest;
 use graven::ledger::{Append, EnvState, Ledger, LedgerError, SqliteLedger};
 use graven::release::{ConfigVersion, Release, ReleaseKind};
+use graven::run::state::{Failure, ProcessState, RunState, RunningRelease};
 
 type Factory<'a> = &'a dyn Fn() -> Box<dyn Ledger>;
 
@@ -142,6 +143,101 @@ fn apps_and_environments_are_listed(factory: Factory<'_>) {
     assert_eq!(ledger.apps().unwrap(), ["app"]);
 }
 
+/// A runner's report from `host`, made at `updated_at`.
+fn run_state(app: &str, env: &str, host: &str, updated_at: &str) -> RunState {
+    RunState {
+        app: app.to_owned(),
+        env: env.to_owned(),
+        host: host.to_owned(),
+        home: "/srv/app/.graven".to_owned(),
+        runner_pid: 100,
+        state: "running".to_owned(),
+        running: None,
+        processes: Vec::new(),
+        last_failure: None,
+        updated_at: updated_at.to_owned(),
+    }
+}
+
+fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
+    let ledger = factory();
+    assert_eq!(ledger.run_states("app", "production").unwrap(), []);
+    let first = run_state("app", "production", "web-1", "2026-01-01T00:00:00Z");
+    ledger.set_run_state(&first).unwrap();
+    assert_eq!(ledger.run_states("app", "production").unwrap(), [first]);
+    let second = RunState {
+        runner_pid: 200,
+        running: Some(RunningRelease { id: Digest::of(b"v2"), number: 2, since: "2026-01-01T00:00:01Z".to_owned() }),
+        processes: vec![
+            ProcessState {
+                name: "web.1".to_owned(),
+                kind: "web".to_owned(),
+                pid: Some(201),
+                state: "up".to_owned(),
+                restarts: 0,
+                started_at: Some("2026-01-01T00:00:01Z".to_owned()),
+            },
+            ProcessState {
+                name: "worker.1".to_owned(),
+                kind: "worker".to_owned(),
+                pid: None,
+                state: "restarting".to_owned(),
+                restarts: 3,
+                started_at: None,
+            },
+        ],
+        last_failure: Some(Failure {
+            number: 3,
+            reason: "web.1 exited with code 1 before it was healthy".to_owned(),
+            at: "2026-01-01T00:00:02Z".to_owned(),
+        }),
+        ..run_state("app", "production", "web-1", "2026-01-01T00:00:03Z")
+    };
+    ledger.set_run_state(&second).unwrap();
+    assert_eq!(ledger.run_states("app", "production").unwrap(), std::slice::from_ref(&second), "one row, overwritten");
+    let stopped = RunState { state: "stopped".to_owned(), running: None, processes: Vec::new(), ..second };
+    ledger.set_run_state(&stopped).unwrap();
+    assert_eq!(ledger.run_states("app", "production").unwrap(), [stopped], "back to nothing running");
+}
+
+fn each_runner_has_its_own_run_state(factory: Factory<'_>) {
+    let ledger = factory();
+    let old = run_state("app", "production", "web-1", "2026-01-01T00:00:05Z");
+    let new = run_state("app", "production", "web-2", "2026-01-01T00:00:07Z");
+    let other_home = RunState {
+        home: "/srv/other/.graven".to_owned(),
+        ..run_state("app", "production", "web-1", "2026-01-01T00:00:06Z")
+    };
+    ledger.set_run_state(&old).unwrap();
+    ledger.set_run_state(&new).unwrap();
+    ledger.set_run_state(&other_home).unwrap();
+    assert_eq!(
+        ledger.run_states("app", "production").unwrap(),
+        [new.clone(), other_home.clone(), old.clone()],
+        "newest first"
+    );
+    // The older runner reports again: it comes first.
+    let old_again = RunState { updated_at: "2026-01-01T00:00:08Z".to_owned(), ..old };
+    ledger.set_run_state(&old_again).unwrap();
+    assert_eq!(ledger.run_states("app", "production").unwrap(), [old_again, new, other_home]);
+}
+
+fn run_states_are_kept_per_app_and_env(factory: Factory<'_>) {
+    let ledger = factory();
+    let production = run_state("app", "production", "web-1", "2026-01-01T00:00:00Z");
+    let staging = run_state("app", "staging", "web-1", "2026-01-01T00:00:01Z");
+    let other = run_state("other", "production", "web-1", "2026-01-01T00:00:02Z");
+    for state in [&production, &staging, &other] {
+        ledger.set_run_state(state).unwrap();
+    }
+    assert_eq!(ledger.run_states("app", "production").unwrap(), [production]);
+    assert_eq!(ledger.run_states("app", "staging").unwrap(), [staging]);
+    assert_eq!(ledger.run_states("other", "production").unwrap(), [other]);
+    assert_eq!(ledger.run_states("other", "staging").unwrap(), []);
+    assert_eq!(ledger.releases("app", "production", None).unwrap(), [], "no release appears");
+    assert_eq!(ledger.environments("app").unwrap(), Vec::<String>::new(), "and no environment");
+}
+
 /// Runs every case against ledgers from `factory`.
 pub(crate) fn conformance(factory: Factory<'_>) {
     appends_are_numbered_and_chained(factory);
@@ -149,6 +245,9 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     a_taken_number_is_refused_and_nothing_is_appended(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
+    a_runner_overwrites_its_own_run_state(factory);
+    each_runner_has_its_own_run_state(factory);
+    run_states_are_kept_per_app_and_env(factory);
 }
 
 #[test]

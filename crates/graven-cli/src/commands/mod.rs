@@ -15,6 +15,8 @@ mod quickstart;
 mod release;
 mod releases;
 mod rollback;
+mod run;
+mod status;
 mod verify;
 
 use std::path::PathBuf;
@@ -66,7 +68,9 @@ pub(crate) enum Command {
     Diff(diff::DiffArgs),
     Rollback(rollback::RollbackArgs),
     Promote(promote::PromoteArgs),
+    Run(run::RunArgs),
     Exec(exec::ExecArgs),
+    Status(status::StatusArgs),
     Verify(verify::VerifyArgs),
     Logs(logs::LogsArgs),
     Gc(gc::GcArgs),
@@ -96,7 +100,9 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Diff(args) => diff::cmd_diff(settings, args),
         Command::Rollback(args) => rollback::cmd_rollback(settings, args),
         Command::Promote(args) => promote::cmd_promote(settings, args),
+        Command::Run(args) => run::cmd_run(settings, args),
         Command::Exec(args) => return exec::cmd_exec(settings, args),
+        Command::Status(args) => status::cmd_status(settings, args),
         Command::Verify(args) => verify::cmd_verify(settings, args),
         Command::Logs(args) => logs::cmd_logs(settings, args),
         Command::Gc(args) => gc::cmd_gc(settings, args),

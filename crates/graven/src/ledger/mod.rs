@@ -1,6 +1,7 @@
-//! The ledger: the append-only record of builds (and, in later stages,
-//! config versions and releases). Rows are never updated or deleted; the
-//! database itself refuses it.
+//! The ledger: the append-only record of builds, config versions and
+//! releases. Rows are never updated or deleted; the database itself refuses
+//! it. Beside that history, one mutable table: each runner's report of what
+//! it runs ([`RunState`]), which is not part of the history.
 //!
 //! The stages reach the ledger only through [`Ledger`]; its types hold no
 //! backend types, so the embedded SQLite ledger and a PostgreSQL ledger are
@@ -8,11 +9,13 @@
 
 mod sqlite;
 mod sqlite_release;
+mod sqlite_run;
 
 pub use sqlite::SqliteLedger;
 
 use crate::Digest;
 use crate::release::{ConfigVersion, Release};
+use crate::run::state::RunState;
 
 /// A failure of the ledger.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +126,8 @@ pub struct Append {
 /// Returning `Err(LedgerError::Refused)` appends nothing.
 pub type Decide<'a> = dyn FnMut(&EnvState) -> Result<Append, LedgerError> + 'a;
 
-/// The append-only record of builds, config versions and releases.
+/// The append-only record of builds, config versions and releases, and the
+/// runners' mutable reports.
 pub trait Ledger: Send + Sync {
     /// Records a build.
     fn record_build(&self, build: &NewBuild) -> Result<BuildRecord, LedgerError>;
@@ -160,4 +164,13 @@ pub trait Ledger: Send + Sync {
 
     /// The config version with id `id`.
     fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError>;
+
+    /// Records a runner's report, replacing the one it made before: a runner
+    /// is known by its app, env, host and home, and has one row. Not part of
+    /// the history.
+    fn set_run_state(&self, state: &RunState) -> Result<(), LedgerError>;
+
+    /// The reports of every runner of one environment, the most recently
+    /// updated first.
+    fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError>;
 }

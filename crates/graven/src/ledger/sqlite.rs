@@ -8,13 +8,17 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, sqlite_release};
+use super::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::release::{ConfigVersion, Release};
+use crate::run::state::RunState;
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/sqlite/0001_builds.sql"), include_str!("migrations/sqlite/0002_releases.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_builds.sql"),
+    include_str!("migrations/sqlite/0002_releases.sql"),
+    include_str!("migrations/sqlite/0003_run_state.sql"),
+];
 
 /// How long a writer waits for another to finish before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -227,6 +231,14 @@ impl Ledger for SqliteLedger {
 
     fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
         self.with(|connection| sqlite_release::config_version(connection, id))
+    }
+
+    fn set_run_state(&self, state: &RunState) -> Result<(), LedgerError> {
+        self.with(|connection| sqlite_run::set_run_state(connection, state))
+    }
+
+    fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError> {
+        self.with(|connection| sqlite_run::run_states(connection, app, env))
     }
 }
 

@@ -13,6 +13,8 @@ pub mod logs;
 mod materialise;
 pub mod process;
 pub mod proxy;
+pub mod runner;
+pub mod state;
 
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;
@@ -50,6 +52,25 @@ pub enum RunError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The public port could not be listened on.
+    #[error("could not listen on port {port}: {why}")]
+    Proxy {
+        /// The port.
+        port: u16,
+        /// Why.
+        why: String,
+    },
+    /// Another runner holds the lock.
+    #[error("a runner is already running for this app and environment (pid {pid}, lock {})", lock.display())]
+    AlreadyRunning {
+        /// The other runner's pid, as its lock file says.
+        pid: String,
+        /// The lock file.
+        lock: std::path::PathBuf,
+    },
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::LedgerError),
     /// The filesystem failed.
     #[error("could not {action} {}", path.display())]
     Io {

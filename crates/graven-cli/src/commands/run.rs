@@ -1,0 +1,104 @@
+//! `graven run`: the supervisor that runs an environment's current release.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use clap::Args;
+use graven::run::process::kill_leftovers;
+use graven::run::runner::{RunLock, Runner, RunnerOptions, groups_file};
+
+use crate::commands::env::EnvArg;
+use crate::error::CommandError;
+use crate::settings::{Settings, host};
+use crate::ui;
+
+/// Run the environment's current release, and keep it running
+///
+/// A foreground supervisor: runs the processes of the environment's newest
+/// release from its read-only tree, restarts any that exit (with backoff),
+/// and switches to every new release (deploy, config change, rollback,
+/// promote) within a second, without downtime: it listens on the public
+/// port and proxies to the web processes, starts the new release's
+/// processes, waits until they are healthy, switches, then stops the old
+/// ones once their connections drain. A release whose release phase fails,
+/// or whose web processes never become healthy, is not switched to: the old
+/// one keeps serving, and graven status shows why. Stops on Ctrl-C or
+/// SIGTERM, stopping every process it started.
+///
+/// Needs only the ledger and the store (--home, --app), not the repository.
+///
+/// Examples:
+///   graven run --env production
+///   graven run --env staging --formation web=2,worker=1 --port 9000
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    env: EnvArg,
+
+    /// How many processes of each type, e.g. web=2,worker=1 [default: one of each]
+    #[arg(long, value_name = "TYPE=N,...")]
+    formation: Option<String>,
+
+    /// The public port [default: graven.toml's [run] port, else 8080]
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+}
+
+pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), CommandError> {
+    let env = args.env.name()?;
+    let formation = args.formation.as_deref().map(parse_formation).transpose()?.unwrap_or_default();
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let _lock = RunLock::acquire(&settings.home, &app, env).map_err(|e| match e {
+        graven::run::RunError::AlreadyRunning { .. } => {
+            CommandError::bad_input(e).hint("stop that runner first; one runner per app, environment and home")
+        }
+        other => CommandError::failed(other),
+    })?;
+    // A runner killed outright leaves its processes running: stop them.
+    match kill_leftovers(&groups_file(&settings.home, &app, env)) {
+        Ok(killed) if !killed.is_empty() => {
+            ui::note(format!(
+                "stopped {} left by a runner that did not stop cleanly",
+                ui::count_of(killed.len() as u64, "process group")
+            ));
+        }
+        Ok(_) => {}
+        Err(e) => return Err(CommandError::failed(e)),
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
+    }
+    let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host() };
+    let print = Arc::new(|line: &str| ui::out(line));
+    let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
+    runner.run(&stop).map_err(|e| match e {
+        graven::run::RunError::Proxy { .. } => CommandError::bad_input(e)
+            .hint("stop whatever listens there, or give another port with --port or graven.toml [run] port"),
+        other => CommandError::failed(other),
+    })
+}
+
+/// Parses `web=2,worker=1`.
+fn parse_formation(text: &str) -> Result<BTreeMap<String, u32>, CommandError> {
+    let mut formation = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let parsed = part.split_once('=').and_then(|(kind, n)| Some((kind.trim(), n.trim().parse::<u32>().ok()?)));
+        match parsed {
+            Some((kind, n)) if !kind.is_empty() => {
+                formation.insert(kind.to_owned(), n);
+            }
+            _ => {
+                return Err(CommandError::bad_input(format!("--formation '{part}' is not TYPE=N"))
+                    .hint("write it like --formation web=2,worker=1"));
+            }
+        }
+    }
+    Ok(formation)
+}

@@ -1,0 +1,558 @@
+//! `graven status`: what version is running? The environment's desired
+//! release (its newest) against the one its runner reports in the ledger,
+//! with the runner's processes, its last failed rollout, and whether the
+//! release tree on disk still matches the artifact. Reads only: it never
+//! changes the ledger, a tree or a process.
+
+use std::path::Path;
+use std::time::Duration;
+
+use clap::Args;
+use graven::home::Home;
+use graven::ledger::Ledger as _;
+use graven::release::Release;
+use graven::run::Drift;
+use graven::run::state::{Failure, ProcessState, RunState};
+use graven::store::LocalStore;
+
+use crate::commands::env::EnvArg;
+use crate::error::CommandError;
+use crate::output::ReleaseJson;
+use crate::settings::Settings;
+use crate::ui;
+
+/// A runner rewrites its row every second: one that has not for this long
+/// is taken for dead (killed, or its machine is down).
+const ALIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// The widest label of the text output, `last failure`.
+const LABEL_WIDTH: usize = 12;
+
+/// Show which release an environment runs, and whether it is the newest
+///
+/// Compares the environment's newest release (desired) with the one its
+/// runner reports in the ledger (running), and shows the runner's processes,
+/// its last failed rollout, and whether the release tree on this machine
+/// still matches the artifact (drift). Works from another shell, and from
+/// another machine that shares the ledger. A runner counts as running if it
+/// reported in the last 10 seconds (it does every second).
+///
+/// Exits 0 when the newest release runs, its runner is alive, every process
+/// is up and the tree has not drifted; 1 otherwise, so that scripts can wait
+/// for a rollout with it.
+///
+/// Examples:
+///   graven status --env production
+///   graven status --env staging --json
+#[derive(Args, Debug)]
+#[command(verbatim_doc_comment)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    env: EnvArg,
+
+    /// Print the status as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+/// Whether a runner's report is current, judged from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Liveness {
+    /// It reports, and runs.
+    Alive,
+    /// It wrote that it stopped.
+    Stopped,
+    /// It has not reported for [`ALIVE_WITHIN`].
+    Stale,
+    /// It runs on this machine with this home, and its pid is gone.
+    Gone,
+}
+
+/// A runner's report, judged.
+struct Runner {
+    state: RunState,
+    liveness: Liveness,
+}
+
+impl Runner {
+    fn alive(&self) -> bool {
+        self.liveness == Liveness::Alive
+    }
+
+    /// `last seen 1 minute ago`: why a runner is not alive.
+    fn why_not_alive(&self) -> String {
+        let seen = ui::age(&self.state.updated_at);
+        match self.liveness {
+            Liveness::Alive => format!("alive, seen {seen}"),
+            Liveness::Stopped => format!("stopped {seen}"),
+            Liveness::Stale => format!("last seen {seen}"),
+            Liveness::Gone => format!("process {} is gone, last seen {seen}", self.state.runner_pid),
+        }
+    }
+
+    /// `its runner was last seen 1 minute ago`: the same, as a sentence.
+    fn sentence_not_alive(&self) -> String {
+        let seen = ui::age(&self.state.updated_at);
+        match self.liveness {
+            Liveness::Alive => format!("its runner is alive, seen {seen}"),
+            Liveness::Stopped => format!("its runner stopped {seen}"),
+            Liveness::Stale => format!("its runner was last seen {seen}"),
+            Liveness::Gone => {
+                format!("its runner's process {} is gone (last seen {seen})", self.state.runner_pid)
+            }
+        }
+    }
+}
+
+/// How the tree of the running release compares with its artifact.
+enum DriftCheck {
+    /// Checked: every difference found.
+    Checked(Vec<Drift>),
+    /// Not checked, and why.
+    Unknown(String),
+}
+
+/// Everything `status` shows.
+struct Status {
+    app: String,
+    env: String,
+    /// The environment's newest release.
+    desired: Option<Release>,
+    /// The newest report of a runner of the environment.
+    runner: Option<Runner>,
+    /// The release an alive runner runs, and since when.
+    running: Option<(Release, String)>,
+    drift: Option<DriftCheck>,
+}
+
+impl Status {
+    fn in_sync(&self) -> bool {
+        matches!((&self.desired, &self.running), (Some(desired), Some((running, _))) if desired.id == running.id)
+    }
+
+    /// The processes of an alive runner: a dead one's are not known.
+    fn processes(&self) -> &[ProcessState] {
+        match &self.runner {
+            Some(runner) if runner.alive() => &runner.state.processes,
+            _ => &[],
+        }
+    }
+
+    fn last_failure(&self) -> Option<&Failure> {
+        self.runner.as_ref().and_then(|r| r.state.last_failure.as_ref())
+    }
+
+    fn drifted(&self) -> Option<&[Drift]> {
+        match &self.drift {
+            Some(DriftCheck::Checked(drift)) => Some(drift),
+            _ => None,
+        }
+    }
+
+    /// Why the environment does not run its newest release healthily, with
+    /// a hint for each; empty when it does.
+    fn problems(&self) -> Vec<(String, String)> {
+        let env = &self.env;
+        let mut problems = Vec::new();
+        let Some(desired) = &self.desired else {
+            problems.push((
+                format!("{env} has no release yet"),
+                format!("release a build first: graven release --env {env}"),
+            ));
+            return problems;
+        };
+        let start = format!("start one: graven run --env {env}");
+        match &self.runner {
+            None => problems.push((format!("{env} is not running: no runner has reported for it"), start)),
+            Some(runner) if !runner.alive() => {
+                problems.push((format!("{env} is not running: {}", runner.sentence_not_alive()), start));
+            }
+            Some(_) => {}
+        }
+        let failed = self.last_failure().filter(|f| f.number == desired.number);
+        let sync_hint = match failed {
+            Some(failure) => format!(
+                "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed",
+                failure.number, failure.reason
+            ),
+            None => format!(
+                "the runner switches to a new release within a second of it, once its processes are healthy: wait, or see graven logs --env {env}"
+            ),
+        };
+        match &self.running {
+            Some((running, _)) if running.id != desired.id => problems.push((
+                format!("{env} is not in sync: {} is released, {} runs", desired.version(), running.version()),
+                sync_hint,
+            )),
+            None if self.runner.as_ref().is_some_and(Runner::alive) => problems.push((
+                format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()),
+                sync_hint,
+            )),
+            _ => {}
+        }
+        let down: Vec<String> =
+            self.processes().iter().filter(|p| p.state != "up").map(|p| format!("{} is {}", p.name, p.state)).collect();
+        if !down.is_empty() {
+            problems.push((
+                format!("{env} is not healthy: {}", down.join(", ")),
+                format!("graven logs --env {env} shows what they printed"),
+            ));
+        }
+        if let (Some(drift), Some((running, _))) = (self.drifted(), &self.running)
+            && !drift.is_empty()
+        {
+            problems.push((
+                format!(
+                    "the tree of {} of {env} has drifted from its artifact: {}",
+                    running.version(),
+                    ui::count_of(drift.len() as u64, "difference")
+                ),
+                format!("graven verify --env {env} lists them"),
+            ));
+        }
+        problems
+    }
+}
+
+pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), CommandError> {
+    let env = args.env.name()?;
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let environments = ledger.environments(&app).map_err(CommandError::failed)?;
+    if !environments.iter().any(|e| e == env) {
+        let hint = if environments.is_empty() {
+            format!("{app} has no environments yet: make one with graven release --env {env}")
+        } else {
+            format!("the environments of {app} are: {}", environments.join(", "))
+        };
+        return Err(CommandError::bad_input(format!("environment '{env}' does not exist")).hint(hint));
+    }
+    let desired = ledger.releases(&app, env, Some(1)).map_err(CommandError::failed)?.pop();
+    let runner = ledger
+        .run_states(&app, env)
+        .map_err(CommandError::failed)?
+        .into_iter()
+        .next()
+        .map(|state| Runner { liveness: liveness(&state, &settings.home), state });
+    let mut running = None;
+    if let Some(runner) = runner.as_ref().filter(|r| r.alive())
+        && let Some(reported) = &runner.state.running
+    {
+        let release = ledger.release(&app, env, reported.number).map_err(CommandError::failed)?;
+        let Some(release) = release.filter(|r| r.id == reported.id) else {
+            return Err(CommandError::failed(format!(
+                "the runner of {env} (pid {} on {}) runs v{} {}, which is not in this ledger",
+                runner.state.runner_pid, runner.state.host, reported.number, reported.id
+            ))
+            .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"));
+        };
+        running = Some((release, reported.since.clone()));
+    }
+    let drift = match (&runner, &running) {
+        (Some(runner), Some((release, _))) => Some(check_drift(&runner.state, release)),
+        _ => None,
+    };
+    let status = Status { app, env: env.to_owned(), desired, runner, running, drift };
+    if args.json {
+        ui::out_json(&json(&status));
+    } else {
+        ui::out(text(&status));
+    }
+    let problems = status.problems();
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let message = problems.iter().map(|(problem, _)| problem.as_str()).collect::<Vec<_>>().join("; ");
+    Err(problems.into_iter().fold(CommandError::failed(message), |error, (_, hint)| error.hint(hint)))
+}
+
+/// Judges whether the runner that wrote `state` is alive: it says it runs,
+/// it reported within [`ALIVE_WITHIN`], and, when it runs on this machine
+/// with this home, its process exists.
+fn liveness(state: &RunState, home: &Home) -> Liveness {
+    if state.state != "running" {
+        return Liveness::Stopped;
+    }
+    if graven::time::age(&state.updated_at).is_none_or(|age| age > ALIVE_WITHIN) {
+        return Liveness::Stale;
+    }
+    if state.host == crate::settings::host() && same_home(Path::new(&state.home), home.root()) {
+        let proc = Path::new("/proc");
+        // Without /proc (not Linux) the pid cannot be checked here; the
+        // report's age has to do.
+        if proc.join("self").exists() && !proc.join(state.runner_pid.to_string()).exists() {
+            return Liveness::Gone;
+        }
+    }
+    Liveness::Alive
+}
+
+fn same_home(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Checks the tree of `release` that the runner runs, if it is on this
+/// machine: under the runner's own home, against its own store.
+fn check_drift(runner: &RunState, release: &Release) -> DriftCheck {
+    let version = release.version();
+    if runner.host != crate::settings::host() {
+        return DriftCheck::Unknown(format!("{version} runs on {}, not on this machine", runner.host));
+    }
+    let home = Home::new(&runner.home);
+    let tree = graven::run::tree_path(&home, release);
+    if !tree.is_dir() {
+        return DriftCheck::Unknown(format!(
+            "the tree of {version} is not laid out on this machine ({})",
+            tree.display()
+        ));
+    }
+    let checked = LocalStore::open(&home.store_dir()).map_err(|e| e.to_string()).and_then(|store| {
+        let artifact = graven::release::artifact_of(&store, release).map_err(|e| e.to_string())?;
+        graven::run::check_tree(&store, &artifact.root, &tree).map_err(|e| e.to_string())
+    });
+    match checked {
+        Ok(drift) => DriftCheck::Checked(drift),
+        Err(why) => DriftCheck::Unknown(format!("could not check the tree of {version}: {why}")),
+    }
+}
+
+/// Seconds since `rfc3339`.
+fn seconds_since(rfc3339: &str) -> Option<u64> {
+    graven::time::age(rfc3339).map(|age| age.as_secs())
+}
+
+/// How long a process has been up: only while it is up or starting.
+fn uptime(process: &ProcessState) -> Option<u64> {
+    if !matches!(process.state.as_str(), "up" | "starting") {
+        return None;
+    }
+    process.started_at.as_deref().and_then(seconds_since)
+}
+
+/// `12s`, `5m 3s`, `2h 5m`, `3d 4h`.
+fn duration(seconds: u64) -> String {
+    match seconds {
+        0..60 => format!("{seconds}s"),
+        60..3600 => format!("{}m {}s", seconds / 60, seconds % 60),
+        3600..86_400 => format!("{}h {}m", seconds / 3600, seconds % 3600 / 60),
+        _ => format!("{}d {}h", seconds / 86_400, seconds % 86_400 / 3600),
+    }
+}
+
+fn label(name: &str) -> String {
+    format!("{name:<LABEL_WIDTH$}")
+}
+
+fn line(name: &str, value: impl std::fmt::Display) -> String {
+    format!("{}  {value}", label(name))
+}
+
+fn release_row(name: &str, release: &Release, when: String) -> Vec<String> {
+    vec![
+        label(name),
+        release.version(),
+        release.kind.name().to_owned(),
+        ui::short_commit(&release.commit).to_owned(),
+        format!("artifact {}", release.artifact.short()),
+        format!("config {}", release.config.short()),
+        when,
+    ]
+}
+
+fn text(status: &Status) -> String {
+    let env = &status.env;
+    let mut lines = Vec::new();
+    let mut releases = Vec::new();
+    match &status.desired {
+        Some(desired) => {
+            releases.push(release_row("desired", desired, format!("released {}", ui::age(&desired.created_at))));
+        }
+        None => lines.push(line("desired", format!("nothing: {env} has no release yet"))),
+    }
+    if let Some((running, since)) = &status.running {
+        releases.push(release_row("running", running, format!("started {}", ui::age(since))));
+    }
+    if !releases.is_empty() {
+        lines.insert(0, ui::table(&releases));
+    }
+    if status.running.is_none() {
+        let why = match &status.runner {
+            None => "not running (no runner has reported)".to_owned(),
+            Some(runner) if runner.alive() => "nothing yet (the runner has not finished a rollout)".to_owned(),
+            Some(runner) => format!("not running ({})", runner.why_not_alive()),
+        };
+        lines.push(line("running", why));
+    }
+    if let Some(desired) = &status.desired {
+        let in_sync = match &status.running {
+            _ if status.in_sync() => "yes".to_owned(),
+            Some((running, _)) => format!("no: {} is released, {} runs", desired.version(), running.version()),
+            None => format!("no: {} is released, nothing runs", desired.version()),
+        };
+        lines.push(line("in sync", in_sync));
+    }
+    if let Some(runner) = &status.runner {
+        let state = &runner.state;
+        lines.push(line(
+            "runner",
+            format!(
+                "pid {} on {}, home {}: {}, reported {}",
+                state.runner_pid,
+                state.host,
+                state.home,
+                if runner.alive() { "running" } else { "not running" },
+                ui::age(&state.updated_at)
+            ),
+        ));
+    }
+    match &status.drift {
+        Some(DriftCheck::Checked(drift)) if drift.is_empty() => {
+            lines.push(line("drift", "none: the tree on disk matches the artifact"));
+        }
+        Some(DriftCheck::Checked(drift)) => lines.push(line(
+            "drift",
+            format!(
+                "{} from the artifact: graven verify --env {env} lists them",
+                ui::count_of(drift.len() as u64, "difference")
+            ),
+        )),
+        Some(DriftCheck::Unknown(why)) => lines.push(line("drift", format!("unknown: {why}"))),
+        None => {}
+    }
+    if let Some(failure) = status.last_failure() {
+        lines.push(line("last failure", format!("v{}, {}: {}", failure.number, ui::age(&failure.at), failure.reason)));
+    }
+    let processes = status.processes();
+    if !processes.is_empty() {
+        let mut rows = vec![["PROCESS", "TYPE", "PID", "STATE", "RESTARTS", "UPTIME"].map(str::to_owned).to_vec()];
+        for process in processes {
+            rows.push(vec![
+                process.name.clone(),
+                process.kind.clone(),
+                process.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
+                process.state.clone(),
+                process.restarts.to_string(),
+                uptime(process).map_or_else(|| "-".to_owned(), duration),
+            ]);
+        }
+        lines.push(String::new());
+        lines.push(ui::table(&rows));
+    }
+    lines.join("\n")
+}
+
+/// DESIGN.md's `status`.
+#[derive(serde::Serialize)]
+struct StatusJson<'a> {
+    app: &'a str,
+    env: &'a str,
+    desired: Option<ReleaseJson<'a>>,
+    running: Option<RunningJson<'a>>,
+    in_sync: bool,
+    /// `null` when the tree could not be checked here.
+    drift: Option<bool>,
+    drift_files: Option<usize>,
+    last_failure: Option<FailureJson<'a>>,
+    processes: Vec<ProcessJson<'a>>,
+    runner: Option<RunnerJson<'a>>,
+    /// Why the exit code is 1; empty when it is 0.
+    problems: Vec<String>,
+}
+
+#[derive(serde::Serialize)]
+struct RunningJson<'a> {
+    #[serde(flatten)]
+    release: ReleaseJson<'a>,
+    since: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct FailureJson<'a> {
+    number: u64,
+    version: String,
+    reason: &'a str,
+    at: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct ProcessJson<'a> {
+    name: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    pid: Option<u32>,
+    state: &'a str,
+    restarts: u32,
+    uptime_s: Option<u64>,
+    started_at: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct RunnerJson<'a> {
+    pid: u32,
+    host: &'a str,
+    home: &'a str,
+    state: &'a str,
+    alive: bool,
+    updated_at: &'a str,
+    /// The release it last reported running.
+    release: Option<String>,
+}
+
+fn json(status: &Status) -> StatusJson<'_> {
+    let desired_number = status.desired.as_ref().map(|r| r.number);
+    StatusJson {
+        app: &status.app,
+        env: &status.env,
+        desired: status.desired.as_ref().map(|r| ReleaseJson::new(r, true)),
+        running: status.running.as_ref().map(|(release, since)| RunningJson {
+            release: ReleaseJson::new(release, Some(release.number) == desired_number),
+            since,
+        }),
+        in_sync: status.in_sync(),
+        drift: status.drifted().map(|d| !d.is_empty()),
+        drift_files: status.drifted().map(<[Drift]>::len),
+        last_failure: status.last_failure().map(|f| FailureJson {
+            number: f.number,
+            version: format!("v{}", f.number),
+            reason: &f.reason,
+            at: &f.at,
+        }),
+        processes: status
+            .processes()
+            .iter()
+            .map(|p| ProcessJson {
+                name: &p.name,
+                kind: &p.kind,
+                pid: p.pid,
+                state: &p.state,
+                restarts: p.restarts,
+                uptime_s: uptime(p),
+                started_at: p.started_at.as_deref(),
+            })
+            .collect(),
+        runner: status.runner.as_ref().map(|r| RunnerJson {
+            pid: r.state.runner_pid,
+            host: &r.state.host,
+            home: &r.state.home,
+            state: &r.state.state,
+            alive: r.alive(),
+            updated_at: &r.state.updated_at,
+            release: r.state.running.as_ref().map(|running| format!("v{}", running.number)),
+        }),
+        problems: status.problems().into_iter().map(|(problem, _)| problem).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_uptimes() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(59), "59s");
+        assert_eq!(duration(303), "5m 3s");
+        assert_eq!(duration(7500), "2h 5m");
+        assert_eq!(duration(273_600), "3d 4h");
+    }
+}

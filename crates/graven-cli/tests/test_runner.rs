@@ -1,0 +1,259 @@
+//! `graven run`: the supervisor, end to end, with real processes and real
+//! HTTP on loopback. Each test starts a runner in the background and stops
+//! it with SIGTERM.
+
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use graven_testutils::TestRepo;
+
+use crate::common::{Graven, shell_app};
+
+/// How long a test waits for something the runner should do within seconds.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
+}
+
+/// `GET path` on the port; the response body, or `None` on any failure.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
+
+/// Waits until `GET /?format=text` answers something containing `text`.
+#[track_caller]
+fn wait_for_page(port: u16, text: &str) {
+    let start = Instant::now();
+    loop {
+        if get(port, "/?format=text").is_some_and(|body| body.contains(text)) {
+            return;
+        }
+        assert!(start.elapsed() < PATIENCE, "the page never showed '{text}'; last: {:?}", get(port, "/?format=text"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A background `graven run`; SIGTERMed and reaped when dropped.
+struct Runner {
+    child: Child,
+}
+
+impl Runner {
+    fn start(graven: &Graven, port: u16, extra: &[&str]) -> Self {
+        let port = port.to_string();
+        let mut args = vec!["run", "--env", "production", "--port", &port];
+        args.extend_from_slice(extra);
+        let child = graven.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start graven run");
+        Self { child }
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(start.elapsed() < PATIENCE, "graven run did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.terminate();
+        }
+    }
+}
+
+/// The example app, built and released to production.
+fn hello() -> (TestRepo, Graven) {
+    let repo = TestRepo::hello();
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    let run = graven.run(["release", "--env", "production"]);
+    assert_eq!(run.code, 0, "{run}");
+    (repo, graven)
+}
+
+/// The status as JSON, once `check` holds (or the patience runs out).
+#[track_caller]
+fn wait_for_status(graven: &Graven, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = graven.run(["status", "--env", "production", "--json"]).json();
+        if check(&status) {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "the status never got there: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn switches_config_deploy_and_rollback_without_a_failed_request() {
+    let (_repo, graven) = hello();
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &[]);
+    wait_for_page(port, "hello v1");
+
+    // A client that never stops asking while the releases change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (served, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, served, failed) = (Arc::clone(&stop), Arc::clone(&served), Arc::clone(&failed));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let counter = if get(port, "/?format=text").is_some() { &served } else { &failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    assert_eq!(graven.run(["config", "set", "GREETING=Hi", "--env", "production"]).code, 0);
+    wait_for_page(port, "Hi from hello v2");
+    assert_eq!(graven.run(["rollback", "--env", "production"]).code, 0);
+    wait_for_page(port, "Hello from hello v3");
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "failed requests ({} served)", served.load(Ordering::Relaxed));
+    assert!(served.load(Ordering::Relaxed) > 10);
+
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(status["running"]["version"], "v3");
+    let web = status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "web.1").unwrap().clone();
+    assert_eq!(web["state"], "up");
+    let pid = web["pid"].as_u64().unwrap();
+
+    assert!(runner.terminate().success(), "graven run exits 0 on SIGTERM");
+    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "no process outlives the runner");
+    assert!(get(port, "/healthz").is_none(), "the port is closed");
+}
+
+#[test]
+fn a_failing_release_phase_or_crashing_web_keeps_the_old_release_serving() {
+    let (_repo, graven) = hello();
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_page(port, "hello v1");
+
+    // The example's release phase fails with HELLO_FAIL_RELEASE=1.
+    assert_eq!(graven.run(["config", "set", "HELLO_FAIL_RELEASE=1", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| !s["last_failure"].is_null());
+    assert_eq!(status["last_failure"]["number"], 2);
+    let reason = status["last_failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("release phase"), "{reason}");
+    assert_eq!(status["running"]["version"], "v1");
+    assert_eq!(status["in_sync"], false);
+    wait_for_page(port, "Hello from hello v1");
+    assert_eq!(graven.run(["status", "--env", "production"]).code, 1, "status gates scripts");
+
+    // The next release rolls out again.
+    assert_eq!(graven.run(["config", "unset", "HELLO_FAIL_RELEASE", "--env", "production"]).code, 0);
+    wait_for_page(port, "hello v3");
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(graven.run(["status", "--env", "production"]).code, 0);
+}
+
+/// A shell app whose web process serves with python3's http.server unless
+/// the config says otherwise.
+fn shell_web(run_settings: &str) -> (TestRepo, Graven) {
+    let repo = shell_app(&format!("[run]\n{run_settings}\n"));
+    repo.write(
+        "Procfile",
+        "web: if [ -n \"$CRASH\" ]; then exit 3; elif [ -n \"$HANG\" ]; then exec sleep 600; else exec python3 -m http.server \"$PORT\" --bind 127.0.0.1; fi\n\
+         worker: if [ -n \"$CRASH_WORKER\" ]; then exit 1; else exec sleep 600; fi\n",
+    );
+    repo.commit("A web process");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    (repo, graven)
+}
+
+#[test]
+fn a_web_process_that_exits_or_never_listens_is_not_switched_to() {
+    let (_repo, graven) = shell_web("health_timeout = 2");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+
+    assert_eq!(graven.run(["config", "set", "CRASH=1", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| s["last_failure"]["number"] == 2);
+    assert!(status["last_failure"]["reason"].as_str().unwrap().contains("web.1 exited"), "{status:#}");
+    assert!(get(port, "/").is_some(), "v1 still serves");
+
+    assert_eq!(graven.run(["config", "set", "HANG=1", "CRASH=", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| s["last_failure"]["number"] == 3);
+    assert!(status["last_failure"]["reason"].as_str().unwrap().contains("within 2 s"), "{status:#}");
+    assert!(get(port, "/").is_some(), "v1 still serves");
+    assert_eq!(status["running"]["version"], "v1");
+}
+
+#[test]
+fn a_crashing_worker_is_restarted_with_backoff() {
+    let (_repo, graven) = shell_web("");
+    assert_eq!(graven.run(["config", "set", "CRASH_WORKER=1", "--env", "production"]).code, 0);
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| {
+        s["processes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "worker.1" && p["restarts"].as_u64() >= Some(2)))
+    });
+    let worker = status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "worker.1").unwrap();
+    assert!(["restarting", "up"].contains(&worker["state"].as_str().unwrap()), "{worker:#}");
+}
+
+#[test]
+fn one_runner_per_environment_and_a_busy_port_is_refused() {
+    let (_repo, graven) = shell_web("");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+    let run = graven.run(["run", "--env", "production", "--port", &free_port().to_string()]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.to_string().contains("a runner is already running for this app and environment (pid "), "{run}");
+
+    let busy = TcpListener::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+    let busy_port = busy.local_addr().unwrap().port().to_string();
+    let run = graven.run(["run", "--env", "staging", "--port", &busy_port]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.to_string().contains(&format!("could not listen on port {busy_port}")), "{run}");
+}
+
+#[test]
+fn a_runner_killed_outright_leaves_nothing_running_after_a_restart() {
+    let (_repo, graven) = shell_web("");
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    let pids: Vec<u64> = status["processes"].as_array().unwrap().iter().filter_map(|p| p["pid"].as_u64()).collect();
+    assert_eq!(pids.len(), 2, "web and worker: {status:#}");
+    runner.child.kill().unwrap();
+    runner.child.wait().unwrap();
+    assert!(pids.iter().all(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()), "orphans, for now");
+
+    let _again = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v1");
+    let start = Instant::now();
+    while pids.iter().any(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists()) {
+        assert!(start.elapsed() < PATIENCE, "the previous run's processes were not stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(get(port, "/").is_some(), "{status:#}");
+}

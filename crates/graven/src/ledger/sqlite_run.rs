@@ -1,0 +1,99 @@
+//! The SQLite ledger's run state: one mutable row per runner, overwritten
+//! by each report. Not part of the history (see `0003_run_state.sql`).
+
+use rusqlite::{Connection, Row, params};
+use serde::de::DeserializeOwned;
+
+use super::LedgerError;
+use crate::run::state::RunState;
+
+fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+    move |e| LedgerError::Query { doing, why: e.to_string() }
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("run state always serialises")
+}
+
+pub(super) fn set_run_state(connection: &Connection, state: &RunState) -> Result<(), LedgerError> {
+    const DOING: &str = "recording a runner's state";
+    connection
+        .execute(
+            "INSERT INTO run_state (app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (app, env, host, home) DO UPDATE SET
+                 runner_pid = excluded.runner_pid,
+                 state = excluded.state,
+                 running = excluded.running,
+                 processes = excluded.processes,
+                 last_failure = excluded.last_failure,
+                 updated_at = excluded.updated_at",
+            params![
+                state.app,
+                state.env,
+                state.host,
+                state.home,
+                i64::from(state.runner_pid),
+                state.state,
+                state.running.as_ref().map(to_json),
+                to_json(&state.processes),
+                state.last_failure.as_ref().map(to_json),
+                state.updated_at,
+            ],
+        )
+        .map_err(query_error(DOING))?;
+    Ok(())
+}
+
+pub(super) fn run_states(connection: &Connection, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError> {
+    const DOING: &str = "reading the runners' states";
+    let mut statement = connection
+        .prepare(
+            "SELECT app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at
+             FROM run_state WHERE app = ?1 AND env = ?2 ORDER BY updated_at DESC, host, home",
+        )
+        .map_err(query_error(DOING))?;
+    let rows = statement.query_map(params![app, env], run_state_from_row).map_err(query_error(DOING))?;
+    let mut states = Vec::new();
+    for row in rows {
+        states.push(row.map_err(query_error(DOING))??);
+    }
+    Ok(states)
+}
+
+fn parse<T: DeserializeOwned>(text: &str, column: &str) -> Result<T, String> {
+    serde_json::from_str(text).map_err(|e| format!("{column}: {e}"))
+}
+
+fn run_state_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunState, LedgerError>> {
+    let env: String = row.get(1)?;
+    let host: String = row.get(2)?;
+    let home: String = row.get(3)?;
+    let runner_pid: i64 = row.get(4)?;
+    let running: Option<String> = row.get(6)?;
+    let processes: String = row.get(7)?;
+    let last_failure: Option<String> = row.get(8)?;
+    let app: String = row.get(0)?;
+    let state: String = row.get(5)?;
+    let updated_at: String = row.get(9)?;
+    let what = format!("run state of {env} on {host} ({home})");
+    let corrupt = |why: String| LedgerError::Corrupt { what: what.clone(), why };
+    Ok((|| {
+        Ok(RunState {
+            runner_pid: u32::try_from(runner_pid).map_err(|_| corrupt(format!("runner_pid {runner_pid}")))?,
+            running: running.as_deref().map(|text| parse(text, "running")).transpose().map_err(corrupt)?,
+            processes: parse(&processes, "processes").map_err(corrupt)?,
+            last_failure: last_failure
+                .as_deref()
+                .map(|text| parse(text, "last_failure"))
+                .transpose()
+                .map_err(corrupt)?,
+            app,
+            env,
+            host,
+            home,
+            state,
+            updated_at,
+        })
+    })())
+}

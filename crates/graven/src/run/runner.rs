@@ -1,0 +1,544 @@
+//! The runner: makes the running processes match the environment's current
+//! release, and keeps them running.
+//!
+//! A rollout lays out the new release's tree, runs its release phase, starts
+//! its processes, waits until every new `web` process is healthy, switches
+//! the proxy to them in one step and only then stops the old processes
+//! (after their open connections drain). If anything before the switch
+//! fails, the new processes are stopped, the failure is recorded, and the
+//! old release keeps serving, untouched. A release that failed is not tried
+//! again; the next release is.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::logs::LogSink;
+use super::process::{Backoff, Process, record_groups};
+use super::proxy::Proxy;
+use super::state::{Failure, ProcessState, RunState, RunningRelease};
+use super::{RunError, materialise, process_environment};
+use crate::Digest;
+use crate::app::RunSettings;
+use crate::build::Artifact;
+use crate::home::Home;
+use crate::ledger::Ledger;
+use crate::release::{ConfigVersion, Release};
+use crate::store::Store;
+use crate::time;
+
+/// The public port when neither `--port` nor `graven.toml [run] port` says.
+pub const DEFAULT_PORT: u16 = 8080;
+/// How long a new web process has to become healthy, unless `[run]
+/// health_timeout` says.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a process has between SIGTERM and SIGKILL, unless `[run]
+/// stop_timeout` says.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the runner looks for a new release.
+const POLL: Duration = Duration::from_millis(200);
+/// How often the runner reports itself in the ledger.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Prints one line on the runner's stdout.
+pub type Print = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// What the runner runs, and how.
+pub struct RunnerOptions {
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// How many processes of each type; empty means one of each type.
+    pub formation: BTreeMap<String, u32>,
+    /// The public port; `None` takes the current release's `[run] port`.
+    pub port: Option<u16>,
+    /// This machine's name, for the run state.
+    pub host: String,
+}
+
+/// One process slot of a deployment: restarted in place when it exits.
+struct Slot {
+    name: String,
+    kind: String,
+    command: String,
+    port: Option<u16>,
+    process: Option<Process>,
+    backoff: Backoff,
+    restart_at: Option<Instant>,
+    started_at: Option<String>,
+}
+
+/// A release with its processes.
+struct Deployment {
+    release: Release,
+    config: ConfigVersion,
+    tree: PathBuf,
+    run: RunSettings,
+    slots: Vec<Slot>,
+    since: String,
+}
+
+/// The runner of one app's environment.
+pub struct Runner<'a> {
+    ledger: &'a dyn Ledger,
+    store: &'a dyn Store,
+    home: &'a Home,
+    options: RunnerOptions,
+    sink: Arc<LogSink>,
+    print: Print,
+    proxy: Option<Proxy>,
+    current: Option<Deployment>,
+    failure: Option<Failure>,
+    failed: Option<Digest>,
+}
+
+impl<'a> Runner<'a> {
+    /// A runner that logs to the environment's run directory and prints
+    /// with `print`.
+    pub fn new(
+        ledger: &'a dyn Ledger,
+        store: &'a dyn Store,
+        home: &'a Home,
+        options: RunnerOptions,
+        print: Print,
+    ) -> Result<Self, RunError> {
+        let dir = home.run_dir(&options.env);
+        let sink = LogSink::open(&dir).map_err(|e| RunError::Io {
+            action: "open the log in",
+            path: dir.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        Ok(Self {
+            ledger,
+            store,
+            home,
+            options,
+            sink: Arc::new(sink),
+            print,
+            proxy: None,
+            current: None,
+            failure: None,
+            failed: None,
+        })
+    }
+
+    /// Runs until `stop` is set, then stops every process.
+    pub fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
+        let first = self.ledger.releases(&self.options.app, &self.options.env, Some(1))?.pop();
+        let port = match (self.options.port, &first) {
+            (Some(port), _) => port,
+            (None, Some(release)) => self.artifact(release).ok().and_then(|a| a.run.port).unwrap_or(DEFAULT_PORT),
+            (None, None) => DEFAULT_PORT,
+        };
+        let proxy = Proxy::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+            .map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
+        proxy.start().map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
+        self.say(&format!("listening on port {port} for {} {}", self.options.app, self.options.env));
+        self.proxy = Some(proxy);
+        if first.is_none() {
+            self.say(&format!("no release yet: waiting for graven release --env {}", self.options.env));
+        }
+
+        let mut last_report = Instant::now().checked_sub(REPORT_EVERY).unwrap_or_else(Instant::now);
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(desired) = self.ledger.releases(&self.options.app, &self.options.env, Some(1))?.pop() {
+                let running = self.current.as_ref().map(|d| d.release.id);
+                if running != Some(desired.id) && self.failed != Some(desired.id) {
+                    self.rollout(&desired, stop);
+                }
+            }
+            self.supervise();
+            if last_report.elapsed() >= REPORT_EVERY {
+                self.report("running");
+                last_report = Instant::now();
+            }
+            std::thread::sleep(POLL);
+        }
+        self.shutdown();
+        Ok(())
+    }
+
+    fn say(&self, text: &str) {
+        let line = self.sink.line("graven", text);
+        (self.print)(&line);
+    }
+
+    fn artifact(&self, release: &Release) -> Result<Artifact, RunError> {
+        Artifact::load(self.store, &release.artifact)
+            .map_err(|e| RunError::Artifact { id: release.artifact, why: e.to_string() })
+    }
+
+    /// Switches to `release`, or records why it could not.
+    fn rollout(&mut self, release: &Release, stop: &AtomicBool) {
+        self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
+        match self.prepare(release, stop) {
+            Ok(deployment) => self.switch(deployment),
+            Err(reason) => {
+                self.say(&format!("rollout of {} failed: {reason}", release.version()));
+                match &self.current {
+                    Some(current) => self.say(&format!("{} keeps serving", current.release.version())),
+                    None => self.say("nothing is serving"),
+                }
+                self.failure = Some(Failure { number: release.number, reason, at: time::now_rfc3339() });
+                self.failed = Some(release.id);
+                self.report("running");
+            }
+        }
+    }
+
+    /// Everything before the switch: tree, release phase, new processes,
+    /// health. On failure, whatever was started is stopped again.
+    fn prepare(&self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
+        let tree = materialise(self.store, self.home, release).map_err(|e| e.to_string())?;
+        let config = self
+            .ledger
+            .config_version(&release.config)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
+        let artifact = self.artifact(release).map_err(|e| e.to_string())?;
+        let mut deployment = Deployment {
+            release: release.clone(),
+            config,
+            tree: tree.path,
+            run: artifact.run.clone(),
+            slots: Vec::new(),
+            since: time::now_rfc3339(),
+        };
+        if let Some(command) = artifact.process_types.get(crate::app::RELEASE_PHASE) {
+            self.release_phase(&deployment, command, stop)?;
+        }
+        deployment.slots = self.slots(&artifact);
+        for slot in &mut deployment.slots {
+            if let Err(e) = self.start(&deployment.release, &deployment.config, &deployment.tree, slot) {
+                self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
+                return Err(e);
+            }
+        }
+        if let Err(reason) = Self::wait_healthy(&mut deployment, stop) {
+            self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
+            return Err(reason);
+        }
+        Ok(deployment)
+    }
+
+    fn release_phase(&self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
+        let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, command, None);
+        self.start(&deployment.release, &deployment.config, &deployment.tree, &mut slot)?;
+        let mut process = slot.process.take().expect("a started slot has a process");
+        loop {
+            match process.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("the release phase `{command}` failed ({status})")),
+                Ok(None) if stop.load(Ordering::Relaxed) => {
+                    let _ = process.stop(stop_timeout(&deployment.run));
+                    return Err("the runner was stopped during the release phase".to_owned());
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The slots of the formation, web first.
+    fn slots(&self, artifact: &Artifact) -> Vec<Slot> {
+        let mut slots = Vec::new();
+        let mut types: Vec<(&String, &String)> =
+            artifact.process_types.iter().filter(|(name, _)| name.as_str() != crate::app::RELEASE_PHASE).collect();
+        types.sort_by_key(|(name, _)| (name.as_str() != "web", (*name).clone()));
+        for (kind, command) in types {
+            let count = if self.options.formation.is_empty() {
+                1
+            } else {
+                self.options.formation.get(kind).copied().unwrap_or(0)
+            };
+            for n in 1..=count {
+                let port = (kind == "web").then(free_port);
+                slots.push(Slot::new(&format!("{kind}.{n}"), kind, command, port.flatten()));
+            }
+        }
+        slots
+    }
+
+    /// Starts `slot`'s process, with a fresh private TMPDIR.
+    fn start(&self, release: &Release, config: &ConfigVersion, tree: &Path, slot: &mut Slot) -> Result<(), String> {
+        let mut env = process_environment(release, config, &slot.name);
+        if let Some(port) = slot.port {
+            env.insert("PORT".to_owned(), OsString::from(port.to_string()));
+        }
+        let tmp = self.home.run_dir(&self.options.env).join("tmp").join(&slot.name);
+        crate::remove_tree::remove_tree(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
+        env.insert("TMPDIR".to_owned(), tmp.into_os_string());
+        let sink = Arc::clone(&self.sink);
+        let print = Arc::clone(&self.print);
+        let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(name, line)));
+        let process = Process::spawn(&slot.name, &slot.command, tree, &env, on_line).map_err(|e| e.to_string())?;
+        slot.process = Some(process);
+        slot.started_at = Some(time::now_rfc3339());
+        Ok(())
+    }
+
+    /// Waits until every web process accepts connections (or answers 2xx on
+    /// `[run] health`), failing if one exits or the time runs out.
+    fn wait_healthy(deployment: &mut Deployment, stop: &AtomicBool) -> Result<(), String> {
+        let timeout = deployment.run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs);
+        let deadline = Instant::now() + timeout;
+        let health = deployment.run.health.clone();
+        for slot in deployment.slots.iter_mut().filter(|slot| slot.port.is_some()) {
+            let port = slot.port.expect("web slots have ports");
+            loop {
+                let process = slot.process.as_mut().expect("started");
+                if let Ok(Some(status)) = process.try_wait() {
+                    return Err(format!("{} exited before it was healthy ({status})", slot.name));
+                }
+                if healthy(port, health.as_deref()) {
+                    break;
+                }
+                if stop.load(Ordering::Relaxed) {
+                    return Err("the runner was stopped while the new processes started".to_owned());
+                }
+                if Instant::now() >= deadline {
+                    let check = health.as_deref().map_or_else(
+                        || format!("accept connections on port {port}"),
+                        |path| format!("answer 2xx on {path}"),
+                    );
+                    return Err(format!("{} did not {check} within {} s", slot.name, timeout.as_secs()));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        Ok(())
+    }
+
+    /// Points the proxy at the new web processes, then stops the old ones
+    /// once their connections have drained.
+    fn switch(&mut self, deployment: Deployment) {
+        let backends: Vec<SocketAddr> = deployment
+            .slots
+            .iter()
+            .filter_map(|s| s.port)
+            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
+            .collect();
+        if let Some(proxy) = &self.proxy {
+            proxy.switch(backends);
+        }
+        let version = deployment.release.version();
+        if let Some(old) = self.current.replace(deployment) {
+            self.say(&format!("{version} is serving; stopping {}", old.release.version()));
+            self.stop_all(old.slots, &old.run);
+        } else {
+            self.say(&format!("{version} is serving"));
+        }
+        self.failure = None;
+        self.record_groups();
+        self.report("running");
+    }
+
+    /// Stops `slots` in parallel: a web process once its connections have
+    /// drained (or the stop timeout passed), the others at once.
+    fn stop_all(&self, slots: Vec<Slot>, run: &RunSettings) {
+        let timeout = stop_timeout(run);
+        std::thread::scope(|scope| {
+            for slot in slots {
+                let Some(process) = slot.process else { continue };
+                let proxy = self.proxy.as_ref();
+                scope.spawn(move || {
+                    if let (Some(proxy), Some(port)) = (proxy, slot.port) {
+                        proxy.wait_drained(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
+                    }
+                    let _ = process.stop(timeout);
+                });
+            }
+        });
+    }
+
+    /// Restarts processes that exited, with backoff.
+    fn supervise(&mut self) {
+        let Some(mut deployment) = self.current.take() else { return };
+        for slot in &mut deployment.slots {
+            if let Some(process) = slot.process.as_mut()
+                && let Ok(Some(status)) = process.try_wait()
+            {
+                let uptime = process.uptime();
+                let delay = slot.backoff.next_delay(uptime);
+                slot.process = None;
+                slot.restart_at = Some(Instant::now() + delay);
+                self.say(&format!("{} exited ({status}); restarting in {} s", slot.name, delay.as_secs()));
+            }
+            if slot.process.is_none() && slot.restart_at.is_some_and(|at| Instant::now() >= at) {
+                slot.restart_at = None;
+                if let Err(e) = self.start(&deployment.release, &deployment.config, &deployment.tree, slot) {
+                    let delay = slot.backoff.next_delay(Duration::ZERO);
+                    slot.restart_at = Some(Instant::now() + delay);
+                    self.say(&format!("{} could not be restarted: {e}", slot.name));
+                }
+            }
+        }
+        self.current = Some(deployment);
+        self.record_groups();
+    }
+
+    fn record_groups(&self) {
+        let pgids: Vec<i32> = self
+            .current
+            .iter()
+            .flat_map(|d| d.slots.iter())
+            .filter_map(|slot| slot.process.as_ref().map(Process::pgid))
+            .collect();
+        let _ = record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids);
+    }
+
+    /// Writes the run state for `graven status`.
+    fn report(&self, state: &str) {
+        let processes = self
+            .current
+            .iter()
+            .flat_map(|d| d.slots.iter())
+            .map(|slot| ProcessState {
+                name: slot.name.clone(),
+                kind: slot.kind.clone(),
+                pid: slot.process.as_ref().map(Process::pid),
+                state: match (&slot.process, slot.restart_at) {
+                    _ if state == "stopped" => "stopped",
+                    (Some(_), _) => "up",
+                    (None, Some(_)) => "restarting",
+                    (None, None) => "stopped",
+                }
+                .to_owned(),
+                restarts: slot.backoff.restarts(),
+                started_at: slot.started_at.clone(),
+            })
+            .collect();
+        let run_state = RunState {
+            app: self.options.app.clone(),
+            env: self.options.env.clone(),
+            host: self.options.host.clone(),
+            home: self.home.root().display().to_string(),
+            runner_pid: std::process::id(),
+            state: state.to_owned(),
+            running: self.current.as_ref().map(|d| RunningRelease {
+                id: d.release.id,
+                number: d.release.number,
+                since: d.since.clone(),
+            }),
+            processes,
+            last_failure: self.failure.clone(),
+            updated_at: time::now_rfc3339(),
+        };
+        if let Err(e) = self.ledger.set_run_state(&run_state) {
+            self.say(&format!("could not record the run state in the ledger: {e}"));
+        }
+    }
+
+    fn shutdown(&mut self) {
+        self.say("stopping");
+        if let Some(deployment) = self.current.take() {
+            let run = deployment.run.clone();
+            self.stop_all(deployment.slots, &run);
+        }
+        if let Some(proxy) = self.proxy.take() {
+            proxy.stop();
+        }
+        let _ = std::fs::remove_file(groups_file(self.home, &self.options.app, &self.options.env));
+        self.report("stopped");
+        self.say("stopped");
+    }
+}
+
+impl Slot {
+    fn new(name: &str, kind: &str, command: &str, port: Option<u16>) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind: kind.to_owned(),
+            command: command.to_owned(),
+            port,
+            process: None,
+            backoff: Backoff::new(),
+            restart_at: None,
+            started_at: None,
+        }
+    }
+}
+
+/// The file listing the process groups the runner of `app` started.
+pub fn groups_file(home: &Home, app: &str, env: &str) -> PathBuf {
+    home.run_dir(env).join(format!("groups-{app}.json"))
+}
+
+/// The lock that makes a runner the only one for its app, environment and
+/// home. Held while this lives; the kernel drops it when the process dies,
+/// however it dies.
+pub struct RunLock {
+    _file: std::fs::File,
+}
+
+impl RunLock {
+    /// Takes the lock, or names the runner that holds it.
+    pub fn acquire(home: &Home, app: &str, env: &str) -> Result<Self, RunError> {
+        let dir = home.run_dir(env);
+        let path = dir.join(format!("runner-{app}.lock"));
+        let io_error = |action| {
+            let path = path.clone();
+            move |source| RunError::Io { action, path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io_error("create"))?;
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_error("open"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {
+                file.set_len(0).map_err(io_error("write"))?;
+                write!(file, "{}", std::process::id()).map_err(io_error("write"))?;
+                Ok(Self { _file: file })
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Err(RunError::AlreadyRunning { pid: pid.trim().to_owned(), lock: path })
+            }
+            Err(e) => Err(io_error("lock")(e.into())),
+        }
+    }
+}
+
+fn stop_timeout(run: &RunSettings) -> Duration {
+    run.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, Duration::from_secs)
+}
+
+/// A port nothing listens on now, for a web process.
+fn free_port() -> Option<u16> {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).ok().map(|a| a.port())
+}
+
+/// Whether a web process on `port` is ready: it accepts a connection, and,
+/// with a health path, answers it with a 2xx status.
+fn healthy(port: u16, health: Option<&str>) -> bool {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
+    let Some(path) = health else { return true };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: graven\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    let mut read = 0;
+    while read < head.len() {
+        match stream.read(&mut head[read..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read += n,
+        }
+    }
+    // "HTTP/1.x 2xx"
+    read == head.len() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+}

@@ -1,0 +1,72 @@
+//! What a runner reports about itself, for `graven status`: which release it
+//! runs, since when, its processes and its last failed rollout. The one
+//! mutable record in the ledger: each runner overwrites its own row.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+/// One runner's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunState {
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// The machine the runner runs on.
+    pub host: String,
+    /// The runner's graven home, as an absolute path.
+    pub home: String,
+    /// The runner's process id.
+    pub runner_pid: u32,
+    /// `running`, or `stopped` once the runner has exited.
+    pub state: String,
+    /// The release it runs, if any.
+    pub running: Option<RunningRelease>,
+    /// Its processes.
+    pub processes: Vec<ProcessState>,
+    /// The last rollout that failed, if any.
+    pub last_failure: Option<Failure>,
+    /// When the runner last wrote this, RFC 3339.
+    pub updated_at: String,
+}
+
+/// The release a runner runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningRelease {
+    /// The release's id.
+    pub id: Digest,
+    /// Its number.
+    pub number: u64,
+    /// Since when it runs, RFC 3339.
+    pub since: String,
+}
+
+/// One process of a runner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessState {
+    /// `web.1`.
+    pub name: String,
+    /// `web`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its pid while it runs.
+    pub pid: Option<u32>,
+    /// `up`, `starting`, `restarting` or `stopped`.
+    pub state: String,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// When it last started, RFC 3339.
+    pub started_at: Option<String>,
+}
+
+/// A rollout that failed: the old release kept serving.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    /// The release that failed to roll out.
+    pub number: u64,
+    /// Why.
+    pub reason: String,
+    /// When, RFC 3339.
+    pub at: String,
+}
