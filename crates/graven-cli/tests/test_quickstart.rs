@@ -1,16 +1,32 @@
-//! The README's first command: the quickstart builds and releases the
+//! The README's first command: the quickstart builds, releases and runs the
 //! example app in a new repository, which is left for the user.
 
 use crate::common::Graven;
 
 #[test]
-fn the_quickstart_builds_and_releases_the_example_app() {
+fn the_quickstart_builds_releases_and_runs_the_example_app() {
     let dir = tempfile::tempdir().unwrap();
     let repo = dir.path().join("hello");
     let graven = Graven::in_dir(dir.path());
-    let run = graven.run(["quickstart".as_ref(), "--dir".as_ref(), repo.as_os_str()]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let run = graven.run([
+        "quickstart".as_ref(),
+        "--dir".as_ref(),
+        repo.as_os_str(),
+        "--port".as_ref(),
+        port.as_ref(),
+        "--no-serve".as_ref(),
+    ]);
     assert_eq!(run.code, 0, "{run}");
-    for step in ["==> graven build", "==> graven release --env staging", "==> graven releases --env staging"] {
+    for step in [
+        "==> graven build",
+        "==> graven release --env staging",
+        "==> graven releases --env staging",
+        "==> graven run --env staging",
+        "Hello from graven from hello v1 (commit",
+        "==> graven status --env staging",
+        "in sync       yes",
+    ] {
         assert!(run.to_string().contains(step), "the quickstart shows `{step}`:\n{run}");
     }
 

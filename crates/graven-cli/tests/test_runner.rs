@@ -257,3 +257,47 @@ fn a_runner_killed_outright_leaves_nothing_running_after_a_restart() {
     }
     assert!(get(port, "/").is_some(), "{status:#}");
 }
+
+#[test]
+fn a_release_whose_blobs_are_gone_is_not_switched_to_and_old_trees_are_pruned() {
+    let (repo, graven) = shell_web("");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+
+    // A new build whose only new file is then lost from the store.
+    repo.write("new.txt", "only in the second build\n");
+    repo.commit("A new file");
+    graven.build_json::<&str>([]);
+    let digest = "sha256:".to_owned() + &sha256_hex(b"only in the second build\n");
+    let blob = repo.path().join(".graven/store/blobs/sha256").join(&digest[7..9]).join(&digest[9..]);
+    std::fs::remove_file(&blob).unwrap();
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| s["last_failure"]["number"] == 2);
+    assert!(status["last_failure"]["reason"].as_str().unwrap().contains("is not in the store"), "{status:#}");
+    assert_eq!(status["running"]["version"], "v1");
+    assert!(get(port, "/").is_some(), "v1 still serves");
+
+    // Rebuilding stores the lost file again; many config releases later,
+    // only the newest trees stay on disk.
+    graven.build_json(["--force"]);
+    for n in 0..7 {
+        assert_eq!(graven.run(["config", "set", &format!("N={n}"), "--env", "production"]).code, 0);
+        wait_for_status(&graven, |s| s["in_sync"] == true);
+    }
+    let trees = std::fs::read_dir(repo.path().join(".graven/releases/production")).unwrap().count();
+    assert!(trees <= 5, "{trees} trees left");
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    let output = std::process::Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(bytes)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
+}

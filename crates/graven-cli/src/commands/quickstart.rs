@@ -3,12 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use clap::{Args, Parser as _};
 use graven::git::Repo;
+use graven::run::runner::{Runner, RunnerOptions};
 
 use crate::commands::{Cli, dispatch};
 use crate::error::CommandError;
-use crate::settings::Settings;
+use crate::settings::{Settings, host};
 use crate::ui;
 
 /// The example app, compiled into the binary so the quickstart needs nothing
@@ -26,17 +30,26 @@ const HELLO: &[(&str, &str)] = &[
     ("worker.py", include_str!("../../../../examples/hello/worker.py")),
 ];
 
-/// Build the example app in a new git repository, to see graven work.
+/// Build, release and run the example app, to see graven work.
 ///
 /// Copies the example app (a small Python web app) into a new git repository,
 /// commits it, builds it, sets a config variable in a "staging" environment,
-/// releases the build there and lists the releases. The repository is kept,
-/// so you can go on there with other graven commands.
+/// releases the build there, runs it with graven run, fetches its page and
+/// shows graven status; then it keeps serving until Ctrl-C. The repository
+/// is kept, so you can go on there with other graven commands.
 #[derive(Args, Debug)]
 pub(crate) struct QuickstartArgs {
     /// Where to create the example repository [default: a new temporary directory]
     #[arg(long, value_name = "DIR")]
     dir: Option<PathBuf>,
+
+    /// The port the example app is served on
+    #[arg(long, value_name = "PORT", default_value_t = 8080)]
+    port: u16,
+
+    /// Stop after the demonstration instead of serving until Ctrl-C
+    #[arg(long)]
+    no_serve: bool,
 }
 
 pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> {
@@ -74,8 +87,9 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
             .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
         dispatch(&settings, &cli.command)?;
     }
+    serve(&settings, args)?;
     ui::note(format!(
-        "\nThe example app's repository is {}: cd there and try graven config, rollback, diff and releases.",
+        "\nThe example app's repository is {}: cd there and try graven config, rollback, diff, releases and run.",
         dir.display()
     ));
     Ok(())
@@ -89,6 +103,83 @@ const DEMONSTRATION: &[&[&str]] = &[
     &["release", "--env", "staging"],
     &["releases", "--env", "staging"],
 ];
+
+/// Runs the staging release as `graven run` does, fetches its page, shows
+/// `graven status`, and serves until Ctrl-C (or stops, with `--no-serve`).
+fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError> {
+    let port = args.port;
+    ui::note(format!("\n==> graven run --env staging --port {port}"));
+    let ledger = settings.ledger()?;
+    let store = settings.store()?;
+    let options = RunnerOptions {
+        app: settings.app()?,
+        env: "staging".to_owned(),
+        formation: std::collections::BTreeMap::new(),
+        port: Some(port),
+        host: host(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
+    }
+    let print = Arc::new(|line: &str| ui::out(line));
+    let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| runner.run(&stop));
+        let demonstration = demonstrate(settings, port, &running);
+        if args.no_serve || demonstration.is_err() {
+            stop.store(true, Ordering::Relaxed);
+        } else {
+            ui::note(format!("\nserving http://localhost:{port}/ until Ctrl-C"));
+        }
+        let ran = running
+            .join()
+            .unwrap_or_else(|_| Err(graven::run::RunError::Proxy { port, why: "the runner panicked".to_owned() }));
+        ran.map_err(|e| CommandError::failed(e).hint("port busy? run the quickstart with --port and a free port"))?;
+        demonstration
+    })
+}
+
+/// Waits for the page, shows it and the status.
+fn demonstrate<T>(
+    settings: &Settings,
+    port: u16,
+    running: &std::thread::ScopedJoinHandle<'_, T>,
+) -> Result<(), CommandError> {
+    let start = std::time::Instant::now();
+    let page = loop {
+        if running.is_finished() {
+            return Err(CommandError::failed("graven run stopped before the app served its page"));
+        }
+        if let Some(page) = fetch(port) {
+            break page;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            return Err(CommandError::failed(format!("the example app did not answer on port {port} within 60 s")));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    ui::note(format!("\n==> curl http://localhost:{port}/?format=text"));
+    ui::out(page.trim_end());
+    ui::note("\n==> graven status --env staging");
+    let cli = Cli::try_parse_from(["graven", "status", "--env", "staging"])
+        .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
+    dispatch(settings, &cli.command)?;
+    Ok(())
+}
+
+/// `GET /?format=text` on the port: the body of a 200 answer.
+fn fetch(port: u16) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
+    stream.write_all(b"GET /?format=text HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
+}
 
 fn write_example(dir: &Path) -> Result<(), CommandError> {
     for (path, text) in HELLO {

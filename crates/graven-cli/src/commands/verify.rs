@@ -35,8 +35,9 @@ pub(crate) struct VerifyArgs {
     #[arg(long)]
     ledger: bool,
 
-    /// Check the environment's current release tree on this machine for
-    /// drift: every changed, missing or extra file and mode change
+    /// Check the tree of the release running in ENV on this machine (else the
+    /// current release's) for drift: every changed, missing or extra file
+    /// and mode change
     #[arg(long, value_name = "ENV")]
     env: Option<String>,
 }
@@ -128,11 +129,19 @@ fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
-    let release = ledger
-        .releases(&app, env, Some(1))
+    // The release this machine's runner runs, else the current one.
+    let home = settings.home.root().display().to_string();
+    let running = ledger
+        .run_states(&app, env)
         .map_err(CommandError::failed)?
-        .pop()
-        .ok_or_else(|| graven::release::ReleaseError::NoRelease { env: env.to_owned() })?;
+        .into_iter()
+        .find(|state| state.host == crate::settings::host() && state.home == home)
+        .and_then(|state| state.running);
+    let release = match running {
+        Some(running) => ledger.release(&app, env, running.number).map_err(CommandError::failed)?,
+        None => ledger.releases(&app, env, Some(1)).map_err(CommandError::failed)?.pop(),
+    }
+    .ok_or_else(|| graven::release::ReleaseError::NoRelease { env: env.to_owned() })?;
     let tree = graven::run::tree_path(&settings.home, &release);
     if !tree.is_dir() {
         return Err(CommandError::failed(format!(

@@ -40,6 +40,9 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process has between SIGTERM and SIGKILL, unless `[run]
 /// stop_timeout` says.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many release trees stay on disk after a switch (the running one
+/// among them), so that a rollback to a recent release costs no I/O.
+pub const KEEP_TREES: usize = 5;
 /// How often the runner looks for a new release.
 const POLL: Duration = Duration::from_millis(200);
 /// How often the runner reports itself in the ledger.
@@ -338,6 +341,23 @@ impl<'a> Runner<'a> {
         self.failure = None;
         self.record_groups();
         self.report("running");
+        self.prune_trees();
+    }
+
+    /// Removes release trees beyond the newest [`KEEP_TREES`], never the
+    /// running one.
+    fn prune_trees(&self) {
+        let dir = self.home.releases_dir(&self.options.env);
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        let mut numbers: Vec<u64> =
+            entries.flatten().filter_map(|entry| entry.file_name().to_str()?.strip_prefix('v')?.parse().ok()).collect();
+        numbers.sort_unstable_by(|a, b| b.cmp(a));
+        let running = self.current.as_ref().map(|d| d.release.number);
+        for number in numbers.into_iter().skip(KEEP_TREES) {
+            if Some(number) != running {
+                crate::remove_tree::remove_tree(&dir.join(format!("v{number}")));
+            }
+        }
     }
 
     /// Stops `slots` in parallel: a web process once its connections have
