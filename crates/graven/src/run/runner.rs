@@ -551,14 +551,10 @@ fn healthy(port: u16, health: Option<&str>) -> bool {
     if stream.write_all(request.as_bytes()).is_err() {
         return false;
     }
-    let mut head = [0u8; 12];
-    let mut read = 0;
-    while read < head.len() {
-        match stream.read(&mut head[read..]) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => read += n,
-        }
-    }
-    // "HTTP/1.x 2xx"
-    read == head.len() && head.starts_with(b"HTTP/1.") && head[9] == b'2'
+    // Read the whole (small) answer: closing with unread data resets the
+    // connection, and the app would log the reset as an error.
+    let mut response = Vec::new();
+    let _ = (&mut stream).take(64 * 1024).read_to_end(&mut response);
+    // "HTTP/1.x 2xx …"
+    response.len() >= 12 && response.starts_with(b"HTTP/1.") && response[9] == b'2'
 }
