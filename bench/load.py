@@ -200,15 +200,13 @@ def analyse(directory):
     bounds = [a[1] for a in actions[1:]] + [float("inf")]
     for (name, start, end, marker), until in zip(actions, bounds):
         window = [r for r in reqs if start <= r[0] < until]
-        first = next((r[1] for r in ok if r[1] >= end and marker in bodies[r[3]]), None)
+        first = min((r[1] for r in ok if r[1] >= end and marker in bodies[r[3]]), default=None)
         out["switches"].append({
             "name": name, "at": start, "took": end - start,
             "failed": sum(1 for r in window if r[2] != 200),
             # From the command returning to the first response of the new release.
             "serving": None if first is None else first - end,
             "marker": marker})
-    # Responses from a release other than the one expected at that moment are
-    # not errors, but a mix after a switch would be worth knowing about.
     return out
 
 

@@ -301,3 +301,24 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .unwrap();
     String::from_utf8(output.stdout).unwrap().split_whitespace().next().unwrap().to_owned()
 }
+
+#[test]
+fn a_server_needs_only_the_home_not_the_repository() {
+    let (repo, graven) = shell_web("");
+    // The server: a copy of the home, and no repository anywhere.
+    let server = tempfile::tempdir().unwrap();
+    let home = server.path().join("graven-home");
+    let status =
+        std::process::Command::new("cp").arg("-a").arg(repo.path().join(".graven")).arg(&home).status().unwrap();
+    assert!(status.success());
+    drop(graven);
+    drop(repo);
+    let graven = Graven::in_dir(server.path()).env("GRAVEN_HOME", &home).env("GRAVEN_APP", "shell");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(status["running"]["version"], "v1");
+    assert!(get(port, "/").is_some());
+    assert_eq!(graven.run(["config", "set", "X=1", "--env", "production"]).code, 0);
+    wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v2");
+}

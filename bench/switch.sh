@@ -1,0 +1,285 @@
+#!/usr/bin/env bash
+# bench/switch.sh: availability of examples/hello under continuous HTTP load
+# while it goes through a config change, a deploy and a rollback, run by
+# `graven run` (zero-downtime switch behind its proxy) and, side by side, by
+# honcho (the Procfile runner a team would use today) with a restart-based
+# redeploy: stop honcho, change the config or code, start honcho again.
+#
+# For each it prints: failed requests (connection errors or non-200), the
+# longest gap between successful responses, and the time from each switch
+# command returning to the first response of the new release (the rollback's
+# is the one the issue sets a target for). Nothing is asserted: it exits 0
+# unless something fails to run.
+#
+# Usage: bench/switch.sh
+# Environment: BENCH_DURATION=S     seconds of load per runner (default 20)
+#              BENCH_CONNECTIONS=N  concurrent connections (default 8)
+#              BENCH_GRAVEN_BIN=PATH  use this binary instead of building one
+# Everything listens on and is sent to loopback (127.0.0.1) only. Work files
+# and the honcho virtualenv are kept in bench/.work/; the report is also
+# written to bench/.work/switch-report.txt.
+set -euo pipefail
+
+DURATION=${BENCH_DURATION:-20}
+CONNECTIONS=${BENCH_CONNECTIONS:-8}
+die() { echo "bench/switch.sh: error: $*" >&2; exit 1; }
+log() { echo "==> $*" >&2; }
+[[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer of seconds (got '$DURATION')"
+[[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer (got '$CONNECTIONS')"
+(( DURATION >= 10 )) || die "BENCH_DURATION must be at least 10 s, to fit three switches (got $DURATION)"
+
+REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
+BENCH=$REPO/bench
+LOAD=$BENCH/load.py
+WORK=$BENCH/.work/switch
+REPORT=$BENCH/.work/switch-report.txt
+VENV=$BENCH/.work/honcho-venv
+export GRAVEN_AUTHOR=bench@example.invalid   # so graven never needs git config
+BENCH_START=$SECONDS
+
+# The three switches happen at these offsets into the load: t≈4, 9 and 14 s
+# of the default 20 s (20%, 45% and 70% of the duration).
+T_CONFIG=$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d * 0.20 }')
+T_DEPLOY=$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d * 0.45 }')
+T_ROLLBACK=$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d * 0.70 }')
+
+# ---------------------------------------------------------------- tools
+
+if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
+    GRAVEN=$BENCH_GRAVEN_BIN
+else
+    log "building graven (cargo build --release)"
+    (cd "$REPO" && cargo build --release >&2)
+    GRAVEN=$REPO/target/release/graven
+fi
+[[ -x "$GRAVEN" ]] || die "$GRAVEN is not an executable graven binary (check BENCH_GRAVEN_BIN)"
+
+HONCHO=$VENV/bin/honcho
+if [[ ! -x "$HONCHO" ]]; then
+    log "installing honcho from PyPI into bench/.work/honcho-venv"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet honcho >&2
+fi
+log "using $("$GRAVEN" --version) and honcho $("$HONCHO" --version 2>&1 | awk '{print $NF}')"
+
+# ---------------------------------------------------------------- cleanup
+# Every process this script starts is recorded here and stopped on exit,
+# whatever the exit: graven run and honcho get SIGTERM (they stop their own
+# children), then SIGKILL after 15 s; honcho runs in its own session so its
+# whole process group can be killed too. Last, any process still running in
+# the work directory (an app process either of them left behind) is killed
+# by its pid and reported.
+GRAVEN_PID= HONCHO_PID= LOAD_PID=
+
+stop_pid() {   # stop_pid PID [GROUP]: SIGTERM, wait up to 15 s, then SIGKILL
+    local pid=$1 group=${2:-} i
+    [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 150; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid did not stop within 15 s of SIGTERM: sending SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    [[ -n "$group" ]] && kill -KILL -- "-$group" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+leftovers() {  # pids of processes whose working directory is under $WORK
+    local link pid
+    for link in /proc/[0-9]*/cwd; do
+        pid=${link#/proc/}; pid=${pid%/cwd}
+        [[ "$(readlink "$link" 2>/dev/null)" == "$WORK"* ]] && [[ $pid != $$ ]] && echo "$pid"
+    done
+    return 0
+}
+
+cleanup() {
+    local status=$? pids
+    trap - EXIT INT TERM
+    stop_pid "$LOAD_PID"
+    stop_pid "$GRAVEN_PID"
+    stop_pid "$HONCHO_PID" "$HONCHO_PID"
+    pids=$(leftovers)
+    if [[ -n "$pids" ]]; then
+        log "processes left running in the work directory, killing them: $(echo $pids)"
+        kill -KILL $pids 2>/dev/null || true
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+git_commit() {  # git_commit MESSAGE: commit everything tracked or new in the cwd's repo
+    git add -A
+    git -c user.name=bench -c user.email=bench@example.invalid commit -qm "$1"
+}
+
+# make_app DIR: examples/hello as a fresh one-commit git repository (no
+# build outputs: __pycache__ and static/ are what build.py makes).
+make_app() {
+    local dir=$1
+    mkdir -p "$dir"
+    (cd "$REPO/examples/hello" && tar -cf - --exclude=__pycache__ --exclude=static .) | tar -xf - -C "$dir"
+    (cd "$dir" && git init -q && git_commit "hello")
+}
+
+# edit_app: the code change the deploy ships (one template line).
+edit_app() {
+    sed -i 's|<dt>Built</dt>|<dt>Built on</dt>|' templates/index.html.in
+    git_commit "Say when it was built"
+}
+
+# The load, and switches at fixed offsets into it. start_load starts the
+# load in the background and waits until it has begun; at T NAME MARKER CMD...
+# waits until T seconds into the load, runs CMD in this shell, and records
+# when it started and returned, and the body text (MARKER) by which the new
+# release's responses are recognised, in actions.tsv.
+start_load() {  # start_load DIR PORT
+    local dir=$1 port=$2 i
+    rm -f "$dir/t0"
+    python3 "$LOAD" run --port "$port" --duration "$DURATION" --connections "$CONNECTIONS" \
+        --out "$dir/results.json" --t0-file "$dir/t0" &
+    LOAD_PID=$!
+    for ((i = 0; i < 100; i++)); do [[ -s "$dir/t0" ]] && break; sleep 0.05; done
+    [[ -s "$dir/t0" ]] || die "the load did not start"
+    T0=$(<"$dir/t0")
+    ACTIONS=$dir/actions.tsv
+    : > "$ACTIONS"
+}
+
+at() {  # at T NAME MARKER CMD...
+    local t=$1 name=$2 marker=$3 delay start end
+    shift 3
+    delay=$(awk -v t0="$T0" -v t="$t" -v now="$EPOCHREALTIME" \
+        'BEGIN { d = t0 + t - now; printf "%.3f", d > 0 ? d : 0 }')
+    sleep "$delay"
+    log "t≈${t} s: $name"
+    start=$EPOCHREALTIME
+    "$@"
+    end=$EPOCHREALTIME
+    printf '%s\t%s\t%s\t%s\n' "$name" "$start" "$end" "$marker" >> "$ACTIONS"
+}
+
+finish_load() {
+    wait "$LOAD_PID" || die "the load generator failed"
+    LOAD_PID=
+}
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+# ================================================================ graven
+# One repo, one home (ledger + store); v1 is released before the runner
+# starts. `graven run` proxies the public port to the web process; each
+# release made by another process is picked up, started, health-checked
+# (graven.toml [run] health = "/healthz") and switched to. Only the web
+# process runs, as with `honcho start web` below.
+G=$WORK/graven
+make_app "$G/app"
+gv() { (cd "$G/app" && "$GRAVEN" --home "$G/home" "$@"); }
+
+log "graven: build and release v1"
+gv build >"$G/build-v1.log" 2>&1 || die "graven build failed: see $G/build-v1.log"
+gv release --env production >/dev/null
+G_PORT=$(free_port)
+log "graven: run --env production --port $G_PORT"
+gv run --env production --port "$G_PORT" --formation web=1 >"$G/run.log" 2>&1 &
+GRAVEN_PID=$!
+python3 "$LOAD" wait --port "$G_PORT" --marker "Hello from hello v1" --timeout 60 >/dev/null \
+    || die "graven run did not serve v1: see $G/run.log"
+
+graven_config()   { gv config set GREETING=Hi --env production >/dev/null; }
+graven_deploy()   { (cd "$G/app" && edit_app) && gv build >"$G/build-v3.log" 2>&1 && gv release --env production >/dev/null; }
+graven_rollback() { gv rollback --env production >/dev/null; }
+
+log "graven: ${DURATION} s of load, ${CONNECTIONS} connections"
+start_load "$G" "$G_PORT"
+at "$T_CONFIG"   config   "Hi from hello v2" graven_config
+at "$T_DEPLOY"   deploy   "Hi from hello v3" graven_deploy
+at "$T_ROLLBACK" rollback "Hi from hello v4" graven_rollback
+finish_load
+gv status --env production >"$G/status.txt" 2>&1 || true
+stop_pid "$GRAVEN_PID"; GRAVEN_PID=
+
+# ================================================================ honcho
+# The same app in its own checkout, built in place by its build.py, run by
+# `honcho start web` on the public port. Config comes from an env file
+# (honcho -e). GRAVEN_RELEASE there is only a label the app prints, so its
+# responses name the version (v1..v4) exactly as graven's do and both columns
+# are measured the same way. A switch is what a team does today: stop honcho
+# (SIGTERM, which stops the app gracefully), change the config or check out
+# the code and run the build and the release phase (Procfile `release:`),
+# start honcho again.
+H=$WORK/honcho
+make_app "$H/app"
+H_PORT=$(free_port)
+
+honcho_build() {   # build.py and the release phase, as graven would run them
+    (cd "$H/app" &&
+        SOURCE_DATE_EPOCH=$(git log -1 --format=%ct) GRAVEN_COMMIT=$(git rev-parse HEAD) \
+            python3 build.py >>"$H/build.log" 2>&1 &&
+        python3 release.py >>"$H/build.log" 2>&1) || die "honcho side: build failed: see $H/build.log"
+}
+honcho_start() {
+    PORT=$H_PORT setsid "$HONCHO" -d "$H/app" -f "$H/app/Procfile" -e "$H/env" start web >>"$H/honcho.log" 2>&1 &
+    HONCHO_PID=$!
+}
+honcho_stop() { stop_pid "$HONCHO_PID" "$HONCHO_PID"; HONCHO_PID=; }
+
+honcho_build
+printf 'GRAVEN_RELEASE=v1\n' >"$H/env"
+log "honcho: measuring the app's own start time (python3 app.py -> /healthz answers)"
+APP_START_MS=$(python3 "$LOAD" appstart --dir "$H/app" --runs 5)
+log "honcho: start web on port $H_PORT"
+honcho_start
+python3 "$LOAD" wait --port "$H_PORT" --marker "Hello from hello v1" --timeout 60 >/dev/null \
+    || die "honcho did not serve v1: see $H/honcho.log"
+V2_COMMIT=$(git -C "$H/app" rev-parse HEAD)
+
+honcho_config() {
+    honcho_stop
+    printf 'GREETING=Hi\nGRAVEN_RELEASE=v2\n' >"$H/env"
+    honcho_start
+}
+honcho_deploy() {
+    honcho_stop
+    (cd "$H/app" && edit_app)
+    honcho_build
+    printf 'GREETING=Hi\nGRAVEN_RELEASE=v3\n' >"$H/env"
+    honcho_start
+}
+honcho_rollback() {   # back to v2: its commit and its config
+    honcho_stop
+    git -C "$H/app" checkout -q "$V2_COMMIT"
+    honcho_build
+    printf 'GREETING=Hi\nGRAVEN_RELEASE=v4\n' >"$H/env"
+    honcho_start
+}
+
+log "honcho: ${DURATION} s of load, ${CONNECTIONS} connections"
+start_load "$H" "$H_PORT"
+at "$T_CONFIG"   config   "Hi from hello v2" honcho_config
+at "$T_DEPLOY"   deploy   "Hi from hello v3" honcho_deploy
+at "$T_ROLLBACK" rollback "Hi from hello v4" honcho_rollback
+finish_load
+honcho_stop
+
+# ================================================================ report
+{
+    echo "switch benchmark: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) CPUs, ${DURATION} s of load per runner,"
+    echo "  ${CONNECTIONS} connections, a new TCP connection per request (GET /?format=text on 127.0.0.1);"
+    echo "  config change at t≈${T_CONFIG} s, deploy at t≈${T_DEPLOY} s, rollback at t≈${T_ROLLBACK} s"
+    python3 "$LOAD" report --app-start "$APP_START_MS" "graven run=$G" "honcho restart=$H"
+} | tee "$REPORT"
+log "report written to bench/.work/switch-report.txt; logs in bench/.work/switch/ ($((SECONDS - BENCH_START)) s in all)"
