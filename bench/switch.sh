@@ -46,7 +46,9 @@ T_ROLLBACK=$(awk -v d="$DURATION" 'BEGIN { printf "%.1f", d * 0.70 }')
 # ---------------------------------------------------------------- tools
 
 if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
-    GRAVEN=$BENCH_GRAVEN_BIN
+    # A name on PATH or a path; made absolute, as graven is run from other directories.
+    GRAVEN=$(command -v -- "$BENCH_GRAVEN_BIN") && GRAVEN=$(realpath -- "$GRAVEN") \
+        || die "BENCH_GRAVEN_BIN=$BENCH_GRAVEN_BIN: no such executable"
 else
     log "building graven (cargo build --release)"
     (cd "$REPO" && cargo build --release >&2)
@@ -162,7 +164,7 @@ at() {  # at T NAME MARKER CMD...
     local t=$1 name=$2 marker=$3 delay start end
     shift 3
     delay=$(awk -v t0="$T0" -v t="$t" -v now="$EPOCHREALTIME" \
-        'BEGIN { d = t0 + t - now; printf "%.3f", d > 0 ? d : 0 }')
+        'BEGIN { d = t0 + t - now; if (d < 0) d = 0; printf "%.3f", d }')
     sleep "$delay"
     log "t≈${t} s: $name"
     start=$EPOCHREALTIME
@@ -187,14 +189,17 @@ mkdir -p "$WORK"
 # process runs, as with `honcho start web` below.
 G=$WORK/graven
 make_app "$G/app"
-gv() { (cd "$G/app" && "$GRAVEN" --home "$G/home" "$@"); }
+gv() { (cd "$G/app" && "$GRAVEN" --home "$G/home" "$@"); }   # in the app's repo
 
 log "graven: build and release v1"
 gv build >"$G/build-v1.log" 2>&1 || die "graven build failed: see $G/build-v1.log"
 gv release --env production >/dev/null
 G_PORT=$(free_port)
 log "graven: run --env production --port $G_PORT"
-gv run --env production --port "$G_PORT" --formation web=1 >"$G/run.log" 2>&1 &
+# The runner needs only the ledger and the store, not the repo (and is not
+# in a subshell, so that $! is graven's own pid).
+"$GRAVEN" --home "$G/home" --app hello run --env production --port "$G_PORT" --formation web=1 \
+    >"$G/run.log" 2>&1 &
 GRAVEN_PID=$!
 python3 "$LOAD" wait --port "$G_PORT" --marker "Hello from hello v1" --timeout 60 >/dev/null \
     || die "graven run did not serve v1: see $G/run.log"
@@ -232,7 +237,9 @@ honcho_build() {   # build.py and the release phase, as graven would run them
         python3 release.py >>"$H/build.log" 2>&1) || die "honcho side: build failed: see $H/build.log"
 }
 honcho_start() {
-    PORT=$H_PORT setsid "$HONCHO" -d "$H/app" -f "$H/app/Procfile" -e "$H/env" start web >>"$H/honcho.log" 2>&1 &
+    # In the checkout (honcho runs its processes in its own working
+    # directory); exec, so that $! is honcho's pid, in a session of its own.
+    (cd "$H/app" && PORT=$H_PORT exec setsid "$HONCHO" -e "$H/env" start web) >>"$H/honcho.log" 2>&1 &
     HONCHO_PID=$!
 }
 honcho_stop() { stop_pid "$HONCHO_PID" "$HONCHO_PID"; HONCHO_PID=; }
