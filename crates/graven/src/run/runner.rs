@@ -99,6 +99,8 @@ pub struct Runner<'a> {
     current: Option<Deployment>,
     failure: Option<Failure>,
     failed: Option<Digest>,
+    /// The process groups last written to the groups file.
+    recorded: Vec<i32>,
 }
 
 impl<'a> Runner<'a> {
@@ -128,6 +130,7 @@ impl<'a> Runner<'a> {
             current: None,
             failure: None,
             failed: None,
+            recorded: Vec::new(),
         })
     }
 
@@ -404,14 +407,19 @@ impl<'a> Runner<'a> {
         self.record_groups();
     }
 
-    fn record_groups(&self) {
+    /// Writes the groups file when the set of process groups changed.
+    fn record_groups(&mut self) {
         let pgids: Vec<i32> = self
             .current
             .iter()
             .flat_map(|d| d.slots.iter())
             .filter_map(|slot| slot.process.as_ref().map(Process::pgid))
             .collect();
-        let _ = record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids);
+        if pgids != self.recorded
+            && record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids).is_ok()
+        {
+            self.recorded = pgids;
+        }
     }
 
     /// Writes the run state for `graven status`.
