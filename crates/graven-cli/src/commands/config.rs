@@ -159,7 +159,7 @@ pub(crate) fn current_config(
     app: &str,
     env: &str,
 ) -> Result<Option<ConfigVersion>, CommandError> {
-    if let Some(release) = ledger.releases(app, env, Some(1)).map_err(CommandError::failed)?.pop() {
+    if let Some(release) = ledger.current_release(app, env).map_err(CommandError::failed)? {
         return ledger.config_version(&release.config).map_err(CommandError::failed);
     }
     Ok(ledger.config_versions(app, env).map_err(CommandError::failed)?.into_iter().next())

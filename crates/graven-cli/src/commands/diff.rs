@@ -135,8 +135,8 @@ pub(crate) fn cmd_diff(settings: &Settings, args: &DiffArgs) -> Result<(), Comma
     let diff = diff_releases(&ledger, &store, &from, &to)?;
     let commits = commits_between(settings.repo.as_ref(), &from.commit, &to.commit);
     let is_current = |release: &Release| -> Result<bool, CommandError> {
-        let newest = ledger.releases(&app, &release.env, Some(1)).map_err(CommandError::failed)?;
-        Ok(newest.first().map(|r| r.number) == Some(release.number))
+        let newest = ledger.current_release(&app, &release.env).map_err(CommandError::failed)?;
+        Ok(newest.is_some_and(|r| r.number == release.number))
     };
     let (from_current, to_current) = (is_current(&from)?, is_current(&to)?);
     if args.json {

@@ -53,9 +53,8 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
                 .ok_or(ReleaseError::UnknownRelease { env: env.to_owned(), number })?
         }
         None => ledger
-            .releases(&app, env, Some(1))
+            .current_release(&app, env)
             .map_err(CommandError::failed)?
-            .pop()
             .ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?,
     };
     let config = ledger.config_version(&release.config).map_err(CommandError::failed)?.ok_or_else(|| {

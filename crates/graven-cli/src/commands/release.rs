@@ -108,7 +108,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         .map_err(CommandError::failed)?
         .ok_or(graven::release::ReleaseError::UnknownRelease { env: env.to_owned(), number })?;
     let current =
-        ledger.releases(&app, env, Some(1)).map_err(CommandError::failed)?.first().map(|r| r.number) == Some(number);
+        ledger.current_release(&app, env).map_err(CommandError::failed)?.as_ref().map(|r| r.number) == Some(number);
     let config = ledger.config_version(&release.config).map_err(CommandError::failed)?;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     let build = builds.iter().find(|b| b.build.artifact == release.artifact);

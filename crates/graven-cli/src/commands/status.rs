@@ -227,7 +227,7 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
         };
         return Err(CommandError::bad_input(format!("environment '{env}' does not exist")).hint(hint));
     }
-    let desired = ledger.releases(&app, env, Some(1)).map_err(CommandError::failed)?.pop();
+    let desired = ledger.current_release(&app, env).map_err(CommandError::failed)?;
     let runner = ledger
         .run_states(&app, env)
         .map_err(CommandError::failed)?

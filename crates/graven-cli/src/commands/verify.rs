@@ -139,7 +139,7 @@ fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
         .and_then(|state| state.running);
     let release = match running {
         Some(running) => ledger.release(&app, env, running.number).map_err(CommandError::failed)?,
-        None => ledger.releases(&app, env, Some(1)).map_err(CommandError::failed)?.pop(),
+        None => ledger.current_release(&app, env).map_err(CommandError::failed)?,
     }
     .ok_or_else(|| graven::release::ReleaseError::NoRelease { env: env.to_owned() })?;
     let tree = graven::run::tree_path(&settings.home, &release);

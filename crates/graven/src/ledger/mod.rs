@@ -156,6 +156,11 @@ pub trait Ledger: Send + Sync {
     /// The releases of one environment, newest first, at most `limit`.
     fn releases(&self, app: &str, env: &str, limit: Option<u64>) -> Result<Vec<Release>, LedgerError>;
 
+    /// The environment's current release: its newest.
+    fn current_release(&self, app: &str, env: &str) -> Result<Option<Release>, LedgerError> {
+        Ok(self.releases(app, env, Some(1))?.pop())
+    }
+
     /// Release number `number` of one environment.
     fn release(&self, app: &str, env: &str, number: u64) -> Result<Option<Release>, LedgerError>;
 

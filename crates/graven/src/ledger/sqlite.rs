@@ -29,8 +29,14 @@ pub struct SqliteLedger {
     connection: Mutex<Connection>,
 }
 
-fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
+/// Maps a database error to a ledger error saying what graven was doing.
+pub(super) fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
     move |e| LedgerError::Query { doing, why: e.to_string() }
+}
+
+/// A count as SQLite's signed integer (counts never come near `i64::MAX`).
+pub(super) fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl SqliteLedger {
@@ -136,7 +142,6 @@ fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<BuildRecord, LedgerE
 impl Ledger for SqliteLedger {
     fn record_build(&self, build: &NewBuild) -> Result<BuildRecord, LedgerError> {
         self.with(|connection| {
-            let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(query_error("recording a build"))?;
             transaction
                 .execute(

@@ -4,17 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
+use super::sqlite::{query_error, signed};
 use super::{Append, Decide, EnvState, LedgerError};
 use crate::Digest;
 use crate::release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
-
-fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
-    move |e| LedgerError::Query { doing, why: e.to_string() }
-}
-
-fn signed(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, created_at, \
      description, rollback_of, promoted_from_env, promoted_from_number";

@@ -5,11 +5,8 @@ use rusqlite::{Connection, Row, params};
 use serde::de::DeserializeOwned;
 
 use super::LedgerError;
+use super::sqlite::query_error;
 use crate::run::state::RunState;
-
-fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
-    move |e| LedgerError::Query { doing, why: e.to_string() }
-}
 
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("run state always serialises")

@@ -232,7 +232,7 @@ pub fn release_phase_between(
     // Newest first. In one environment, the newest N - older + 1 releases
     // reach back to the older one, the parent of the first counted.
     let limit = if same_env {
-        let newest = ledger.releases(&newer.app, &newer.env, Some(1))?.first().map_or(newer.number, |r| r.number);
+        let newest = ledger.current_release(&newer.app, &newer.env)?.as_ref().map_or(newer.number, |r| r.number);
         Some(newest.saturating_sub(older.number) + 1)
     } else {
         None

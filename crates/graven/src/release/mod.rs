@@ -242,8 +242,7 @@ impl Stage<'_> {
         check_env_name(env)?;
         let current = self
             .ledger
-            .releases(self.app, env, Some(1))?
-            .pop()
+            .current_release(self.app, env)?
             .ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?;
         let target_number = match target {
             Some(number) => number,
@@ -289,8 +288,7 @@ impl Stage<'_> {
         check_env_name(to)?;
         let source = self
             .ledger
-            .releases(self.app, from, Some(1))?
-            .pop()
+            .current_release(self.app, from)?
             .ok_or_else(|| ReleaseError::NoRelease { env: from.to_owned() })?;
         self.require_artifact(&source.artifact, &source.commit)?;
         let description = format!("Promote {from} v{}", source.number);

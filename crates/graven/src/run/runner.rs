@@ -136,7 +136,7 @@ impl<'a> Runner<'a> {
 
     /// Runs until `stop` is set, then stops every process.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
-        let first = self.ledger.releases(&self.options.app, &self.options.env, Some(1))?.pop();
+        let first = self.ledger.current_release(&self.options.app, &self.options.env)?;
         let port = match (self.options.port, &first) {
             (Some(port), _) => port,
             (None, Some(release)) => self.artifact(release).ok().and_then(|a| a.run.port).unwrap_or(DEFAULT_PORT),
@@ -153,7 +153,7 @@ impl<'a> Runner<'a> {
 
         let mut last_report = Instant::now().checked_sub(REPORT_EVERY).unwrap_or_else(Instant::now);
         while !stop.load(Ordering::Relaxed) {
-            if let Some(desired) = self.ledger.releases(&self.options.app, &self.options.env, Some(1))?.pop() {
+            if let Some(desired) = self.ledger.current_release(&self.options.app, &self.options.env)? {
                 let running = self.current.as_ref().map(|d| d.release.id);
                 if running != Some(desired.id) && self.failed != Some(desired.id) {
                     self.rollout(&desired, stop);
