@@ -117,6 +117,29 @@ impl Hasher {
     }
 }
 
+thread_local! {
+    /// Each hashing thread reads through one buffer, allocated once.
+    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
+}
+
+/// The digest of everything `reader` yields, and how many bytes that was.
+pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(Digest, u64)> {
+    BUFFER.with_borrow_mut(|buffer| {
+        let mut hasher = Hasher::default();
+        let mut total = 0u64;
+        loop {
+            let read = match reader.read(buffer) {
+                Ok(0) => return Ok((hasher.finish(), total)),
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            hasher.update(&buffer[..read]);
+            total += read as u64;
+        }
+    })
+}
+
 /// Whether `text` could be a (prefix of a) digest: 7 to 64 lowercase hex
 /// digits, with or without `sha256:`.
 pub fn is_hex_prefix(text: &str) -> bool {

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, Read as _};
+use std::io;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
@@ -19,7 +19,6 @@ use rayon::prelude::*;
 use super::manifest::{Entry, EntryKind, FlatTree, Listing};
 use super::{BuildEvent, BuildObserver};
 use crate::Digest;
-use crate::digest::Hasher;
 use crate::store::{Handover, ObjectKind, Store, StoreError};
 
 /// An output tree that cannot become an artifact, or a failure reading it.
@@ -362,31 +361,14 @@ fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError>
     Ok(())
 }
 
-thread_local! {
-    static BUFFER: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; 1 << 20]);
-}
-
 fn hash_file(absolute: &Path, job: &FileJob) -> Result<Digest, IngestError> {
     let io_error = |source| IngestError::Io { path: absolute.to_owned(), source };
-    let mut file = File::open(absolute).map_err(io_error)?;
-    BUFFER.with_borrow_mut(|buffer| {
-        let mut hasher = Hasher::default();
-        let mut total = 0u64;
-        loop {
-            let read = match file.read(buffer) {
-                Ok(0) => break,
-                Ok(read) => read,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_error(e)),
-            };
-            hasher.update(&buffer[..read]);
-            total += read as u64;
-        }
-        if total != job.size {
-            return Err(IngestError::Changed { path: job.path.clone() });
-        }
-        Ok(hasher.finish())
-    })
+    let file = File::open(absolute).map_err(io_error)?;
+    let (digest, total) = crate::digest::of_reader(file).map_err(io_error)?;
+    if total != job.size {
+        return Err(IngestError::Changed { path: job.path.clone() });
+    }
+    Ok(digest)
 }
 
 #[cfg(test)]

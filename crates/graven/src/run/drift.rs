@@ -5,7 +5,6 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::fs;
-use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
@@ -14,7 +13,6 @@ use rayon::prelude::*;
 use super::RunError;
 use crate::Digest;
 use crate::build::manifest::{EntryKind, Listing};
-use crate::digest::Hasher;
 use crate::store::Store;
 
 /// One difference between a tree on disk and its manifest.
@@ -165,13 +163,5 @@ fn check_dir(
 
 /// The sha256 of a file's contents; `None` if it cannot be read.
 fn hash(path: &Path) -> Option<Digest> {
-    let mut file = fs::File::open(path).ok()?;
-    let mut hasher = Hasher::default();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        match file.read(&mut buffer).ok()? {
-            0 => return Some(hasher.finish()),
-            read => hasher.update(&buffer[..read]),
-        }
-    }
+    crate::digest::of_reader(fs::File::open(path).ok()?).ok().map(|(digest, _)| digest)
 }

@@ -163,19 +163,10 @@ pub trait Store: Send + Sync {
 /// Reads blob `digest` whole and checks it against its digest. Returns
 /// `Ok(false)` if the contents do not match.
 pub fn blob_matches(store: &dyn Store, digest: &Digest) -> Result<bool, StoreError> {
-    let mut reader = store.open_blob(digest)?;
-    let mut hasher = crate::digest::Hasher::default();
-    let mut buffer = vec![0u8; 256 * 1024];
-    loop {
-        let read = reader.read(&mut buffer).map_err(|source| StoreError::Io {
-            action: "could not read blob",
-            path: PathBuf::from(digest.to_string()),
-            source,
-        })?;
-        if read == 0 {
-            break;
-        }
-        hasher.update(&buffer[..read]);
-    }
-    Ok(hasher.finish() == *digest)
+    let (found, _) = crate::digest::of_reader(store.open_blob(digest)?).map_err(|source| StoreError::Io {
+        action: "could not read blob",
+        path: PathBuf::from(digest.to_string()),
+        source,
+    })?;
+    Ok(found == *digest)
 }
