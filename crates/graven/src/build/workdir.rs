@@ -66,7 +66,7 @@ impl WorkDir {
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        crate::remove_tree::remove_tree(&self.path);
+        crate::fs_tree::remove_tree(&self.path);
     }
 }
 
@@ -84,7 +84,7 @@ pub(crate) fn remove_abandoned(parent: &Path) {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
-            crate::remove_tree::remove_tree(&entry.path());
+            crate::fs_tree::remove_tree(&entry.path());
         }
     }
 }

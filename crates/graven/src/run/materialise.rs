@@ -45,7 +45,7 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<
     let parent = path.parent().expect("release trees have a parent");
     fs::create_dir_all(parent).map_err(io_error("create", parent))?;
     let temp = parent.join(format!(".tmp-{}-{}", release.version(), std::process::id()));
-    crate::remove_tree::remove_tree(&temp);
+    crate::fs_tree::remove_tree(&temp);
     fs::create_dir(&temp).map_err(io_error("create", &temp))?;
 
     let result = lay_out(store, release, &temp).and_then(|()| {
@@ -57,7 +57,7 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<
         fs::rename(&temp, &path).map_err(io_error("move into place", &path))
     });
     if result.is_err() {
-        crate::remove_tree::remove_tree(&temp);
+        crate::fs_tree::remove_tree(&temp);
     }
     result.map(|()| Tree { path, reused: false })
 }
@@ -108,9 +108,7 @@ fn lay_out(store: &dyn Store, release: &Release, root: &Path) -> Result<(), RunE
 
 /// Makes a directory read-only with the normalised mtime.
 fn seal_dir(dir: &Path) -> io::Result<()> {
-    let mtime = rustix::fs::Timespec { tv_sec: crate::NORMALISED_MTIME.cast_signed(), tv_nsec: 0 };
-    let times = rustix::fs::Timestamps { last_access: mtime, last_modification: mtime };
-    rustix::fs::utimensat(rustix::fs::CWD, dir, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    crate::fs_tree::set_normalised_mtime(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o555))
 }
 
@@ -131,9 +129,7 @@ fn place_file(store: &dyn Store, digest: &crate::Digest, executable: bool, path:
     let mut reader = store.open_blob(digest)?;
     let mut file = fs::File::create_new(path).map_err(io_error("create"))?;
     io::copy(&mut reader, &mut file).map_err(io_error("write"))?;
-    let time = fs::FileTimes::new()
-        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(crate::NORMALISED_MTIME));
-    file.set_times(time).map_err(io_error("set the time of"))?;
+    crate::fs_tree::set_normalised_mtime(path).map_err(io_error("set the time of"))?;
     file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_error("seal"))?;
     Ok(())
 }

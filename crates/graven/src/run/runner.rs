@@ -278,7 +278,7 @@ impl<'a> Runner<'a> {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
         }
         let tmp = self.home.run_dir(&self.options.env).join("tmp").join(&slot.name);
-        crate::remove_tree::remove_tree(&tmp);
+        crate::fs_tree::remove_tree(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
         let sink = Arc::clone(&self.sink);
@@ -358,7 +358,7 @@ impl<'a> Runner<'a> {
         let running = self.current.as_ref().map(|d| d.release.number);
         for number in numbers.into_iter().skip(KEEP_TREES) {
             if Some(number) != running {
-                crate::remove_tree::remove_tree(&dir.join(format!("v{number}")));
+                crate::fs_tree::remove_tree(&dir.join(format!("v{number}")));
             }
         }
     }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{Area, Handover, ObjectKind, Store, StoreError, StoredItem};
-use crate::{Digest, NORMALISED_MTIME};
+use crate::Digest;
 
 /// A store in a local directory.
 #[derive(Debug)]
@@ -201,10 +201,7 @@ fn age_of(meta: &fs::Metadata) -> std::time::Duration {
 fn seal(path: &Path, executable: bool) -> io::Result<()> {
     let mode = if executable { 0o555 } else { 0o444 };
     fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
-    let mtime = rustix::fs::Timespec { tv_sec: NORMALISED_MTIME.cast_signed(), tv_nsec: 0 };
-    let times = rustix::fs::Timestamps { last_access: mtime, last_modification: mtime };
-    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
-    Ok(())
+    crate::fs_tree::set_normalised_mtime(path)
 }
 
 impl Store for LocalStore {

@@ -1,9 +1,20 @@
-//! Removing trees that graven made read-only (release trees) or that a
-//! build left read-only (scratch directories).
+//! Files graven writes into trees: the normalised modification time they
+//! get, and removing trees that graven made read-only (release trees) or
+//! that a build left read-only (scratch directories).
 
 use std::fs;
+use std::io;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
+
+/// Gives `path` (a symlink itself, not its target) the normalised
+/// modification (and access) time, [`crate::NORMALISED_MTIME`].
+pub(crate) fn set_normalised_mtime(path: &Path) -> io::Result<()> {
+    let time = rustix::fs::Timespec { tv_sec: crate::NORMALISED_MTIME.cast_signed(), tv_nsec: 0 };
+    let times = rustix::fs::Timestamps { last_access: time, last_modification: time };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)?;
+    Ok(())
+}
 
 /// Removes the tree at `path`, making its directories writable first where
 /// needed. Best effort: what cannot be removed stays.
