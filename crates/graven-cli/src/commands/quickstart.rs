@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser as _};
 use graven::git::Repo;
-use graven::run::runner::{Runner, RunnerOptions};
+use graven::run::runner::{Runner, RunnerOptions, http_get};
 
 use crate::commands::{Cli, dispatch};
 use crate::error::CommandError;
@@ -152,7 +152,7 @@ fn demonstrate<T>(
         if running.is_finished() {
             return Err(CommandError::failed("graven run stopped before the app served its page"));
         }
-        if let Some(page) = fetch(port) {
+        if let Some((200, page)) = http_get(port, "/?format=text", std::time::Duration::from_secs(5)) {
             break page;
         }
         if start.elapsed() > std::time::Duration::from_secs(60) {
@@ -167,18 +167,6 @@ fn demonstrate<T>(
         .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
     dispatch(settings, &cli.command)?;
     Ok(())
-}
-
-/// `GET /?format=text` on the port: the body of a 200 answer.
-fn fetch(port: u16) -> Option<String> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port)).ok()?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).ok()?;
-    stream.write_all(b"GET /?format=text HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
 }
 
 fn write_example(dir: &Path) -> Result<(), CommandError> {

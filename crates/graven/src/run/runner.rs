@@ -551,18 +551,30 @@ fn free_port() -> Option<u16> {
 /// Whether a web process on `port` is ready: it accepts a connection, and,
 /// with a health path, answers it with a 2xx status.
 fn healthy(port: u16, health: Option<&str>) -> bool {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_millis(500)) else { return false };
-    let Some(path) = health else { return true };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: graven\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
+    match health {
+        None => TcpStream::connect_timeout(&SocketAddr::from((Ipv4Addr::LOCALHOST, port)), Duration::from_millis(500))
+            .is_ok(),
+        Some(path) => {
+            http_get(port, path, Duration::from_secs(2)).is_some_and(|(status, _)| (200..300).contains(&status))
+        }
     }
+}
+
+/// `GET path` over HTTP/1.0 on 127.0.0.1:`port`: the status and the body of
+/// the answer (at most 64 KiB of it), or `None` if there is no answer.
+pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String)> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: graven\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     // Read the whole (small) answer: closing with unread data resets the
     // connection, and the app would log the reset as an error.
     let mut response = Vec::new();
     let _ = (&mut stream).take(64 * 1024).read_to_end(&mut response);
-    // "HTTP/1.x 2xx …"
-    response.len() >= 12 && response.starts_with(b"HTTP/1.") && response[9] == b'2'
+    let response = String::from_utf8_lossy(&response);
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    // "HTTP/1.x 200 OK"
+    let status = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
+    Some((status, body.to_owned()))
 }
