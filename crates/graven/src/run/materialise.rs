@@ -48,8 +48,8 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<
     crate::fs_tree::remove_tree(&temp);
     fs::create_dir(&temp).map_err(io_error("create", &temp))?;
 
-    let result = lay_out(store, release, &temp).and_then(|()| {
-        let artifact = load(store, release)?;
+    let result = load(store, release).and_then(|artifact| {
+        lay_out(store, &artifact, &temp)?;
         let drift = check_tree(store, &artifact.root, &temp)?;
         if !drift.is_empty() {
             return Err(RunError::Damaged { version: release.version(), id: release.artifact, drift });
@@ -67,10 +67,9 @@ fn load(store: &dyn Store, release: &Release) -> Result<Artifact, RunError> {
         .map_err(|e| RunError::Artifact { id: release.artifact, why: e.to_string() })
 }
 
-/// Writes every entry of the release's manifest under `root`; directories
+/// Writes every entry of the artifact's manifest under `root`; directories
 /// are sealed read-only once their contents are in.
-fn lay_out(store: &dyn Store, release: &Release, root: &Path) -> Result<(), RunError> {
-    let artifact = load(store, release)?;
+fn lay_out(store: &dyn Store, artifact: &Artifact, root: &Path) -> Result<(), RunError> {
     let mut dirs = Vec::new();
     let mut failure = None;
     let walked = walk(store, &artifact.root, &mut |relative, kind| {
