@@ -86,15 +86,7 @@ fn find_release(ledger: &dyn Ledger, app: &str, reference: &ReleaseRef) -> Resul
     if let Some(release) = ledger.release(app, env, *number).map_err(CommandError::failed)? {
         return Ok(release);
     }
-    let environments = ledger.environments(app).map_err(CommandError::failed)?;
-    if !environments.contains(env) {
-        let hint = if environments.is_empty() {
-            format!("{app} has no environments yet: make one with graven release --env NAME")
-        } else {
-            format!("the environments of {app} are: {}", environments.join(", "))
-        };
-        return Err(CommandError::bad_input(format!("environment '{env}' does not exist")).hint(hint));
-    }
+    crate::commands::env::require_existing(ledger, app, env)?;
     Err(CommandError::bad_input(ReleaseError::UnknownRelease { env: env.clone(), number: *number })
         .hint(format!("`graven releases --env {env}` lists its releases")))
 }

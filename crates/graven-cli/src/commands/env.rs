@@ -12,6 +12,20 @@ pub(crate) struct EnvArg {
     pub(crate) env: Option<String>,
 }
 
+/// Refuses an environment that does not exist, naming the ones that do.
+pub(crate) fn require_existing(ledger: &dyn graven::ledger::Ledger, app: &str, env: &str) -> Result<(), CommandError> {
+    let environments = ledger.environments(app).map_err(CommandError::failed)?;
+    if environments.iter().any(|e| e == env) {
+        return Ok(());
+    }
+    let hint = if environments.is_empty() {
+        format!("{app} has no environments yet: make one with graven release --env {env}")
+    } else {
+        format!("the environments of {app} are: {}", environments.join(", "))
+    };
+    Err(CommandError::bad_input(format!("environment '{env}' does not exist")).hint(hint))
+}
+
 impl EnvArg {
     /// The environment's name, checked.
     pub(crate) fn name(&self) -> Result<&str, CommandError> {

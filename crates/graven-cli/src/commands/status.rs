@@ -218,15 +218,7 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger()?;
-    let environments = ledger.environments(&app).map_err(CommandError::failed)?;
-    if !environments.iter().any(|e| e == env) {
-        let hint = if environments.is_empty() {
-            format!("{app} has no environments yet: make one with graven release --env {env}")
-        } else {
-            format!("the environments of {app} are: {}", environments.join(", "))
-        };
-        return Err(CommandError::bad_input(format!("environment '{env}' does not exist")).hint(hint));
-    }
+    crate::commands::env::require_existing(&ledger, &app, env)?;
     let desired = ledger.current_release(&app, env).map_err(CommandError::failed)?;
     let runner = ledger
         .run_states(&app, env)
