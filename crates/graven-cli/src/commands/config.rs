@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use graven::release::{ConfigChange, ConfigVersion};
+use graven::ledger::Ledger as _;
+use graven::release::ConfigChange;
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -123,7 +124,7 @@ fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger()?;
-    let current = current_config(&ledger, &app, env)?;
+    let current = ledger.current_config(&app, env).map_err(CommandError::failed)?;
     if args.json {
         ui::out_json(&ConfigJson::new(env, current.as_ref(), args.reveal));
         return Ok(());
@@ -150,19 +151,6 @@ fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
         .collect();
     ui::out(ui::table(&rows));
     Ok(())
-}
-
-/// The config the environment runs with: its current release's, or before
-/// any release, its newest config version.
-pub(crate) fn current_config(
-    ledger: &dyn graven::ledger::Ledger,
-    app: &str,
-    env: &str,
-) -> Result<Option<ConfigVersion>, CommandError> {
-    if let Some(release) = ledger.current_release(app, env).map_err(CommandError::failed)? {
-        return ledger.config_version(&release.config).map_err(CommandError::failed);
-    }
-    Ok(ledger.config_versions(app, env).map_err(CommandError::failed)?.into_iter().next())
 }
 
 fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange) -> Result<(), CommandError> {

@@ -161,6 +161,16 @@ pub trait Ledger: Send + Sync {
         Ok(self.releases(app, env, Some(1))?.pop())
     }
 
+    /// The config the environment runs with: its current release's, or,
+    /// before its first release, its newest config version (as
+    /// [`EnvState::config`]).
+    fn current_config(&self, app: &str, env: &str) -> Result<Option<ConfigVersion>, LedgerError> {
+        match self.current_release(app, env)? {
+            Some(release) => self.config_version(&release.config),
+            None => Ok(self.config_versions(app, env)?.into_iter().next()),
+        }
+    }
+
     /// Release number `number` of one environment.
     fn release(&self, app: &str, env: &str, number: u64) -> Result<Option<Release>, LedgerError>;
 
