@@ -811,6 +811,8 @@ mod tests {
         let own = proc_stat(i32::try_from(std::process::id()).unwrap()).unwrap();
         assert!(own.is_live());
         assert_eq!(own.pgrp, rustix::process::getpgrp().as_raw_pid());
-        assert_eq!(own.session, rustix::process::getsid(None).unwrap().as_raw_pid());
+        // The session is not compared with getsid: in a PID namespace whose
+        // session leader lives outside, the kernel reports session 0, which
+        // getsid cannot represent.
     }
 }
