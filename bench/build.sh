@@ -183,6 +183,14 @@ op_ostree()   { ostree --repo="$WORK/ostree-$1" commit --branch=bench --tree=dir
 
 op_floor() { tar -cf - -C "$CORPUS" . | cat > /dev/null; }     # I/O floor (see warm_cache)
 
+# The durable-write floor: the corpus's size in one file, written and
+# fsynced. graven's ingest ends with the store synced, and a store that
+# copies must write every byte; OSTree's commit syncs too.
+op_wfloor() {
+    dd if=/dev/zero of="$WORK/wfloor-$1" bs=1M count=$(((corpus_bytes + 1048575) / 1048576)) conv=fsync status=none
+}
+post_wfloor() { rm -f "$WORK/wfloor-$1"; }
+
 # ---------------------------------------------------------------------------
 # 3. graven: build, app repos, runs.
 # ---------------------------------------------------------------------------
@@ -298,6 +306,7 @@ bench_peer targz
 bench_peer ostree
 bench_peer tarzstd
 bench_peer floor
+bench_peer wfloor
 
 # ---------------------------------------------------------------------------
 # 5. Incremental build with a warm store: corpus2 = corpus with 5 files
@@ -368,7 +377,7 @@ fi
 # ---------------------------------------------------------------------------
 ingest_link=$(median shared.ingest)
 ingest_copy=$(median private.ingest)
-m_targz=$(median targz) m_ostree=$(median ostree) m_zstd=$(median tarzstd) m_floor=$(median floor)
+m_targz=$(median targz) m_ostree=$(median ostree) m_zstd=$(median tarzstd) m_floor=$(median floor) m_wfloor=$(median wfloor)
 
 row() { printf '  %-46s %10s\n' "$1" "${2:-n/a}"; }
 ratio_row() {   # label, peer median, target (or "" for none)
@@ -403,12 +412,14 @@ row "tar -czf (gzip -6, 1 thread)" "$m_targz"
 row "ostree commit (fresh bare repo)" "$m_ostree"
 row "tar | zstd -3 -T0" "$m_zstd"
 row "tar stream (I/O floor)" "$m_floor"
+row "corpus-sized write + fsync (durable floor)" "$m_wfloor"
 echo
 echo "ratios (peer / graven ingest):      cp -al ingest   cp -a ingest"
 ratio_row "tar -czf / graven ingest" "$m_targz" 20
 ratio_row "ostree commit / graven ingest" "$m_ostree" 5
 ratio_row "tar|zstd / graven ingest" "$m_zstd" ""
 printf '  %-34s %8s %5s %8s\n' "graven ingest / I/O floor" "$(ratio "$ingest_link" "$m_floor")" "" "$(ratio "$ingest_copy" "$m_floor")"
+printf '  %-34s %8s %5s %8s\n' "graven ingest / durable floor" "$(ratio "$ingest_link" "$m_wfloor")" "" "$(ratio "$ingest_copy" "$m_wfloor")"
 echo
 if [[ -n "$GRAVEN" ]]; then
     echo "incremental build, warm store, 5 files replaced:"

@@ -265,11 +265,12 @@ pub fn build(
     };
 
     let ingest_started = Instant::now();
-    let ingested = ingest::ingest(
-        &output,
-        &IngestOptions { exclude: &exclude, store: Some(store), flat: second.is_some(), observer },
-    )?;
-    let ingest_time = ingest_started.elapsed();
+    let ingested = with_early_writeback(store, || {
+        ingest::ingest(
+            &output,
+            &IngestOptions { exclude: &exclude, store: Some(store), flat: second.is_some(), observer },
+        )
+    })?;
     if let Some(second) = second {
         let paths = differing_paths(&ingested, &second);
         if !paths.is_empty() {
@@ -288,6 +289,9 @@ pub fn build(
     let new_record_bytes =
         if store.put_object(ObjectKind::Artifact, &id, &record_bytes)? { record_bytes.len() as u64 } else { 0 };
     store.sync()?;
+    // Ingest ends when the artifact is durable in the store: the sync that
+    // makes it so is part of the cost, as it is for OSTree's commit.
+    let ingest_time = ingest_started.elapsed();
     crate::fail_point::check("build-before-record");
 
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -448,4 +452,28 @@ fn differing_paths(first: &Ingested, second: &Ingested) -> Vec<String> {
     paths.extend(b.keys().filter(|path| !a.contains_key(*path)).cloned());
     paths.sort();
     paths
+}
+
+/// Runs `work` while a second thread keeps asking the store to sync, so that
+/// the disk writes what ingest has stored so far while ingest hashes the
+/// rest, and the sync that makes the build durable afterwards has little
+/// left to wait for. Errors of these early syncs are left to that last one.
+/// Work done within the first interval never syncs early.
+fn with_early_writeback<T>(store: &dyn Store, work: impl FnOnce() -> T) -> T {
+    const INTERVAL: Duration = Duration::from_millis(10);
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let flusher = scope.spawn(|| {
+            loop {
+                std::thread::park_timeout(INTERVAL);
+                if done.load(std::sync::atomic::Ordering::Acquire) || store.sync().is_err() {
+                    return;
+                }
+            }
+        });
+        let result = work();
+        done.store(true, std::sync::atomic::Ordering::Release);
+        flusher.thread().unpark();
+        result
+    })
 }

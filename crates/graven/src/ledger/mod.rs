@@ -81,7 +81,8 @@ pub struct NewBuild {
     pub duration_ms: u64,
     /// The build command alone.
     pub build_command_ms: u64,
-    /// Ingest alone.
+    /// Ingest alone: from walking the output until the store has made it
+    /// durable (its sync included).
     pub ingest_ms: u64,
     /// The build command's output.
     pub log: String,
