@@ -194,3 +194,30 @@ fn export_writes_byte_identical_archives() {
         -rw-r--r-- 0/0             151 1970-01-01 00:00:01 graven.toml
         ");
 }
+
+#[test]
+fn build_force_repairs_blobs_and_listings_damaged_in_place() {
+    let (repo, graven, artifact) = built();
+    // Same size, other bytes: what an edit through a hard link leaves.
+    let blob = blob_of(&repo, b"{}\n");
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, "{ }").unwrap();
+    let hex = artifact.strip_prefix("sha256:").unwrap();
+    let record = repo.path().join(".graven/store/artifacts/sha256").join(&hex[..2]).join(&hex[2..]);
+    let root: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    let root = root["root"].as_str().unwrap().strip_prefix("sha256:").unwrap().to_owned();
+    let listing = repo.path().join(".graven/store/manifests/sha256").join(&root[..2]).join(&root[2..]);
+    let mut bytes = std::fs::read(&listing).unwrap();
+    bytes.reverse();
+    std::fs::set_permissions(&listing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&listing, bytes).unwrap();
+    let damaged = graven.run(["verify", &artifact]);
+    assert_eq!(damaged.code, 1, "{damaged}");
+
+    // A plain build reuses the record; --force re-checks and stores again.
+    let build = graven.build_json(["--force"]);
+    assert_eq!(build["artifact"].as_str(), Some(artifact.as_str()));
+    assert_eq!(std::fs::read(&blob).unwrap(), b"{}\n");
+    let repaired = graven.run(["verify", &artifact]);
+    assert_eq!(repaired.code, 0, "{repaired}");
+}

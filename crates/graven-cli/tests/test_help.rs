@@ -48,6 +48,9 @@ fn build_help() {
               --force
                   Build again even if this commit and recipe were built before
 
+                  Also re-hashes every blob and listing the store already holds for this build and stores
+                  again any that `graven verify` would call corrupted: the way to repair a damaged artifact.
+
               --check-reproducible
                   Build twice in two directories and fail if the outputs differ
 

@@ -36,6 +36,10 @@ pub(crate) struct BuildArgs {
     allow_dirty: bool,
 
     /// Build again even if this commit and recipe were built before
+    ///
+    /// Also re-hashes every blob and listing the store already holds for
+    /// this build and stores again any that `graven verify` would call
+    /// corrupted: the way to repair a damaged artifact.
     #[arg(long)]
     force: bool,
 

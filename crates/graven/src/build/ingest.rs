@@ -117,6 +117,9 @@ pub(crate) struct IngestOptions<'a> {
     pub store: Option<&'a dyn Store>,
     /// Whether to return the flat tree.
     pub flat: bool,
+    /// Whether to re-hash the blobs and listings the store already has, and
+    /// store again any whose contents do not match (`graven build --force`).
+    pub repair: bool,
     /// Told of progress.
     pub observer: &'a dyn BuildObserver,
 }
@@ -127,6 +130,11 @@ struct FileJob {
     executable: bool,
     /// Device and inode, for a file with more than one link.
     inode: Option<(u64, u64)>,
+    /// Its status change time when walked, for a file with more than one
+    /// link: a file shared with the outside is read twice (hashed, then
+    /// copied), and an unchanged ctime afterwards shows that both reads saw
+    /// the same contents.
+    ctime: (i64, i64),
     /// Whether the file's inode is shared with something outside the tree.
     shared: bool,
     /// Links to the file's inode inside the tree.
@@ -178,9 +186,17 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
             let absolute = root.join(&job.path);
             let digest = hash_file(&absolute, job)?;
             if let Some(store) = options.store {
+                if options.repair {
+                    crate::store::remove_if_corrupt_blob(store, &digest)?;
+                }
                 let handover = if job.shared { Handover::Copy } else { Handover::Move { links: job.links } };
                 if store.put_blob(&digest, &absolute, handover)? {
                     new_blob_bytes.fetch_add(job.size, Ordering::Relaxed);
+                }
+                if job.shared && changed_since_walk(&absolute, job) {
+                    // What was copied may not be what was hashed.
+                    crate::store::remove_if_corrupt_blob(store, &digest)?;
+                    return Err(IngestError::Changed { path: job.path.clone() });
                 }
             }
             let done = done_bytes.fetch_add(job.size, Ordering::Relaxed) + job.size;
@@ -216,6 +232,9 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
         Some(store) => encoded
             .par_iter()
             .map(|(digest, bytes)| {
+                if options.repair {
+                    crate::store::remove_if_corrupt_object(store, ObjectKind::Manifest, digest)?;
+                }
                 Ok(if store.put_object(ObjectKind::Manifest, digest, bytes)? { bytes.len() as u64 } else { 0 })
             })
             .sum::<Result<u64, StoreError>>()?,
@@ -302,6 +321,7 @@ impl Walk<'_> {
                     size: meta.len(),
                     executable: meta.mode() & 0o100 != 0,
                     inode,
+                    ctime: (meta.ctime(), meta.ctime_nsec()),
                     shared: false,
                     links: 1,
                 });
@@ -361,6 +381,11 @@ fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError>
     Ok(())
 }
 
+/// Whether the file at `absolute` changed since the walk saw it (or is gone).
+fn changed_since_walk(absolute: &Path, job: &FileJob) -> bool {
+    fs::symlink_metadata(absolute).map_or(true, |meta| (meta.ctime(), meta.ctime_nsec()) != job.ctime)
+}
+
 fn hash_file(absolute: &Path, job: &FileJob) -> Result<Digest, IngestError> {
     let io_error = |source| IngestError::Io { path: absolute.to_owned(), source };
     let file = File::open(absolute).map_err(io_error)?;
@@ -389,5 +414,29 @@ mod tests {
         assert!(check_symlink("lib", "lib/a", "./../bin/./x").is_ok());
         assert!(matches!(check_symlink("", "a", "/etc/passwd"), Err(IngestError::AbsoluteSymlink { .. })));
         assert!(matches!(check_symlink("", "a", ""), Err(IngestError::EscapingSymlink { .. })));
+    }
+
+    #[test]
+    fn a_write_after_the_walk_is_seen_through_the_ctime() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shared");
+        fs::write(&path, "before").unwrap();
+        let meta = fs::metadata(&path).unwrap();
+        let job = FileJob {
+            path: "shared".to_owned(),
+            size: meta.len(),
+            executable: false,
+            inode: Some((meta.dev(), meta.ino())),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+            shared: true,
+            links: 1,
+        };
+        assert!(!changed_since_walk(&path, &job));
+        // Same size, other bytes: only the ctime tells.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&path, "after!").unwrap();
+        assert!(changed_since_walk(&path, &job));
+        fs::remove_file(&path).unwrap();
+        assert!(changed_since_walk(&path, &job));
     }
 }

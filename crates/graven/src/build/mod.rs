@@ -53,7 +53,8 @@ pub struct BuildRequest<'a> {
     pub app: Option<&'a str>,
     /// Build the working tree's uncommitted changes instead of refusing.
     pub allow_dirty: bool,
-    /// Build even if this commit and recipe were built before.
+    /// Build even if this commit and recipe were built before, and re-check
+    /// what the store already has, storing again whatever is damaged.
     pub force: bool,
     /// Build twice and fail if the two outputs differ.
     pub check_reproducible: bool,
@@ -259,17 +260,24 @@ pub fn build(
     let second = if request.check_reproducible {
         observer.on_event(&BuildEvent::SecondBuild);
         let (output, _, _) = run_once(request, &source, &work, "b", &env, observer)?;
-        Some(ingest::ingest(&output, &IngestOptions { exclude: &exclude, store: None, flat: true, observer })?)
+        Some(ingest::ingest(
+            &output,
+            &IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer },
+        )?)
     } else {
         None
     };
 
     let ingest_started = Instant::now();
     let ingested = with_early_writeback(store, || {
-        ingest::ingest(
-            &output,
-            &IngestOptions { exclude: &exclude, store: Some(store), flat: second.is_some(), observer },
-        )
+        let options = IngestOptions {
+            exclude: &exclude,
+            store: Some(store),
+            flat: second.is_some(),
+            repair: request.force,
+            observer,
+        };
+        ingest::ingest(&output, &options)
     })?;
     if let Some(second) = second {
         let paths = differing_paths(&ingested, &second);
@@ -286,6 +294,9 @@ pub fn build(
     };
     let record_bytes = artifact.to_canonical_json();
     let id = Digest::of(&record_bytes);
+    if request.force {
+        crate::store::remove_if_corrupt_object(store, ObjectKind::Artifact, &id)?;
+    }
     let new_record_bytes =
         if store.put_object(ObjectKind::Artifact, &id, &record_bytes)? { record_bytes.len() as u64 } else { 0 };
     store.sync()?;

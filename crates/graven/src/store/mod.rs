@@ -160,6 +160,29 @@ pub trait Store: Send + Sync {
     fn remove_abandoned(&self, age: std::time::Duration) -> Result<u64, StoreError>;
 }
 
+/// Removes blob `digest` if the store holds one whose contents do not match
+/// it, so that the next [`Store::put_blob`] stores it again; returns whether
+/// it did. A put trusts a blob of the right size, so this is how a blob
+/// damaged in place (through a hard link, say) is repaired.
+pub fn remove_if_corrupt_blob(store: &dyn Store, digest: &Digest) -> Result<bool, StoreError> {
+    match blob_matches(store, digest) {
+        Ok(true) | Err(StoreError::NotFound { .. }) => Ok(false),
+        Ok(false) => store.remove(Area::Blobs, digest).map(|()| true),
+        Err(error) => Err(error),
+    }
+}
+
+/// Removes object `digest` if the store holds one whose bytes do not match
+/// it; returns whether it did. See [`remove_if_corrupt_blob`].
+pub fn remove_if_corrupt_object(store: &dyn Store, kind: ObjectKind, digest: &Digest) -> Result<bool, StoreError> {
+    match store.get_object(kind, digest) {
+        Ok(bytes) if Digest::of(&bytes) == *digest => Ok(false),
+        Ok(_) => store.remove(kind.into(), digest).map(|()| true),
+        Err(StoreError::NotFound { .. }) => Ok(false),
+        Err(error) => Err(error),
+    }
+}
+
 /// Reads blob `digest` whole and checks it against its digest. Returns
 /// `Ok(false)` if the contents do not match.
 pub fn blob_matches(store: &dyn Store, digest: &Digest) -> Result<bool, StoreError> {
