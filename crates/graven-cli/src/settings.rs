@@ -8,7 +8,7 @@ use graven::app::{AppSettings, SETTINGS_FILE, is_valid_app_name};
 use graven::env_vars::GRAVEN_AUTHOR;
 use graven::git::Repo;
 use graven::home::{DEFAULT_HOME, Home};
-use graven::ledger::SqliteLedger;
+use graven::ledger::{Ledger as _, SqliteLedger};
 use graven::store::LocalStore;
 
 use crate::commands::GlobalArgs;
@@ -70,15 +70,33 @@ impl Settings {
         if let Some(app) = &self.app_flag {
             return Ok(app.clone());
         }
-        let Some(repo) = &self.repo else {
-            return Err(CommandError::bad_input("no app given, and the current directory is not inside a repository")
-                .hint("pass --app NAME (or set GRAVEN_APP)"));
-        };
+        let Some(repo) = &self.repo else { return self.only_app_in_the_ledger() };
         let settings = match std::fs::read_to_string(repo.root().join(SETTINGS_FILE)) {
             Ok(text) => AppSettings::parse(&text).map_err(|e| CommandError::bad_input(e).hint("fix graven.toml"))?,
             Err(_) => AppSettings::default(),
         };
         Ok(graven::build::app_name(repo, &settings))
+    }
+
+    /// Outside a repository and without `--app`: the ledger's app, if it
+    /// has exactly one, as on a server that runs one app.
+    fn only_app_in_the_ledger(&self) -> Result<String, CommandError> {
+        let no_app = || CommandError::bad_input("no app given, and the current directory is not inside a repository");
+        let apps = if self.home.ledger_path().exists() {
+            let ledger = SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)?;
+            ledger.apps().map_err(CommandError::failed)?
+        } else {
+            Vec::new()
+        };
+        match <[String; 1]>::try_from(apps) {
+            Ok([app]) => Ok(app),
+            Err(apps) if apps.is_empty() => Err(no_app().hint("pass --app NAME (or set GRAVEN_APP)")),
+            Err(apps) => Err(no_app().hint(format!(
+                "the ledger in {} has several apps ({}): pass --app NAME (or set GRAVEN_APP)",
+                self.home.root().display(),
+                apps.join(", ")
+            ))),
+        }
     }
 
     /// Opens the embedded ledger, creating the home if needed.

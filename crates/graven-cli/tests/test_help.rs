@@ -41,7 +41,8 @@ fn build_help() {
                   [env: GRAVEN_HOME=]
 
               --app <NAME>
-                  The app [default: graven.toml's [app] name, else the repository's directory name]
+                  The app [default: graven.toml's [app] name, else the repository's directory name; outside
+                  a repository, the ledger's only app]
 
                   [env: GRAVEN_APP=]
 

@@ -31,7 +31,7 @@ const CURRENT: &str = "\
 /// Writes the production log of the repository at `repo`; returns its run
 /// directory.
 fn write_logs(repo: &Path) -> PathBuf {
-    let dir = repo.join(".graven/run/production");
+    let dir = repo.join(".graven/run/shell/production");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("graven.log.1"), ROTATED).unwrap();
     std::fs::write(dir.join("graven.log"), CURRENT).unwrap();
@@ -113,7 +113,7 @@ fn logs_needs_only_the_home() {
     write_logs(repo.path());
     let elsewhere = tempfile::tempdir().unwrap();
     let graven = Graven::in_dir(elsewhere.path()).env("GRAVEN_HOME", repo.path().join(".graven"));
-    let run = graven.run(["logs", "--env", "production", "-n", "1"]);
+    let run = graven.run(["logs", "--app", "shell", "--env", "production", "-n", "1"]);
     insta::assert_snapshot!(run, @r"
         exit code: 0
         ----- stdout -----

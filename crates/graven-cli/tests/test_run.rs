@@ -17,7 +17,7 @@ fn released() -> (graven_testutils::TestRepo, Graven, PathBuf) {
     graven.run(["config", "set", "GREETING=hello", "--env", "production"]);
     let run = graven.run(["release", "--env", "production"]);
     assert_eq!(run.code, 0, "{run}");
-    let tree = repo.path().join(".graven/releases/production/v1");
+    let tree = repo.path().join(".graven/releases/shell/production/v1");
     (repo, graven, tree)
 }
 
@@ -37,7 +37,7 @@ fn exec_runs_in_the_read_only_tree_with_only_the_release_environment() {
     insta::assert_snapshot!(run, @r"
         exit code: 0
         ----- stdout -----
-        [TEMP]/.graven/releases/production/v1
+        [TEMP]/.graven/releases/shell/production/v1
         GRAVEN_APP GRAVEN_ARTIFACT GRAVEN_COMMIT GRAVEN_ENV GRAVEN_PROCESS GRAVEN_RELEASE GREETING PATH PWD TMPDIR
         ----- stderr -----
         ");
@@ -112,7 +112,7 @@ fn verify_env_reports_every_kind_of_drift() {
         extra    extra.txt
         ----- stderr -----
         error: v1 of production has drifted from artifact [DIGEST]: 5 differences found
-        hint: release files are hard links to the store's copies, so an edit in place may have changed the store too (graven verify [C1] tells); rebuild the commit with graven build --force if so, then remove [TEMP]/.graven/releases/production/v1 so that it is laid out again
+        hint: release files are hard links to the store's copies, so an edit in place may have changed the store too (graven verify [C1] tells); rebuild the commit with graven build --force if so, then remove [TEMP]/.graven/releases/shell/production/v1 so that it is laid out again
         ");
 }
 
@@ -131,4 +131,32 @@ fn a_tree_is_never_laid_out_from_missing_blobs() {
     assert!(!tree.exists(), "no half-made tree");
     let leftovers: Vec<_> = std::fs::read_dir(tree.parent().unwrap()).unwrap().collect();
     assert!(leftovers.is_empty(), "no temporary tree: {leftovers:?}");
+}
+
+#[test]
+fn two_apps_sharing_a_home_have_their_own_trees() {
+    let shared = tempfile::tempdir().unwrap();
+    let mut pwds = Vec::new();
+    for (name, file) in [("alpha", "a.txt"), ("beta", "b.txt")] {
+        let repo = graven_testutils::TestRepo::new();
+        repo.write("Procfile", "web: true\n");
+        repo.write("graven.toml", format!("[app]\nname = \"{name}\"\n"));
+        repo.write(file, name);
+        repo.commit("An app");
+        let graven = Graven::in_repo(&repo).env("GRAVEN_HOME", shared.path());
+        graven.build_json::<&str>([]);
+        let run = graven.run(["release", "--env", "production"]);
+        assert_eq!(run.code, 0, "{run}");
+        let run = graven.run(["exec", "--env", "production", "--", "sh", "-c", "pwd; ls"]);
+        assert_eq!(run.code, 0, "{run}");
+        pwds.push(run.stdout);
+    }
+    let root = shared.path().display();
+    assert_eq!(
+        pwds,
+        [
+            format!("{root}/releases/alpha/production/v1\nProcfile\na.txt\ngraven.toml\n"),
+            format!("{root}/releases/beta/production/v1\nProcfile\nb.txt\ngraven.toml\n"),
+        ]
+    );
 }

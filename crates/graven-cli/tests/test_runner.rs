@@ -285,7 +285,7 @@ fn a_release_whose_blobs_are_gone_is_not_switched_to_and_old_trees_are_pruned() 
         assert_eq!(graven.run(["config", "set", &format!("N={n}"), "--env", "production"]).code, 0);
         wait_for_status(&graven, |s| s["in_sync"] == true);
     }
-    let trees = std::fs::read_dir(repo.path().join(".graven/releases/production")).unwrap().count();
+    let trees = std::fs::read_dir(repo.path().join(".graven/releases/shell/production")).unwrap().count();
     assert!(trees <= 5, "{trees} trees left");
 }
 

@@ -164,7 +164,7 @@ fn the_newest_release_running_and_up_is_in_sync() {
         running       v1  deploy  [C1]  artifact [DIGEST]  config [DIGEST]  started 2 hours ago
         in sync       yes
         runner        pid [PID] on [HOST], home [TEMP]/.graven: running, reported just now
-        drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/production/v1)
+        drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/shell/production/v1)
 
         PROCESS  TYPE  PID   STATE  RESTARTS  UPTIME
         web.1    web   4242  up     0         2h 0m
@@ -268,7 +268,7 @@ fn a_runner_behind_the_newest_release_is_out_of_sync() {
         running       v1  deploy  [C1]  artifact [DIGEST]  config [DIGEST]  started 2 hours ago
         in sync       no: v2 is released, v1 runs
         runner        pid [PID] on [HOST], home [TEMP]/.graven: running, reported just now
-        drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/production/v1)
+        drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/shell/production/v1)
         last failure  v2, just now: web.1 exited with code 1 before it was healthy
 
         PROCESS   TYPE    PID   STATE       RESTARTS  UPTIME
@@ -357,7 +357,7 @@ fn an_edited_release_tree_is_drift() {
     assert_eq!((run.json()["drift"].as_bool(), run.json()["drift_files"].as_u64()), (Some(false), Some(0)));
 
     // Behind graven's back.
-    let file = home(&repo).join("releases/production/v1/out.txt");
+    let file = home(&repo).join("releases/shell/production/v1/out.txt");
     chmod(&file, 0o644);
     std::fs::write(&file, "edited\n").unwrap();
     insta::assert_snapshot!(graven.run(["status", "--env", "production"]), @r"
@@ -381,4 +381,30 @@ fn an_edited_release_tree_is_drift() {
 
 fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn outside_a_repository_the_ledgers_only_app_is_the_app() {
+    let (repo, _graven) = released();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let server = Graven::in_dir(elsewhere.path())
+        .env("GRAVEN_HOME", home(&repo))
+        .label(&repo.path().display().to_string(), "[REPO]");
+    let run = server.run(["releases", "--env", "production", "--json"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.json()[0]["app"], "shell");
+
+    // A second app in the same home: which one must be said.
+    let other = shell_app("");
+    std::fs::write(other.path().join("graven.toml"), "[app]\nname = \"other\"\n").unwrap();
+    other.commit("Another app");
+    Graven::in_repo(&other).env("GRAVEN_HOME", home(&repo)).build_json::<&str>([]);
+    let run = server.run(["releases", "--env", "production"]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 2
+        ----- stdout -----
+        ----- stderr -----
+        error: no app given, and the current directory is not inside a repository
+        hint: the ledger in [REPO]/.graven has several apps (other, shell): pass --app NAME (or set GRAVEN_APP)
+        ");
 }

@@ -45,15 +45,17 @@ impl Home {
         self.root.join("tmp")
     }
 
-    /// Where release trees of environment `env` are materialised, one
-    /// read-only directory per release (`v42/`).
-    pub fn releases_dir(&self, env: &str) -> PathBuf {
-        self.root.join("releases").join(env)
+    /// Where release trees of `app`'s environment `env` are materialised,
+    /// one read-only directory per release (`v42/`). Per app, since one home
+    /// can serve several: their v1s are different trees.
+    pub fn releases_dir(&self, app: &str, env: &str) -> PathBuf {
+        self.root.join("releases").join(app).join(env)
     }
 
-    /// The runner's directory for environment `env`: its log files
+    /// The runner's directory for `app`'s environment `env`: its lock, the
+    /// process groups it started, its processes' TMPDIRs and its log files
     /// (`graven.log`, rotated to `graven.log.1` …).
-    pub fn run_dir(&self, env: &str) -> PathBuf {
-        self.root.join("run").join(env)
+    pub fn run_dir(&self, app: &str, env: &str) -> PathBuf {
+        self.root.join("run").join(app).join(env)
     }
 }

@@ -50,7 +50,8 @@ pub(crate) fn cmd_logs(settings: &Settings, args: &LogsArgs) -> Result<(), Comma
     if let Some(process) = process {
         check_process(process)?;
     }
-    let dir = settings.home.run_dir(env);
+    let app = settings.app()?;
+    let dir = settings.home.run_dir(&app, env);
     if !logs::has_logs(&dir) {
         let note = format!("no logs for {env} yet: graven run --env {env} writes them");
         if !args.follow {

@@ -51,7 +51,7 @@ pub(crate) struct GlobalArgs {
     #[arg(long, global = true, value_name = "DIR", env = graven::env_vars::GRAVEN_HOME)]
     pub(crate) home: Option<PathBuf>,
 
-    /// The app [default: graven.toml's [app] name, else the repository's directory name]
+    /// The app [default: graven.toml's [app] name, else the repository's directory name; outside a repository, the ledger's only app]
     #[arg(long, global = true, value_name = "NAME", env = graven::env_vars::GRAVEN_APP)]
     pub(crate) app: Option<String>,
 }

@@ -3,7 +3,7 @@
 //! Files are hard links to the store's blobs where the blob has the file's
 //! mode (no copy, no I/O beyond the directory entries), copies otherwise.
 //! The tree is built under a temporary name, checked against the manifest,
-//! and renamed into place: `releases/<env>/v<N>/` is whole or absent. Trees
+//! and renamed into place: `releases/<app>/<env>/v<N>/` is whole or absent. Trees
 //! stay after use, so a rollback to a recent release costs no I/O.
 
 use std::fs;
@@ -29,7 +29,7 @@ pub struct Tree {
 
 /// Where release `release`'s tree lives.
 pub fn tree_path(home: &Home, release: &Release) -> PathBuf {
-    home.releases_dir(&release.env).join(release.version())
+    home.releases_dir(&release.app, &release.env).join(release.version())
 }
 
 /// Lays out `release`'s tree from `store`, unless it is already there.

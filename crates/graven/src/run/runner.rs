@@ -113,7 +113,7 @@ impl<'a> Runner<'a> {
         options: RunnerOptions,
         print: Print,
     ) -> Result<Self, RunError> {
-        let dir = home.run_dir(&options.env);
+        let dir = home.run_dir(&options.app, &options.env);
         let sink = LogSink::open(&dir).map_err(|e| RunError::Io {
             action: "open the log in",
             path: dir.clone(),
@@ -277,7 +277,7 @@ impl<'a> Runner<'a> {
         if let Some(port) = slot.port {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
         }
-        let tmp = self.home.run_dir(&self.options.env).join("tmp").join(&slot.name);
+        let tmp = self.home.run_dir(&self.options.app, &self.options.env).join("tmp").join(&slot.name);
         crate::fs_tree::remove_tree(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
@@ -350,7 +350,7 @@ impl<'a> Runner<'a> {
     /// Removes release trees beyond the newest [`KEEP_TREES`], never the
     /// running one.
     fn prune_trees(&self) {
-        let dir = self.home.releases_dir(&self.options.env);
+        let dir = self.home.releases_dir(&self.options.app, &self.options.env);
         let Ok(entries) = std::fs::read_dir(&dir) else { return };
         let mut numbers: Vec<u64> =
             entries.flatten().filter_map(|entry| entry.file_name().to_str()?.strip_prefix('v')?.parse().ok()).collect();
@@ -496,7 +496,7 @@ impl Slot {
 
 /// The file listing the process groups the runner of `app` started.
 pub fn groups_file(home: &Home, app: &str, env: &str) -> PathBuf {
-    home.run_dir(env).join(format!("groups-{app}.json"))
+    home.run_dir(app, env).join("groups.json")
 }
 
 /// The lock that makes a runner the only one for its app, environment and
@@ -509,8 +509,8 @@ pub struct RunLock {
 impl RunLock {
     /// Takes the lock, or names the runner that holds it.
     pub fn acquire(home: &Home, app: &str, env: &str) -> Result<Self, RunError> {
-        let dir = home.run_dir(env);
-        let path = dir.join(format!("runner-{app}.lock"));
+        let dir = home.run_dir(app, env);
+        let path = dir.join("runner.lock");
         let io_error = |action| {
             let path = path.clone();
             move |source| RunError::Io { action, path, source }
