@@ -220,6 +220,34 @@ fn a_crashing_worker_is_restarted_with_backoff() {
 }
 
 #[test]
+fn the_running_release_is_still_supervised_while_a_rollout_waits() {
+    let (_repo, graven) = shell_web("health_timeout = 20");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    let worker_pid = |status: &serde_json::Value| {
+        status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "worker.1").unwrap()["pid"].as_u64()
+    };
+    let old_worker = worker_pid(&status).unwrap();
+
+    // v2's web never listens: the rollout waits up to 20 s. Meanwhile v1's
+    // worker dies, and is restarted without waiting for the rollout.
+    assert_eq!(graven.run(["config", "set", "HANG=1", "--env", "production"]).code, 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = rustix::process::Pid::from_raw(i32::try_from(old_worker).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let status = wait_for_status(&graven, |s| {
+        s["processes"]
+            .as_array()
+            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "worker.1" && p["restarts"] == 1 && p["state"] == "up"))
+    });
+    assert_eq!(status["running"]["number"], 1, "{status:#}");
+    assert!(status["last_failure"].is_null(), "v2's rollout is still waiting: {status:#}");
+    assert_ne!(worker_pid(&status), Some(old_worker));
+    assert!(get(port, "/").is_some(), "v1 serves");
+}
+
+#[test]
 fn one_runner_per_environment_and_a_busy_port_is_refused() {
     let (_repo, graven) = shell_web("");
     let port = free_port();

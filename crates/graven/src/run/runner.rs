@@ -101,6 +101,8 @@ pub struct Runner<'a> {
     failed: Option<Digest>,
     /// The process groups last written to the groups file.
     recorded: Vec<i32>,
+    /// When the run state was last recorded in the ledger.
+    last_report: Option<Instant>,
 }
 
 impl<'a> Runner<'a> {
@@ -131,6 +133,7 @@ impl<'a> Runner<'a> {
             failure: None,
             failed: None,
             recorded: Vec::new(),
+            last_report: None,
         })
     }
 
@@ -151,7 +154,6 @@ impl<'a> Runner<'a> {
             self.say(&format!("no release yet: waiting for graven release --env {}", self.options.env));
         }
 
-        let mut last_report = Instant::now().checked_sub(REPORT_EVERY).unwrap_or_else(Instant::now);
         while !stop.load(Ordering::Relaxed) {
             if let Some(desired) = self.ledger.current_release(&self.options.app, &self.options.env)? {
                 let running = self.current.as_ref().map(|d| d.release.id);
@@ -159,15 +161,23 @@ impl<'a> Runner<'a> {
                     self.rollout(&desired, stop);
                 }
             }
-            self.supervise();
-            if last_report.elapsed() >= REPORT_EVERY {
-                self.report("running");
-                last_report = Instant::now();
-            }
+            self.keep_up();
             std::thread::sleep(POLL);
         }
         self.shutdown();
         Ok(())
+    }
+
+    /// Supervises the running release and keeps its run state fresh; also
+    /// called while a rollout waits for a release phase or a health check,
+    /// so that neither stops the old release's restarts nor makes the
+    /// runner look dead to `graven status`.
+    fn keep_up(&mut self) {
+        self.supervise();
+        if self.last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+            self.report("running");
+            self.last_report = Some(Instant::now());
+        }
     }
 
     fn say(&self, text: &str) {
@@ -200,7 +210,7 @@ impl<'a> Runner<'a> {
 
     /// Everything before the switch: tree, release phase, new processes,
     /// health. On failure, whatever was started is stopped again.
-    fn prepare(&self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
+    fn prepare(&mut self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
         let tree = materialise(self.store, self.home, release).map_err(|e| e.to_string())?;
         let config = self
             .ledger
@@ -226,14 +236,14 @@ impl<'a> Runner<'a> {
                 return Err(e);
             }
         }
-        if let Err(reason) = Self::wait_healthy(&mut deployment, stop) {
+        if let Err(reason) = self.wait_healthy(&mut deployment, stop) {
             self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
             return Err(reason);
         }
         Ok(deployment)
     }
 
-    fn release_phase(&self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
+    fn release_phase(&mut self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
         let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, command, None);
         self.start(&deployment.release, &deployment.config, &deployment.tree, &mut slot)?;
         let mut process = slot.process.take().expect("a started slot has a process");
@@ -245,7 +255,10 @@ impl<'a> Runner<'a> {
                     let _ = process.stop(stop_timeout(&deployment.run));
                     return Err("the runner was stopped during the release phase".to_owned());
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Ok(None) => {
+                    self.keep_up();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -292,7 +305,7 @@ impl<'a> Runner<'a> {
 
     /// Waits until every web process accepts connections (or answers 2xx on
     /// `[run] health`), failing if one exits or the time runs out.
-    fn wait_healthy(deployment: &mut Deployment, stop: &AtomicBool) -> Result<(), String> {
+    fn wait_healthy(&mut self, deployment: &mut Deployment, stop: &AtomicBool) -> Result<(), String> {
         let timeout = deployment.run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs);
         let deadline = Instant::now() + timeout;
         let health = deployment.run.health.clone();
@@ -316,6 +329,7 @@ impl<'a> Runner<'a> {
                     );
                     return Err(format!("{} did not {check} within {} s", slot.name, timeout.as_secs()));
                 }
+                self.keep_up();
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
