@@ -248,6 +248,28 @@ fn the_running_release_is_still_supervised_while_a_rollout_waits() {
 }
 
 #[test]
+fn the_new_release_is_reported_while_the_old_one_drains() {
+    let (_repo, graven) = shell_web("stop_timeout = 20");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    let old_web =
+        status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "web.1").unwrap()["pid"].as_u64().unwrap();
+
+    // A client that connected to v1's web and keeps its connection open:
+    // v1's web is only stopped once it drains, or after stop_timeout.
+    let held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 2);
+    assert!(
+        std::path::Path::new(&format!("/proc/{old_web}")).exists(),
+        "v2 was reported running while v1's web still drained: {status:#}"
+    );
+    assert!(get(port, "/").is_some(), "v2 serves");
+    drop(held);
+}
+
+#[test]
 fn one_runner_per_environment_and_a_busy_port_is_refused() {
     let (_repo, graven) = shell_web("");
     let port = free_port();

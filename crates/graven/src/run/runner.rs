@@ -95,8 +95,11 @@ pub struct Runner<'a> {
     options: RunnerOptions,
     sink: Arc<LogSink>,
     print: Print,
-    proxy: Option<Proxy>,
+    proxy: Option<Arc<Proxy>>,
     current: Option<Deployment>,
+    /// Processes of releases switched away from, being stopped in the
+    /// background once their connections drain.
+    retiring: Vec<Retiring>,
     failure: Option<Failure>,
     failed: Option<Digest>,
     /// The process groups last written to the groups file.
@@ -130,6 +133,7 @@ impl<'a> Runner<'a> {
             print,
             proxy: None,
             current: None,
+            retiring: Vec::new(),
             failure: None,
             failed: None,
             recorded: Vec::new(),
@@ -149,7 +153,7 @@ impl<'a> Runner<'a> {
             .map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
         proxy.start().map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
         self.say(&format!("listening on port {port} for {} {}", self.options.app, self.options.env));
-        self.proxy = Some(proxy);
+        self.proxy = Some(Arc::new(proxy));
         if first.is_none() {
             self.say(&format!("no release yet: waiting for graven release --env {}", self.options.env));
         }
@@ -351,7 +355,7 @@ impl<'a> Runner<'a> {
         let version = deployment.release.version();
         if let Some(old) = self.current.replace(deployment) {
             self.say(&format!("{version} is serving; stopping {}", old.release.version()));
-            self.stop_all(old.slots, &old.run);
+            self.retire(old);
         } else {
             self.say(&format!("{version} is serving"));
         }
@@ -377,22 +381,21 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Stops `slots` in parallel: a web process once its connections have
-    /// drained (or the stop timeout passed), the others at once.
+    /// Stops `slots` and waits for them; see [`stop_slots`].
     fn stop_all(&self, slots: Vec<Slot>, run: &RunSettings) {
-        let timeout = stop_timeout(run);
-        std::thread::scope(|scope| {
-            for slot in slots {
-                let Some(process) = slot.process else { continue };
-                let proxy = self.proxy.as_ref();
-                scope.spawn(move || {
-                    if let (Some(proxy), Some(port)) = (proxy, slot.port) {
-                        proxy.wait_drained(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
-                    }
-                    let _ = process.stop(timeout);
-                });
-            }
-        });
+        stop_slots(self.proxy.as_deref(), slots, stop_timeout(run));
+    }
+
+    /// Stops the processes of a release switched away from on a thread of
+    /// their own: draining connections can take the whole stop timeout, and
+    /// meanwhile the new release must be supervised and reported. Their
+    /// process groups stay in the groups file until they are gone.
+    fn retire(&mut self, old: Deployment) {
+        let pgids = old.slots.iter().filter_map(|slot| slot.process.as_ref().map(Process::pgid)).collect();
+        let proxy = self.proxy.clone();
+        let timeout = stop_timeout(&old.run);
+        let handle = std::thread::spawn(move || stop_slots(proxy.as_deref(), old.slots, timeout));
+        self.retiring.push(Retiring { pgids, handle });
     }
 
     /// Restarts processes that exited, with backoff.
@@ -423,11 +426,13 @@ impl<'a> Runner<'a> {
 
     /// Writes the groups file when the set of process groups changed.
     fn record_groups(&mut self) {
+        self.retiring.retain(|retiring| !retiring.handle.is_finished());
         let pgids: Vec<i32> = self
             .current
             .iter()
             .flat_map(|d| d.slots.iter())
             .filter_map(|slot| slot.process.as_ref().map(Process::pgid))
+            .chain(self.retiring.iter().flat_map(|retiring| retiring.pgids.iter().copied()))
             .collect();
         if pgids != self.recorded
             && record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids).is_ok()
@@ -484,6 +489,9 @@ impl<'a> Runner<'a> {
             let run = deployment.run.clone();
             self.stop_all(deployment.slots, &run);
         }
+        for retiring in self.retiring.drain(..) {
+            let _ = retiring.handle.join();
+        }
         if let Some(proxy) = self.proxy.take() {
             proxy.stop();
         }
@@ -506,6 +514,28 @@ impl Slot {
             started_at: None,
         }
     }
+}
+
+/// Processes being stopped in the background, and their process groups.
+struct Retiring {
+    pgids: Vec<i32>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Stops `slots` in parallel: a web process once its connections through
+/// `proxy` have drained (or `timeout` passed), the others at once.
+fn stop_slots(proxy: Option<&Proxy>, slots: Vec<Slot>, timeout: Duration) {
+    std::thread::scope(|scope| {
+        for slot in slots {
+            let Some(process) = slot.process else { continue };
+            scope.spawn(move || {
+                if let (Some(proxy), Some(port)) = (proxy, slot.port) {
+                    proxy.wait_drained(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
+                }
+                let _ = process.stop(timeout);
+            });
+        }
+    });
 }
 
 /// The file listing the process groups the runner of `app` started.
