@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use graven::app::{AppSettings, SETTINGS_FILE, is_valid_app_name};
-use graven::env_vars::GRAVEN_AUTHOR;
+use graven::env_vars::{GRAVEN_AUTHOR, GRAVEN_LEDGER, GRAVEN_STORE};
 use graven::git::Repo;
 use graven::home::{DEFAULT_HOME, Home};
 use graven::ledger::{Ledger as _, SqliteLedger};
@@ -22,6 +22,8 @@ pub(crate) struct Settings {
     pub(crate) home: Home,
     /// `--app`, if given.
     pub(crate) app_flag: Option<String>,
+    /// Team backends asked for through the environment, by variable name.
+    team_backends: Vec<&'static str>,
 }
 
 impl Settings {
@@ -47,13 +49,17 @@ impl Settings {
             return Err(CommandError::bad_input(format!("--app '{app}' is not a valid app name"))
                 .hint("use a lowercase letter, then up to 62 of a-z, 0-9 and '-'"));
         }
-        Ok(Self { repo, home, app_flag: global.app.clone() })
+        let team_backends = [GRAVEN_LEDGER, GRAVEN_STORE]
+            .into_iter()
+            .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
+            .collect();
+        Ok(Self { repo, home, app_flag: global.app.clone(), team_backends })
     }
 
     /// Settings for the repository `repo` with its default home.
     pub(crate) fn for_repo(repo: Repo) -> Self {
         let home = Home::new(repo.root().join(DEFAULT_HOME));
-        Self { repo: Some(repo), home, app_flag: None }
+        Self { repo: Some(repo), home, app_flag: None, team_backends: Vec::new() }
     }
 
     /// The repository, for commands that need one.
@@ -82,6 +88,7 @@ impl Settings {
     /// has exactly one, as on a server that runs one app.
     fn only_app_in_the_ledger(&self) -> Result<String, CommandError> {
         let no_app = || CommandError::bad_input("no app given, and the current directory is not inside a repository");
+        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
         let apps = if self.home.ledger_path().exists() {
             let ledger = SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)?;
             ledger.apps().map_err(CommandError::failed)?
@@ -99,8 +106,23 @@ impl Settings {
         }
     }
 
+    /// Refuses to go on with the embedded backend at `embedded` when
+    /// `variable` asks for a team backend: writing to a local ledger while
+    /// the team reads another is how "what is running?" loses its answer.
+    /// The variable's value is not shown: a URL can hold a password.
+    fn refuse_team_backend(&self, variable: &str, what: &str, embedded: &Path) -> Result<(), CommandError> {
+        if !self.team_backends.contains(&variable) {
+            return Ok(());
+        }
+        Err(CommandError::bad_input(format!(
+            "{variable} is set, but this version of graven has no {what}: it has only the embedded one"
+        ))
+        .hint(format!("unset {variable} to use {}", embedded.display())))
+    }
+
     /// Opens the embedded ledger, creating the home if needed.
     pub(crate) fn ledger(&self) -> Result<SqliteLedger, CommandError> {
+        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
         self.home.create().map_err(|e| {
             CommandError::failed(format!("cannot create the graven home {}: {e}", self.home.root().display()))
         })?;
@@ -109,6 +131,7 @@ impl Settings {
 
     /// Opens the local store.
     pub(crate) fn store(&self) -> Result<LocalStore, CommandError> {
+        self.refuse_team_backend(GRAVEN_STORE, "S3 store", &self.home.store_dir())?;
         LocalStore::open(&self.home.store_dir()).map_err(CommandError::failed)
     }
 

@@ -356,3 +356,29 @@ fn a_release_killed_midway_leaves_nothing_half_made() {
     let run = graven.run(["verify", "--ledger"]);
     assert_eq!(run.code, 0, "{run}");
 }
+
+#[test]
+fn team_backends_asked_for_are_refused_rather_than_ignored() {
+    let (repo, graven) = built_app();
+    let before = graven.run(["releases", "--env", "production", "--json"]);
+    let team = graven.env("GRAVEN_LEDGER", "postgres://graven:secret@db.invalid/graven");
+    let run = team.run(["release", "--env", "production"]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 2
+        ----- stdout -----
+        ----- stderr -----
+        error: GRAVEN_LEDGER is set, but this version of graven has no PostgreSQL ledger: it has only the embedded one
+        hint: unset GRAVEN_LEDGER to use [TEMP]/.graven/ledger.sqlite
+        ");
+    let graven = Graven::in_repo(&repo).env("GRAVEN_STORE", "s3://bucket/graven");
+    let run = graven.run(["build", "--force"]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 2
+        ----- stdout -----
+        ----- stderr -----
+        error: GRAVEN_STORE is set, but this version of graven has no S3 store: it has only the embedded one
+        hint: unset GRAVEN_STORE to use [TEMP]/.graven/store
+        ");
+    let after = Graven::in_repo(&repo).run(["releases", "--env", "production", "--json"]);
+    assert_eq!(before.stdout, after.stdout, "nothing changed");
+}

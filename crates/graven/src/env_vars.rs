@@ -14,6 +14,15 @@ pub const GRAVEN_APP: &str = "GRAVEN_APP";
 /// Who made a build or release. Default: git's `user.email`, else `user@host`.
 pub const GRAVEN_AUTHOR: &str = "GRAVEN_AUTHOR";
 
+/// Selects the team ledger (`postgres://…`). This version of graven has
+/// only the embedded SQLite ledger, and refuses to open a ledger while this
+/// is set rather than quietly write to a different one.
+pub const GRAVEN_LEDGER: &str = "GRAVEN_LEDGER";
+
+/// Selects the team store (`s3://bucket/prefix`). Refused like
+/// [`GRAVEN_LEDGER`]: this version has only the local store.
+pub const GRAVEN_STORE: &str = "GRAVEN_STORE";
+
 /// Test-only: names a fail point at which graven stops itself (see
 /// `fail_point`). Unset in normal use.
 pub const GRAVEN_FAIL_POINT: &str = "GRAVEN_FAIL_POINT";
