@@ -55,6 +55,13 @@ fn verify_names_a_corrupted_file() {
         error: artifact [DIGEST] is damaged: 1 of 5 blobs or listings are missing or corrupted
         hint: rebuild commit [C1] with graven build --force to store the files again
         ");
+    let run = graven.run(["verify", &artifact, "--json"]);
+    assert_eq!(run.code, 1, "{run}");
+    let json = run.json();
+    assert_eq!((json["artifact"].as_str(), json["intact"].as_bool()), (Some(artifact.as_str()), Some(false)));
+    assert_eq!(json["problems"][0]["problem"], "corrupted");
+    assert_eq!(json["problems"][0]["paths"], serde_json::json!(["config.json"]));
+    assert_eq!(json["problems"][0]["digest"].as_str(), Some(Digest::of(b"{}\n").to_string().as_str()));
 }
 
 #[test]

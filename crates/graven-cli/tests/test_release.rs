@@ -303,6 +303,16 @@ fn the_database_refuses_edits_and_verify_finds_tampering() {
     error: the ledger of app 'shell' has been tampered with: 1 break found
     hint: restore the ledger from a backup; the releases named above are not what graven wrote
     ");
+    let run = graven.run(["verify", "--ledger", "--json"]);
+    assert_eq!(run.code, 1, "{run}");
+    let json = run.json();
+    assert_eq!((json["intact"].as_bool(), json["releases"].as_u64()), (Some(false), Some(3)));
+    let problems = json["problems"].as_array().unwrap();
+    assert_eq!(problems.len(), 1, "{json:#}");
+    assert_eq!(
+        (&problems[0]["problem"], &problems[0]["env"], &problems[0]["number"]),
+        (&"release_edited".into(), &"production".into(), &2.into())
+    );
 }
 
 #[test]

@@ -114,6 +114,21 @@ fn verify_env_reports_every_kind_of_drift() {
         error: v1 of production has drifted from artifact [DIGEST]: 5 differences found
         hint: release files are hard links to the store's copies, so an edit in place may have changed the store too (graven verify [C1] tells); rebuild the commit with graven build --force if so, then remove [TEMP]/.graven/releases/shell/production/v1 so that it is laid out again
         ");
+    let run = graven.run(["verify", "--env", "production", "--json"]);
+    assert_eq!(run.code, 1, "{run}");
+    let json = run.json();
+    assert_eq!((json["drift"].as_bool(), json["release"]["version"].as_str()), (Some(true), Some("v1")));
+    assert_eq!(json["tree"].as_str(), tree.to_str());
+    assert_eq!(
+        json["differences"],
+        serde_json::json!([
+            {"path": "Procfile", "problem": "mode", "found": "0644", "expected": "0444"},
+            {"path": "Procfile", "problem": "changed"},
+            {"path": "bin", "problem": "mode", "found": "0755", "expected": "0555"},
+            {"path": "bin/hi", "problem": "missing"},
+            {"path": "extra.txt", "problem": "extra"},
+        ])
+    );
 }
 
 #[test]

@@ -5,6 +5,9 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use graven::build::BlobProblem;
+use graven::release::chain::ChainProblem;
+use graven::run::{Drift, DriftKind};
+use serde_json::json;
 
 use crate::error::CommandError;
 use crate::settings::Settings;
@@ -19,12 +22,13 @@ use crate::ui;
 /// changed, behind graven's back (drift).
 /// With --ledger: recomputes the id of every release and config version from
 /// its fields and checks every parent link, reporting each break (a row
-/// edited behind graven's back). Exits 1 if anything is wrong.
+/// edited behind graven's back). Exits 1 if anything is wrong, also with
+/// --json, which prints what was checked and every problem found.
 ///
 /// Examples:
 ///   graven verify HEAD
 ///   graven verify --ledger
-///   graven verify --env production
+///   graven verify --env production --json
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment, group(clap::ArgGroup::new("what").required(true).args(["build", "ledger", "env"])))]
 pub(crate) struct VerifyArgs {
@@ -40,13 +44,17 @@ pub(crate) struct VerifyArgs {
     /// and mode change
     #[arg(long, value_name = "ENV")]
     env: Option<String>,
+
+    /// Print what was checked and every problem found as JSON on stdout
+    #[arg(long)]
+    json: bool,
 }
 
 pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), CommandError> {
     if let Some(env) = &args.env {
-        return verify_env(settings, env);
+        return verify_env(settings, env, args.json);
     }
-    let Some(build) = &args.build else { return verify_ledger(settings) };
+    let Some(build) = &args.build else { return verify_ledger(settings, args.json) };
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let store = settings.store()?;
@@ -56,7 +64,19 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         CommandError::failed(e)
             .hint("the artifact record is damaged or gone: rebuild the commit with graven build --force")
     })?;
+    if args.json {
+        ui::out_json(&json!({
+            "artifact": id,
+            "intact": report.problems.is_empty(),
+            "blobs": report.blobs,
+            "bytes": report.bytes,
+            "problems": report.problems.iter().map(blob_problem_json).collect::<Vec<_>>(),
+        }));
+    }
     if report.problems.is_empty() {
+        if args.json {
+            return Ok(());
+        }
         ui::out(format!(
             "{} is intact: {} blobs, {} checked",
             id.short(),
@@ -65,8 +85,10 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         ));
         return Ok(());
     }
-    for problem in &report.problems {
-        ui::out(describe(&store, problem));
+    if !args.json {
+        for problem in &report.problems {
+            ui::out(describe(&store, problem));
+        }
     }
     Err(CommandError::failed(format!(
         "artifact {} is damaged: {} of {} blobs or listings are missing or corrupted",
@@ -99,11 +121,32 @@ fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String 
     }
 }
 
-fn verify_ledger(settings: &Settings) -> Result<(), CommandError> {
+fn blob_problem_json(problem: &BlobProblem) -> serde_json::Value {
+    match problem {
+        BlobProblem::Missing { digest, paths } => json!({"problem": "missing", "digest": digest, "paths": paths}),
+        BlobProblem::Corrupt { digest, paths } => json!({"problem": "corrupted", "digest": digest, "paths": paths}),
+        BlobProblem::Listing { path, why } => json!({"problem": "listing", "path": path, "why": why}),
+    }
+}
+
+fn verify_ledger(settings: &Settings, as_json: bool) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let report = graven::release::chain::verify_ledger(&ledger, &app).map_err(CommandError::failed)?;
+    if as_json {
+        ui::out_json(&json!({
+            "app": app,
+            "intact": report.problems.is_empty(),
+            "environments": report.environments,
+            "releases": report.releases,
+            "config_versions": report.config_versions,
+            "problems": report.problems.iter().map(chain_problem_json).collect::<Vec<_>>(),
+        }));
+    }
     if report.problems.is_empty() {
+        if as_json {
+            return Ok(());
+        }
         ui::out(format!(
             "the ledger of app '{app}' is intact: {} releases and {} config versions in {} environments",
             ui::count(report.releases),
@@ -112,8 +155,10 @@ fn verify_ledger(settings: &Settings) -> Result<(), CommandError> {
         ));
         return Ok(());
     }
-    for problem in &report.problems {
-        ui::out(problem);
+    if !as_json {
+        for problem in &report.problems {
+            ui::out(problem);
+        }
     }
     Err(CommandError::failed(format!(
         "the ledger of app '{app}' has been tampered with: {} {} found",
@@ -123,7 +168,20 @@ fn verify_ledger(settings: &Settings) -> Result<(), CommandError> {
     .hint("restore the ledger from a backup; the releases named above are not what graven wrote"))
 }
 
-fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
+/// A break in the hash chain: its kind, where, and the sentence the text
+/// output prints.
+fn chain_problem_json(problem: &ChainProblem) -> serde_json::Value {
+    let (kind, env, number) = match problem {
+        ChainProblem::ReleaseEdited { env, number, .. } => ("release_edited", env, number),
+        ChainProblem::BrokenLink { env, number, .. } => ("broken_link", env, number),
+        ChainProblem::Numbering { env, expected, .. } => ("numbering", env, expected),
+        ChainProblem::ConfigEdited { env, number, .. } => ("config_edited", env, number),
+        ChainProblem::ConfigMissing { env, number, .. } => ("config_missing", env, number),
+    };
+    json!({"problem": kind, "env": env, "number": number, "message": problem.to_string()})
+}
+
+fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), CommandError> {
     use graven::ledger::Ledger as _;
     graven::release::check_env_name(env)?;
     let app = settings.app()?;
@@ -153,12 +211,28 @@ fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
     }
     let artifact = graven::release::artifact_of(&store, &release)?;
     let drift = graven::run::check_tree(&store, &artifact.root, &tree).map_err(crate::error::run_error)?;
+    if as_json {
+        ui::out_json(&json!({
+            "app": app,
+            "env": env,
+            "release": {"id": release.id, "number": release.number, "version": release.version()},
+            "artifact": release.artifact,
+            "tree": tree,
+            "drift": !drift.is_empty(),
+            "differences": drift.iter().map(drift_json).collect::<Vec<_>>(),
+        }));
+    }
     if drift.is_empty() {
+        if as_json {
+            return Ok(());
+        }
         ui::out(format!("{} of {env} matches artifact {}: no drift", release.version(), release.artifact.short()));
         return Ok(());
     }
-    for item in &drift {
-        ui::out(item);
+    if !as_json {
+        for item in &drift {
+            ui::out(item);
+        }
     }
     Err(CommandError::failed(format!(
         "{} of {env} has drifted from artifact {}: {} found",
@@ -171,4 +245,20 @@ fn verify_env(settings: &Settings, env: &str) -> Result<(), CommandError> {
         ui::short_commit(&release.commit),
         tree.display()
     )))
+}
+
+/// One difference: the path, what differs, and for a mode or kind, what was
+/// found and what was expected (modes in octal, as `0644`).
+fn drift_json(drift: &Drift) -> serde_json::Value {
+    match &drift.kind {
+        DriftKind::Changed => json!({"path": drift.path, "problem": "changed"}),
+        DriftKind::Missing => json!({"path": drift.path, "problem": "missing"}),
+        DriftKind::Extra => json!({"path": drift.path, "problem": "extra"}),
+        DriftKind::Mode { found, expected } => json!({
+            "path": drift.path, "problem": "mode", "found": format!("{found:04o}"), "expected": format!("{expected:04o}"),
+        }),
+        DriftKind::Kind { found, expected } => {
+            json!({"path": drift.path, "problem": "kind", "found": found, "expected": expected})
+        }
+    }
 }
