@@ -9,5 +9,6 @@ mod test_build;
 mod test_export;
 mod test_git;
 mod test_ledger;
+mod test_status;
 mod test_store;
 mod test_verify;

@@ -1,29 +1,19 @@
-//! `graven status`: what version is running? The environment's desired
-//! release (its newest) against the one its runner reports in the ledger,
-//! with the runner's processes, its last failed rollout, and whether the
-//! release tree on disk still matches the artifact. Reads only: it never
-//! changes the ledger, a tree or a process.
-
-use std::path::Path;
-use std::time::Duration;
+//! `graven status`: shows what [`graven::run::status`] tells of an
+//! environment (desired and running release, runner, processes, last
+//! failed rollout, drift) as text or JSON, and turns what is wrong into the
+//! exit code and hints.
 
 use clap::Args;
-use graven::home::Home;
-use graven::ledger::Ledger as _;
 use graven::release::Release;
 use graven::run::Drift;
-use graven::run::state::{Failure, ProcessState, RunState};
-use graven::store::LocalStore;
+use graven::run::state::ProcessState;
+use graven::run::status::{DriftCheck, EnvStatus, Liveness, RunnerReport, StatusError, Vantage};
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
 use crate::output::ReleaseJson;
 use crate::settings::Settings;
 use crate::ui;
-
-/// A runner rewrites its row every second: one that has not for this long
-/// is taken for dead (killed, or its machine is down).
-const ALIVE_WITHIN: Duration = Duration::from_secs(10);
 
 /// The widest label of the text output, `last failure`.
 const LABEL_WIDTH: usize = 12;
@@ -55,163 +45,88 @@ pub(crate) struct StatusArgs {
     json: bool,
 }
 
-/// Whether a runner's report is current, judged from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Liveness {
-    /// It reports, and runs.
-    Alive,
-    /// It wrote that it stopped.
-    Stopped,
-    /// It has not reported for [`ALIVE_WITHIN`].
-    Stale,
-    /// It runs on this machine with this home, and its pid is gone.
-    Gone,
+/// `last seen 1 minute ago`: why a runner is not alive.
+fn why_not_alive(runner: &RunnerReport) -> String {
+    let seen = ui::age(&runner.state.updated_at);
+    match runner.liveness {
+        Liveness::Alive => format!("alive, seen {seen}"),
+        Liveness::Stopped => format!("stopped {seen}"),
+        Liveness::Stale => format!("last seen {seen}"),
+        Liveness::Gone => format!("process {} is gone, last seen {seen}", runner.state.runner_pid),
+    }
 }
 
-/// A runner's report, judged.
-struct Runner {
-    state: RunState,
-    liveness: Liveness,
-}
-
-impl Runner {
-    fn alive(&self) -> bool {
-        self.liveness == Liveness::Alive
-    }
-
-    /// `last seen 1 minute ago`: why a runner is not alive.
-    fn why_not_alive(&self) -> String {
-        let seen = ui::age(&self.state.updated_at);
-        match self.liveness {
-            Liveness::Alive => format!("alive, seen {seen}"),
-            Liveness::Stopped => format!("stopped {seen}"),
-            Liveness::Stale => format!("last seen {seen}"),
-            Liveness::Gone => format!("process {} is gone, last seen {seen}", self.state.runner_pid),
-        }
-    }
-
-    /// `its runner was last seen 1 minute ago`: the same, as a sentence.
-    fn sentence_not_alive(&self) -> String {
-        let seen = ui::age(&self.state.updated_at);
-        match self.liveness {
-            Liveness::Alive => format!("its runner is alive, seen {seen}"),
-            Liveness::Stopped => format!("its runner stopped {seen}"),
-            Liveness::Stale => format!("its runner was last seen {seen}"),
-            Liveness::Gone => {
-                format!("its runner's process {} is gone (last seen {seen})", self.state.runner_pid)
-            }
+/// `its runner was last seen 1 minute ago`: the same, as a sentence.
+fn sentence_not_alive(runner: &RunnerReport) -> String {
+    let seen = ui::age(&runner.state.updated_at);
+    match runner.liveness {
+        Liveness::Alive => format!("its runner is alive, seen {seen}"),
+        Liveness::Stopped => format!("its runner stopped {seen}"),
+        Liveness::Stale => format!("its runner was last seen {seen}"),
+        Liveness::Gone => {
+            format!("its runner's process {} is gone (last seen {seen})", runner.state.runner_pid)
         }
     }
 }
 
-/// How the tree of the running release compares with its artifact.
-enum DriftCheck {
-    /// Checked: every difference found.
-    Checked(Vec<Drift>),
-    /// Not checked, and why.
-    Unknown(String),
-}
-
-/// Everything `status` shows.
-struct Status {
-    app: String,
-    env: String,
-    /// The environment's newest release.
-    desired: Option<Release>,
-    /// The newest report of a runner of the environment.
-    runner: Option<Runner>,
-    /// The release an alive runner runs, and since when.
-    running: Option<(Release, String)>,
-    drift: Option<DriftCheck>,
-}
-
-impl Status {
-    fn in_sync(&self) -> bool {
-        matches!((&self.desired, &self.running), (Some(desired), Some((running, _))) if desired.id == running.id)
-    }
-
-    /// The processes of an alive runner: a dead one's are not known.
-    fn processes(&self) -> &[ProcessState] {
-        match &self.runner {
-            Some(runner) if runner.alive() => &runner.state.processes,
-            _ => &[],
-        }
-    }
-
-    fn last_failure(&self) -> Option<&Failure> {
-        self.runner.as_ref().and_then(|r| r.state.last_failure.as_ref())
-    }
-
-    fn drifted(&self) -> Option<&[Drift]> {
-        match &self.drift {
-            Some(DriftCheck::Checked(drift)) => Some(drift),
-            _ => None,
-        }
-    }
-
-    /// Why the environment does not run its newest release healthily, with
-    /// a hint for each; empty when it does.
-    fn problems(&self) -> Vec<(String, String)> {
-        let env = &self.env;
-        let mut problems = Vec::new();
-        let Some(desired) = &self.desired else {
-            problems.push((
-                format!("{env} has no release yet"),
-                format!("release a build first: graven release --env {env}"),
-            ));
-            return problems;
-        };
-        let start = format!("start one: graven run --env {env}");
-        match &self.runner {
-            None => problems.push((format!("{env} is not running: no runner has reported for it"), start)),
-            Some(runner) if !runner.alive() => {
-                problems.push((format!("{env} is not running: {}", runner.sentence_not_alive()), start));
-            }
-            Some(_) => {}
-        }
-        let failed = self.last_failure().filter(|f| f.number == desired.number);
-        let sync_hint = match failed {
-            Some(failure) => format!(
-                "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed",
-                failure.number, failure.reason
-            ),
-            None => format!(
-                "the runner switches to a new release within a second of it, once its processes are healthy: wait, or see graven logs --env {env}"
-            ),
-        };
-        match &self.running {
-            Some((running, _)) if running.id != desired.id => problems.push((
-                format!("{env} is not in sync: {} is released, {} runs", desired.version(), running.version()),
-                sync_hint,
-            )),
-            None if self.runner.as_ref().is_some_and(Runner::alive) => problems.push((
-                format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()),
-                sync_hint,
-            )),
-            _ => {}
-        }
-        let down: Vec<String> =
-            self.processes().iter().filter(|p| p.state != "up").map(|p| format!("{} is {}", p.name, p.state)).collect();
-        if !down.is_empty() {
-            problems.push((
-                format!("{env} is not healthy: {}", down.join(", ")),
-                format!("graven logs --env {env} shows what they printed"),
-            ));
-        }
-        if let (Some(drift), Some((running, _))) = (self.drifted(), &self.running)
-            && !drift.is_empty()
-        {
-            problems.push((
-                format!(
-                    "the tree of {} of {env} has drifted from its artifact: {}",
-                    running.version(),
-                    ui::count_of(drift.len() as u64, "difference")
-                ),
-                format!("graven verify --env {env} lists them"),
-            ));
-        }
+/// Why the environment does not run its newest release healthily, with a
+/// hint for each; empty when it does.
+fn problems(status: &EnvStatus) -> Vec<(String, String)> {
+    let env = &status.env;
+    let mut problems = Vec::new();
+    let Some(desired) = &status.desired else {
         problems
+            .push((format!("{env} has no release yet"), format!("release a build first: graven release --env {env}")));
+        return problems;
+    };
+    let start = format!("start one: graven run --env {env}");
+    match &status.runner {
+        None => problems.push((format!("{env} is not running: no runner has reported for it"), start)),
+        Some(runner) if !runner.alive() => {
+            problems.push((format!("{env} is not running: {}", sentence_not_alive(runner)), start));
+        }
+        Some(_) => {}
     }
+    let failed = status.last_failure().filter(|f| f.number == desired.number);
+    let sync_hint = match failed {
+        Some(failure) => format!(
+            "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed",
+            failure.number, failure.reason
+        ),
+        None => format!(
+            "the runner switches to a new release within a second of it, once its processes are healthy: wait, or see graven logs --env {env}"
+        ),
+    };
+    match &status.running {
+        Some((running, _)) if running.id != desired.id => problems.push((
+            format!("{env} is not in sync: {} is released, {} runs", desired.version(), running.version()),
+            sync_hint,
+        )),
+        None if status.runner.as_ref().is_some_and(RunnerReport::alive) => problems
+            .push((format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()), sync_hint)),
+        _ => {}
+    }
+    let down: Vec<String> =
+        status.processes().iter().filter(|p| p.state != "up").map(|p| format!("{} is {}", p.name, p.state)).collect();
+    if !down.is_empty() {
+        problems.push((
+            format!("{env} is not healthy: {}", down.join(", ")),
+            format!("graven logs --env {env} shows what they printed"),
+        ));
+    }
+    if let (Some(drift), Some((running, _))) = (status.drifted(), &status.running)
+        && !drift.is_empty()
+    {
+        problems.push((
+            format!(
+                "the tree of {} of {env} has drifted from its artifact: {}",
+                running.version(),
+                ui::count_of(drift.len() as u64, "difference")
+            ),
+            format!("graven verify --env {env} lists them"),
+        ));
+    }
+    problems
 }
 
 pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), CommandError> {
@@ -219,93 +134,24 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     crate::commands::env::require_existing(&ledger, &app, env)?;
-    let desired = ledger.current_release(&app, env).map_err(CommandError::failed)?;
-    let runner = ledger
-        .run_states(&app, env)
-        .map_err(CommandError::failed)?
-        .into_iter()
-        .next()
-        .map(|state| Runner { liveness: liveness(&state, &settings.home), state });
-    let mut running = None;
-    if let Some(runner) = runner.as_ref().filter(|r| r.alive())
-        && let Some(reported) = &runner.state.running
-    {
-        let release = ledger.release(&app, env, reported.number).map_err(CommandError::failed)?;
-        let Some(release) = release.filter(|r| r.id == reported.id) else {
-            return Err(CommandError::failed(format!(
-                "the runner of {env} (pid {} on {}) runs v{} {}, which is not in this ledger",
-                runner.state.runner_pid, runner.state.host, reported.number, reported.id
-            ))
-            .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"));
-        };
-        running = Some((release, reported.since.clone()));
-    }
-    let drift = match (&runner, &running) {
-        (Some(runner), Some((release, _))) => Some(check_drift(&runner.state, release)),
-        _ => None,
-    };
-    let status = Status { app, env: env.to_owned(), desired, runner, running, drift };
+    let host = crate::settings::host();
+    let vantage = Vantage { host: &host, home: &settings.home };
+    let status = graven::run::status::env_status(&ledger, &app, env, vantage).map_err(|e| match e {
+        StatusError::UnknownRelease { .. } => CommandError::failed(e)
+            .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"),
+        StatusError::Ledger(e) => CommandError::failed(e),
+    })?;
     if args.json {
         ui::out_json(&json(&status));
     } else {
         ui::out(text(&status));
     }
-    let problems = status.problems();
+    let problems = problems(&status);
     if problems.is_empty() {
         return Ok(());
     }
     let message = problems.iter().map(|(problem, _)| problem.as_str()).collect::<Vec<_>>().join("; ");
     Err(problems.into_iter().fold(CommandError::failed(message), |error, (_, hint)| error.hint(hint)))
-}
-
-/// Judges whether the runner that wrote `state` is alive: it says it runs,
-/// it reported within [`ALIVE_WITHIN`], and, when it runs on this machine
-/// with this home, its process exists.
-fn liveness(state: &RunState, home: &Home) -> Liveness {
-    if state.state != "running" {
-        return Liveness::Stopped;
-    }
-    if graven::time::age(&state.updated_at).is_none_or(|age| age > ALIVE_WITHIN) {
-        return Liveness::Stale;
-    }
-    if state.host == crate::settings::host() && same_home(Path::new(&state.home), home.root()) {
-        let proc = Path::new("/proc");
-        // Without /proc (not Linux) the pid cannot be checked here; the
-        // report's age has to do.
-        if proc.join("self").exists() && !proc.join(state.runner_pid.to_string()).exists() {
-            return Liveness::Gone;
-        }
-    }
-    Liveness::Alive
-}
-
-fn same_home(a: &Path, b: &Path) -> bool {
-    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
-}
-
-/// Checks the tree of `release` that the runner runs, if it is on this
-/// machine: under the runner's own home, against its own store.
-fn check_drift(runner: &RunState, release: &Release) -> DriftCheck {
-    let version = release.version();
-    if runner.host != crate::settings::host() {
-        return DriftCheck::Unknown(format!("{version} runs on {}, not on this machine", runner.host));
-    }
-    let home = Home::new(&runner.home);
-    let tree = graven::run::tree_path(&home, release);
-    if !tree.is_dir() {
-        return DriftCheck::Unknown(format!(
-            "the tree of {version} is not laid out on this machine ({})",
-            tree.display()
-        ));
-    }
-    let checked = LocalStore::open(&home.store_dir()).map_err(|e| e.to_string()).and_then(|store| {
-        let artifact = graven::release::artifact_of(&store, release).map_err(|e| e.to_string())?;
-        graven::run::check_tree(&store, &artifact.root, &tree).map_err(|e| e.to_string())
-    });
-    match checked {
-        Ok(drift) => DriftCheck::Checked(drift),
-        Err(why) => DriftCheck::Unknown(format!("could not check the tree of {version}: {why}")),
-    }
 }
 
 /// Seconds since `rfc3339`.
@@ -351,7 +197,7 @@ fn release_row(name: &str, release: &Release, when: String) -> Vec<String> {
     ]
 }
 
-fn text(status: &Status) -> String {
+fn text(status: &EnvStatus) -> String {
     let env = &status.env;
     let mut lines = Vec::new();
     let mut releases = Vec::new();
@@ -371,7 +217,7 @@ fn text(status: &Status) -> String {
         let why = match &status.runner {
             None => "not running (no runner has reported)".to_owned(),
             Some(runner) if runner.alive() => "nothing yet (the runner has not finished a rollout)".to_owned(),
-            Some(runner) => format!("not running ({})", runner.why_not_alive()),
+            Some(runner) => format!("not running ({})", why_not_alive(runner)),
         };
         lines.push(line("running", why));
     }
@@ -490,7 +336,7 @@ struct RunnerJson<'a> {
     release: Option<String>,
 }
 
-fn json(status: &Status) -> StatusJson<'_> {
+fn json(status: &EnvStatus) -> StatusJson<'_> {
     let desired_number = status.desired.as_ref().map(|r| r.number);
     StatusJson {
         app: &status.app,
@@ -531,7 +377,7 @@ fn json(status: &Status) -> StatusJson<'_> {
             updated_at: &r.state.updated_at,
             release: r.state.running.as_ref().map(|running| format!("v{}", running.number)),
         }),
-        problems: status.problems().into_iter().map(|(problem, _)| problem).collect(),
+        problems: problems(status).into_iter().map(|(problem, _)| problem).collect(),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod process;
 pub mod proxy;
 pub mod runner;
 pub mod state;
+pub mod status;
 
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;

@@ -1,0 +1,217 @@
+//! What version is running? The judgement behind `graven status`: an
+//! environment's desired release (its newest) against the one its runner
+//! reports in the ledger, whether that runner is alive, and whether the
+//! release tree on this machine still matches the artifact. Reads only: it
+//! never changes the ledger, a tree or a process. How it is shown is the
+//! CLI's business.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::state::{Failure, ProcessState, RunState};
+use super::{Drift, check_tree, tree_path};
+use crate::home::Home;
+use crate::ledger::{Ledger, LedgerError};
+use crate::release::Release;
+use crate::store::LocalStore;
+
+/// A runner rewrites its row every second: one that has not for this long
+/// is taken for dead (killed, or its machine is down).
+pub const ALIVE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Whether a runner's report is current, judged from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// It reports, and runs.
+    Alive,
+    /// It wrote that it stopped.
+    Stopped,
+    /// It has not reported for [`ALIVE_WITHIN`].
+    Stale,
+    /// It runs on this machine with this home, and its pid is gone.
+    Gone,
+}
+
+/// A runner's report, judged.
+#[derive(Debug, Clone)]
+pub struct RunnerReport {
+    /// What it wrote.
+    pub state: RunState,
+    /// Whether it is alive.
+    pub liveness: Liveness,
+}
+
+impl RunnerReport {
+    /// Whether the runner is alive.
+    pub fn alive(&self) -> bool {
+        self.liveness == Liveness::Alive
+    }
+}
+
+/// How the tree of the running release compares with its artifact.
+#[derive(Debug, Clone)]
+pub enum DriftCheck {
+    /// Checked: every difference found.
+    Checked(Vec<Drift>),
+    /// Not checked, and why.
+    Unknown(String),
+}
+
+/// Where `status` looks from: the machine and home whose runner's pid and
+/// release tree can be checked directly.
+#[derive(Debug, Clone, Copy)]
+pub struct Vantage<'a> {
+    /// This machine's host name, as runners report it.
+    pub host: &'a str,
+    /// The graven home in use here.
+    pub home: &'a Home,
+}
+
+/// An environment's status.
+#[derive(Debug, Clone)]
+pub struct EnvStatus {
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// The environment's newest release.
+    pub desired: Option<Release>,
+    /// The newest report of a runner of the environment.
+    pub runner: Option<RunnerReport>,
+    /// The release an alive runner runs, and since when (RFC 3339).
+    pub running: Option<(Release, String)>,
+    /// The running release's tree, if a runner runs one.
+    pub drift: Option<DriftCheck>,
+}
+
+impl EnvStatus {
+    /// Whether the newest release is the one running.
+    pub fn in_sync(&self) -> bool {
+        matches!((&self.desired, &self.running), (Some(desired), Some((running, _))) if desired.id == running.id)
+    }
+
+    /// The processes of an alive runner: a dead one's are not known.
+    pub fn processes(&self) -> &[ProcessState] {
+        match &self.runner {
+            Some(runner) if runner.alive() => &runner.state.processes,
+            _ => &[],
+        }
+    }
+
+    /// The runner's last failed rollout, if any.
+    pub fn last_failure(&self) -> Option<&Failure> {
+        self.runner.as_ref().and_then(|r| r.state.last_failure.as_ref())
+    }
+
+    /// The differences found in the running release's tree, if it was
+    /// checked.
+    pub fn drifted(&self) -> Option<&[Drift]> {
+        match &self.drift {
+            Some(DriftCheck::Checked(drift)) => Some(drift),
+            _ => None,
+        }
+    }
+}
+
+/// A failure to tell an environment's status.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The runner reports a release this ledger does not have.
+    #[error("the runner of {env} (pid {pid} on {host}) runs v{number} {id}, which is not in this ledger")]
+    UnknownRelease {
+        /// The environment.
+        env: String,
+        /// The runner's pid.
+        pid: u32,
+        /// Its machine.
+        host: String,
+        /// The release number it reports.
+        number: u64,
+        /// The release id it reports.
+        id: crate::Digest,
+    },
+}
+
+/// Tells the status of `app`'s environment `env` from `vantage`.
+pub fn env_status(ledger: &dyn Ledger, app: &str, env: &str, vantage: Vantage<'_>) -> Result<EnvStatus, StatusError> {
+    let desired = ledger.current_release(app, env)?;
+    let runner = ledger
+        .run_states(app, env)?
+        .into_iter()
+        .next()
+        .map(|state| RunnerReport { liveness: liveness(&state, vantage), state });
+    let mut running = None;
+    if let Some(runner) = runner.as_ref().filter(|r| r.alive())
+        && let Some(reported) = &runner.state.running
+    {
+        let release = ledger.release(app, env, reported.number)?;
+        let Some(release) = release.filter(|r| r.id == reported.id) else {
+            return Err(StatusError::UnknownRelease {
+                env: env.to_owned(),
+                pid: runner.state.runner_pid,
+                host: runner.state.host.clone(),
+                number: reported.number,
+                id: reported.id,
+            });
+        };
+        running = Some((release, reported.since.clone()));
+    }
+    let drift = match (&runner, &running) {
+        (Some(runner), Some((release, _))) => Some(check_drift(&runner.state, release, vantage)),
+        _ => None,
+    };
+    Ok(EnvStatus { app: app.to_owned(), env: env.to_owned(), desired, runner, running, drift })
+}
+
+/// Judges whether the runner that wrote `state` is alive: it says it runs,
+/// it reported within [`ALIVE_WITHIN`], and, when it runs on this machine
+/// with this home, its process exists.
+pub fn liveness(state: &RunState, vantage: Vantage<'_>) -> Liveness {
+    if state.state != "running" {
+        return Liveness::Stopped;
+    }
+    if crate::time::age(&state.updated_at).is_none_or(|age| age > ALIVE_WITHIN) {
+        return Liveness::Stale;
+    }
+    if state.host == vantage.host && same_home(Path::new(&state.home), vantage.home.root()) {
+        let proc = Path::new("/proc");
+        // Without /proc (not Linux) the pid cannot be checked here; the
+        // report's age has to do.
+        if proc.join("self").exists() && !proc.join(state.runner_pid.to_string()).exists() {
+            return Liveness::Gone;
+        }
+    }
+    Liveness::Alive
+}
+
+fn same_home(a: &Path, b: &Path) -> bool {
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Checks the tree of `release` that the runner runs, if it is on this
+/// machine: under the runner's own home, against its own store.
+fn check_drift(runner: &RunState, release: &Release, vantage: Vantage<'_>) -> DriftCheck {
+    let version = release.version();
+    if runner.host != vantage.host {
+        return DriftCheck::Unknown(format!("{version} runs on {}, not on this machine", runner.host));
+    }
+    let home = Home::new(&runner.home);
+    let tree = tree_path(&home, release);
+    if !tree.is_dir() {
+        return DriftCheck::Unknown(format!(
+            "the tree of {version} is not laid out on this machine ({})",
+            tree.display()
+        ));
+    }
+    let checked = LocalStore::open(&home.store_dir()).map_err(|e| e.to_string()).and_then(|store| {
+        let artifact = crate::release::artifact_of(&store, release).map_err(|e| e.to_string())?;
+        check_tree(&store, &artifact.root, &tree).map_err(|e| e.to_string())
+    });
+    match checked {
+        Ok(drift) => DriftCheck::Checked(drift),
+        Err(why) => DriftCheck::Unknown(format!("could not check the tree of {version}: {why}")),
+    }
+}
