@@ -259,6 +259,9 @@ fn the_new_release_is_reported_while_the_old_one_drains() {
     // A client that connected to v1's web and keeps its connection open:
     // v1's web is only stopped once it drains, or after stop_timeout.
     let held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    // A whole request on a later connection: the proxy accepts in order, so
+    // by its answer the held one has been taken and given v1's web.
+    assert!(get(port, "/").is_some(), "v1 serves");
     assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
     let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 2);
     assert!(
