@@ -160,12 +160,17 @@ impl From<ReleaseError> for CommandError {
             ReleaseError::BadEnvName { .. } | ReleaseError::BadKey { .. } | ReleaseError::BadValue { .. } => {
                 Self::bad_input(error)
             }
-            ReleaseError::UnknownKey { .. } => Self::bad_input(error).hint("`graven config --env ENV` lists the keys"),
-            ReleaseError::NoRelease { .. } => {
-                Self::bad_input(error).hint("release a build first: graven release --env ENV")
+            ReleaseError::UnknownKey { ref env, .. } => {
+                let hint = format!("`graven config --env {env}` lists the keys");
+                Self::bad_input(error).hint(hint)
             }
-            ReleaseError::UnknownRelease { .. } => {
-                Self::bad_input(error).hint("`graven releases --env ENV` lists the releases")
+            ReleaseError::NoRelease { ref env } => {
+                let hint = format!("release a build first: graven release --env {env}");
+                Self::bad_input(error).hint(hint)
+            }
+            ReleaseError::UnknownRelease { ref env, .. } => {
+                let hint = format!("`graven releases --env {env}` lists the releases");
+                Self::bad_input(error).hint(hint)
             }
             ReleaseError::NothingToRollBackTo { .. } | ReleaseError::RollbackIsNoOp { .. } => Self::bad_input(error),
             ReleaseError::ArtifactMissing { ref commit, .. } => {

@@ -206,7 +206,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             &["config", "unset", "MISSING", "--env", "production"],
-            "error: MISSING is not set\nhint: `graven config --env ENV` lists the keys\n",
+            "error: MISSING is not set in production\nhint: `graven config --env production` lists the keys\n",
         ),
         (
             &["config", "import", "bad.env", "--env", "production"],
@@ -222,7 +222,7 @@ fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             &["release", "show", "v9", "--env", "production"],
-            "error: environment 'production' has no release v9\nhint: `graven releases --env ENV` lists the releases\n",
+            "error: environment 'production' has no release v9\nhint: `graven releases --env production` lists the releases\n",
         ),
         (
             &["rollback", "--env", "production"],
@@ -230,11 +230,11 @@ fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             &["rollback", "v7", "--env", "production"],
-            "error: environment 'production' has no release v7\nhint: `graven releases --env ENV` lists the releases\n",
+            "error: environment 'production' has no release v7\nhint: `graven releases --env production` lists the releases\n",
         ),
         (
             &["promote", "staging", "production"],
-            "error: environment 'staging' has no release yet\nhint: release a build first: graven release --env ENV\n",
+            "error: environment 'staging' has no release yet\nhint: release a build first: graven release --env staging\n",
         ),
     ];
     for (args, stderr) in cases {

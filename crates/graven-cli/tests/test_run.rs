@@ -80,7 +80,7 @@ fn exec_passes_the_exit_code_through_and_picks_a_release() {
         ----- stdout -----
         ----- stderr -----
         error: environment 'staging' has no release yet
-        hint: release a build first: graven release --env ENV
+        hint: release a build first: graven release --env staging
         ");
 }
 

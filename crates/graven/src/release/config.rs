@@ -44,12 +44,13 @@ impl ConfigChange {
     /// of the new version ("Set A, B; unset C").
     pub fn apply(
         &self,
+        env: &str,
         vars: &mut BTreeMap<String, String>,
         secret: &mut BTreeSet<String>,
     ) -> Result<String, ReleaseError> {
         for key in &self.unset {
             if vars.remove(key).is_none() {
-                return Err(ReleaseError::UnknownKey { key: key.clone() });
+                return Err(ReleaseError::UnknownKey { key: key.clone(), env: env.to_owned() });
             }
             secret.remove(key);
         }
@@ -109,7 +110,7 @@ mod tests {
             unset: vec!["OLD".to_owned()],
             secret: true,
         };
-        assert_eq!(change.apply(&mut vars, &mut secret).unwrap(), "Set B, A; unset OLD");
+        assert_eq!(change.apply("production", &mut vars, &mut secret).unwrap(), "Set B, A; unset OLD");
         assert_eq!(vars, BTreeMap::from([("A".to_owned(), "1".to_owned()), ("B".to_owned(), "3".to_owned())]));
         assert_eq!(secret, BTreeSet::from(["A".to_owned(), "B".to_owned()]));
     }
@@ -122,7 +123,7 @@ mod tests {
         assert!(matches!(nul.validate(), Err(ReleaseError::BadValue { .. })));
         let unknown = ConfigChange { unset: vec!["NOPE".to_owned()], ..ConfigChange::default() };
         assert!(matches!(
-            unknown.apply(&mut BTreeMap::new(), &mut BTreeSet::new()),
+            unknown.apply("production", &mut BTreeMap::new(), &mut BTreeSet::new()),
             Err(ReleaseError::UnknownKey { .. })
         ));
     }

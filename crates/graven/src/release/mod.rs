@@ -50,10 +50,12 @@ pub enum ReleaseError {
         why: &'static str,
     },
     /// `unset` of a key that is not set.
-    #[error("{key} is not set")]
+    #[error("{key} is not set in {env}")]
     UnknownKey {
         /// The key.
         key: String,
+        /// The environment.
+        env: String,
     },
     /// The environment has no release yet.
     #[error("environment '{env}' has no release yet")]
@@ -205,7 +207,7 @@ impl Stage<'_> {
             let (current, _) = self.config_or_empty(state, env, now);
             let mut vars = current.vars.clone();
             let mut secret = current.secret.clone();
-            let description = change.apply(&mut vars, &mut secret)?;
+            let description = change.apply(env, &mut vars, &mut secret)?;
             let mut config = ConfigVersion {
                 id: Digest::of(b""),
                 app: self.app.to_owned(),
