@@ -273,6 +273,34 @@ fn the_new_release_is_reported_while_the_old_one_drains() {
 }
 
 #[test]
+fn on_sigterm_the_port_closes_at_once_and_open_connections_drain() {
+    let (_repo, graven) = shell_web("stop_timeout = 20");
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    let web =
+        status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "web.1").unwrap()["pid"].as_u64().unwrap();
+    let mut held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    assert!(get(port, "/").is_some(), "the held connection is taken");
+
+    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let start = Instant::now();
+    while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        assert!(start.elapsed() < PATIENCE, "the port stayed open");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(runner.child.try_wait().unwrap().is_none(), "the runner waits for the held connection");
+    assert!(std::path::Path::new(&format!("/proc/{web}")).exists(), "web.1 serves what is open");
+    held.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    held.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    drop(held);
+    assert!(runner.terminate().success());
+}
+
+#[test]
 fn one_runner_per_environment_and_a_busy_port_is_refused() {
     let (_repo, graven) = shell_web("");
     let port = free_port();

@@ -485,6 +485,11 @@ impl<'a> Runner<'a> {
 
     fn shutdown(&mut self) {
         self.say("stopping");
+        // No new connections from here on; open ones drain while the web
+        // processes are stopped, rather than new ones keep them busy.
+        if let Some(proxy) = &self.proxy {
+            proxy.stop();
+        }
         if let Some(deployment) = self.current.take() {
             let run = deployment.run.clone();
             self.stop_all(deployment.slots, &run);
@@ -492,9 +497,7 @@ impl<'a> Runner<'a> {
         for retiring in self.retiring.drain(..) {
             let _ = retiring.handle.join();
         }
-        if let Some(proxy) = self.proxy.take() {
-            proxy.stop();
-        }
+        self.proxy = None;
         let _ = std::fs::remove_file(groups_file(self.home, &self.options.app, &self.options.env));
         self.report("stopped");
         self.say("stopped");
