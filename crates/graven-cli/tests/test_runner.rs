@@ -301,6 +301,40 @@ fn on_sigterm_the_port_closes_at_once_and_open_connections_drain() {
 }
 
 #[test]
+fn each_release_has_its_own_tmpdirs_which_go_when_its_processes_do() {
+    let (repo, graven) = shell_web("stop_timeout = 20");
+    repo.write(
+        "Procfile",
+        "web: echo \"$GRAVEN_RELEASE\" > \"$TMPDIR/mark\" && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n",
+    );
+    repo.commit("A web process that leaves a mark in its TMPDIR");
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+    let tmp = repo.path().join(".graven/run/shell/production/tmp");
+    assert_eq!(std::fs::read_to_string(tmp.join("v2/web.1/mark")).unwrap(), "v2\n");
+
+    // v3 starts while v2's web drains a held connection: both marks stay.
+    let held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
+    assert!(get(port, "/").is_some(), "the held connection is taken");
+    assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
+    wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 3);
+    assert_eq!(std::fs::read_to_string(tmp.join("v2/web.1/mark")).unwrap(), "v2\n");
+    assert_eq!(std::fs::read_to_string(tmp.join("v3/web.1/mark")).unwrap(), "v3\n");
+
+    // Once v2's web is stopped, its TMPDIR goes.
+    drop(held);
+    let start = Instant::now();
+    while tmp.join("v2").exists() {
+        assert!(start.elapsed() < PATIENCE, "v2's TMPDIRs were never removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(tmp.join("v3/web.1/mark").exists());
+}
+
+#[test]
 fn one_runner_per_environment_and_a_busy_port_is_refused() {
     let (_repo, graven) = shell_web("");
     let port = free_port();

@@ -141,7 +141,9 @@ impl<'a> Runner<'a> {
         })
     }
 
-    /// Runs until `stop` is set, then stops every process.
+    /// Runs until `stop` is set, then stops every process. The caller has
+    /// stopped a previous runner's leftovers (see
+    /// [`kill_leftovers`](super::process::kill_leftovers)) first.
     pub fn run(&mut self, stop: &AtomicBool) -> Result<(), RunError> {
         let first = self.ledger.current_release(&self.options.app, &self.options.env)?;
         let port = match (self.options.port, &first) {
@@ -158,6 +160,9 @@ impl<'a> Runner<'a> {
             self.say(&format!("no release yet: waiting for graven release --env {}", self.options.env));
         }
 
+        // What a killed runner's processes left in their TMPDIRs: nothing
+        // of theirs runs any more (the caller stopped the leftovers).
+        crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
         while !stop.load(Ordering::Relaxed) {
             if let Some(desired) = self.ledger.current_release(&self.options.app, &self.options.env)? {
                 let running = self.current.as_ref().map(|d| d.release.id);
@@ -237,11 +242,13 @@ impl<'a> Runner<'a> {
         for slot in &mut deployment.slots {
             if let Err(e) = self.start(&deployment.release, &deployment.config, &deployment.tree, slot) {
                 self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
+                crate::fs_tree::remove_tree(&self.tmp_dir(&deployment.release));
                 return Err(e);
             }
         }
         if let Err(reason) = self.wait_healthy(&mut deployment, stop) {
             self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
+            crate::fs_tree::remove_tree(&self.tmp_dir(&deployment.release));
             return Err(reason);
         }
         Ok(deployment)
@@ -294,7 +301,9 @@ impl<'a> Runner<'a> {
         if let Some(port) = slot.port {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
         }
-        let tmp = self.home.run_dir(&self.options.app, &self.options.env).join("tmp").join(&slot.name);
+        // Per release: while a switch drains, v1's web.1 and v2's web.1 both
+        // run, and neither may lose its files to the other's start.
+        let tmp = self.tmp_dir(release).join(&slot.name);
         crate::fs_tree::remove_tree(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
@@ -305,6 +314,11 @@ impl<'a> Runner<'a> {
         slot.process = Some(process);
         slot.started_at = Some(time::now_rfc3339());
         Ok(())
+    }
+
+    /// Where `release`'s processes get their TMPDIRs (one each, by name).
+    fn tmp_dir(&self, release: &Release) -> PathBuf {
+        self.home.run_dir(&self.options.app, &self.options.env).join("tmp").join(release.version())
     }
 
     /// Waits until every web process accepts connections (or answers 2xx on
@@ -394,7 +408,11 @@ impl<'a> Runner<'a> {
         let pgids = old.slots.iter().filter_map(|slot| slot.process.as_ref().map(Process::pgid)).collect();
         let proxy = self.proxy.clone();
         let timeout = stop_timeout(&old.run);
-        let handle = std::thread::spawn(move || stop_slots(proxy.as_deref(), old.slots, timeout));
+        let tmp = self.tmp_dir(&old.release);
+        let handle = std::thread::spawn(move || {
+            stop_slots(proxy.as_deref(), old.slots, timeout);
+            crate::fs_tree::remove_tree(&tmp);
+        });
         self.retiring.push(Retiring { pgids, handle });
     }
 
@@ -498,6 +516,7 @@ impl<'a> Runner<'a> {
             let _ = retiring.handle.join();
         }
         self.proxy = None;
+        crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
         let _ = std::fs::remove_file(groups_file(self.home, &self.options.app, &self.options.env));
         self.report("stopped");
         self.say("stopped");
