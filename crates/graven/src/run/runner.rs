@@ -106,6 +106,8 @@ pub struct Runner<'a> {
     recorded: Vec<i32>,
     /// When the run state was last recorded in the ledger.
     last_report: Option<Instant>,
+    /// The error the ledger last gave when polled, until it answers again.
+    ledger_error: Option<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -138,6 +140,7 @@ impl<'a> Runner<'a> {
             failed: None,
             recorded: Vec::new(),
             last_report: None,
+            ledger_error: None,
         })
     }
 
@@ -164,11 +167,20 @@ impl<'a> Runner<'a> {
         // of theirs runs any more (the caller stopped the leftovers).
         crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
         while !stop.load(Ordering::Relaxed) {
-            if let Some(desired) = self.ledger.current_release(&self.options.app, &self.options.env)? {
-                let running = self.current.as_ref().map(|d| d.release.id);
-                if running != Some(desired.id) && self.failed != Some(desired.id) {
-                    self.rollout(&desired, stop);
+            match self.ledger.current_release(&self.options.app, &self.options.env) {
+                Ok(desired) => {
+                    self.ledger_trouble(None);
+                    if let Some(desired) = desired {
+                        let running = self.current.as_ref().map(|d| d.release.id);
+                        if running != Some(desired.id) && self.failed != Some(desired.id) {
+                            self.rollout(&desired, stop);
+                        }
+                    }
                 }
+                // What runs keeps running: a ledger that cannot be read for
+                // a while (a disk or network hiccup) is no reason to stop
+                // serving. The next poll tries again.
+                Err(error) => self.ledger_trouble(Some(error.to_string())),
             }
             self.keep_up();
             std::thread::sleep(POLL);
@@ -187,6 +199,22 @@ impl<'a> Runner<'a> {
             self.report("running");
             self.last_report = Some(Instant::now());
         }
+    }
+
+    /// Says when the ledger stops answering (once per distinct error) and
+    /// when it answers again.
+    fn ledger_trouble(&mut self, error: Option<String>) {
+        if error == self.ledger_error {
+            return;
+        }
+        match &error {
+            Some(why) => {
+                let serving = self.current.as_ref().map_or_else(|| "nothing".to_owned(), |d| d.release.version());
+                self.say(&format!("cannot read the ledger ({why}); {serving} keeps running, and graven retries"));
+            }
+            None => self.say("the ledger answers again"),
+        }
+        self.ledger_error = error;
     }
 
     fn say(&self, text: &str) {

@@ -1,0 +1,146 @@
+//! The runner through a ledger that stops answering for a while: what runs
+//! keeps running, and the release made meanwhile is picked up once the
+//! ledger answers again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use graven::Digest;
+use graven::ledger::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, SqliteLedger};
+use graven::release::{ConfigChange, ConfigVersion, Release, Stage};
+use graven::run::runner::{Runner, RunnerOptions};
+use graven::run::state::RunState;
+
+use crate::support::{APP, TestHome, app_with_command};
+
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The real ledger, whose release reads fail while `down` is set.
+struct FlakyLedger<'a> {
+    inner: &'a SqliteLedger,
+    down: AtomicBool,
+}
+
+impl FlakyLedger<'_> {
+    fn check(&self) -> Result<(), LedgerError> {
+        if self.down.load(Ordering::Relaxed) {
+            return Err(LedgerError::Query { doing: "reading releases", why: "the disk went away".to_owned() });
+        }
+        Ok(())
+    }
+}
+
+impl Ledger for FlakyLedger<'_> {
+    fn record_build(&self, build: &NewBuild) -> Result<BuildRecord, LedgerError> {
+        self.inner.record_build(build)
+    }
+    fn builds(&self, app: &str) -> Result<Vec<BuildRecord>, LedgerError> {
+        self.inner.builds(app)
+    }
+    fn reusable_build(&self, app: &str, commit: &str, recipe: &Digest) -> Result<Option<BuildRecord>, LedgerError> {
+        self.inner.reusable_build(app, commit, recipe)
+    }
+    fn build_log(&self, seq: i64) -> Result<Option<String>, LedgerError> {
+        self.inner.build_log(seq)
+    }
+    fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError> {
+        self.inner.append(app, env, now, decide)
+    }
+    fn apps(&self) -> Result<Vec<String>, LedgerError> {
+        self.inner.apps()
+    }
+    fn environments(&self, app: &str) -> Result<Vec<String>, LedgerError> {
+        self.inner.environments(app)
+    }
+    fn releases(&self, app: &str, env: &str, limit: Option<u64>) -> Result<Vec<Release>, LedgerError> {
+        self.check()?;
+        self.inner.releases(app, env, limit)
+    }
+    fn release(&self, app: &str, env: &str, number: u64) -> Result<Option<Release>, LedgerError> {
+        self.check()?;
+        self.inner.release(app, env, number)
+    }
+    fn config_versions(&self, app: &str, env: &str) -> Result<Vec<ConfigVersion>, LedgerError> {
+        self.inner.config_versions(app, env)
+    }
+    fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
+        self.inner.config_version(id)
+    }
+    fn set_run_state(&self, state: &RunState) -> Result<(), LedgerError> {
+        self.inner.set_run_state(state)
+    }
+    fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError> {
+        self.inner.run_states(app, env)
+    }
+}
+
+/// The release number the runner last reported running, and when it
+/// reported.
+fn reported(ledger: &SqliteLedger) -> Option<(u64, String)> {
+    let state = ledger.run_states(APP, "production").unwrap().into_iter().next()?;
+    Some((state.running?.number, state.updated_at))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < PATIENCE, "{what} never happened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
+    let repo = app_with_command("mkdir -p out && echo hi > out/hi.txt", "");
+    repo.write("Procfile", "worker: exec sleep 600\n");
+    repo.commit("Only a worker");
+    let home = TestHome::new();
+    home.built(&repo);
+    let build = home.builds().remove(0);
+    let stage = Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" };
+    stage.deploy("production", &build, None).unwrap();
+
+    let flaky = FlakyLedger { inner: &home.ledger, down: AtomicBool::new(false) };
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let print = {
+        let said = Arc::clone(&said);
+        Arc::new(move |line: &str| said.lock().unwrap().push(line.to_owned()))
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let options = RunnerOptions {
+        app: APP.to_owned(),
+        env: "production".to_owned(),
+        formation: std::collections::BTreeMap::default(),
+        port: Some(port),
+        host: "test-host".to_owned(),
+    };
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| {
+            let mut runner = Runner::new(&flaky, &home.store, &home.home, options, print).unwrap();
+            runner.run(&stop)
+        });
+        wait_for("v1 running", || reported(&home.ledger).is_some_and(|(number, _)| number == 1));
+
+        // The ledger stops answering, and meanwhile v2 is made.
+        flaky.down.store(true, Ordering::Relaxed);
+        let change = ConfigChange { set: vec![("A".to_owned(), "1".to_owned())], unset: Vec::new(), secret: false };
+        stage.change_config("production", &change).unwrap();
+        let before = reported(&home.ledger).unwrap().1;
+        wait_for("a report while the ledger is down", || reported(&home.ledger).unwrap().1 != before);
+        assert!(!runner.is_finished(), "the runner keeps running");
+        assert_eq!(reported(&home.ledger).unwrap().0, 1, "v1 keeps running");
+
+        // It answers again: v2 is rolled out.
+        flaky.down.store(false, Ordering::Relaxed);
+        wait_for("v2 running", || reported(&home.ledger).is_some_and(|(number, _)| number == 2));
+        stop.store(true, Ordering::Relaxed);
+        runner.join().unwrap().unwrap();
+    });
+    let said = said.lock().unwrap();
+    let trouble: Vec<&String> = said.iter().filter(|line| line.contains("ledger")).collect();
+    assert_eq!(trouble.len(), 2, "said once each, not at every poll: {said:#?}");
+    assert!(trouble[0].contains("cannot read the ledger (") && trouble[0].contains("v1 keeps running"), "{said:#?}");
+    assert!(trouble[1].contains("the ledger answers again"), "{said:#?}");
+}
