@@ -2,7 +2,7 @@
 //! keeps running, and the release made meanwhile is picked up once the
 //! ledger answers again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,10 +16,14 @@ use crate::support::{APP, TestHome, app_with_command};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-/// The real ledger, whose release reads fail while `down` is set.
+/// The real ledger, whose release reads fail while `down` is set, and
+/// whose run-state writes fail while `writes_down` is.
 struct FlakyLedger<'a> {
     inner: &'a SqliteLedger,
     down: AtomicBool,
+    writes_down: AtomicBool,
+    /// Run-state writes refused so far.
+    refused: AtomicU64,
 }
 
 impl FlakyLedger<'_> {
@@ -68,6 +72,10 @@ impl Ledger for FlakyLedger<'_> {
         self.inner.config_version(id)
     }
     fn set_run_state(&self, state: &RunState) -> Result<(), LedgerError> {
+        if self.writes_down.load(Ordering::Relaxed) {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(LedgerError::Query { doing: "recording the run state", why: "the disk is full".to_owned() });
+        }
         self.inner.set_run_state(state)
     }
     fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError> {
@@ -101,7 +109,12 @@ fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
     let stage = Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" };
     stage.deploy("production", &build, None).unwrap();
 
-    let flaky = FlakyLedger { inner: &home.ledger, down: AtomicBool::new(false) };
+    let flaky = FlakyLedger {
+        inner: &home.ledger,
+        down: AtomicBool::new(false),
+        writes_down: AtomicBool::new(false),
+        refused: AtomicU64::new(0),
+    };
     let said = Arc::new(Mutex::new(Vec::<String>::new()));
     let print = {
         let said = Arc::clone(&said);
@@ -135,12 +148,21 @@ fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
         // It answers again: v2 is rolled out.
         flaky.down.store(false, Ordering::Relaxed);
         wait_for("v2 running", || reported(&home.ledger).is_some_and(|(number, _)| number == 2));
+
+        // Run-state writes fail for a few reports, then work again.
+        flaky.writes_down.store(true, Ordering::Relaxed);
+        wait_for("two refused reports", || flaky.refused.load(Ordering::Relaxed) >= 2);
+        let before = reported(&home.ledger).unwrap().1;
+        flaky.writes_down.store(false, Ordering::Relaxed);
+        wait_for("a report again", || reported(&home.ledger).unwrap().1 != before);
         stop.store(true, Ordering::Relaxed);
         runner.join().unwrap().unwrap();
     });
     let said = said.lock().unwrap();
     let trouble: Vec<&String> = said.iter().filter(|line| line.contains("ledger")).collect();
-    assert_eq!(trouble.len(), 2, "said once each, not at every poll: {said:#?}");
+    assert_eq!(trouble.len(), 4, "said once each, not at every poll: {said:#?}");
     assert!(trouble[0].contains("cannot read the ledger (") && trouble[0].contains("v1 keeps running"), "{said:#?}");
     assert!(trouble[1].contains("the ledger answers again"), "{said:#?}");
+    assert!(trouble[2].contains("could not record the run state in the ledger: "), "{said:#?}");
+    assert!(trouble[3].contains("the run state is recorded in the ledger again"), "{said:#?}");
 }

@@ -108,6 +108,8 @@ pub struct Runner<'a> {
     last_report: Option<Instant>,
     /// The error the ledger last gave when polled, until it answers again.
     ledger_error: Option<String>,
+    /// The error the ledger last gave when the run state was recorded.
+    report_error: Option<String>,
 }
 
 impl<'a> Runner<'a> {
@@ -141,6 +143,7 @@ impl<'a> Runner<'a> {
             recorded: Vec::new(),
             last_report: None,
             ledger_error: None,
+            report_error: None,
         })
     }
 
@@ -488,7 +491,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Writes the run state for `graven status`.
-    fn report(&self, state: &str) {
+    fn report(&mut self, state: &str) {
         let processes = self
             .current
             .iter()
@@ -524,8 +527,14 @@ impl<'a> Runner<'a> {
             last_failure: self.failure.clone(),
             updated_at: time::now_rfc3339(),
         };
-        if let Err(e) = self.ledger.set_run_state(&run_state) {
-            self.say(&format!("could not record the run state in the ledger: {e}"));
+        // Said once per distinct error, not at every report.
+        let error = self.ledger.set_run_state(&run_state).err().map(|e| e.to_string());
+        if error != self.report_error {
+            match &error {
+                Some(why) => self.say(&format!("could not record the run state in the ledger: {why}")),
+                None => self.say("the run state is recorded in the ledger again"),
+            }
+            self.report_error = error;
         }
     }
 
