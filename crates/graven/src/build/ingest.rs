@@ -130,10 +130,9 @@ struct FileJob {
     executable: bool,
     /// Device and inode, for a file with more than one link.
     inode: Option<(u64, u64)>,
-    /// Its status change time when walked, for a file with more than one
-    /// link: a file shared with the outside is read twice (hashed, then
-    /// copied), and an unchanged ctime afterwards shows that both reads saw
-    /// the same contents.
+    /// Its status change time when walked. A file shared with the outside
+    /// is read twice (hashed, then copied), and an unchanged ctime afterwards
+    /// shows that both reads saw the same contents.
     ctime: (i64, i64),
     /// Whether the file's inode is shared with something outside the tree.
     shared: bool,
