@@ -35,6 +35,7 @@ pub mod home;
 pub mod ledger;
 pub mod release;
 pub mod run;
+mod shell;
 pub mod store;
 pub mod time;
 

@@ -4,10 +4,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt::Write as _;
-use std::io::{BufRead as _, BufReader, Read};
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
 
 use super::{BuildError, BuildEvent, BuildObserver};
 
@@ -60,25 +58,20 @@ pub(crate) fn run(
     // One pipe for stdout and stderr, as a terminal shows them: with two,
     // lines are logged in whatever order two readers get to them, and an
     // error printed last on stderr can be missing from a failure's tail.
-    let (reader, writer) = std::io::pipe().map_err(BuildError::CommandSpawn)?;
-    let mut child = {
-        let mut sh = Command::new("sh");
-        sh.arg("-c")
-            .arg(command)
-            .current_dir(dir)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(BuildError::CommandSpawn)?)
-            .stderr(writer);
-        sh.spawn().map_err(BuildError::CommandSpawn)?
+    let (mut child, output) = {
+        let (mut sh, output) = crate::shell::command(command, dir, env).map_err(BuildError::CommandSpawn)?;
+        // Named `sh` in its own messages (`sh: 1: make: not found`), as
+        // build logs always have been.
+        (sh.arg0("sh").spawn().map_err(BuildError::CommandSpawn)?, output)
         // `sh` drops our copies of the write end here, so that reading ends
         // when the command (and whatever it started) closes its copies.
     };
-    let log = Mutex::new(Log::default());
-    stream(reader, &log, observer);
+    let mut log = Log::default();
+    crate::shell::for_each_line(output, |line| {
+        observer.on_event(&BuildEvent::Output { line });
+        log.push(line.to_owned());
+    });
     let status = child.wait().map_err(BuildError::CommandSpawn)?;
-    let log = log.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     if status.success() {
         return Ok(log.text());
     }
@@ -88,20 +81,4 @@ pub(crate) fn run(
         status,
         tail: log.lines.into_iter().skip(skip).collect(),
     })
-}
-
-fn stream(pipe: impl Read, log: &Mutex<Log>, observer: &dyn BuildObserver) {
-    let mut reader = BufReader::new(pipe);
-    let mut raw = Vec::new();
-    loop {
-        raw.clear();
-        match reader.read_until(b'\n', &mut raw) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        let line = String::from_utf8_lossy(&raw);
-        let line = line.trim_end_matches(['\n', '\r']);
-        observer.on_event(&BuildEvent::Output { line });
-        log.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line.to_owned());
-    }
 }

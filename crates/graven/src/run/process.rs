@@ -17,10 +17,10 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
-use std::io::{self, BufRead as _, BufReader, Read as _};
+use std::io;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -54,10 +54,6 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// (`setsid`) still holds it; its lines are then passed on as they come, and
 /// stopping does not wait for them.
 const OUTPUT_DRAIN_WAIT: Duration = Duration::from_secs(1);
-
-/// Lines longer than this are passed on in pieces, so that a process writing
-/// without newlines cannot grow the runner's memory without bound.
-const MAX_LINE_BYTES: u64 = 64 * 1024;
 
 /// Where the id of the current boot is: `/proc` start times count clock ticks
 /// since boot, so they identify a process only within one boot.
@@ -164,29 +160,17 @@ impl Process {
             dir: dir.to_owned(),
             source,
         };
-        let (reader, writer) = io::pipe().map_err(spawn_error)?;
+        let (mut sh, reader) = crate::shell::command(command, dir, env).map_err(spawn_error)?;
         // The reader starts first: should the process fail to start, the
         // writing end is dropped with the command and the reader ends.
         let output = {
             let name = name.to_owned();
             thread::Builder::new()
                 .name(format!("output of {name}"))
-                .spawn(move || pass_lines(&name, reader, &*on_line))
+                .spawn(move || crate::shell::for_each_line(reader, |line| on_line(&name, line)))
                 .map_err(spawn_error)?
         };
-        // An absolute path: with the environment cleared, a lookup of `sh`
-        // would depend on the release's PATH.
-        let mut sh = Command::new("/bin/sh");
-        sh.arg("-c")
-            .arg(command)
-            .current_dir(dir)
-            .env_clear()
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(writer.try_clone().map_err(spawn_error)?)
-            .stderr(writer)
-            .process_group(0);
-        let child = sh.spawn().map_err(spawn_error)?;
+        let child = sh.process_group(0).spawn().map_err(spawn_error)?;
         // The command holds the pipe's writing end: the reader sees the end
         // of the output only once this copy is gone too.
         drop(sh);
@@ -315,27 +299,6 @@ impl Drop for Process {
             // failure has nowhere to go from here.
             let _ = signal_group(self.pgid, Signal::KILL);
             let _ = self.child.wait();
-        }
-    }
-}
-
-/// Passes each line read from `reader` to `on_line` until the pipe closes.
-fn pass_lines(name: &str, reader: io::PipeReader, on_line: &(dyn Fn(&str, &str) + Send + Sync)) {
-    let mut reader = BufReader::new(reader);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                }
-                on_line(name, &String::from_utf8_lossy(&line));
-            }
         }
     }
 }
@@ -555,6 +518,7 @@ mod tests {
     use std::collections::BTreeSet;
     use std::io::{BufRead as _, BufReader};
     use std::os::unix::process::ExitStatusExt as _;
+    use std::process::{Command, Stdio};
     use std::sync::Mutex;
 
     use super::*;

@@ -1,0 +1,55 @@
+//! Commands given as text and run by `/bin/sh -c`: the build command and a
+//! release's processes. Both run with exactly the environment given, stdin
+//! `/dev/null`, and stdout and stderr on one pipe, so that lines keep the
+//! order a terminal would show them in.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io::{self, BufRead as _, BufReader, PipeReader, Read};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Lines longer than this are passed on in pieces, so that a command
+/// writing without newlines cannot grow graven's memory without bound.
+const MAX_LINE_BYTES: u64 = 64 * 1024;
+
+/// `/bin/sh -c script` in `dir` with exactly `env`, ready to spawn, and the
+/// reading end of its output. The command holds the pipe's writing end:
+/// drop it once spawned, or reading never ends.
+pub(crate) fn command(script: &str, dir: &Path, env: &BTreeMap<String, OsString>) -> io::Result<(Command, PipeReader)> {
+    let (reader, writer) = io::pipe()?;
+    // An absolute path: with the environment cleared, a lookup of `sh`
+    // would depend on the PATH given.
+    let mut sh = Command::new("/bin/sh");
+    sh.arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env_clear()
+        .envs(env)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    Ok((sh, reader))
+}
+
+/// Calls `on_line` with each line of `output` until it ends: lossy UTF-8,
+/// without its line ending, long lines in pieces of [`MAX_LINE_BYTES`].
+pub(crate) fn for_each_line(output: impl Read, mut on_line: impl FnMut(&str)) {
+    let mut reader = BufReader::new(output);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match (&mut reader).take(MAX_LINE_BYTES).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                    if line.last() == Some(&b'\r') {
+                        line.pop();
+                    }
+                }
+                on_line(&String::from_utf8_lossy(&line));
+            }
+        }
+    }
+}
