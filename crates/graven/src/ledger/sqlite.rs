@@ -80,13 +80,17 @@ fn enable_wal(connection: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Applies the migrations the database has not seen, in one transaction
-/// that holds the write lock, so concurrent first opens migrate once.
+/// that holds the write lock, so concurrent first opens migrate once. A
+/// database already up to date, as it is for nearly every command, is only
+/// read: no write lock, no write.
 fn migrate(connection: &mut Connection) -> Result<(), String> {
+    if schema_version(connection)? == MIGRATIONS.len() {
+        return Ok(());
+    }
     let transaction =
         connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
-    let version: i64 =
-        transaction.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| e.to_string())?;
-    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    // Again under the lock: another process may have migrated meanwhile.
+    let version = schema_version(&transaction)?;
     if version > MIGRATIONS.len() {
         return Err(format!(
             "its schema is version {version}, newer than this graven knows ({}): upgrade graven",
@@ -100,6 +104,13 @@ fn migrate(connection: &mut Connection) -> Result<(), String> {
         .pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX))
         .map_err(|e| e.to_string())?;
     transaction.commit().map_err(|e| e.to_string())
+}
+
+/// The number of migrations applied to the database (`user_version`).
+fn schema_version(connection: &Connection) -> Result<usize, String> {
+    let version: i64 =
+        connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| e.to_string())?;
+    Ok(usize::try_from(version).unwrap_or(usize::MAX))
 }
 
 const BUILD_COLUMNS: &str = "seq, app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms";
