@@ -224,7 +224,6 @@ struct Source {
     /// The tree to export: the commit's, or a snapshot of the working tree.
     tree_ish: String,
     dirty: bool,
-    epoch: u64,
     procfile: Procfile,
     settings: AppSettings,
 }
@@ -253,7 +252,9 @@ pub fn build(
         return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed() });
     }
 
-    let env = build_env(&source, &work);
+    // Only a build that runs needs the commit time.
+    let epoch = request.repo.commit_time(&source.commit)?;
+    let env = build_env(&source, epoch, &work);
     let (output, command_time, log) = run_once(request, &source, &work, "a", &env, observer)?;
     let exclude = exclude_set(&source.settings);
 
@@ -340,7 +341,7 @@ pub fn app_name(repo: &Repo, settings: &AppSettings) -> String {
 fn read_source(request: &BuildRequest<'_>, work: &WorkDir) -> Result<Source, BuildError> {
     let repo = request.repo;
     let commit = repo.resolve_commit(request.rev)?;
-    let head = repo.resolve_commit("HEAD").ok();
+    let head = if request.rev == "HEAD" { Some(commit.clone()) } else { repo.resolve_commit("HEAD").ok() };
     let mut dirty = false;
     let mut tree_ish = commit.clone();
     // The working tree only matters when building what is checked out.
@@ -359,7 +360,6 @@ fn read_source(request: &BuildRequest<'_>, work: &WorkDir) -> Result<Source, Bui
             tree_ish = repo.working_tree_snapshot(work.path(), home.as_deref())?;
         }
     }
-    let epoch = repo.commit_time(&commit)?;
     let procfile = match repo.read_file(&tree_ish, PROCFILE)? {
         Some(bytes) => Procfile::parse(&String::from_utf8_lossy(&bytes))?,
         None => return Err(BuildError::MissingProcfile { commit }),
@@ -368,7 +368,7 @@ fn read_source(request: &BuildRequest<'_>, work: &WorkDir) -> Result<Source, Bui
         Some(bytes) => AppSettings::parse(&String::from_utf8_lossy(&bytes))?,
         None => AppSettings::default(),
     };
-    Ok(Source { commit, tree_ish, dirty, epoch, procfile, settings })
+    Ok(Source { commit, tree_ish, dirty, procfile, settings })
 }
 
 /// The home's path relative to the repository root, with a trailing `/`,
@@ -401,7 +401,7 @@ fn exclude_set(settings: &AppSettings) -> globset::GlobSet {
 }
 
 /// The build command's whole environment.
-fn build_env(source: &Source, work: &WorkDir) -> BTreeMap<String, OsString> {
+fn build_env(source: &Source, epoch: u64, work: &WorkDir) -> BTreeMap<String, OsString> {
     let mut env = BTreeMap::new();
     if let Some(path) = std::env::var_os("PATH") {
         env.insert("PATH".to_owned(), path);
@@ -409,7 +409,7 @@ fn build_env(source: &Source, work: &WorkDir) -> BTreeMap<String, OsString> {
     env.insert("HOME".to_owned(), work.home().into_os_string());
     env.insert("TMPDIR".to_owned(), work.tmp().into_os_string());
     env.insert("LANG".to_owned(), "C.UTF-8".into());
-    env.insert(SOURCE_DATE_EPOCH.to_owned(), source.epoch.to_string().into());
+    env.insert(SOURCE_DATE_EPOCH.to_owned(), epoch.to_string().into());
     env.insert(GRAVEN_COMMIT.to_owned(), source.commit.clone().into());
     for name in &source.settings.build.pass_env {
         if let Some(value) = std::env::var_os(name) {
