@@ -116,10 +116,12 @@ fn kept_artifacts(ledger: &dyn Ledger, keep: u64) -> Result<HashSet<Digest>, Led
     for app in ledger.apps()? {
         let mut released = HashSet::new();
         for env in ledger.environments(&app)? {
-            released.extend(ledger.releases(&app, &env, None)?.iter().map(|release| release.artifact));
-            // The newest `keep` releases, and always the current one.
-            let releases = ledger.releases(&app, &env, Some(keep.max(1)))?;
-            kept.extend(releases.iter().map(|release| release.artifact));
+            let releases = ledger.releases(&app, &env, None)?;
+            released.extend(releases.iter().map(|release| release.artifact));
+            // The newest `keep` releases (newest first), and always the
+            // current one.
+            let newest = usize::try_from(keep.max(1)).unwrap_or(usize::MAX);
+            kept.extend(releases.iter().take(newest).map(|release| release.artifact));
         }
         // Builds made after the newest released build: built, not yet
         // released. Ledger order, not clock time, decides "after".
