@@ -50,16 +50,12 @@ impl LocalStore {
 
     /// Where blob `digest` lives.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.path_in("blobs", digest)
+        self.path_in(Area::Blobs, digest)
     }
 
     /// Where object `digest` of `kind` lives.
     pub fn object_path(&self, kind: ObjectKind, digest: &Digest) -> PathBuf {
-        let dir = match kind {
-            ObjectKind::Manifest => "manifests",
-            ObjectKind::Artifact => "artifacts",
-        };
-        self.path_in(dir, digest)
+        self.path_in(kind.into(), digest)
     }
 
     /// Every file under `area`'s two-level fan-out, with its metadata;
@@ -95,9 +91,9 @@ impl LocalStore {
         Ok(())
     }
 
-    fn path_in(&self, dir: &str, digest: &Digest) -> PathBuf {
+    fn path_in(&self, area: Area, digest: &Digest) -> PathBuf {
         let hex = digest.hex();
-        let mut path = self.root.join(dir);
+        let mut path = self.root.join(area.name());
         path.push("sha256");
         path.push(&hex[..2]);
         path.push(&hex[2..]);
@@ -317,7 +313,7 @@ impl Store for LocalStore {
     }
 
     fn remove(&self, area: Area, digest: &Digest) -> Result<(), StoreError> {
-        let path = self.path_in(area.name(), digest);
+        let path = self.path_in(area, digest);
         match fs::remove_file(&path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
                 Err(StoreError::Io { action: "could not remove", path, source: e })
