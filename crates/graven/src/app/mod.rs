@@ -8,7 +8,7 @@
 mod procfile;
 mod settings;
 
-pub(crate) use procfile::RELEASE_PHASE;
+pub use procfile::RELEASE_PHASE;
 pub use procfile::{ProcessType, Procfile, ProcfileError};
 pub use settings::{AppSettings, BuildRecipe, RunSettings, SettingsError, is_variable_name};
 

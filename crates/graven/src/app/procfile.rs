@@ -31,8 +31,10 @@ pub struct ProcfileError {
     pub message: String,
 }
 
-/// The name of the release phase in a Procfile.
-pub(crate) const RELEASE_PHASE: &str = "release";
+/// The Procfile process type run once for each new release, before its
+/// processes start: database migrations and the like (Heroku's release
+/// phase).
+pub const RELEASE_PHASE: &str = "release";
 
 impl Procfile {
     /// Parses a Procfile's text.

@@ -18,11 +18,6 @@ use crate::build::manifest::{Entry, EntryKind, Listing, ManifestError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{ObjectKind, Store};
 
-/// The Procfile process type that is run once for each new artifact,
-/// before its processes start: database migrations and the like (Heroku's
-/// release phase).
-pub const RELEASE_PROCESS: &str = "release";
-
 /// How two trees differ, path by path. Paths are relative, `/`-separated
 /// and sorted. A path is a file, a symlink, or an empty directory (shown
 /// with a trailing `/`, so that two differing trees never compare empty).
@@ -183,9 +178,9 @@ pub fn diff_configs(old: &ConfigVersion, new: &ConfigVersion) -> ConfigDiff {
 ///
 /// A release phase runs when a release brings a new artifact — its artifact
 /// differs from its parent's (or it has no parent) — and that artifact's
-/// Procfile has a [`RELEASE_PROCESS`]. Releases counted are those of the
-/// newer release's environment after the older release, up to and
-/// including the newer one. The newer is the one with the larger number
+/// Procfile has a [`RELEASE_PHASE`](crate::app::RELEASE_PHASE) process.
+/// Releases counted are those of the newer release's environment after the
+/// older release, up to and including the newer one. The newer is the one with the larger number
 /// when both are in one environment, else the one created later (of two
 /// created in the same second, the second argument); "after
 /// the older" then means created at the same second or later: timestamps
@@ -279,7 +274,7 @@ fn release_process_of(store: &dyn Store, id: &Digest) -> Result<Option<bool>, Re
         return Ok(None);
     }
     let artifact = Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
-    Ok(Some(artifact.process_types.contains_key(RELEASE_PROCESS)))
+    Ok(Some(artifact.process_types.contains_key(crate::app::RELEASE_PHASE)))
 }
 
 /// Everything `graven diff` shows about two releases.
@@ -537,7 +532,7 @@ mod tests {
             let root = put(&self.store, vec![file("version", version)]);
             let mut process_types = BTreeMap::from([("web".to_owned(), "./serve".to_owned())]);
             if migrates {
-                process_types.insert(RELEASE_PROCESS.to_owned(), "./migrate".to_owned());
+                process_types.insert(crate::app::RELEASE_PHASE.to_owned(), "./migrate".to_owned());
             }
             let artifact = Artifact { format: ARTIFACT_FORMAT, process_types, root, run: RunSettings::default() };
             let bytes = artifact.to_canonical_json();
