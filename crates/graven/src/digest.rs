@@ -19,11 +19,6 @@ impl Digest {
         Self(Sha256::digest(bytes).into())
     }
 
-    /// Wraps raw digest bytes.
-    pub fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self(bytes)
-    }
-
     /// The 64 lowercase hex digits, without the `sha256:` prefix.
     pub fn hex(&self) -> String {
         let mut out = String::with_capacity(64);
@@ -103,16 +98,16 @@ impl<'de> serde::Deserialize<'de> for Digest {
 
 /// An incremental sha256, for content read in pieces.
 #[derive(Default)]
-pub struct Hasher(Sha256);
+struct Hasher(Sha256);
 
 impl Hasher {
     /// Adds `bytes` to the digest.
-    pub fn update(&mut self, bytes: &[u8]) {
+    fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
 
     /// The digest of everything added.
-    pub fn finish(self) -> Digest {
+    fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
     }
 }

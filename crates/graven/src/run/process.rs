@@ -194,11 +194,6 @@ impl Process {
         self.pgid.as_raw_pid()
     }
 
-    /// The process's name, e.g. `web.1`.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// How long the process has been up, or was up once it has been seen to
     /// exit.
     pub fn uptime(&self) -> Duration {

@@ -163,12 +163,6 @@ impl Proxy {
         self.inner.lock().open.get(&backend).copied().unwrap_or(0)
     }
 
-    /// Every connection accepted and not yet closed, including those still
-    /// waiting for a backend.
-    pub fn connections(&self) -> usize {
-        self.inner.lock().connections
-    }
-
     /// Waits until no connection is open to `backend`, or `timeout` passes;
     /// whether it drained.
     pub fn wait_drained(&self, backend: SocketAddr, timeout: Duration) -> bool {
