@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser as _};
 use graven::git::Repo;
+use graven::ledger::Ledger as _;
 use graven::run::runner::{Runner, RunnerOptions, http_get};
 
 use crate::commands::{Cli, dispatch};
@@ -162,10 +163,30 @@ fn demonstrate<T>(
     };
     ui::note(format!("\n==> curl http://localhost:{port}/?format=text"));
     ui::out(page.trim_end());
+    wait_until_recorded(settings)?;
     ui::note("\n==> graven status --env staging");
     let cli = Cli::try_parse_from(["graven", "status", "--env", "staging"])
         .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
     dispatch(settings, &cli.command)?;
+    Ok(())
+}
+
+/// The runner records that a release runs just after its proxy starts
+/// serving it, so the page can come a moment before the record: wait for
+/// the record (a few seconds at most; status then tells what is wrong), so
+/// that status shows what the page did.
+fn wait_until_recorded(settings: &Settings) -> Result<(), CommandError> {
+    let app = settings.app()?;
+    let ledger = settings.ledger()?;
+    let Some(desired) = ledger.current_release(&app, "staging").map_err(CommandError::failed)? else { return Ok(()) };
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(5) {
+        let states = ledger.run_states(&app, "staging").map_err(CommandError::failed)?;
+        if states.first().and_then(|state| state.running.as_ref()).is_some_and(|running| running.id == desired.id) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     Ok(())
 }
 
