@@ -118,7 +118,7 @@ impl TestHome {
         let mut entries = Vec::new();
         manifest::walk(&self.store, &artifact.root, &mut |path, kind| {
             entries.push((path.to_owned(), kind.clone()));
-            Ok(())
+            Ok::<_, manifest::ManifestError>(())
         })
         .expect("walk the manifest");
         entries

@@ -173,18 +173,19 @@ pub enum ManifestError {
 
 /// Visits every entry of the tree rooted at listing `root`, depth first,
 /// each directory before its contents, names in listing order. Paths are
-/// relative, `/`-separated.
-pub fn walk(
+/// relative, `/`-separated. The first error, the visitor's own or a listing
+/// that cannot be read, stops the walk and is returned.
+pub fn walk<E: From<ManifestError>>(
     store: &dyn Store,
     root: &Digest,
-    visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), ManifestError>,
-) -> Result<(), ManifestError> {
-    fn walk_dir(
+    visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
+) -> Result<(), E> {
+    fn walk_dir<E: From<ManifestError>>(
         store: &dyn Store,
         digest: &Digest,
         prefix: &str,
-        visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), ManifestError>,
-    ) -> Result<(), ManifestError> {
+        visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
+    ) -> Result<(), E> {
         let listing = Listing::load(store, digest)?;
         for entry in &listing.entries {
             let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };

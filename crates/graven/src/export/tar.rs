@@ -13,16 +13,10 @@ use crate::{Digest, NORMALISED_MTIME};
 pub(super) fn write(store: &dyn Store, root: &Digest, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut builder = tar::Builder::new(out);
     let mut entries = 0u64;
-    let mut failure: Option<ExportError> = None;
     walk(store, root, &mut |path, kind| {
-        let result = append(&mut builder, store, path, kind);
         entries += 1;
-        result.map_err(|e| {
-            failure = Some(e);
-            crate::build::ManifestError::Corrupt { digest: *root, why: "export stopped".to_owned() }
-        })
-    })
-    .map_err(|e| failure.take().unwrap_or(ExportError::Manifest(e)))?;
+        append(&mut builder, store, path, kind)
+    })?;
     builder.into_inner().map_err(write_error(Path::new("-")))?;
     Ok(entries)
 }

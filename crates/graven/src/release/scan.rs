@@ -40,7 +40,7 @@ pub(crate) fn secrets_in_artifact(
         if let EntryKind::File { digest, .. } = kind {
             files.entry(*digest).or_default().push(path.to_owned());
         }
-        Ok(())
+        Ok::<_, crate::build::ManifestError>(())
     })
     .map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
 

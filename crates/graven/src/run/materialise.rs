@@ -71,10 +71,9 @@ fn load(store: &dyn Store, release: &Release) -> Result<Artifact, RunError> {
 /// are sealed read-only once their contents are in.
 fn lay_out(store: &dyn Store, artifact: &Artifact, root: &Path) -> Result<(), RunError> {
     let mut dirs = Vec::new();
-    let mut failure = None;
-    let walked = walk(store, &artifact.root, &mut |relative, kind| {
+    walk(store, &artifact.root, &mut |relative, kind| {
         let path = root.join(relative);
-        let result = match kind {
+        match kind {
             EntryKind::Dir { .. } => {
                 dirs.push(path.clone());
                 fs::create_dir(&path).map_err(|source| RunError::Io { action: "create", path: path.clone(), source })
@@ -85,16 +84,8 @@ fn lay_out(store: &dyn Store, artifact: &Artifact, root: &Path) -> Result<(), Ru
                 source,
             }),
             EntryKind::File { executable, digest, .. } => place_file(store, digest, *executable, &path),
-        };
-        result.map_err(|e| {
-            failure = Some(e);
-            crate::build::ManifestError::Corrupt { digest: artifact.root, why: "materialise stopped".to_owned() }
-        })
-    });
-    if let Some(failure) = failure {
-        return Err(failure);
-    }
-    walked?;
+        }
+    })?;
     // Deepest first, so that a parent is sealed after its children, and the
     // root last: every directory gets the normalised mtime once its entries
     // are in (adding an entry changes a directory's mtime).
