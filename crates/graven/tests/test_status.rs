@@ -62,7 +62,8 @@ fn a_fresh_report_of_the_newest_release_is_in_sync_and_its_tree_is_checked() {
     assert!(!status.in_sync(), "v2 is the newest");
     assert!(matches!(&status.drift, Some(DriftCheck::Unknown(why)) if why.contains("not laid out")), "{status:?}");
 
-    graven::run::materialise(&home.store, &home.home, &releases[1]).unwrap();
+    let artifact = graven::run::artifact_of(&home.store, &releases[1]).unwrap();
+    graven::run::materialise(&home.store, &home.home, &releases[1], &artifact).unwrap();
     home.ledger.set_run_state(&report(&home, &releases[1], HOST, 0)).unwrap();
     let status = env_status(&home.ledger, APP, "production", vantage).unwrap();
     assert!(status.in_sync());

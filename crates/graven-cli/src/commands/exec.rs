@@ -61,7 +61,9 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         CommandError::failed(format!("the config version of {} is missing from the ledger", release.version()))
             .hint("run graven verify --ledger")
     })?;
-    let tree = graven::run::materialise(&store, &settings.home, &release).map_err(crate::error::run_error)?;
+    let artifact = graven::run::artifact_of(&store, &release).map_err(crate::error::run_error)?;
+    let tree =
+        graven::run::materialise(&store, &settings.home, &release, &artifact).map_err(crate::error::run_error)?;
     let tmp = tempfile::Builder::new()
         .prefix("graven-exec-")
         .tempdir()

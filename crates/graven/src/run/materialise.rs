@@ -32,8 +32,9 @@ pub fn tree_path(home: &Home, release: &Release) -> PathBuf {
     home.releases_dir(&release.app, &release.env).join(release.version())
 }
 
-/// Lays out `release`'s tree from `store`, unless it is already there.
-pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<Tree, RunError> {
+/// Lays out `release`'s tree of `artifact` (the release's, from
+/// [`artifact_of`]) from `store`, unless it is already there.
+pub fn materialise(store: &dyn Store, home: &Home, release: &Release, artifact: &Artifact) -> Result<Tree, RunError> {
     let path = tree_path(home, release);
     if path.is_dir() {
         return Ok(Tree { path, reused: true });
@@ -48,8 +49,7 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<
     crate::fs_tree::remove_tree(&temp);
     fs::create_dir(&temp).map_err(io_error("create", &temp))?;
 
-    let result = load(store, release).and_then(|artifact| {
-        lay_out(store, &artifact, &temp)?;
+    let result = lay_out(store, artifact, &temp).and_then(|()| {
         let drift = check_tree(store, &artifact.root, &temp)?;
         if !drift.is_empty() {
             return Err(RunError::Damaged { version: release.version(), id: release.artifact, drift });
@@ -62,7 +62,8 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release) -> Result<
     result.map(|()| Tree { path, reused: false })
 }
 
-fn load(store: &dyn Store, release: &Release) -> Result<Artifact, RunError> {
+/// The artifact record of `release`.
+pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, RunError> {
     Artifact::load(store, &release.artifact)
         .map_err(|e| RunError::Artifact { id: release.artifact, why: e.to_string() })
 }

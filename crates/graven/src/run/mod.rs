@@ -19,7 +19,7 @@ pub mod status;
 
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;
-pub use materialise::{Tree, materialise, tree_path};
+pub use materialise::{Tree, artifact_of, materialise, tree_path};
 
 use crate::Digest;
 use crate::build::ManifestError;

@@ -22,7 +22,7 @@ use super::logs::LogSink;
 use super::process::{Backoff, Process, record_groups};
 use super::proxy::Proxy;
 use super::state::{Failure, ProcessState, RunState, RunningRelease};
-use super::{RunError, materialise, process_environment};
+use super::{RunError, artifact_of, materialise, process_environment};
 use crate::Digest;
 use crate::app::RunSettings;
 use crate::build::Artifact;
@@ -154,7 +154,9 @@ impl<'a> Runner<'a> {
         let first = self.ledger.current_release(&self.options.app, &self.options.env)?;
         let port = match (self.options.port, &first) {
             (Some(port), _) => port,
-            (None, Some(release)) => self.artifact(release).ok().and_then(|a| a.run.port).unwrap_or(DEFAULT_PORT),
+            (None, Some(release)) => {
+                artifact_of(self.store, release).ok().and_then(|a| a.run.port).unwrap_or(DEFAULT_PORT)
+            }
             (None, None) => DEFAULT_PORT,
         };
         let proxy = Proxy::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
@@ -225,11 +227,6 @@ impl<'a> Runner<'a> {
         (self.print)(&line);
     }
 
-    fn artifact(&self, release: &Release) -> Result<Artifact, RunError> {
-        Artifact::load(self.store, &release.artifact)
-            .map_err(|e| RunError::Artifact { id: release.artifact, why: e.to_string() })
-    }
-
     /// Switches to `release`, or records why it could not.
     fn rollout(&mut self, release: &Release, stop: &AtomicBool) {
         self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
@@ -251,13 +248,13 @@ impl<'a> Runner<'a> {
     /// Everything before the switch: tree, release phase, new processes,
     /// health. On failure, whatever was started is stopped again.
     fn prepare(&mut self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
-        let tree = materialise(self.store, self.home, release).map_err(|e| e.to_string())?;
+        let artifact = artifact_of(self.store, release).map_err(|e| e.to_string())?;
+        let tree = materialise(self.store, self.home, release, &artifact).map_err(|e| e.to_string())?;
         let config = self
             .ledger
             .config_version(&release.config)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
-        let artifact = self.artifact(release).map_err(|e| e.to_string())?;
         let mut deployment = Deployment {
             release: release.clone(),
             config,
