@@ -106,10 +106,36 @@ pub struct Runner<'a> {
     recorded: Vec<i32>,
     /// When the run state was last recorded in the ledger.
     last_report: Option<Instant>,
-    /// The error the ledger last gave when polled, until it answers again.
-    ledger_error: Option<String>,
-    /// The error the ledger last gave when the run state was recorded.
-    report_error: Option<String>,
+    /// The ledger failing when polled.
+    ledger_error: Trouble,
+    /// The ledger failing when the run state is recorded.
+    report_error: Trouble,
+}
+
+/// A failure that keeps happening, said when it starts or changes and when
+/// it is over, not at every attempt.
+#[derive(Default)]
+struct Trouble(Option<String>);
+
+/// What an attempt tells of a [`Trouble`].
+enum News {
+    /// It fails, newly or otherwise than before, and why.
+    Failing(String),
+    /// It works again.
+    Recovered,
+    /// Nothing new.
+    Same,
+}
+
+impl Trouble {
+    /// Records the latest attempt's error (`None`: it worked).
+    fn update(&mut self, error: Option<String>) -> News {
+        if error == self.0 {
+            return News::Same;
+        }
+        self.0.clone_from(&error);
+        error.map_or(News::Recovered, News::Failing)
+    }
 }
 
 impl<'a> Runner<'a> {
@@ -142,8 +168,8 @@ impl<'a> Runner<'a> {
             failed: None,
             recorded: Vec::new(),
             last_report: None,
-            ledger_error: None,
-            report_error: None,
+            ledger_error: Trouble::default(),
+            report_error: Trouble::default(),
         })
     }
 
@@ -209,17 +235,14 @@ impl<'a> Runner<'a> {
     /// Says when the ledger stops answering (once per distinct error) and
     /// when it answers again.
     fn ledger_trouble(&mut self, error: Option<String>) {
-        if error == self.ledger_error {
-            return;
-        }
-        match &error {
-            Some(why) => {
+        match self.ledger_error.update(error) {
+            News::Failing(why) => {
                 let serving = self.current.as_ref().map_or_else(|| "nothing".to_owned(), |d| d.release.version());
                 self.say(&format!("cannot read the ledger ({why}); {serving} keeps running, and graven retries"));
             }
-            None => self.say("the ledger answers again"),
+            News::Recovered => self.say("the ledger answers again"),
+            News::Same => {}
         }
-        self.ledger_error = error;
     }
 
     fn say(&self, text: &str) {
@@ -267,19 +290,21 @@ impl<'a> Runner<'a> {
             self.release_phase(&deployment, command, stop)?;
         }
         deployment.slots = self.slots(&artifact);
-        for slot in &mut deployment.slots {
-            if let Err(e) = self.start(&deployment.release, &deployment.config, &deployment.tree, slot) {
-                self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
-                crate::fs_tree::remove_tree(&self.tmp_dir(&deployment.release));
-                return Err(e);
-            }
-        }
-        if let Err(reason) = self.wait_healthy(&mut deployment, stop) {
+        let started = self.start_all(&mut deployment);
+        if let Err(reason) = started.and_then(|()| self.wait_healthy(&mut deployment, stop)) {
             self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
             crate::fs_tree::remove_tree(&self.tmp_dir(&deployment.release));
             return Err(reason);
         }
         Ok(deployment)
+    }
+
+    /// Starts every slot of `deployment`, stopping at the first that fails.
+    fn start_all(&self, deployment: &mut Deployment) -> Result<(), String> {
+        for slot in &mut deployment.slots {
+            self.start(&deployment.release, &deployment.config, &deployment.tree, slot)?;
+        }
+        Ok(())
     }
 
     fn release_phase(&mut self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
@@ -524,14 +549,11 @@ impl<'a> Runner<'a> {
             last_failure: self.failure.clone(),
             updated_at: time::now_rfc3339(),
         };
-        // Said once per distinct error, not at every report.
         let error = self.ledger.set_run_state(&run_state).err().map(|e| e.to_string());
-        if error != self.report_error {
-            match &error {
-                Some(why) => self.say(&format!("could not record the run state in the ledger: {why}")),
-                None => self.say("the run state is recorded in the ledger again"),
-            }
-            self.report_error = error;
+        match self.report_error.update(error) {
+            News::Failing(why) => self.say(&format!("could not record the run state in the ledger: {why}")),
+            News::Recovered => self.say("the run state is recorded in the ledger again"),
+            News::Same => {}
         }
     }
 
