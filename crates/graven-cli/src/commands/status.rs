@@ -141,12 +141,12 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
             .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"),
         StatusError::Ledger(e) => CommandError::failed(e),
     })?;
+    let problems = problems(&status);
     if args.json {
-        ui::out_json(&json(&status));
+        ui::out_json(&json(&status, &problems));
     } else {
         ui::out(text(&status));
     }
-    let problems = problems(&status);
     if problems.is_empty() {
         return Ok(());
     }
@@ -336,7 +336,7 @@ struct RunnerJson<'a> {
     release: Option<String>,
 }
 
-fn json(status: &EnvStatus) -> StatusJson<'_> {
+fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<'a> {
     let desired_number = status.desired.as_ref().map(|r| r.number);
     StatusJson {
         app: &status.app,
@@ -377,7 +377,7 @@ fn json(status: &EnvStatus) -> StatusJson<'_> {
             updated_at: &r.state.updated_at,
             release: r.state.running.as_ref().map(|running| format!("v{}", running.number)),
         }),
-        problems: problems(status).into_iter().map(|(problem, _)| problem).collect(),
+        problems: problems.iter().map(|(problem, _)| problem.clone()).collect(),
     }
 }
 
