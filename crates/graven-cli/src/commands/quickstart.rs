@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
 use clap::{Args, Parser as _};
 use graven::git::Repo;
@@ -119,11 +119,7 @@ fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError>
         port: Some(port),
         host: host(),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
-    }
+    let stop = crate::commands::run::stop_on_signals()?;
     let print = Arc::new(|line: &str| ui::out(line));
     let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
     std::thread::scope(|scope| {

@@ -70,11 +70,7 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
         Err(e) => return Err(CommandError::failed(e)),
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
-    }
+    let stop = stop_on_signals()?;
     let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host() };
     let print = Arc::new(|line: &str| ui::out(line));
     let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
@@ -83,6 +79,16 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
             .hint("stop whatever listens there, or give another port with --port or graven.toml [run] port"),
         other => CommandError::failed(other),
     })
+}
+
+/// A flag that SIGINT and SIGTERM set: the runner stops when it is.
+pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>, CommandError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
+    }
+    Ok(stop)
 }
 
 /// Parses `web=2,worker=1`.
