@@ -242,7 +242,14 @@ impl Ledger for SqliteLedger {
     }
 
     fn config_versions(&self, app: &str, env: &str) -> Result<Vec<ConfigVersion>, LedgerError> {
-        self.with(|connection| sqlite_release::config_versions(connection, app, env))
+        self.with(|connection| sqlite_release::config_versions(connection, app, env, None))
+    }
+
+    fn current_config(&self, app: &str, env: &str) -> Result<Option<ConfigVersion>, LedgerError> {
+        self.with(|connection| {
+            let release = sqlite_release::releases(connection, app, env, Some(1))?.pop();
+            sqlite_release::current_config(connection, app, env, release.as_ref())
+        })
     }
 
     fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {

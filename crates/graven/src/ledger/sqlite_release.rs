@@ -122,35 +122,13 @@ pub(super) fn append(
         .optional()
         .map_err(query_error(DOING))?
         .is_some();
-    let release = transaction
-        .query_row(
-            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND env = ?2 ORDER BY number DESC LIMIT 1"),
-            params![app, env],
-            release_from_row,
-        )
-        .optional()
-        .map_err(query_error(DOING))?
-        .transpose()?;
+    let release = releases(&transaction, app, env, Some(1))?.pop();
+    let config = current_config(&transaction, app, env, release.as_ref())?;
     let newest_config: Option<i64> = transaction
         .query_row("SELECT max(number) FROM config_versions WHERE app = ?1 AND env = ?2", params![app, env], |row| {
             row.get(0)
         })
         .map_err(query_error(DOING))?;
-    let config = match &release {
-        Some(release) => config_version(&transaction, &release.config)?,
-        None => transaction
-            .query_row(
-                &format!(
-                    "SELECT {CONFIG_COLUMNS} FROM config_versions WHERE app = ?1 AND env = ?2 \
-                     ORDER BY number DESC LIMIT 1"
-                ),
-                params![app, env],
-                config_from_row,
-            )
-            .optional()
-            .map_err(query_error(DOING))?
-            .transpose()?,
-    };
     let next_config_number = newest_config.map_or(1, |n| n.cast_unsigned() + 1);
     let append = decide(&EnvState { exists, config, next_config_number, release })?;
     if !exists {
@@ -271,19 +249,36 @@ pub(super) fn release(
         .transpose()
 }
 
+/// `env`'s config versions, newest first, the newest `limit` if given.
 pub(super) fn config_versions(
     connection: &Connection,
     app: &str,
     env: &str,
+    limit: Option<u64>,
 ) -> Result<Vec<ConfigVersion>, LedgerError> {
     const DOING: &str = "listing config versions";
     let mut statement = connection
         .prepare(&format!(
-            "SELECT {CONFIG_COLUMNS} FROM config_versions WHERE app = ?1 AND env = ?2 ORDER BY number DESC"
+            "SELECT {CONFIG_COLUMNS} FROM config_versions WHERE app = ?1 AND env = ?2 ORDER BY number DESC LIMIT ?3"
         ))
         .map_err(query_error(DOING))?;
-    let rows = statement.query_map(params![app, env], config_from_row).map_err(query_error(DOING))?;
+    let limit = limit.map_or(-1, signed);
+    let rows = statement.query_map(params![app, env, limit], config_from_row).map_err(query_error(DOING))?;
     collect(rows, DOING)
+}
+
+/// The config of `env` now: that of `release`, its current release, else
+/// its newest config version (set before the first release), else none.
+pub(super) fn current_config(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    release: Option<&Release>,
+) -> Result<Option<ConfigVersion>, LedgerError> {
+    match release {
+        Some(release) => config_version(connection, &release.config),
+        None => Ok(config_versions(connection, app, env, Some(1))?.pop()),
+    }
 }
 
 pub(super) fn config_version(connection: &Connection, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
