@@ -143,18 +143,40 @@ impl Repo {
         Ok(paths)
     }
 
-    /// The contents of `path` in `commit`, or `None` if it has no such file.
-    pub fn read_file(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        let object = format!("{commit}:{path}");
-        let kind = self.git(["cat-file", "-t", &object]).stderr(Stdio::null()).output().map_err(GitError::Spawn)?;
-        if !kind.status.success() || kind.stdout.trim_ascii() != b"blob" {
-            return Ok(None);
-        }
-        let output = self.git(["cat-file", "blob", &object]).output().map_err(GitError::Spawn)?;
+    /// The contents of each of `paths` in `commit` (`None` where it has no
+    /// such file), read by one `git cat-file --batch`.
+    pub fn read_files<const N: usize>(&self, commit: &str, paths: [&str; N]) -> Result<[Option<Vec<u8>>; N], GitError> {
+        let args = ["cat-file", "--batch"];
+        let mut child = self.git(args).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().map_err(GitError::Spawn)?;
+        let requests = paths.map(|path| format!("{commit}:{path}\n")).concat();
+        // The requests are a few hundred bytes: they fit the pipe, so writing
+        // them all before reading cannot block.
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        std::io::Write::write_all(&mut stdin, requests.as_bytes()).map_err(GitError::Spawn)?;
+        drop(stdin);
+        let output = child.wait_with_output().map_err(GitError::Spawn)?;
         if !output.status.success() {
-            return Err(failed(&["cat-file", "blob", &object], &output.stderr));
+            return Err(failed(&args, &output.stderr));
         }
-        Ok(Some(output.stdout))
+        let malformed = || failed(&args, b"output that is not the --batch format");
+        let mut rest = output.stdout.as_slice();
+        let mut files = [const { None }; N];
+        for file in &mut files {
+            // `<oid> <type> <size>\n<contents>\n`, or `<object> missing\n`.
+            let end = rest.iter().position(|&b| b == b'\n').ok_or_else(malformed)?;
+            let header = std::str::from_utf8(&rest[..end]).map_err(|_| malformed())?;
+            rest = &rest[end + 1..];
+            let mut fields = header.rsplitn(3, ' ');
+            let (Some(size), Some(kind)) = (fields.next(), fields.next()) else { continue };
+            let Ok(size) = size.parse::<usize>() else { continue };
+            let contents = rest.get(..size).ok_or_else(malformed)?;
+            // A tree or anything else where a file is expected is no file.
+            if kind == "blob" {
+                *file = Some(contents.to_vec());
+            }
+            rest = rest.get(size + 1..).ok_or_else(malformed)?;
+        }
+        Ok(files)
     }
 
     /// A tree object holding the working tree as it is now: tracked files with

@@ -1,4 +1,5 @@
-//! Exporting a commit's tree, as the build does before running its command.
+//! Reading a commit: exporting its tree, as the build does before running
+//! its command, and reading single files from it.
 
 use graven::git::{GitError, Repo};
 use graven_testutils::TestRepo;
@@ -32,4 +33,19 @@ fn an_export_reads_git_archive_to_its_end() {
         git.export("HEAD", dest.path()).unwrap_or_else(|e| panic!("{size} bytes: {e:?}"));
         assert_eq!(std::fs::metadata(dest.path().join("data.bin")).unwrap().len(), size as u64);
     }
+}
+
+#[test]
+fn files_are_read_from_a_commit_and_a_directory_or_missing_path_is_no_file() {
+    let repo = TestRepo::new();
+    repo.write("Procfile", "web: ./serve\n");
+    repo.write("empty", "");
+    repo.write("dir/inside", "x");
+    repo.commit("Files");
+    repo.write("Procfile", "web: changed, not committed\n");
+    let git = Repo::discover(repo.path()).unwrap();
+    let [procfile, empty, dir, missing] = git.read_files("HEAD", ["Procfile", "empty", "dir", "missing"]).unwrap();
+    assert_eq!(procfile.as_deref(), Some(&b"web: ./serve\n"[..]));
+    assert_eq!(empty.as_deref(), Some(&b""[..]));
+    assert_eq!((dir, missing), (None, None));
 }

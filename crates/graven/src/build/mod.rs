@@ -360,11 +360,12 @@ fn read_source(request: &BuildRequest<'_>, work: &WorkDir) -> Result<Source, Bui
             tree_ish = repo.working_tree_snapshot(work.path(), home.as_deref())?;
         }
     }
-    let procfile = match repo.read_file(&tree_ish, PROCFILE)? {
+    let [procfile, settings] = repo.read_files(&tree_ish, [PROCFILE, SETTINGS_FILE])?;
+    let procfile = match procfile {
         Some(bytes) => Procfile::parse(&String::from_utf8_lossy(&bytes))?,
         None => return Err(BuildError::MissingProcfile { commit }),
     };
-    let settings = match repo.read_file(&tree_ish, SETTINGS_FILE)? {
+    let settings = match settings {
         Some(bytes) => AppSettings::parse(&String::from_utf8_lossy(&bytes))?,
         None => AppSettings::default(),
     };
