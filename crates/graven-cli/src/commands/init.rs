@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use clap::Args;
-use graven::app::{PROCFILE, Procfile, SETTINGS_FILE, app_name_from_directory};
+use graven::app::{AppSettings, PROCFILE, Procfile, SETTINGS_FILE};
+use graven::build::app_name;
 use graven::home::DEFAULT_HOME;
 
 use crate::error::CommandError;
@@ -31,9 +32,7 @@ pub(crate) fn cmd_init(settings: &Settings, _args: &InitArgs) -> Result<(), Comm
         Ok(text) => Some(Procfile::parse(&text).map_err(|e| CommandError::bad_input(e).hint("fix the Procfile"))?),
         Err(_) => None,
     };
-    let name = settings.app_flag.clone().unwrap_or_else(|| {
-        app_name_from_directory(&root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
-    });
+    let name = settings.app_flag.clone().unwrap_or_else(|| app_name(repo, &AppSettings::default()));
     let text = template(&name, procfile.as_ref(), detect_build(root));
     std::fs::write(&settings_path, text)
         .map_err(|e| CommandError::failed(format!("could not write {}: {e}", settings_path.display())))?;
