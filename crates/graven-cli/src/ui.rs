@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// The first 7 digits of a commit id.
+pub(crate) use graven::git::short_commit;
+
 /// Progress display on stderr.
 pub(crate) struct Ui {
     /// Whether stderr is a terminal (progress bars only there).
@@ -85,11 +88,6 @@ pub(crate) fn count(n: u64) -> String {
 /// `1 file`, `4,312 files`.
 pub(crate) fn count_of(n: u64, noun: &str) -> String {
     format!("{} {noun}{}", count(n), if n == 1 { "" } else { "s" })
-}
-
-/// The first 7 digits of a commit id.
-pub(crate) fn short_commit(commit: &str) -> &str {
-    &commit[..commit.len().min(7)]
 }
 
 /// `5 minutes ago`, from an RFC 3339 timestamp.

@@ -280,6 +280,11 @@ impl Repo {
     }
 }
 
+/// The first 7 hex digits of a commit id, as git abbreviates it.
+pub fn short_commit(commit: &str) -> &str {
+    &commit[..commit.len().min(7)]
+}
+
 fn git_command(dir: &Path) -> Command {
     let mut command = Command::new("git");
     command.arg("-C").arg(dir).stdin(Stdio::null());

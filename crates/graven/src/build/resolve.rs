@@ -81,7 +81,7 @@ pub fn resolve_build(
                             format!(
                                 "{} (commit {}, built {})",
                                 b.build.artifact.short(),
-                                &b.build.commit[..b.build.commit.len().min(7)],
+                                crate::git::short_commit(&b.build.commit),
                                 b.build.finished_at
                             )
                         })

@@ -178,10 +178,8 @@ impl Stage<'_> {
         check_env_name(env)?;
         let artifact = build.build.artifact;
         self.require_artifact(&artifact, &build.build.commit)?;
-        let description = message.map_or_else(
-            || format!("Deploy {}", &build.build.commit[..build.build.commit.len().min(7)]),
-            str::to_owned,
-        );
+        let description =
+            message.map_or_else(|| format!("Deploy {}", crate::git::short_commit(&build.build.commit)), str::to_owned);
         self.append_checked(env, |state, now| {
             let config = self.config_or_empty(state, env, now);
             let release = self.next_release(
