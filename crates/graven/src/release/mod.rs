@@ -167,6 +167,15 @@ pub struct Outcome {
     pub created_env: bool,
 }
 
+/// Why a release is made: its kind, with what a rollback or a promotion
+/// records of where it came from.
+enum Origin {
+    Deploy,
+    Config,
+    Rollback { of: u64 },
+    Promote { from: PromotedFrom },
+}
+
 /// How many times an operation is retried when the environment changed
 /// between its checks and its transaction.
 const RACE_RETRIES: usize = 20;
@@ -186,7 +195,7 @@ impl Stage<'_> {
                 state,
                 env,
                 now,
-                ReleaseKind::Deploy,
+                Origin::Deploy,
                 artifact,
                 &build.build.commit,
                 &config.0,
@@ -224,7 +233,7 @@ impl Stage<'_> {
                     state,
                     env,
                     now,
-                    ReleaseKind::Config,
+                    Origin::Config,
                     current.artifact,
                     &current.commit,
                     &config,
@@ -264,18 +273,16 @@ impl Stage<'_> {
             if current.artifact == target.artifact && current.config == target.config {
                 return Err(ReleaseError::RollbackIsNoOp { target: target.number, current: current.number });
             }
-            let mut release = self.next_release(
+            let release = self.next_release(
                 state,
                 env,
                 now,
-                ReleaseKind::Rollback,
+                Origin::Rollback { of: target.number },
                 target.artifact,
                 &target.commit,
                 &target_config,
                 &description,
             );
-            release.rollback_of = Some(target.number);
-            release.id = release.computed_id();
             // The artifact and config were released together before: no scan.
             Ok((Append { config: None, release: Some(release) }, None))
         })
@@ -294,18 +301,16 @@ impl Stage<'_> {
         let description = format!("Promote {from} v{}", source.number);
         self.append_checked(to, |state, now| {
             let config = self.config_or_empty(state, to, now);
-            let mut release = self.next_release(
+            let release = self.next_release(
                 state,
                 to,
                 now,
-                ReleaseKind::Promote,
+                Origin::Promote { from: PromotedFrom { env: from.to_owned(), number: source.number } },
                 source.artifact,
                 &source.commit,
                 &config.0,
                 &description,
             );
-            release.promoted_from = Some(PromotedFrom { env: from.to_owned(), number: source.number });
-            release.id = release.computed_id();
             Ok((Append { config: config.1, release: Some(release) }, Some((source.artifact, config.0))))
         })
     }
@@ -337,12 +342,18 @@ impl Stage<'_> {
         state: &EnvState,
         env: &str,
         now: &str,
-        kind: ReleaseKind,
+        origin: Origin,
         artifact: Digest,
         commit: &str,
         config: &ConfigVersion,
         description: &str,
     ) -> Release {
+        let (kind, rollback_of, promoted_from) = match origin {
+            Origin::Deploy => (ReleaseKind::Deploy, None, None),
+            Origin::Config => (ReleaseKind::Config, None, None),
+            Origin::Rollback { of } => (ReleaseKind::Rollback, Some(of), None),
+            Origin::Promote { from } => (ReleaseKind::Promote, None, Some(from)),
+        };
         let mut release = Release {
             id: Digest::of(b""),
             app: self.app.to_owned(),
@@ -356,8 +367,8 @@ impl Stage<'_> {
             author: self.author.to_owned(),
             created_at: now.to_owned(),
             description: description.to_owned(),
-            rollback_of: None,
-            promoted_from: None,
+            rollback_of,
+            promoted_from,
         };
         release.id = release.computed_id();
         release
