@@ -15,7 +15,7 @@ use super::{ConfigVersion, Release, ReleaseError};
 use crate::Digest;
 use crate::build::Artifact;
 use crate::build::manifest::{Entry, EntryKind, Listing, ManifestError};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::Ledger;
 use crate::store::{ObjectKind, Store};
 
 /// How two trees differ, path by path. Paths are relative, `/`-separated
@@ -273,7 +273,7 @@ fn release_process_of(store: &dyn Store, id: &Digest) -> Result<Option<bool>, Re
     if !store.has_object(ObjectKind::Artifact, id)? {
         return Ok(None);
     }
-    let artifact = Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+    let artifact = super::load_artifact(store, id)?;
     Ok(Some(artifact.process_types.contains_key(crate::app::RELEASE_PHASE)))
 }
 
@@ -300,8 +300,8 @@ pub fn diff_releases(
     from: &Release,
     to: &Release,
 ) -> Result<ReleaseDiff, ReleaseError> {
-    let from_config = config_of(ledger, from)?;
-    let to_config = config_of(ledger, to)?;
+    let from_config = super::config_of(ledger, from)?;
+    let to_config = super::config_of(ledger, to)?;
     let files = if from.artifact == to.artifact {
         TreeDiff::default()
     } else {
@@ -317,20 +317,8 @@ pub fn diff_releases(
     Ok(ReleaseDiff { from_config, to_config, files, config, release_phase })
 }
 
-fn config_of(ledger: &dyn Ledger, release: &Release) -> Result<ConfigVersion, ReleaseError> {
-    ledger.config_version(&release.config)?.ok_or_else(|| {
-        LedgerError::Corrupt {
-            what: format!("release {} {}", release.env, release.version()),
-            why: "its config version is missing".to_owned(),
-        }
-        .into()
-    })
-}
-
 fn load_artifact(store: &dyn Store, release: &Release) -> Result<Artifact, ReleaseError> {
-    if !store.has_object(ObjectKind::Artifact, &release.artifact)? {
-        return Err(ReleaseError::ArtifactMissing { id: release.artifact, commit: release.commit.clone() });
-    }
+    super::require_artifact(store, &release.artifact, &release.commit)?;
     super::artifact_of(store, release)
 }
 

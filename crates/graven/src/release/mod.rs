@@ -186,7 +186,7 @@ impl Stage<'_> {
     pub fn deploy(&self, env: &str, build: &BuildRecord, message: Option<&str>) -> Result<Outcome, ReleaseError> {
         check_env_name(env)?;
         let artifact = build.build.artifact;
-        self.require_artifact(&artifact, &build.build.commit)?;
+        require_artifact(self.store, &artifact, &build.build.commit)?;
         let description =
             message.map_or_else(|| format!("Deploy {}", crate::git::short_commit(&build.build.commit)), str::to_owned);
         self.append_checked(env, |state, now| {
@@ -262,11 +262,8 @@ impl Stage<'_> {
             .ledger
             .release(self.app, env, target_number)?
             .ok_or(ReleaseError::UnknownRelease { env: env.to_owned(), number: target_number })?;
-        self.require_artifact(&target.artifact, &target.commit)?;
-        let target_config = self.ledger.config_version(&target.config)?.ok_or_else(|| LedgerError::Corrupt {
-            what: format!("release {env} v{}", target.number),
-            why: "its config version is missing".to_owned(),
-        })?;
+        require_artifact(self.store, &target.artifact, &target.commit)?;
+        let target_config = config_of(self.ledger, &target)?;
         let description = format!("Rollback to v{}", target.number);
         self.append_checked(env, |state, now| {
             let current = state.release.as_ref().ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?;
@@ -297,7 +294,7 @@ impl Stage<'_> {
             .ledger
             .current_release(self.app, from)?
             .ok_or_else(|| ReleaseError::NoRelease { env: from.to_owned() })?;
-        self.require_artifact(&source.artifact, &source.commit)?;
+        require_artifact(self.store, &source.artifact, &source.commit)?;
         let description = format!("Promote {from} v{}", source.number);
         self.append_checked(to, |state, now| {
             let config = self.config_or_empty(state, to, now);
@@ -374,14 +371,6 @@ impl Stage<'_> {
         release
     }
 
-    fn require_artifact(&self, id: &Digest, commit: &str) -> Result<(), ReleaseError> {
-        if self.store.has_object(ObjectKind::Artifact, id)? {
-            Ok(())
-        } else {
-            Err(ReleaseError::ArtifactMissing { id: *id, commit: commit.to_owned() })
-        }
-    }
-
     /// Appends what `decide` returns. A decision that pairs an artifact with
     /// a config is checked by the secret scan first, outside the write
     /// transaction (a scan of a large artifact must not hold the ledger's
@@ -439,8 +428,34 @@ impl Stage<'_> {
     }
 }
 
-/// Loads artifact `id`'s record, for commands that show what a release runs.
+/// Loads the artifact record of `release`, for commands that show what a
+/// release runs.
 pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, ReleaseError> {
-    Artifact::load(store, &release.artifact)
-        .map_err(|e| ReleaseError::Artifact { id: release.artifact, why: e.to_string() })
+    load_artifact(store, &release.artifact)
+}
+
+/// Loads artifact `id`'s record.
+fn load_artifact(store: &dyn Store, id: &Digest) -> Result<Artifact, ReleaseError> {
+    Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })
+}
+
+/// Artifact `id` (built from `commit`) must still be in the store: a
+/// collected one is an error that says how to get it back.
+fn require_artifact(store: &dyn Store, id: &Digest, commit: &str) -> Result<(), ReleaseError> {
+    if store.has_object(ObjectKind::Artifact, id)? {
+        Ok(())
+    } else {
+        Err(ReleaseError::ArtifactMissing { id: *id, commit: commit.to_owned() })
+    }
+}
+
+/// The config version `release` names, which the ledger must have.
+fn config_of(ledger: &dyn Ledger, release: &Release) -> Result<ConfigVersion, ReleaseError> {
+    ledger.config_version(&release.config)?.ok_or_else(|| {
+        LedgerError::Corrupt {
+            what: format!("release {} {}", release.env, release.version()),
+            why: "its config version is missing".to_owned(),
+        }
+        .into()
+    })
 }

@@ -11,7 +11,6 @@ use rayon::prelude::*;
 use super::config::SECRET_SCAN_MIN_LEN;
 use super::{ConfigVersion, ReleaseError};
 use crate::Digest;
-use crate::build::Artifact;
 use crate::build::manifest::{EntryKind, walk};
 use crate::store::Store;
 
@@ -34,7 +33,7 @@ pub(crate) fn secrets_in_artifact(
     let matcher =
         AhoCorasick::new(secrets.iter().map(|(_, value)| value)).expect("secret values make a valid automaton");
 
-    let artifact = Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+    let artifact = super::load_artifact(store, id)?;
     let mut files: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
     walk(store, &artifact.root, &mut |path, kind| {
         if let EntryKind::File { digest, .. } = kind {
