@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use graven::Digest;
 use graven::ledger::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, SqliteLedger};
 use graven::release::{ConfigChange, ConfigVersion, Release, Stage};
-use graven::run::runner::{Runner, RunnerOptions};
+use graven::run::runner::{Print, Runner, RunnerOptions};
 use graven::run::state::RunState;
 
 use crate::support::{APP, TestHome, app_with_command};
@@ -98,16 +98,45 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
+/// A home where v1 of production runs one worker.
+fn deployed_worker() -> TestHome {
     let repo = app_with_command("mkdir -p out && echo hi > out/hi.txt", "");
     repo.write("Procfile", "worker: exec sleep 600\n");
     repo.commit("Only a worker");
     let home = TestHome::new();
     home.built(&repo);
     let build = home.builds().remove(0);
-    let stage = Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" };
-    stage.deploy("production", &build, None).unwrap();
+    stage(&home).deploy("production", &build, None).unwrap();
+    home
+}
+
+fn stage(home: &TestHome) -> Stage<'_> {
+    Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" }
+}
+
+/// Options for a runner of production on a free port.
+fn options() -> RunnerOptions {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    RunnerOptions {
+        app: APP.to_owned(),
+        env: "production".to_owned(),
+        formation: std::collections::BTreeMap::default(),
+        port: Some(port),
+        host: "test-host".to_owned(),
+    }
+}
+
+/// A print callback keeping every line, and the lines.
+fn keep_lines() -> (Print, Arc<Mutex<Vec<String>>>) {
+    let said = Arc::new(Mutex::new(Vec::<String>::new()));
+    let keep = Arc::clone(&said);
+    (Arc::new(move |line: &str| keep.lock().unwrap().push(line.to_owned())), said)
+}
+
+#[test]
+fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
+    let home = deployed_worker();
+    let stage = stage(&home);
 
     let flaky = FlakyLedger {
         inner: &home.ledger,
@@ -115,19 +144,8 @@ fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
         writes_down: AtomicBool::new(false),
         refused: AtomicU64::new(0),
     };
-    let said = Arc::new(Mutex::new(Vec::<String>::new()));
-    let print = {
-        let said = Arc::clone(&said);
-        Arc::new(move |line: &str| said.lock().unwrap().push(line.to_owned()))
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let options = RunnerOptions {
-        app: APP.to_owned(),
-        env: "production".to_owned(),
-        formation: std::collections::BTreeMap::default(),
-        port: Some(port),
-        host: "test-host".to_owned(),
-    };
+    let (print, said) = keep_lines();
+    let options = options();
     let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let runner = scope.spawn(|| {
@@ -165,4 +183,32 @@ fn a_ledger_that_stops_answering_leaves_the_running_release_running() {
     assert!(trouble[1].contains("the ledger answers again"), "{said:#?}");
     assert!(trouble[2].contains("could not record the run state in the ledger: "), "{said:#?}");
     assert!(trouble[3].contains("the run state is recorded in the ledger again"), "{said:#?}");
+}
+
+#[test]
+fn a_log_file_that_cannot_be_written_is_said_once_on_stdout() {
+    let home = deployed_worker();
+    // Every write to the log fails, as on a full disk.
+    let dir = home.home.run_dir(APP, "production");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink("/dev/full", dir.join("graven.log")).unwrap();
+    let (print, said) = keep_lines();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        let runner = scope.spawn(|| {
+            let mut runner = Runner::new(&home.ledger, &home.store, &home.home, options(), print).unwrap();
+            runner.run(&stop)
+        });
+        wait_for("v1 running", || reported(&home.ledger).is_some_and(|(number, _)| number == 1));
+        // A few more polls, each with failed writes.
+        let before = reported(&home.ledger).unwrap().1;
+        wait_for("a report after that", || reported(&home.ledger).unwrap().1 != before);
+        stop.store(true, Ordering::Relaxed);
+        runner.join().unwrap().unwrap();
+    });
+    let said = said.lock().unwrap();
+    let trouble: Vec<&String> = said.iter().filter(|line| line.contains("could not write the log file")).collect();
+    assert_eq!(trouble.len(), 1, "{said:#?}");
+    assert!(trouble[0].contains("lines still go to stdout"), "{said:#?}");
+    assert!(said.iter().any(|line| line.contains("v1 is serving")), "stdout has every line: {said:#?}");
 }

@@ -122,11 +122,6 @@ impl LogSink {
         self
     }
 
-    /// The directory written to.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Appends `text`, a line that process `process` (`web.1`: no spaces)
     /// printed, to the log as `HH:MM:SS web.1 | text` (UTC), and returns that
     /// line, without a line break, for the runner's stdout.
@@ -210,7 +205,7 @@ impl LogSink {
 }
 
 /// `HH:MM:SS process | text`, in UTC.
-fn format_line(at: SystemTime, process: &str, text: &str) -> String {
+pub(crate) fn format_line(at: SystemTime, process: &str, text: &str) -> String {
     let seconds = crate::time::unix_seconds(at) % 86_400;
     let text = text.strip_suffix('\n').map_or(text, |t| t.strip_suffix('\r').unwrap_or(t));
     let mut line = format!("{:02}:{:02}:{:02} {process} | ", seconds / 3600, seconds / 60 % 60, seconds % 60);

@@ -110,6 +110,8 @@ pub struct Runner<'a> {
     ledger_error: Trouble,
     /// The ledger failing when the run state is recorded.
     report_error: Trouble,
+    /// The log file failing to be written.
+    log_error: Trouble,
 }
 
 /// A failure that keeps happening, said when it starts or changes and when
@@ -170,6 +172,7 @@ impl<'a> Runner<'a> {
             last_report: None,
             ledger_error: Trouble::default(),
             report_error: Trouble::default(),
+            log_error: Trouble::default(),
         })
     }
 
@@ -226,6 +229,14 @@ impl<'a> Runner<'a> {
     /// runner look dead to `graven status`.
     fn keep_up(&mut self) {
         self.supervise();
+        // Said on stdout only: the log file is what fails. Each distinct
+        // error once; whether writes work again shows in the file itself.
+        if let Some(error) = self.sink.take_failure()
+            && let News::Failing(why) = self.log_error.update(Some(error.to_string()))
+        {
+            let text = format!("could not write the log file ({why}); lines still go to stdout");
+            (self.print)(&super::logs::format_line(std::time::SystemTime::now(), "graven", &text));
+        }
         if self.last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
             self.report("running");
             self.last_report = Some(Instant::now());
