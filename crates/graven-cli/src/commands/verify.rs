@@ -64,31 +64,20 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         CommandError::failed(e)
             .hint("the artifact record is damaged or gone: rebuild the commit with graven build --force")
     })?;
-    if args.json {
-        ui::out_json(&json!({
+    let json = || {
+        json!({
             "artifact": id,
             "intact": report.problems.is_empty(),
             "blobs": report.blobs,
             "bytes": report.bytes,
             "problems": report.problems.iter().map(blob_problem_json).collect::<Vec<_>>(),
-        }));
-    }
-    if report.problems.is_empty() {
-        if args.json {
-            return Ok(());
-        }
-        ui::out(format!(
-            "{} is intact: {} blobs, {} checked",
-            id.short(),
-            ui::count(report.blobs),
-            ui::bytes(report.bytes)
-        ));
+        })
+    };
+    let intact =
+        || format!("{} is intact: {} blobs, {} checked", id.short(), ui::count(report.blobs), ui::bytes(report.bytes));
+    let lines = report.problems.iter().map(|problem| describe(&store, problem));
+    if show(args.json, json, lines, intact) {
         return Ok(());
-    }
-    if !args.json {
-        for problem in &report.problems {
-            ui::out(describe(&store, problem));
-        }
     }
     Err(CommandError::failed(format!(
         "artifact {} is damaged: {} of {} blobs or listings are missing or corrupted",
@@ -100,6 +89,26 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         "rebuild commit {} with graven build --force to store the files again",
         ui::short_commit(&record.build.commit)
     )))
+}
+
+/// Prints what a check found: `json()` with --json; else one line per
+/// problem, or `intact()` when there are none. Returns whether everything
+/// was intact; the caller turns a problem into its error and exit code.
+fn show<L: std::fmt::Display>(
+    as_json: bool,
+    json: impl FnOnce() -> serde_json::Value,
+    problems: impl ExactSizeIterator<Item = L>,
+    intact: impl FnOnce() -> String,
+) -> bool {
+    let is_intact = problems.len() == 0;
+    if as_json {
+        ui::out_json(&json());
+    } else if is_intact {
+        ui::out(intact());
+    } else {
+        problems.for_each(ui::out);
+    }
+    is_intact
 }
 
 fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String {
@@ -133,32 +142,26 @@ fn verify_ledger(settings: &Settings, as_json: bool) -> Result<(), CommandError>
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let report = graven::release::chain::verify_ledger(&ledger, &app).map_err(CommandError::failed)?;
-    if as_json {
-        ui::out_json(&json!({
+    let json = || {
+        json!({
             "app": app,
             "intact": report.problems.is_empty(),
             "environments": report.environments,
             "releases": report.releases,
             "config_versions": report.config_versions,
             "problems": report.problems.iter().map(chain_problem_json).collect::<Vec<_>>(),
-        }));
-    }
-    if report.problems.is_empty() {
-        if as_json {
-            return Ok(());
-        }
-        ui::out(format!(
+        })
+    };
+    let intact = || {
+        format!(
             "the ledger of app '{app}' is intact: {} releases and {} config versions in {} environments",
             ui::count(report.releases),
             ui::count(report.config_versions),
             ui::count(report.environments)
-        ));
+        )
+    };
+    if show(as_json, json, report.problems.iter(), intact) {
         return Ok(());
-    }
-    if !as_json {
-        for problem in &report.problems {
-            ui::out(problem);
-        }
     }
     Err(CommandError::failed(format!(
         "the ledger of app '{app}' has been tampered with: {} {} found",
@@ -211,8 +214,8 @@ fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), Comma
     }
     let artifact = graven::release::artifact_of(&store, &release)?;
     let drift = graven::run::check_tree(&store, &artifact.root, &tree).map_err(crate::error::run_error)?;
-    if as_json {
-        ui::out_json(&json!({
+    let json = || {
+        json!({
             "app": app,
             "env": env,
             "release": {"id": release.id, "number": release.number, "version": release.version()},
@@ -220,19 +223,11 @@ fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), Comma
             "tree": tree,
             "drift": !drift.is_empty(),
             "differences": drift.iter().map(drift_json).collect::<Vec<_>>(),
-        }));
-    }
-    if drift.is_empty() {
-        if as_json {
-            return Ok(());
-        }
-        ui::out(format!("{} of {env} matches artifact {}: no drift", release.version(), release.artifact.short()));
+        })
+    };
+    let intact = || format!("{} of {env} matches artifact {}: no drift", release.version(), release.artifact.short());
+    if show(as_json, json, drift.iter(), intact) {
         return Ok(());
-    }
-    if !as_json {
-        for item in &drift {
-            ui::out(item);
-        }
     }
     Err(CommandError::failed(format!(
         "{} of {env} has drifted from artifact {}: {} found",
