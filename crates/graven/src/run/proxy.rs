@@ -223,15 +223,20 @@ fn wake_address(bound: SocketAddr) -> SocketAddr {
 fn accept_loop(inner: &Arc<Inner>, listener: &TcpListener) {
     loop {
         let accepted = listener.accept();
-        if inner.lock().stopping {
-            return;
+        {
+            let mut state = inner.lock();
+            if state.stopping {
+                return;
+            }
+            // Counted before the thread exists, so that `connections` never
+            // misses an accepted client; the guard below moves into the
+            // thread, and is dropped with the closure if spawning fails.
+            if accepted.is_ok() {
+                state.connections += 1;
+            }
         }
         match accepted {
             Ok((client, _)) => {
-                // Counted before the thread exists, so that `connections`
-                // never misses an accepted client; the guard moves into the
-                // thread, and is dropped with the closure if spawning fails.
-                inner.lock().connections += 1;
                 let guard = Connection(Arc::clone(inner));
                 let spawned = thread::Builder::new()
                     .name("graven-proxy-connection".into())
