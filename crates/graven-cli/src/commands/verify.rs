@@ -192,11 +192,12 @@ fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), Comma
     let store = settings.store()?;
     // The release this machine's runner runs, else the current one.
     let home = settings.home.root().display().to_string();
+    let host = crate::settings::host();
     let running = ledger
         .run_states(&app, env)
         .map_err(CommandError::failed)?
         .into_iter()
-        .find(|state| state.host == crate::settings::host() && state.home == home)
+        .find(|state| state.host == host && state.home == home)
         .and_then(|state| state.running);
     let release = match running {
         Some(running) => ledger.release(&app, env, running.number).map_err(CommandError::failed)?,
