@@ -182,7 +182,7 @@ impl From<ReleaseError> for CommandError {
             ReleaseError::SecretInArtifact { .. } => Self::bad_input(error).hint(
                 "config must never be baked into a build: remove the value from the files above (they come from the build), rebuild, and release the new build",
             ),
-            ReleaseError::Artifact { .. } | ReleaseError::Store(_) => Self::failed(error),
+            ReleaseError::Artifact(_) | ReleaseError::Compare { .. } | ReleaseError::Store(_) => Self::failed(error),
             ReleaseError::Ledger(e) => Self::failed(e),
         }
     }

@@ -44,7 +44,8 @@ fn verify_names_a_corrupted_file() {
     let blob = blob_of(&repo, b"{}\n");
     assert!(blob.exists(), "config.json is stored at {}", blob.display());
     std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::write(&blob, "{\"debug\": true}\n").unwrap();
+    // Same size, other bytes: only the digest can tell.
+    std::fs::write(&blob, "[]\n").unwrap();
 
     let run = graven.run(["verify", &artifact]);
     insta::assert_snapshot!(run, @r"
@@ -62,6 +63,26 @@ fn verify_names_a_corrupted_file() {
     assert_eq!(json["problems"][0]["problem"], "corrupted");
     assert_eq!(json["problems"][0]["paths"], serde_json::json!(["config.json"]));
     assert_eq!(json["problems"][0]["digest"].as_str(), Some(Digest::of(b"{}\n").to_string().as_str()));
+}
+
+#[test]
+fn verify_checks_each_blob_against_its_listed_size() {
+    let (repo, graven, artifact) = built();
+    let blob = blob_of(&repo, b"{}\n");
+    std::fs::set_permissions(&blob, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(&blob, "{}\n\n").unwrap();
+    let run = graven.run(["verify", &artifact]);
+    insta::assert_snapshot!(run, @r"
+        exit code: 1
+        ----- stdout -----
+        size      config.json ([TEMP]/.graven/store/blobs/sha256/[DIGEST]): blob [DIGEST] has 4 bytes, not the 3 its listing says
+        ----- stderr -----
+        error: artifact [DIGEST] is damaged: 1 of 5 blobs or listings are missing or corrupted
+        hint: rebuild commit [C1] with graven build --force to store the files again
+        ");
+    let json = graven.run(["verify", &artifact, "--json"]).json();
+    assert_eq!(json["problems"][0]["problem"], "size");
+    assert_eq!((json["problems"][0]["listed"].as_u64(), json["problems"][0]["found"].as_u64()), (Some(3), Some(4)));
 }
 
 #[test]

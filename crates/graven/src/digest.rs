@@ -98,16 +98,16 @@ impl<'de> serde::Deserialize<'de> for Digest {
 
 /// An incremental sha256, for content read in pieces.
 #[derive(Default)]
-struct Hasher(Sha256);
+pub(crate) struct Hasher(Sha256);
 
 impl Hasher {
     /// Adds `bytes` to the digest.
-    fn update(&mut self, bytes: &[u8]) {
+    pub(crate) fn update(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
 
     /// The digest of everything added.
-    fn finish(self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         Digest(self.0.finalize().into())
     }
 }

@@ -41,6 +41,20 @@ pub mod time;
 
 pub use digest::Digest;
 
+/// An error and every cause below it, one line: `what: why: why`. For
+/// text that outlives the error (a runner's recorded failure, a report);
+/// the CLI prints the chain itself.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// The constant modification time of every file graven writes into a store,
 /// a materialised tree or an export: 1970-01-01T00:00:01Z.
 ///

@@ -116,9 +116,9 @@ impl TestHome {
     pub(crate) fn entries(&self, id: &Digest) -> Vec<(String, EntryKind)> {
         let artifact = Artifact::load(&self.store, id).expect("load the artifact");
         let mut entries = Vec::new();
-        manifest::walk(&self.store, &artifact.root, &mut |path, kind| {
+        manifest::walk(&self.store, id, &artifact.root, &mut |path, kind| {
             entries.push((path.to_owned(), kind.clone()));
-            Ok::<_, manifest::ManifestError>(())
+            Ok::<_, graven::build::ArtifactError>(())
         })
         .expect("walk the manifest");
         entries

@@ -8,6 +8,7 @@ use std::process::Command;
 
 use graven::Digest;
 use graven::NORMALISED_MTIME;
+use graven::build::ArtifactError;
 use graven::export::{ExportError, Format, export_to_path};
 use graven::store::StoreError;
 use graven_testutils::TestRepo;
@@ -144,10 +145,15 @@ fn an_export_with_a_missing_blob_fails_and_leaves_no_file() {
         let path = out.path().join(format!("app.{name}"));
         let error = export_to_path(&home.store, &id, format, &path).unwrap_err();
         assert!(
-            matches!(&error, ExportError::Store(StoreError::NotFound { kind: "blob", digest: d }) if *d == digest),
+            matches!(&error, ExportError::Artifact(ArtifactError::Blob {
+                path, source: StoreError::NotFound { kind: "blob", digest: d }, ..
+            }) if *d == digest && path == "app.py"),
             "{error:?}"
         );
-        assert_eq!(error.to_string(), format!("blob {digest} is not in the store"));
+        assert_eq!(
+            graven::error_chain(&error),
+            format!("file 'app.py' of artifact {id} cannot be used: blob {digest} is not in the store")
+        );
     }
     let left: Vec<_> = fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(left.is_empty(), "failed exports left files behind: {left:?}");
@@ -162,10 +168,17 @@ fn an_export_with_a_blob_of_the_wrong_size_fails_rather_than_write_a_corrupt_arc
     make_writable(&blob);
     let out = tempfile::tempdir().unwrap();
     let path = out.path().join("app.tar");
-    for (contents, what) in [("in", "shorter"), ("inner, and more\n", "longer")] {
+    let listed = fs::metadata(&blob).unwrap().len();
+    for (contents, what) in [
+        ("in", format!("has 2 bytes, not the {listed} its listing says")),
+        ("inner, and more\n", format!("has 16 bytes, not the {listed} its listing says")),
+    ] {
         fs::write(&blob, contents).unwrap();
         let error = export_to_path(&home.store, &id, Format::Tar, &path).expect_err("exported a damaged blob");
-        assert_eq!(error.to_string(), format!("blob is {what} than its listing says: {digest}"));
+        assert_eq!(
+            graven::error_chain(&error),
+            format!("file 'a/inner' of artifact {id} cannot be used: blob {digest} {what}")
+        );
         assert!(!path.exists());
     }
 }

@@ -61,7 +61,7 @@ fn a_missing_or_corrupt_listing_is_reported_with_its_directory() {
         report.problems,
         [BlobProblem::Listing {
             path: "sub/deep".to_owned(),
-            why: format!("listing {deep} is missing from the store")
+            why: format!("the listing of directory 'sub/deep' ({deep}) is missing from the store")
         }]
     );
     assert_eq!(report.blobs, 2, "blobs outside the missing directory are still checked");
@@ -74,7 +74,7 @@ fn a_missing_or_corrupt_listing_is_reported_with_its_directory() {
     match report.problems.as_slice() {
         [BlobProblem::Listing { path, why }] => {
             assert_eq!(path, ".");
-            assert_eq!(why, &format!("manifest listing {root} is corrupt: its contents do not match its digest"));
+            assert_eq!(why, &format!("the listing of the root ({root}) is invalid: its bytes do not hash to its name"));
         }
         other => panic!("expected one listing problem, got {other:?}"),
     }
@@ -98,7 +98,7 @@ fn problems_are_reported_together_in_path_order() {
             BlobProblem::Missing { digest: c, paths: vec!["c".to_owned()] },
             BlobProblem::Listing {
                 path: "sub/deep".to_owned(),
-                why: format!("listing {deep} is missing from the store")
+                why: format!("the listing of directory 'sub/deep' ({deep}) is missing from the store")
             },
         ]
     );

@@ -15,8 +15,10 @@ use crate::ui;
 
 /// Check an artifact in the store, or the ledger's history
 ///
-/// With BUILD: re-hashes every file of the artifact and checks every
-/// directory listing, reporting each one that is missing or corrupted.
+/// With BUILD: checks the artifact as graven run would before using it:
+/// every directory listing (names, order, kinds, modes, canonical bytes,
+/// digest) and every file's blob, re-hashed and measured against its listed
+/// size, reporting each one that is missing, invalid or corrupted.
 /// With --env: re-hashes the environment's current release tree on this
 /// machine and reports every file changed, missing or added, and every mode
 /// changed, behind graven's back (drift).
@@ -62,7 +64,7 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
     let id = record.build.artifact;
     let report = graven::build::verify_artifact(&store, &id).map_err(|e| {
         CommandError::failed(e)
-            .hint("the artifact record is damaged or gone: rebuild the commit with graven build --force")
+            .hint("the artifact record is damaged, invalid or gone: rebuild the commit with graven build --force")
     })?;
     let json = || {
         json!({
@@ -126,6 +128,12 @@ fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String 
         BlobProblem::Corrupt { digest, paths } => {
             format!("corrupted {} ({}): blob {digest}", used_by(paths), store.blob_path(digest).display())
         }
+        BlobProblem::Size { digest, listed, found, paths } => format!(
+            "size      {} ({}): blob {digest} {}",
+            used_by(paths),
+            store.blob_path(digest).display(),
+            graven::store::Mismatch::Size { listed: *listed, found: *found }
+        ),
         BlobProblem::Listing { path, why } => format!("listing   {path}: {why}"),
     }
 }
@@ -134,6 +142,9 @@ fn blob_problem_json(problem: &BlobProblem) -> serde_json::Value {
     match problem {
         BlobProblem::Missing { digest, paths } => json!({"problem": "missing", "digest": digest, "paths": paths}),
         BlobProblem::Corrupt { digest, paths } => json!({"problem": "corrupted", "digest": digest, "paths": paths}),
+        BlobProblem::Size { digest, listed, found, paths } => {
+            json!({"problem": "size", "digest": digest, "listed": listed, "found": found, "paths": paths})
+        }
         BlobProblem::Listing { path, why } => json!({"problem": "listing", "path": path, "why": why}),
     }
 }

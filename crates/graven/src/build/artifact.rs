@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::manifest::ManifestError;
 use crate::Digest;
 use crate::app::RunSettings;
 use crate::store::{ObjectKind, Store, StoreError};
@@ -38,29 +39,134 @@ impl Artifact {
         Digest::of(&self.to_canonical_json())
     }
 
-    /// Reads artifact `id` from `store`, checking it against its id.
+    /// Reads artifact `id` from `store`: the one way in for an artifact
+    /// record, which is untrusted input and validated here (see
+    /// [`Artifact::parse`]).
     pub fn load(store: &dyn Store, id: &Digest) -> Result<Self, ArtifactError> {
-        let bytes = store.get_object(ObjectKind::Artifact, id)?;
-        if Digest::of(&bytes) != *id {
-            return Err(ArtifactError::Corrupt { id: *id, why: "its contents do not match its id".to_owned() });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ArtifactError::Corrupt { id: *id, why: e.to_string() })
+        let bytes = store.get_object(ObjectKind::Artifact, id).map_err(|source| match source {
+            StoreError::NotFound { .. } => ArtifactError::Missing { id: *id },
+            source => ArtifactError::Store(source),
+        })?;
+        Self::parse(&bytes, id).map_err(|problem| ArtifactError::Invalid { id: *id, problem })
     }
+
+    /// Parses and validates an artifact record's stored bytes, which must
+    /// hash to `id`: the format graven writes, process type names as a
+    /// Procfile allows, commands and run settings that can be used, and the
+    /// bytes canonical JSON.
+    pub fn parse(bytes: &[u8], id: &Digest) -> Result<Self, RecordProblem> {
+        if Digest::of(bytes) != *id {
+            return Err(RecordProblem::WrongDigest);
+        }
+        let artifact: Self = serde_json::from_slice(bytes).map_err(RecordProblem::NotARecord)?;
+        if artifact.format != ARTIFACT_FORMAT {
+            return Err(RecordProblem::Format { found: artifact.format });
+        }
+        for (name, command) in &artifact.process_types {
+            if !is_process_name(name) {
+                return Err(RecordProblem::ProcessName { name: name.clone() });
+            }
+            if command.trim().is_empty() || command.contains('\0') {
+                return Err(RecordProblem::Command { name: name.clone() });
+            }
+        }
+        if let Some(health) = &artifact.run.health
+            && !(health.starts_with('/') && health.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(RecordProblem::Health { health: health.clone() });
+        }
+        if artifact.to_canonical_json() != bytes {
+            return Err(RecordProblem::NotCanonical);
+        }
+        Ok(artifact)
+    }
+}
+
+/// Whether `name` can name a process type: what a Procfile accepts.
+fn is_process_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
+}
+
+/// What is wrong with an artifact record's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordProblem {
+    /// The bytes do not hash to the artifact's id.
+    #[error("its bytes do not hash to its id")]
+    WrongDigest,
+    /// Not JSON, or not an artifact record's shape.
+    #[error("it is not an artifact record")]
+    NotARecord(#[source] serde_json::Error),
+    /// A format this graven does not know.
+    #[error("it has format {found}; this graven reads format {ARTIFACT_FORMAT}")]
+    Format {
+        /// The format found.
+        found: u32,
+    },
+    /// A process type name a Procfile could not have.
+    #[error("process type {name:?} is not a valid name: use a-z, 0-9, '_' and '-'")]
+    ProcessName {
+        /// The name, as stored.
+        name: String,
+    },
+    /// An empty command, or one with a NUL byte.
+    #[error("process type '{name}' has an empty command or one with a NUL byte")]
+    Command {
+        /// The process type.
+        name: String,
+    },
+    /// A health check that is not an HTTP path.
+    #[error("run health {health:?} is not an HTTP path starting with '/'")]
+    Health {
+        /// The value, as stored.
+        health: String,
+    },
+    /// Valid, but not the canonical bytes of what it says.
+    #[error("it is not canonical JSON (docs/FORMAT.md): key order, spacing or escapes differ")]
+    NotCanonical,
 }
 
 /// An artifact record that cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
-    /// The store failed, or does not have the record.
+    /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// The record is not what its id says.
-    #[error("artifact {id} is corrupt: {why}")]
-    Corrupt {
+    /// The record is not in the store.
+    #[error("artifact {id} is not in the store")]
+    Missing {
         /// The artifact.
         id: Digest,
-        /// What is wrong with it.
-        why: String,
+    },
+    /// The record is not what its id says, or not a valid record.
+    #[error("the record of artifact {id} is invalid")]
+    Invalid {
+        /// The artifact.
+        id: Digest,
+        /// What is wrong.
+        #[source]
+        problem: RecordProblem,
+    },
+    /// A listing of the artifact's tree is missing or invalid.
+    #[error("the tree of artifact {id} cannot be used")]
+    Tree {
+        /// The artifact.
+        id: Digest,
+        /// Which listing, and what is wrong with it.
+        #[source]
+        source: Box<ManifestError>,
+    },
+    /// A file's blob is missing, unreadable, or not what its listing says.
+    #[error("file '{path}' of artifact {id} cannot be used")]
+    Blob {
+        /// The artifact.
+        id: Digest,
+        /// The file, relative to the tree's root.
+        path: String,
+        /// What is wrong with its blob.
+        #[source]
+        source: StoreError,
     },
 }
 

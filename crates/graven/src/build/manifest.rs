@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap as _;
 
+use super::artifact::ArtifactError;
 use crate::Digest;
 use crate::store::{ObjectKind, Store, StoreError};
 
@@ -136,23 +137,156 @@ impl<'de> serde::Deserialize<'de> for Entry {
     }
 }
 
+/// The most bytes one name may have: Linux's `NAME_MAX`.
+pub const MAX_NAME_BYTES: usize = 255;
+
+/// The most bytes a symlink's target may have: Linux's `PATH_MAX` less the
+/// terminating NUL.
+pub const MAX_TARGET_BYTES: usize = 4095;
+
+/// Why `name` cannot be one entry's name, if it cannot: a name is one path
+/// component, never `.`, `..` or empty, without `/` or NUL, at most
+/// [`MAX_NAME_BYTES`] bytes. (UTF-8 it is already, as a `str`.)
+pub fn name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("a name may not be empty")
+    } else if name == "." || name == ".." {
+        Some("a name may not be '.' or '..'")
+    } else if name.contains('/') {
+        Some("a name may not contain '/'")
+    } else if name.contains('\0') {
+        Some("a name may not contain a NUL byte")
+    } else if name.len() > MAX_NAME_BYTES {
+        Some("a name may have at most 255 bytes")
+    } else {
+        None
+    }
+}
+
+/// Why `target` cannot be a symlink's target, if it cannot. A target is
+/// data that graven stores and writes but never follows, so any path will
+/// do that the kernel accepts: not empty, no NUL, at most
+/// [`MAX_TARGET_BYTES`] bytes.
+fn target_problem(target: &str) -> Option<&'static str> {
+    if target.is_empty() {
+        Some("a symlink's target may not be empty")
+    } else if target.contains('\0') {
+        Some("a symlink's target may not contain a NUL byte")
+    } else if target.len() > MAX_TARGET_BYTES {
+        Some("a symlink's target may have at most 4095 bytes")
+    } else {
+        None
+    }
+}
+
 impl Listing {
     /// The listing's canonical bytes: compact JSON, keys sorted.
     pub fn to_canonical_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("listings always serialise")
     }
 
-    /// Reads listing `digest` from `store`.
-    pub fn load(store: &dyn Store, digest: &Digest) -> Result<Self, ManifestError> {
-        let bytes = store.get_object(ObjectKind::Manifest, digest)?;
-        if Digest::of(&bytes) != *digest {
-            return Err(ManifestError::Corrupt {
-                digest: *digest,
-                why: "its contents do not match its digest".to_owned(),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ManifestError::Corrupt { digest: *digest, why: e.to_string() })
+    /// Reads listing `digest` from `store`: the one way in for a listing,
+    /// which is untrusted input and validated here whole (see
+    /// [`Listing::parse`]). `path` is the directory it lists, relative to
+    /// the tree's root (empty for the root), for the error.
+    pub fn load(store: &dyn Store, digest: &Digest, path: &str) -> Result<Self, ManifestError> {
+        let bytes = store.get_object(ObjectKind::Manifest, digest).map_err(|source| match source {
+            StoreError::NotFound { .. } => ManifestError::Missing { listing: *digest, path: shown_dir(path) },
+            source => ManifestError::Store(source),
+        })?;
+        Self::parse(&bytes, digest).map_err(|problem| ManifestError::Invalid {
+            listing: *digest,
+            path: shown_dir(path),
+            problem,
+        })
     }
+
+    /// Parses and validates a listing's stored bytes, which must hash to
+    /// `digest`: every name one path component, entries sorted by name and
+    /// unique, only the kinds and modes `docs/FORMAT.md` allows, and the
+    /// bytes canonical JSON.
+    pub fn parse(bytes: &[u8], digest: &Digest) -> Result<Self, ListingProblem> {
+        if Digest::of(bytes) != *digest {
+            return Err(ListingProblem::WrongDigest);
+        }
+        let listing: Self = serde_json::from_slice(bytes).map_err(ListingProblem::NotAListing)?;
+        let mut previous: Option<&str> = None;
+        for entry in &listing.entries {
+            if let Some(why) = name_problem(&entry.name) {
+                return Err(ListingProblem::BadName { name: entry.name.clone(), why });
+            }
+            if let EntryKind::Symlink { target } = &entry.kind
+                && let Some(why) = target_problem(target)
+            {
+                return Err(ListingProblem::BadTarget { name: entry.name.clone(), why });
+            }
+            match previous {
+                Some(previous) if previous == entry.name => {
+                    return Err(ListingProblem::Duplicate { name: entry.name.clone() });
+                }
+                Some(previous) if previous.as_bytes() > entry.name.as_bytes() => {
+                    return Err(ListingProblem::Unsorted { name: entry.name.clone(), after: previous.to_owned() });
+                }
+                _ => {}
+            }
+            previous = Some(&entry.name);
+        }
+        // Key order, whitespace, escapes, number forms: whatever the parser
+        // let through must write back to the same bytes.
+        if listing.to_canonical_json() != bytes {
+            return Err(ListingProblem::NotCanonical);
+        }
+        Ok(listing)
+    }
+}
+
+/// How an error names a directory of a tree.
+fn shown_dir(path: &str) -> String {
+    if path.is_empty() { "the root".to_owned() } else { format!("directory '{path}'") }
+}
+
+/// What is wrong with a listing's bytes.
+#[derive(Debug, thiserror::Error)]
+pub enum ListingProblem {
+    /// The bytes do not hash to the listing's name.
+    #[error("its bytes do not hash to its name")]
+    WrongDigest,
+    /// Not JSON, or not a listing's shape.
+    #[error("it is not a listing")]
+    NotAListing(#[source] serde_json::Error),
+    /// A name, or a symlink's target, that cannot be.
+    #[error("entry {name:?}: {why}")]
+    BadName {
+        /// The entry's name, as stored.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A symlink's target that cannot be.
+    #[error("symlink {name:?}: {why}")]
+    BadTarget {
+        /// The symlink's name.
+        name: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// Two entries with one name.
+    #[error("entry {name:?} is listed twice")]
+    Duplicate {
+        /// The name.
+        name: String,
+    },
+    /// Entries out of bytewise order.
+    #[error("entry {name:?} comes after {after:?}: entries must be sorted by name")]
+    Unsorted {
+        /// The entry out of order.
+        name: String,
+        /// The entry before it.
+        after: String,
+    },
+    /// Valid, but not the canonical bytes of what it says.
+    #[error("it is not canonical JSON (docs/FORMAT.md): key order, spacing or escapes differ")]
+    NotCanonical,
 }
 
 /// A manifest that cannot be read.
@@ -161,42 +295,57 @@ pub enum ManifestError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// A listing is not what its digest says, or not a listing.
-    #[error("manifest listing {digest} is corrupt: {why}")]
-    Corrupt {
+    /// A listing is not in the store.
+    #[error("the listing of {path} ({listing}) is missing from the store")]
+    Missing {
         /// The listing.
-        digest: Digest,
-        /// What is wrong with it.
-        why: String,
+        listing: Digest,
+        /// The directory it lists, as shown.
+        path: String,
+    },
+    /// A listing is not what its digest says, or not a valid listing.
+    #[error("the listing of {path} ({listing}) is invalid")]
+    Invalid {
+        /// The listing.
+        listing: Digest,
+        /// The directory it lists, as shown.
+        path: String,
+        /// What is wrong.
+        #[source]
+        problem: ListingProblem,
     },
 }
 
-/// Visits every entry of the tree rooted at listing `root`, depth first,
-/// each directory before its contents, names in listing order. Paths are
-/// relative, `/`-separated. The first error, the visitor's own or a listing
-/// that cannot be read, stops the walk and is returned.
-pub fn walk<E: From<ManifestError>>(
+/// Visits every entry of artifact `id`'s tree, rooted at listing `root`,
+/// depth first, each directory before its contents, names in listing
+/// order. Paths are relative, `/`-separated, and made of validated names
+/// only. The first error, the visitor's own or a listing that cannot be
+/// used (as [`ArtifactError::Tree`]), stops the walk and is returned.
+pub fn walk<E: From<ArtifactError>>(
     store: &dyn Store,
+    id: &Digest,
     root: &Digest,
     visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
 ) -> Result<(), E> {
-    fn walk_dir<E: From<ManifestError>>(
+    fn walk_dir<E: From<ArtifactError>>(
         store: &dyn Store,
+        id: &Digest,
         digest: &Digest,
         prefix: &str,
         visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
     ) -> Result<(), E> {
-        let listing = Listing::load(store, digest)?;
+        let listing = Listing::load(store, digest, prefix)
+            .map_err(|source| ArtifactError::Tree { id: *id, source: Box::new(source) })?;
         for entry in &listing.entries {
             let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
             visit(&path, &entry.kind)?;
             if let EntryKind::Dir { tree } = &entry.kind {
-                walk_dir(store, tree, &path, visit)?;
+                walk_dir(store, id, tree, &path, visit)?;
             }
         }
         Ok(())
     }
-    walk_dir(store, root, "", visit)
+    walk_dir(store, id, root, "", visit)
 }
 
 /// Every file and symlink of a tree by path, and every directory by presence

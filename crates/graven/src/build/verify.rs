@@ -1,14 +1,17 @@
-//! Verifies an artifact in the store: its record, every listing, and every
-//! blob re-hashed. Reports every problem rather than stopping at the first.
+//! Verifies an artifact in the store: its record, every listing (validated
+//! as every reader validates it: names, order, uniqueness, kinds, modes,
+//! canonical bytes, digest), and every blob re-hashed and measured against
+//! its listed size. What `graven run` would refuse, this reports. Reports
+//! every problem rather than stopping at the first.
 
 use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
 use super::artifact::{Artifact, ArtifactError};
-use super::manifest::{EntryKind, Listing, ManifestError};
+use super::manifest::{EntryKind, Listing};
 use crate::Digest;
-use crate::store::{Store, StoreError, blob_matches};
+use crate::store::{Mismatch, Store, StoreError, check_blob};
 
 /// Something wrong with an artifact in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +21,17 @@ pub enum BlobProblem {
         /// The blob.
         digest: Digest,
         /// The paths in the artifact that use it.
+        paths: Vec<String>,
+    },
+    /// A blob has another size than its listing says.
+    Size {
+        /// The blob.
+        digest: Digest,
+        /// The size the listing gives.
+        listed: u64,
+        /// The size it has.
+        found: u64,
+        /// The paths in the artifact that use it with that listed size.
         paths: Vec<String>,
     },
     /// A blob's contents do not match its digest.
@@ -53,19 +67,25 @@ pub struct VerifyReport {
 /// Re-hashes every blob of artifact `id`.
 pub fn verify_artifact(store: &dyn Store, id: &Digest) -> Result<VerifyReport, ArtifactError> {
     let artifact = Artifact::load(store, id)?;
-    let mut blobs: BTreeMap<Digest, (u64, Vec<String>)> = BTreeMap::new();
+    // By digest and listed size: two listings may give one blob two sizes,
+    // and at most one of them is right.
+    let mut blobs: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();
     let mut problems = Vec::new();
     collect(store, &artifact.root, "", &mut blobs, &mut problems);
 
     let checked: Vec<Result<Option<BlobProblem>, StoreError>> = blobs
         .par_iter()
-        .map(|(digest, (_, paths))| match blob_matches(store, digest) {
-            Ok(true) => Ok(None),
-            Ok(false) => Ok(Some(BlobProblem::Corrupt { digest: *digest, paths: paths.clone() })),
-            Err(StoreError::NotFound { .. }) => {
-                Ok(Some(BlobProblem::Missing { digest: *digest, paths: paths.clone() }))
+        .map(|(&(digest, size), paths)| {
+            let paths = paths.clone();
+            match check_blob(store, &digest, size) {
+                Ok(None) => Ok(None),
+                Ok(Some(Mismatch::Digest)) => Ok(Some(BlobProblem::Corrupt { digest, paths })),
+                Ok(Some(Mismatch::Size { listed, found })) => {
+                    Ok(Some(BlobProblem::Size { digest, listed, found, paths }))
+                }
+                Err(StoreError::NotFound { .. }) => Ok(Some(BlobProblem::Missing { digest, paths })),
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
         })
         .collect();
     for result in checked {
@@ -75,14 +95,14 @@ pub fn verify_artifact(store: &dyn Store, id: &Digest) -> Result<VerifyReport, A
     Ok(VerifyReport {
         artifact: *id,
         blobs: blobs.len() as u64,
-        bytes: blobs.values().map(|(size, _)| size).sum(),
+        bytes: blobs.keys().map(|(_, size)| size).sum(),
         problems,
     })
 }
 
 fn first_path(problem: &BlobProblem) -> &str {
     match problem {
-        BlobProblem::Missing { paths, .. } | BlobProblem::Corrupt { paths, .. } => {
+        BlobProblem::Missing { paths, .. } | BlobProblem::Corrupt { paths, .. } | BlobProblem::Size { paths, .. } => {
             paths.first().map_or("", String::as_str)
         }
         BlobProblem::Listing { path, .. } => path,
@@ -93,21 +113,15 @@ fn collect(
     store: &dyn Store,
     tree: &Digest,
     prefix: &str,
-    blobs: &mut BTreeMap<Digest, (u64, Vec<String>)>,
+    blobs: &mut BTreeMap<(Digest, u64), Vec<String>>,
     problems: &mut Vec<BlobProblem>,
 ) {
-    let listing = match Listing::load(store, tree) {
+    let listing = match Listing::load(store, tree, prefix) {
         Ok(listing) => listing,
         Err(e) => {
-            let why = match e {
-                ManifestError::Store(StoreError::NotFound { .. }) => {
-                    format!("listing {tree} is missing from the store")
-                }
-                other => other.to_string(),
-            };
             problems.push(BlobProblem::Listing {
                 path: if prefix.is_empty() { ".".to_owned() } else { prefix.to_owned() },
-                why,
+                why: crate::error_chain(&e),
             });
             return;
         }
@@ -116,7 +130,7 @@ fn collect(
         let path = if prefix.is_empty() { entry.name } else { format!("{prefix}/{}", entry.name) };
         match entry.kind {
             EntryKind::File { size, digest, .. } => {
-                blobs.entry(digest).or_insert_with(|| (size, Vec::new())).1.push(path);
+                blobs.entry((digest, size)).or_default().push(path);
             }
             EntryKind::Dir { tree } => collect(store, &tree, &path, blobs, problems),
             EntryKind::Symlink { .. } => {}

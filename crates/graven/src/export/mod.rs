@@ -13,8 +13,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::Digest;
-use crate::build::{Artifact, ArtifactError, ManifestError};
-use crate::store::StoreError;
+use crate::build::{Artifact, ArtifactError};
 
 /// An archive format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,15 +44,9 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// An export that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// The artifact record could not be read.
+    /// The artifact's record, a listing or a blob is missing or invalid.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
-    /// A listing could not be read.
-    #[error(transparent)]
-    Manifest(#[from] ManifestError),
-    /// A blob could not be read.
-    #[error(transparent)]
-    Store(#[from] StoreError),
     /// Writing the archive failed.
     #[error("could not write the archive to {}", path.display())]
     Write {
@@ -84,20 +77,20 @@ pub fn export(
     let artifact = Artifact::load(store, id)?;
     let mut counter = CountingWriter { inner: out, bytes: 0 };
     let entries = match format {
-        Format::Tar => tar::write(store, &artifact.root, &mut counter)?,
+        Format::Tar => tar::write(store, id, &artifact.root, &mut counter)?,
         Format::TarGz => {
             let mut gz = flate2::GzBuilder::new()
                 .mtime(0)
                 .operating_system(255)
                 .write(&mut counter, flate2::Compression::new(GZIP_LEVEL));
-            let entries = tar::write(store, &artifact.root, &mut gz)?;
+            let entries = tar::write(store, id, &artifact.root, &mut gz)?;
             gz.finish().map_err(write_error(Path::new("-")))?;
             entries
         }
         Format::TarZst => {
             let mut zst = zstd::Encoder::new(&mut counter, ZSTD_LEVEL).map_err(write_error(Path::new("-")))?;
             zst.include_checksum(true).map_err(write_error(Path::new("-")))?;
-            let entries = tar::write(store, &artifact.root, &mut zst)?;
+            let entries = tar::write(store, id, &artifact.root, &mut zst)?;
             zst.finish().map_err(write_error(Path::new("-")))?;
             entries
         }
@@ -122,7 +115,7 @@ pub fn export_to_path(
     let summary =
         export(store, id, format, io::BufWriter::with_capacity(1 << 20, temp.as_file())).map_err(|e| match e {
             ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
-            other => other,
+            other @ ExportError::Artifact(_) => other,
         })?;
     // tempfile creates 0600; an export is as readable as any file the user writes.
     let mode = 0o666 & !umask();

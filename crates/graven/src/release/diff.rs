@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use super::{ConfigVersion, Release, ReleaseError};
 use crate::Digest;
 use crate::build::Artifact;
-use crate::build::manifest::{Entry, EntryKind, Listing, ManifestError};
+use crate::build::manifest::{EntryKind, Listing, ManifestError};
 use crate::ledger::Ledger;
 use crate::store::{ObjectKind, Store};
 
@@ -64,8 +64,9 @@ fn diff_dirs(
     if old == new {
         return Ok(());
     }
-    let old = sorted_entries(Listing::load(store, old)?);
-    let new = sorted_entries(Listing::load(store, new)?);
+    // Listings are validated on load: sorted by name, each name once.
+    let old = Listing::load(store, old, prefix)?.entries;
+    let new = Listing::load(store, new, prefix)?.entries;
     let (mut old_entries, mut new_entries) = (old.iter().peekable(), new.iter().peekable());
     loop {
         let order = match (old_entries.peek(), new_entries.peek()) {
@@ -105,15 +106,6 @@ fn diff_dirs(
     }
 }
 
-/// A listing's entries by name. Canonical listings are sorted already;
-/// sorting again costs little and keeps the side-by-side walk right even
-/// for a listing written by hand.
-fn sorted_entries(listing: Listing) -> Vec<Entry> {
-    let mut entries = listing.entries;
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    entries
-}
-
 /// Adds `path` to `out`, or, for a directory, every path below it.
 fn everything_below(
     store: &dyn Store,
@@ -125,7 +117,7 @@ fn everything_below(
         out.push(path.to_owned());
         return Ok(());
     };
-    let listing = Listing::load(store, tree)?;
+    let listing = Listing::load(store, tree, path)?;
     if listing.entries.is_empty() {
         out.push(format!("{path}/"));
     }
@@ -307,9 +299,10 @@ pub fn diff_releases(
     } else {
         let old = load_artifact(store, from)?;
         let new = load_artifact(store, to)?;
-        diff_trees(store, &old.root, &new.root).map_err(|e| ReleaseError::Artifact {
-            id: from.artifact,
-            why: format!("comparing it with {}: {e}", to.artifact),
+        diff_trees(store, &old.root, &new.root).map_err(|source| ReleaseError::Compare {
+            from: from.artifact,
+            to: to.artifact,
+            source: Box::new(source),
         })?
     };
     let config = diff_configs(&from_config, &to_config);
@@ -329,6 +322,7 @@ mod tests {
     use super::*;
     use crate::app::RunSettings;
     use crate::build::ARTIFACT_FORMAT;
+    use crate::build::manifest::Entry;
     use crate::ledger::{BuildRecord, NewBuild, SqliteLedger};
     use crate::release::{ConfigChange, Stage};
     use crate::store::LocalStore;
@@ -399,7 +393,7 @@ mod tests {
 
         let missing_new = put(&store, vec![dir("vendor", Digest::of(b"another, never stored"))]);
         let error = diff_trees(&store, &old, &missing_new).unwrap_err().to_string();
-        assert!(error.contains("is not in the store"), "a differing subtree is read: {error}");
+        assert!(error.contains("is missing from the store"), "a differing subtree is read: {error}");
     }
 
     #[test]

@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::Digest;
-use crate::build::Artifact;
 use crate::build::manifest::{EntryKind, Listing};
+use crate::build::{Artifact, ArtifactError};
 use crate::ledger::{Ledger, LedgerError};
 use crate::store::{Area, ObjectKind, Store, StoreError};
 
@@ -64,12 +64,13 @@ pub enum GcError {
     Store(#[from] StoreError),
     /// A kept artifact could not be read: collecting now could delete what
     /// it needs, so nothing was removed.
-    #[error("kept artifact {id} could not be read, so nothing was collected: {why}")]
+    #[error("kept artifact {id} could not be read, so nothing was collected")]
     KeptArtifactUnreadable {
         /// The artifact.
         id: Digest,
         /// Why.
-        why: String,
+        #[source]
+        source: Box<ArtifactError>,
     },
 }
 
@@ -146,21 +147,25 @@ struct Live {
 
 impl Live {
     fn mark_artifact(&mut self, store: &dyn Store, id: &Digest) -> Result<(), GcError> {
-        let unreadable = |why: String| GcError::KeptArtifactUnreadable { id: *id, why };
-        let artifact = Artifact::load(store, id).map_err(|e| unreadable(e.to_string()))?;
+        let unreadable = |source| GcError::KeptArtifactUnreadable { id: *id, source: Box::new(source) };
+        let artifact = Artifact::load(store, id).map_err(unreadable)?;
         self.artifacts.insert(*id);
-        let mut pending = vec![artifact.root];
-        while let Some(tree) = pending.pop() {
+        let mut pending = vec![(artifact.root, String::new())];
+        while let Some((tree, path)) = pending.pop() {
             if !self.listings.insert(tree) {
                 continue;
             }
-            let listing = Listing::load(store, &tree).map_err(|e| unreadable(e.to_string()))?;
+            let listing = Listing::load(store, &tree, &path)
+                .map_err(|source| unreadable(ArtifactError::Tree { id: *id, source: Box::new(source) }))?;
             for entry in listing.entries {
                 match entry.kind {
                     EntryKind::File { digest, .. } => {
                         self.blobs.insert(digest);
                     }
-                    EntryKind::Dir { tree } => pending.push(tree),
+                    EntryKind::Dir { tree } => {
+                        pending
+                            .push((tree, if path.is_empty() { entry.name } else { format!("{path}/{}", entry.name) }));
+                    }
                     EntryKind::Symlink { .. } => {}
                 }
             }

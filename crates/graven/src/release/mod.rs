@@ -21,7 +21,7 @@ pub use config::{ConfigChange, MASK};
 pub use record::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
 
 use crate::Digest;
-use crate::build::Artifact;
+use crate::build::{Artifact, ArtifactError, ManifestError};
 use crate::ledger::{Append, BuildRecord, EnvState, Ledger, LedgerError};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::time;
@@ -97,13 +97,20 @@ pub enum ReleaseError {
         /// The commit it was built from.
         commit: String,
     },
-    /// The artifact could not be read.
-    #[error("artifact {id} could not be read: {why}")]
-    Artifact {
-        /// The artifact.
-        id: Digest,
-        /// Why.
-        why: String,
+    /// The artifact's record, a listing or a blob is missing or invalid.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    /// Two artifacts could not be compared: a listing of one of them is
+    /// missing or invalid.
+    #[error("artifact {from} could not be compared with {to}")]
+    Compare {
+        /// The older artifact.
+        from: Digest,
+        /// The newer artifact.
+        to: Digest,
+        /// Which listing, and what is wrong with it.
+        #[source]
+        source: Box<ManifestError>,
     },
     /// The artifact holds a secret config value.
     #[error("artifact {id} contains the value of secret config {}:\n{}", keys(found), listing(found))]
@@ -436,7 +443,7 @@ pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, Rel
 
 /// Loads artifact `id`'s record.
 fn load_artifact(store: &dyn Store, id: &Digest) -> Result<Artifact, ReleaseError> {
-    Artifact::load(store, id).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })
+    Ok(Artifact::load(store, id)?)
 }
 
 /// Artifact `id` (built from `commit`) must still be in the store: a

@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use super::config::SECRET_SCAN_MIN_LEN;
 use super::{ConfigVersion, ReleaseError};
 use crate::Digest;
+use crate::build::ArtifactError;
 use crate::build::manifest::{EntryKind, walk};
-use crate::store::Store;
+use crate::store::{CheckedBlob, Store, open_checked_blob};
 
 /// The secret keys whose values artifact `id` contains, each with the paths
 /// that contain it. Empty if the artifact is clean.
@@ -34,24 +35,24 @@ pub(crate) fn secrets_in_artifact(
         AhoCorasick::new(secrets.iter().map(|(_, value)| value)).expect("secret values make a valid automaton");
 
     let artifact = super::load_artifact(store, id)?;
-    let mut files: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-    walk(store, &artifact.root, &mut |path, kind| {
-        if let EntryKind::File { digest, .. } = kind {
-            files.entry(*digest).or_default().push(path.to_owned());
+    // By digest and listed size: each blob is read through its listing.
+    let mut files: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();
+    walk(store, id, &artifact.root, &mut |path, kind| {
+        if let EntryKind::File { digest, size, .. } = kind {
+            files.entry((*digest, *size)).or_default().push(path.to_owned());
         }
-        Ok::<_, crate::build::ManifestError>(())
-    })
-    .map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+        Ok::<_, ArtifactError>(())
+    })?;
 
     let found: Vec<(usize, &Vec<String>)> = files
         .par_iter()
-        .map(|(digest, paths)| {
-            let blob = store.open_blob(digest).map_err(|e| ReleaseError::Artifact { id: *id, why: e.to_string() })?;
+        .map(|(&(digest, size), paths)| {
+            let blob_error = |source| ArtifactError::Blob { id: *id, path: paths[0].clone(), source };
+            let blob = open_checked_blob(store, &digest, size).map_err(blob_error)?;
             // Streamed: a blob may be far larger than memory should hold.
             let mut hits: Vec<(usize, &Vec<String>)> = Vec::new();
             for found in matcher.stream_find_iter(blob) {
-                let found =
-                    found.map_err(|e| ReleaseError::Artifact { id: *id, why: format!("blob {digest}: {e}") })?;
+                let found = found.map_err(|e| blob_error(CheckedBlob::into_store_error(&digest, e)))?;
                 let pattern = found.pattern().as_usize();
                 if !hits.iter().any(|(p, _)| *p == pattern) {
                     hits.push((pattern, paths));
@@ -59,7 +60,7 @@ pub(crate) fn secrets_in_artifact(
             }
             Ok(hits)
         })
-        .collect::<Result<Vec<_>, ReleaseError>>()?
+        .collect::<Result<Vec<_>, ArtifactError>>()?
         .into_iter()
         .flatten()
         .collect();

@@ -99,7 +99,7 @@ fn check_dir(
     drift: &mut Vec<Drift>,
     to_hash: &mut Vec<(PathBuf, String, Digest)>,
 ) -> Result<(), RunError> {
-    let listing = Listing::load(store, tree)?;
+    let listing = Listing::load(store, tree, prefix)?;
     let join = |name: &str| if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
     let mut expected_names = BTreeSet::new();
     for entry in &listing.entries {

@@ -8,15 +8,19 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timestamps};
+
 use super::{RunError, check_tree};
-use crate::build::Artifact;
-use crate::build::manifest::{EntryKind, walk};
+use crate::Digest;
+use crate::build::manifest::{EntryKind, Listing, name_problem};
+use crate::build::{Artifact, ArtifactError};
 use crate::home::Home;
 use crate::release::Release;
-use crate::store::Store;
+use crate::store::{CheckedBlob, Store, StoreError, open_checked_blob};
 
 /// A release's tree on disk.
 #[derive(Debug, Clone)]
@@ -49,7 +53,7 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release, artifact: 
     crate::fs_tree::remove_tree(&temp);
     fs::create_dir(&temp).map_err(io_error("create", &temp))?;
 
-    let result = lay_out(store, artifact, &temp).and_then(|()| {
+    let result = lay_out(store, &release.artifact, &artifact.root, &temp).and_then(|()| {
         let drift = check_tree(store, &artifact.root, &temp)?;
         if !drift.is_empty() {
             return Err(RunError::Damaged { version: release.version(), id: release.artifact, drift });
@@ -64,63 +68,137 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release, artifact: 
 
 /// The artifact record of `release`.
 pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, RunError> {
-    Artifact::load(store, &release.artifact)
-        .map_err(|e| RunError::Artifact { id: release.artifact, why: e.to_string() })
+    Ok(Artifact::load(store, &release.artifact)?)
 }
 
 /// Writes every entry of the artifact's manifest under `root`; directories
 /// are sealed read-only once their contents are in.
-fn lay_out(store: &dyn Store, artifact: &Artifact, root: &Path) -> Result<(), RunError> {
-    let mut dirs = Vec::new();
-    walk(store, &artifact.root, &mut |relative, kind| {
-        let path = root.join(relative);
-        match kind {
-            EntryKind::Dir { .. } => {
-                dirs.push(path.clone());
-                fs::create_dir(&path).map_err(|source| RunError::Io { action: "create", path: path.clone(), source })
+///
+/// Every entry is created relative to an open handle on its directory, by
+/// one name, and nothing on the way is a symlink that could be followed:
+/// directories are opened with `O_NOFOLLOW`, files created with `O_EXCL`
+/// (which refuses a symlink in their place), links and subdirectories by
+/// calls that never follow their last component. So even a listing that
+/// validation let through by mistake cannot make this write outside `root`.
+fn lay_out(store: &dyn Store, id: &Digest, listing: &Digest, root: &Path) -> Result<(), RunError> {
+    let dir = open_dir(CWD, root).map_err(io_error("open", root))?;
+    let mut writer = TreeWriter { store, id, root };
+    writer.dir(&dir, listing, "")?;
+    seal_dir(&dir).map_err(io_error("seal", root))
+}
+
+fn io_error<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(rustix::io::Errno) -> RunError + 'a {
+    move |errno| RunError::Io { action, path: path.to_owned(), source: errno.into() }
+}
+
+/// Opens a directory without following a symlink in its place.
+fn open_dir(at: impl AsFd, name: &Path) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(at, name, OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+}
+
+struct TreeWriter<'a> {
+    store: &'a dyn Store,
+    id: &'a Digest,
+    root: &'a Path,
+}
+
+impl TreeWriter<'_> {
+    /// Writes the entries of listing `listing` into the open directory `dir`,
+    /// which is `prefix` in the tree.
+    fn dir(&mut self, dir: &OwnedFd, listing: &Digest, prefix: &str) -> Result<(), RunError> {
+        let listing = Listing::load(self.store, listing, prefix)
+            .map_err(|source| ArtifactError::Tree { id: *self.id, source: Box::new(source) })?;
+        for entry in &listing.entries {
+            let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
+            let shown = self.root.join(&path);
+            // Validated on load; checked again where it matters, so that a
+            // name can never be more than one component here.
+            if name_problem(&entry.name).is_some() {
+                return Err(RunError::Io {
+                    action: "create",
+                    path: shown,
+                    source: io::Error::from(io::ErrorKind::InvalidInput),
+                });
             }
-            EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path).map_err(|source| RunError::Io {
-                action: "create the link",
-                path: path.clone(),
-                source,
-            }),
-            EntryKind::File { executable, digest, .. } => place_file(store, digest, *executable, &path),
+            let name = entry.name.as_str();
+            match &entry.kind {
+                EntryKind::Dir { tree } => {
+                    rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(io_error("create", &shown))?;
+                    let child = open_dir(dir, Path::new(name)).map_err(io_error("open", &shown))?;
+                    self.dir(&child, tree, &path)?;
+                    // Sealed once its contents are in: adding an entry
+                    // changes a directory's mtime.
+                    seal_dir(&child).map_err(io_error("seal", &shown))?;
+                }
+                EntryKind::Symlink { target } => {
+                    rustix::fs::symlinkat(target.as_str(), dir, name).map_err(io_error("create the link", &shown))?;
+                }
+                EntryKind::File { executable, size, digest } => {
+                    self.file(dir, name, digest, *size, *executable, &path).map_err(|e| match e {
+                        FileError::Io(action, errno) => RunError::Io { action, path: shown, source: errno.into() },
+                        FileError::Blob(source) => ArtifactError::Blob { id: *self.id, path, source }.into(),
+                    })?;
+                }
+            }
         }
-    })?;
-    // Deepest first, so that a parent is sealed after its children, and the
-    // root last: every directory gets the normalised mtime once its entries
-    // are in (adding an entry changes a directory's mtime).
-    dirs.push(root.to_owned());
-    for dir in dirs.iter().rev() {
-        seal_dir(dir).map_err(|source| RunError::Io { action: "seal", path: dir.clone(), source })?;
+        Ok(())
     }
-    Ok(())
+
+    /// One file: a hard link to its blob if the blob has the right mode and
+    /// size, else a read-only copy read through its listing's size and
+    /// digest. (Linked blobs are re-hashed by the check that follows.)
+    fn file(
+        &self,
+        dir: &OwnedFd,
+        name: &str,
+        digest: &Digest,
+        size: u64,
+        executable: bool,
+        path: &str,
+    ) -> Result<(), FileError> {
+        let _ = path;
+        let mode = if executable { 0o555 } else { 0o444 };
+        if let Some(blob) = self.store.local_blob_path(digest)
+            && fs::metadata(&blob).is_ok_and(|meta| meta.mode() & 0o777 == mode && meta.len() == size)
+            && rustix::fs::linkat(CWD, &blob, dir, name, AtFlags::empty()).is_ok()
+        {
+            return Ok(());
+        }
+        let mut reader = open_checked_blob(self.store, digest, size).map_err(FileError::Blob)?;
+        let fd = rustix::fs::openat(
+            dir,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| FileError::Io("create", e))?;
+        let mut file = fs::File::from(fd);
+        if let Err(error) = io::copy(&mut reader, &mut file) {
+            return Err(if reader.failed() {
+                FileError::Blob(CheckedBlob::into_store_error(digest, error))
+            } else {
+                FileError::Io("write", rustix::io::Errno::from_io_error(&error).unwrap_or(rustix::io::Errno::IO))
+            });
+        }
+        rustix::fs::futimens(&file, &normalised_times()).map_err(|e| FileError::Io("set the time of", e))?;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| FileError::Io("seal", e))?;
+        Ok(())
+    }
 }
 
-/// Makes a directory read-only with the normalised mtime.
-fn seal_dir(dir: &Path) -> io::Result<()> {
-    crate::fs_tree::set_normalised_mtime(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o555))
+/// Why one file could not be placed.
+enum FileError {
+    Io(&'static str, rustix::io::Errno),
+    Blob(StoreError),
 }
 
-/// A file of the tree: a hard link to its blob if the blob has the right
-/// mode, else a read-only copy.
-fn place_file(store: &dyn Store, digest: &crate::Digest, executable: bool, path: &Path) -> Result<(), RunError> {
-    let mode = if executable { 0o555 } else { 0o444 };
-    if let Some(blob) = store.local_blob_path(digest)
-        && fs::metadata(&blob).is_ok_and(|meta| meta.mode() & 0o777 == mode)
-        && fs::hard_link(&blob, path).is_ok()
-    {
-        return Ok(());
-    }
-    let io_error = |action: &'static str| {
-        let path = path.to_owned();
-        move |source| RunError::Io { action, path, source }
-    };
-    let mut reader = store.open_blob(digest)?;
-    let mut file = fs::File::create_new(path).map_err(io_error("create"))?;
-    io::copy(&mut reader, &mut file).map_err(io_error("write"))?;
-    crate::fs_tree::set_normalised_mtime(path).map_err(io_error("set the time of"))?;
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_error("seal"))?;
-    Ok(())
+fn normalised_times() -> Timestamps {
+    let time = rustix::fs::Timespec { tv_sec: crate::NORMALISED_MTIME.cast_signed(), tv_nsec: 0 };
+    Timestamps { last_access: time, last_modification: time }
+}
+
+/// Makes an open directory read-only with the normalised mtime.
+fn seal_dir(dir: &OwnedFd) -> rustix::io::Result<()> {
+    rustix::fs::futimens(dir, &normalised_times())?;
+    rustix::fs::fchmod(dir, Mode::from_raw_mode(0o555))
 }

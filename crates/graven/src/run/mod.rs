@@ -28,14 +28,9 @@ use crate::store::StoreError;
 /// A failure of the run stage.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// The artifact's record or a listing could not be read.
-    #[error("artifact {id} could not be read from the store: {why}")]
-    Artifact {
-        /// The artifact.
-        id: Digest,
-        /// Why.
-        why: String,
-    },
+    /// The artifact's record, a listing or a blob is missing or invalid.
+    #[error(transparent)]
+    Artifact(#[from] crate::build::ArtifactError),
     /// A freshly materialised tree does not match its manifest: the store
     /// holds damaged blobs.
     #[error("the tree of {version} does not match artifact {id}: {} damaged, first {}", drift.len(), drift.first().map_or("", |d| d.path.as_str()))]

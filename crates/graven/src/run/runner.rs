@@ -282,12 +282,12 @@ impl<'a> Runner<'a> {
     /// Everything before the switch: tree, release phase, new processes,
     /// health. On failure, whatever was started is stopped again.
     fn prepare(&mut self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
-        let artifact = artifact_of(self.store, release).map_err(|e| e.to_string())?;
-        let tree = materialise(self.store, self.home, release, &artifact).map_err(|e| e.to_string())?;
+        let artifact = artifact_of(self.store, release).map_err(|e| crate::error_chain(&e))?;
+        let tree = materialise(self.store, self.home, release, &artifact).map_err(|e| crate::error_chain(&e))?;
         let config = self
             .ledger
             .config_version(&release.config)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::error_chain(&e))?
             .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
         let mut deployment = Deployment {
             release: release.clone(),
@@ -374,7 +374,8 @@ impl<'a> Runner<'a> {
         let sink = Arc::clone(&self.sink);
         let print = Arc::clone(&self.print);
         let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(name, line)));
-        let process = Process::spawn(&slot.name, &slot.command, tree, &env, on_line).map_err(|e| e.to_string())?;
+        let process =
+            Process::spawn(&slot.name, &slot.command, tree, &env, on_line).map_err(|e| crate::error_chain(&e))?;
         slot.process = Some(process);
         slot.started_at = Some(time::now_rfc3339());
         Ok(())

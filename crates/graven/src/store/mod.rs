@@ -45,6 +45,15 @@ pub enum StoreError {
         /// What was looked for.
         digest: Digest,
     },
+    /// A blob's bytes are not what its listing says: another size, or
+    /// another digest.
+    #[error("blob {digest} {mismatch}")]
+    Mismatch {
+        /// The blob.
+        digest: Digest,
+        /// How it differs.
+        mismatch: Mismatch,
+    },
     /// The filesystem failed.
     #[error("{action} {}", path.display())]
     Io {
@@ -180,6 +189,133 @@ pub fn remove_if_corrupt_object(store: &dyn Store, kind: ObjectKind, digest: &Di
         Ok(_) => store.remove(kind.into(), digest).map(|()| true),
         Err(StoreError::NotFound { .. }) => Ok(false),
         Err(error) => Err(error),
+    }
+}
+
+/// How a blob differs from what its listing says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mismatch {
+    /// It has another size.
+    Size {
+        /// The size its listing gives.
+        listed: u64,
+        /// The size it has.
+        found: u64,
+    },
+    /// Its bytes hash to another digest.
+    Digest,
+}
+
+impl std::fmt::Display for Mismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Size { listed, found } => write!(f, "has {found} bytes, not the {listed} its listing says"),
+            Self::Digest => f.write_str("does not hash to its name: its contents are corrupt"),
+        }
+    }
+}
+
+/// Opens blob `digest`, which a listing says has `size` bytes: the one way
+/// an artifact's file contents are read. The reader yields exactly the
+/// blob's bytes, and fails (with [`std::io::ErrorKind::InvalidData`], wrapping a
+/// [`StoreError::Mismatch`]) as soon as the blob proves longer or shorter
+/// than `size`, or, at its end, if its bytes do not hash to `digest`; so a
+/// caller that reads to the end has used nothing but the listed bytes.
+pub fn open_checked_blob(store: &dyn Store, digest: &Digest, size: u64) -> Result<CheckedBlob, StoreError> {
+    Ok(CheckedBlob {
+        inner: store.open_blob(digest)?,
+        digest: *digest,
+        listed: size,
+        read: 0,
+        hasher: Some(crate::digest::Hasher::default()),
+        failed: false,
+    })
+}
+
+/// A blob read through its listing's size and digest: see
+/// [`open_checked_blob`].
+pub struct CheckedBlob {
+    inner: Box<dyn Read + Send>,
+    digest: Digest,
+    listed: u64,
+    read: u64,
+    /// `None` once the end is reached and the digest checked.
+    hasher: Option<crate::digest::Hasher>,
+    failed: bool,
+}
+
+impl CheckedBlob {
+    /// Whether a read failed: the blob, not whatever its bytes were being
+    /// written to.
+    pub fn failed(&self) -> bool {
+        self.failed
+    }
+
+    fn mismatch(&self, mismatch: Mismatch) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, StoreError::Mismatch { digest: self.digest, mismatch })
+    }
+
+    /// The [`StoreError`] behind a read error of this reader: the mismatch,
+    /// or the read failure of blob `digest`.
+    pub fn into_store_error(digest: &Digest, error: std::io::Error) -> StoreError {
+        match error.downcast::<StoreError>() {
+            Ok(store_error) => store_error,
+            Err(error) => {
+                StoreError::Io { action: "could not read blob", path: PathBuf::from(digest.to_string()), source: error }
+            }
+        }
+    }
+}
+
+impl Read for CheckedBlob {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let result = self.read_checked(buf);
+        self.failed |= result.as_ref().is_err_and(|e| e.kind() != std::io::ErrorKind::Interrupted);
+        result
+    }
+}
+
+impl CheckedBlob {
+    fn read_checked(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let remaining = self.listed - self.read;
+        if remaining == 0 {
+            // At the listed end: the blob must end here too, and hash right.
+            let Some(hasher) = self.hasher.take() else { return Ok(0) };
+            let mut probe = [0u8; 1];
+            if self.inner.read(&mut probe)? != 0 {
+                // Longer: the rest is read only to say how much longer.
+                let rest = std::io::copy(&mut self.inner, &mut std::io::sink())?;
+                return Err(self.mismatch(Mismatch::Size { listed: self.listed, found: self.listed + 1 + rest }));
+            }
+            if hasher.finish() != self.digest {
+                return Err(self.mismatch(Mismatch::Digest));
+            }
+            return Ok(0);
+        }
+        let max = buf.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        let read = self.inner.read(&mut buf[..max])?;
+        if read == 0 && max > 0 {
+            return Err(self.mismatch(Mismatch::Size { listed: self.listed, found: self.read }));
+        }
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..read]);
+        }
+        self.read += read as u64;
+        Ok(read)
+    }
+}
+
+/// Reads blob `digest`, which a listing says has `size` bytes, whole, and
+/// checks it: `Ok(None)` if it is what the listing says, else how it
+/// differs.
+pub fn check_blob(store: &dyn Store, digest: &Digest, size: u64) -> Result<Option<Mismatch>, StoreError> {
+    let mut blob = open_checked_blob(store, digest, size)?;
+    match std::io::copy(&mut blob, &mut std::io::sink()) {
+        Ok(_) => Ok(None),
+        Err(error) => match CheckedBlob::into_store_error(digest, error) {
+            StoreError::Mismatch { mismatch, .. } => Ok(Some(mismatch)),
+            other => Err(other),
+        },
     }
 }
 
