@@ -13,6 +13,7 @@ mod test_diff;
 mod test_export_verify;
 mod test_gc;
 mod test_help;
+mod test_hostile;
 mod test_init;
 mod test_logs;
 mod test_quickstart;

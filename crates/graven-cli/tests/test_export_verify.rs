@@ -53,7 +53,7 @@ fn verify_names_a_corrupted_file() {
         ----- stdout -----
         corrupted config.json ([TEMP]/.graven/store/blobs/sha256/[DIGEST]): blob [DIGEST]
         ----- stderr -----
-        error: artifact [DIGEST] is damaged: 1 of 5 blobs or listings are missing or corrupted
+        error: artifact [DIGEST] is damaged: 1 problem found
         hint: rebuild commit [C1] with graven build --force to store the files again
         ");
     let run = graven.run(["verify", &artifact, "--json"]);
@@ -77,7 +77,7 @@ fn verify_checks_each_blob_against_its_listed_size() {
         ----- stdout -----
         size      config.json ([TEMP]/.graven/store/blobs/sha256/[DIGEST]): blob [DIGEST] has 4 bytes, not the 3 its listing says
         ----- stderr -----
-        error: artifact [DIGEST] is damaged: 1 of 5 blobs or listings are missing or corrupted
+        error: artifact [DIGEST] is damaged: 1 problem found
         hint: rebuild commit [C1] with graven build --force to store the files again
         ");
     let json = graven.run(["verify", &artifact, "--json"]).json();
@@ -95,7 +95,7 @@ fn verify_names_a_missing_file() {
         ----- stdout -----
         missing   bin/serve ([TEMP]/.graven/store/blobs/sha256/[DIGEST]): blob [DIGEST]
         ----- stderr -----
-        error: artifact [DIGEST] is damaged: 1 of 5 blobs or listings are missing or corrupted
+        error: artifact [DIGEST] is damaged: 1 problem found
         hint: rebuild commit [C1] with graven build --force to store the files again
         ");
 }

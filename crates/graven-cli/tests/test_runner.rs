@@ -377,17 +377,22 @@ fn a_runner_killed_outright_leaves_nothing_running_after_a_restart() {
 fn a_release_whose_blobs_are_gone_is_not_switched_to_and_old_trees_are_pruned() {
     let (repo, graven) = shell_web("");
     let port = free_port();
-    let _runner = Runner::start(&graven, port, &[]);
+    let runner = Runner::start(&graven, port, &[]);
     wait_for_status(&graven, |s| s["in_sync"] == true);
 
-    // A new build whose only new file is then lost from the store.
+    // A new build, released, whose only new file is then lost from the
+    // store before the runner looks (it is stopped meanwhile): the release
+    // stage refuses an artifact with a missing blob.
     repo.write("new.txt", "only in the second build\n");
     repo.commit("A new file");
     graven.build_json::<&str>([]);
+    let runner_pid = rustix::process::Pid::from_raw(i32::try_from(runner.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(runner_pid, rustix::process::Signal::STOP).unwrap();
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
     let digest = "sha256:".to_owned() + &sha256_hex(b"only in the second build\n");
     let blob = repo.path().join(".graven/store/blobs/sha256").join(&digest[7..9]).join(&digest[9..]);
     std::fs::remove_file(&blob).unwrap();
-    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    rustix::process::kill_process(runner_pid, rustix::process::Signal::CONT).unwrap();
     let status = wait_for_status(&graven, |s| s["last_failure"]["number"] == 2);
     assert!(status["last_failure"]["reason"].as_str().unwrap().contains("is not in the store"), "{status:#}");
     assert_eq!(status["running"]["version"], "v1");

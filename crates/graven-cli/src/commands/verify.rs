@@ -82,10 +82,8 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
         return Ok(());
     }
     Err(CommandError::failed(format!(
-        "artifact {} is damaged: {} of {} blobs or listings are missing or corrupted",
-        id,
-        report.problems.len(),
-        report.blobs
+        "artifact {id} is damaged: {} found",
+        ui::count_of(report.problems.len() as u64, "problem")
     ))
     .hint(format!(
         "rebuild commit {} with graven build --force to store the files again",

@@ -153,7 +153,7 @@ impl Graven {
         // Trailing spaces (clap leaves some on blank help lines) would not
         // survive an editor in an inline snapshot.
         let text: Vec<&str> = text.lines().map(str::trim_end).collect();
-        Run { code, stdout, text: self.relabel(&text.join("\n")) }
+        Run { code, stdout, stderr: stderr.clone(), text: self.relabel(&text.join("\n")) }
     }
 
     /// `text` with every label applied.
@@ -299,6 +299,8 @@ pub(crate) struct Run {
     pub(crate) code: i32,
     /// stdout, as printed.
     pub(crate) stdout: String,
+    /// stderr, as printed.
+    pub(crate) stderr: String,
     /// All three, labelled, for snapshots.
     text: String,
 }

@@ -491,7 +491,7 @@ mod tests {
     }
 
     struct Env {
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
         store: LocalStore,
         ledger: SqliteLedger,
     }
@@ -501,7 +501,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let store = LocalStore::open(&dir.path().join("store")).unwrap();
             let ledger = SqliteLedger::open(&dir.path().join("ledger.sqlite")).unwrap();
-            Self { _dir: dir, store, ledger }
+            Self { dir, store, ledger }
         }
 
         fn stage(&self) -> Stage<'_> {
@@ -512,6 +512,9 @@ mod tests {
         /// `migrates`; returns its build.
         fn artifact(&self, version: &str, migrates: bool) -> BuildRecord {
             let root = put(&self.store, vec![file("version", version)]);
+            let blob = self.dir.path().join(format!("blob-{version}"));
+            std::fs::write(&blob, version).unwrap();
+            self.store.put_blob(&Digest::of(version.as_bytes()), &blob, crate::store::Handover::Copy).unwrap();
             let mut process_types = BTreeMap::from([("web".to_owned(), "./serve".to_owned())]);
             if migrates {
                 process_types.insert(crate::app::RELEASE_PHASE.to_owned(), "./migrate".to_owned());

@@ -1,7 +1,8 @@
-//! The secret scan: config must never be baked into an artifact. Before an
-//! artifact is released with a config, every file of the artifact is
-//! searched for the bytes of every secret value of at least
-//! [`SECRET_SCAN_MIN_LEN`] bytes.
+//! What is checked before an artifact is released with a config. The
+//! artifact must be whole and valid: every listing loads (and so is
+//! validated), every blob is in the store with its listed size. And config
+//! must never be baked into it: every file is searched for the bytes of
+//! every secret value of at least [`SECRET_SCAN_MIN_LEN`] bytes.
 
 use std::collections::BTreeMap;
 
@@ -13,15 +14,34 @@ use super::{ConfigVersion, ReleaseError};
 use crate::Digest;
 use crate::build::ArtifactError;
 use crate::build::manifest::{EntryKind, walk};
-use crate::store::{CheckedBlob, Store, open_checked_blob};
+use crate::store::{CheckedBlob, Mismatch, Store, StoreError, open_checked_blob};
 
-/// The secret keys whose values artifact `id` contains, each with the paths
-/// that contain it. Empty if the artifact is clean.
+/// Checks that artifact `id` is whole and valid, then returns the secret
+/// keys whose values it contains, each with the paths that contain it.
+/// Empty if the artifact is clean.
 pub(crate) fn secrets_in_artifact(
     store: &dyn Store,
     id: &Digest,
     config: &ConfigVersion,
 ) -> Result<BTreeMap<String, Vec<String>>, ReleaseError> {
+    let artifact = super::load_artifact(store, id)?;
+    // By digest and listed size: each blob is checked through its listing.
+    let mut files: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();
+    walk(store, id, &artifact.root, &mut |path, kind| {
+        if let EntryKind::File { digest, size, .. } = kind {
+            files.entry((*digest, *size)).or_default().push(path.to_owned());
+        }
+        Ok::<_, ArtifactError>(())
+    })?;
+    files.par_iter().try_for_each(|(&(digest, size), paths)| {
+        let mismatch = match store.blob_size(&digest)? {
+            Some(found) if found == size => return Ok(()),
+            Some(found) => StoreError::Mismatch { digest, mismatch: Mismatch::Size { listed: size, found } },
+            None => StoreError::NotFound { kind: "blob", digest },
+        };
+        Err(ArtifactError::Blob { id: *id, path: paths[0].clone(), source: mismatch })
+    })?;
+
     let secrets: Vec<(&str, &str)> = config
         .secret
         .iter()
@@ -33,16 +53,6 @@ pub(crate) fn secrets_in_artifact(
     }
     let matcher =
         AhoCorasick::new(secrets.iter().map(|(_, value)| value)).expect("secret values make a valid automaton");
-
-    let artifact = super::load_artifact(store, id)?;
-    // By digest and listed size: each blob is read through its listing.
-    let mut files: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();
-    walk(store, id, &artifact.root, &mut |path, kind| {
-        if let EntryKind::File { digest, size, .. } = kind {
-            files.entry((*digest, *size)).or_default().push(path.to_owned());
-        }
-        Ok::<_, ArtifactError>(())
-    })?;
 
     let found: Vec<(usize, &Vec<String>)> = files
         .par_iter()

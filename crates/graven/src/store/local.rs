@@ -202,10 +202,14 @@ fn seal(path: &Path, executable: bool) -> io::Result<()> {
 
 impl Store for LocalStore {
     fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
+        Ok(self.blob_size(digest)? == Some(size))
+    }
+
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
         let path = self.blob_path(digest);
         match fs::metadata(&path) {
-            Ok(meta) => Ok(meta.len() == size),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(StoreError::Io { action: "could not read", path, source }),
         }
     }

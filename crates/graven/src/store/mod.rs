@@ -133,6 +133,9 @@ pub trait Store: Send + Sync {
     /// written again.
     fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError>;
 
+    /// The size of blob `digest`, or `None` if the store does not have it.
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
+
     /// Adds the file at `path`, whose contents have digest `digest`, as a
     /// blob. Returns whether the store did not have it before.
     fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError>;
