@@ -284,3 +284,21 @@ fn a_runner_refuses_a_hostile_release_and_keeps_the_good_one_serving() {
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     assert!(runner.wait().unwrap().success());
 }
+
+#[test]
+fn verify_ledger_finds_a_release_of_no_build_and_a_current_artifact_gone_from_the_store() {
+    let scene = Scene::new();
+    assert_eq!(scene.graven.run(["verify", "--ledger"]).code, 0);
+    // A well-chained release of an artifact no build produced.
+    let number = scene.plant_release(Digest::of(b"never built"));
+    let run = scene.graven.run(["verify", "--ledger"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains(&format!("production v{number} names artifact")), "{run}");
+    assert!(run.stdout.contains("which no build in the ledger produced"), "{run}");
+    assert!(run.stdout.contains("is not in the store"), "the current release's artifact is not stored: {run}");
+
+    let json = scene.graven.run(["verify", "--ledger", "--json"]).json();
+    let kinds: Vec<&str> =
+        json["problems"].as_array().unwrap().iter().map(|p| p["problem"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["build_missing", "artifact_missing"]);
+}

@@ -24,7 +24,9 @@ use crate::ui;
 /// changed, behind graven's back (drift).
 /// With --ledger: recomputes the id of every release and config version from
 /// its fields and checks every parent link, reporting each break (a row
-/// edited behind graven's back). Exits 1 if anything is wrong, also with
+/// edited behind graven's back); checks that every release names a build
+/// the ledger recorded and that each current release's artifact is in the
+/// store. Exits 1 if anything is wrong, also with
 /// --json, which prints what was checked and every problem found.
 ///
 /// Examples:
@@ -150,7 +152,8 @@ fn blob_problem_json(problem: &BlobProblem) -> serde_json::Value {
 fn verify_ledger(settings: &Settings, as_json: bool) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger()?;
-    let report = graven::release::chain::verify_ledger(&ledger, &app).map_err(CommandError::failed)?;
+    let store = settings.store()?;
+    let report = graven::release::chain::verify_ledger(&ledger, &store, &app).map_err(CommandError::failed)?;
     let json = || {
         json!({
             "app": app,
@@ -189,6 +192,8 @@ fn chain_problem_json(problem: &ChainProblem) -> serde_json::Value {
         ChainProblem::Numbering { env, expected, .. } => ("numbering", env, expected),
         ChainProblem::ConfigEdited { env, number, .. } => ("config_edited", env, number),
         ChainProblem::ConfigMissing { env, number, .. } => ("config_missing", env, number),
+        ChainProblem::BuildMissing { env, number, .. } => ("build_missing", env, number),
+        ChainProblem::ArtifactMissing { env, number, .. } => ("artifact_missing", env, number),
     };
     json!({"problem": kind, "env": env, "number": number, "message": problem.to_string()})
 }

@@ -1,10 +1,15 @@
 //! `graven verify --ledger`: recomputes every release's and config
 //! version's id from its stored fields and checks every parent link, so a
 //! row edited behind graven's back (triggers dropped, the file patched) is
-//! found and named.
+//! found and named; and checks that every release names a build the
+//! ledger recorded, and that each environment's current release has its
+//! artifact record in the store (older ones may have been collected).
+
+use std::collections::HashSet;
 
 use crate::Digest;
 use crate::ledger::{Ledger, LedgerError};
+use crate::store::{ObjectKind, Store, StoreError};
 
 /// One break in the hash chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,25 @@ pub enum ChainProblem {
         /// The id stored.
         stored: Digest,
     },
+    /// A release whose artifact no build of the ledger produced.
+    BuildMissing {
+        /// The environment.
+        env: String,
+        /// The release's number.
+        number: u64,
+        /// The artifact it names.
+        artifact: Digest,
+    },
+    /// A current release whose artifact record is not in the store: `gc`
+    /// never collects it, so the store lost it.
+    ArtifactMissing {
+        /// The environment.
+        env: String,
+        /// The release's number.
+        number: u64,
+        /// The artifact it names.
+        artifact: Digest,
+    },
     /// A release whose config version is not in the ledger.
     ConfigMissing {
         /// The environment.
@@ -82,6 +106,14 @@ impl std::fmt::Display for ChainProblem {
             Self::ConfigEdited { env, number, stored } => {
                 write!(f, "{env} config version #{number} ({}) was changed after it was written", stored.short())
             }
+            Self::BuildMissing { env, number, artifact } => {
+                write!(f, "{env} v{number} names artifact {}, which no build in the ledger produced", artifact.short())
+            }
+            Self::ArtifactMissing { env, number, artifact } => write!(
+                f,
+                "{env} v{number} is current, but the record of its artifact {} is not in the store",
+                artifact.short()
+            ),
             Self::ConfigMissing { env, number, config } => {
                 write!(f, "{env} v{number} names config version {}, which is not in the ledger", config.short())
             }
@@ -102,9 +134,21 @@ pub struct ChainReport {
     pub problems: Vec<ChainProblem>,
 }
 
+/// Why the ledger could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyLedgerError {
+    /// The ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// Checks every environment of `app`.
-pub fn verify_ledger(ledger: &dyn Ledger, app: &str) -> Result<ChainReport, LedgerError> {
+pub fn verify_ledger(ledger: &dyn Ledger, store: &dyn Store, app: &str) -> Result<ChainReport, VerifyLedgerError> {
     let mut report = ChainReport::default();
+    let built: HashSet<Digest> = ledger.builds(app)?.into_iter().map(|record| record.build.artifact).collect();
     for env in ledger.environments(app)? {
         report.environments += 1;
         let configs = ledger.config_versions(app, &env)?;
@@ -155,7 +199,23 @@ pub fn verify_ledger(ledger: &dyn Ledger, app: &str) -> Result<ChainReport, Ledg
                     config: release.config,
                 });
             }
+            if !built.contains(&release.artifact) {
+                report.problems.push(ChainProblem::BuildMissing {
+                    env: env.clone(),
+                    number: release.number,
+                    artifact: release.artifact,
+                });
+            }
             previous = Some(release.id);
+        }
+        if let Some(current) = releases.last()
+            && !store.has_object(ObjectKind::Artifact, &current.artifact)?
+        {
+            report.problems.push(ChainProblem::ArtifactMissing {
+                env: env.clone(),
+                number: current.number,
+                artifact: current.artifact,
+            });
         }
     }
     Ok(report)
