@@ -24,6 +24,8 @@ pub(crate) struct Settings {
     pub(crate) app_flag: Option<String>,
     /// Team backends asked for through the environment, by variable name.
     team_backends: Vec<&'static str>,
+    /// Set once the home exists and is private.
+    home_ready: std::sync::OnceLock<()>,
 }
 
 impl Settings {
@@ -53,13 +55,19 @@ impl Settings {
             .into_iter()
             .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
             .collect();
-        Ok(Self { repo, home, app_flag: global.app.clone(), team_backends })
+        Ok(Self { repo, home, app_flag: global.app.clone(), team_backends, home_ready: std::sync::OnceLock::new() })
     }
 
     /// Settings for the repository `repo` with its default home.
     pub(crate) fn for_repo(repo: Repo) -> Self {
         let home = Home::new(repo.root().join(DEFAULT_HOME));
-        Self { repo: Some(repo), home, app_flag: None, team_backends: Vec::new() }
+        Self {
+            repo: Some(repo),
+            home,
+            app_flag: None,
+            team_backends: Vec::new(),
+            home_ready: std::sync::OnceLock::new(),
+        }
     }
 
     /// The repository, for commands that need one.
@@ -120,18 +128,38 @@ impl Settings {
         .hint(format!("unset {variable} to use {}", embedded.display())))
     }
 
+    /// Creates the home if needed, private; a home that other users could
+    /// read is tightened, and that is said (once: then it is private).
+    fn ensure_home(&self) -> Result<(), CommandError> {
+        if self.home_ready.get().is_some() {
+            return Ok(());
+        }
+        let root = self.home.root();
+        let tightened = self
+            .home
+            .create()
+            .map_err(|e| CommandError::failed(format!("cannot create the graven home {}: {e}", root.display())))?;
+        if let Some(mode) = tightened {
+            crate::ui::note(format!(
+                "made the graven home {} private (mode {mode:04o} -> 0700): it holds config values, secret ones included",
+                root.display()
+            ));
+        }
+        let _ = self.home_ready.set(());
+        Ok(())
+    }
+
     /// Opens the embedded ledger, creating the home if needed.
     pub(crate) fn ledger(&self) -> Result<SqliteLedger, CommandError> {
         self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
-        self.home.create().map_err(|e| {
-            CommandError::failed(format!("cannot create the graven home {}: {e}", self.home.root().display()))
-        })?;
+        self.ensure_home()?;
         SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)
     }
 
-    /// Opens the local store.
+    /// Opens the local store, creating the home if needed.
     pub(crate) fn store(&self) -> Result<LocalStore, CommandError> {
         self.refuse_team_backend(GRAVEN_STORE, "S3 store", &self.home.store_dir())?;
+        self.ensure_home()?;
         LocalStore::open(&self.home.store_dir()).map_err(CommandError::failed)
     }
 

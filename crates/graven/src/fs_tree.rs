@@ -1,11 +1,50 @@
 //! Files graven writes into trees: the normalised modification time they
-//! get, and removing trees that graven made read-only (release trees) or
-//! that a build left read-only (scratch directories).
+//! get, removing trees that graven made read-only (release trees) or that a
+//! build left read-only (scratch directories), and the private modes of
+//! what holds config and logs (directories 0700, files 0600).
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
+
+/// The mode of every directory graven keeps private: the home, run state,
+/// processes' TMPDIRs.
+pub(crate) const PRIVATE_DIR: u32 = 0o700;
+/// The mode of every file graven keeps private: the ledger, logs, state.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+
+/// Creates `path` and any missing parents as private directories (0700);
+/// an existing `path` is left as it is.
+pub(crate) fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR).create(path)
+}
+
+/// Options that create a private file (0600) if it is missing.
+pub(crate) fn private_file() -> fs::OpenOptions {
+    let mut options = fs::OpenOptions::new();
+    options.mode(PRIVATE_FILE);
+    options
+}
+
+/// Gives the file or directory `path` the private `mode` if any other user
+/// may read or write it; returns the mode it had then. A missing `path` is
+/// no error. Never changes what needs no change: on a full disk or a
+/// read-only filesystem, an already private home costs nothing.
+pub(crate) fn tighten(path: &Path, mode: u32) -> io::Result<Option<u32>> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let found = meta.permissions().mode() & 0o7777;
+    let others_may_use = found & 0o077 != 0;
+    if meta.file_type().is_symlink() || !others_may_use {
+        return Ok(None);
+    }
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))?;
+    Ok(Some(found))
+}
 
 /// Gives `path` (a symlink itself, not its target) the normalised
 /// modification (and access) time, [`crate::NORMALISED_MTIME`].

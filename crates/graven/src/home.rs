@@ -19,9 +19,13 @@ impl Home {
         Self { root: root.into() }
     }
 
-    /// Creates the home's directories if they are missing.
-    pub fn create(&self) -> std::io::Result<()> {
-        std::fs::create_dir_all(self.tmp_dir())
+    /// Creates the home's directories if they are missing, private (0700):
+    /// the home holds config values, secret ones included. A home that
+    /// other users could read is tightened to 0700; returns the mode it had
+    /// then, so that the caller can say so (once: afterwards it is private).
+    pub fn create(&self) -> std::io::Result<Option<u32>> {
+        crate::fs_tree::create_private_dir_all(&self.tmp_dir())?;
+        crate::fs_tree::tighten(&self.root, crate::fs_tree::PRIVATE_DIR)
     }
 
     /// The home directory itself.
@@ -57,5 +61,30 @@ impl Home {
     /// (`graven.log`, rotated to `graven.log.1` …).
     pub fn run_dir(&self, app: &str, env: &str) -> PathBuf {
         self.root.join("run").join(app).join(env)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_home_is_private_and_a_loose_one_is_tightened_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = Home::new(dir.path().join("home"));
+        assert_eq!(home.create().unwrap(), None, "a new home needs no tightening");
+        assert_eq!(mode(home.root()), 0o700);
+        assert_eq!(mode(&home.tmp_dir()), 0o700);
+
+        std::fs::set_permissions(home.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(home.create().unwrap(), Some(0o755), "a loose home is tightened and says what it was");
+        assert_eq!(mode(home.root()), 0o700);
+        assert_eq!(home.create().unwrap(), None, "and said once");
     }
 }

@@ -34,6 +34,21 @@ pub(super) fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -
     move |e| LedgerError::Query { doing, why: e.to_string() }
 }
 
+/// Creates the database file private (0600) before SQLite does (which
+/// would use the umask), and tightens an existing one and its `-wal` and
+/// `-shm` files: SQLite gives those the database file's mode.
+fn make_private(path: &Path) -> std::io::Result<()> {
+    if !path.exists() {
+        crate::fs_tree::private_file().write(true).create(true).truncate(false).open(path)?;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        crate::fs_tree::tighten(Path::new(&file), crate::fs_tree::PRIVATE_FILE)?;
+    }
+    Ok(())
+}
+
 /// A count as SQLite's signed integer (counts never come near `i64::MAX`).
 pub(super) fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -44,6 +59,7 @@ impl SqliteLedger {
     /// needed.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
         let open_error = |why: String| LedgerError::Open { location: path.display().to_string(), why };
+        make_private(path).map_err(|e| open_error(e.to_string()))?;
         let mut connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
         enable_wal(&connection)

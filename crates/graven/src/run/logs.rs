@@ -13,7 +13,7 @@
 //! happens between lines, so a line is never split across files. This module
 //! never prints: the runner prints what [`LogSink::line`] returns.
 
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata};
 use std::io::{self, Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -104,7 +104,7 @@ impl LogSink {
     /// Opens `dir/graven.log` for appending, creating `dir` if needed, with
     /// the default limits ([`MAX_BYTES`], [`KEEP`]).
     pub fn open(dir: &Path) -> Result<Self, LogError> {
-        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        crate::fs_tree::create_private_dir_all(dir).map_err(io_error("create", dir))?;
         let path = log_path(dir);
         let file = open_append(&path)?;
         let size = file.metadata().map_err(io_error("read the size of", &path))?.len();
@@ -459,7 +459,10 @@ fn open_existing(path: &Path) -> Result<Option<(File, Metadata)>, LogError> {
 }
 
 fn open_append(path: &Path) -> Result<File, LogError> {
-    OpenOptions::new().create(true).append(true).open(path).map_err(io_error("open", path))
+    let file = crate::fs_tree::private_file().create(true).append(true).open(path).map_err(io_error("open", path))?;
+    // A log written by an older graven may be readable by others.
+    crate::fs_tree::tighten(path, crate::fs_tree::PRIVATE_FILE).map_err(io_error("make private", path))?;
+    Ok(file)
 }
 
 fn ignore_missing(result: io::Result<()>) -> io::Result<()> {

@@ -470,7 +470,13 @@ pub fn record_groups(path: &Path, pgids: &[i32]) -> Result<(), ProcessError> {
     let temp = path.with_file_name(temp_name);
     // No fsync: the groups are gone after a crash of the machine anyway;
     // the rename is what keeps a SIGKILL from leaving half a file.
-    fs::write(&temp, json).map_err(io_error("write", &temp))?;
+    crate::fs_tree::private_file()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, &json))
+        .map_err(io_error("write", &temp))?;
     fs::rename(&temp, path).map_err(|source| {
         let _ = fs::remove_file(&temp);
         io_error("move into place", path)(source)

@@ -369,7 +369,7 @@ impl<'a> Runner<'a> {
         // run, and neither may lose its files to the other's start.
         let tmp = self.tmp_dir(release).join(&slot.name);
         crate::fs_tree::remove_tree(&tmp);
-        std::fs::create_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
+        crate::fs_tree::create_private_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
         let sink = Arc::clone(&self.sink);
         let print = Arc::clone(&self.print);
@@ -649,8 +649,9 @@ impl RunLock {
             let path = path.clone();
             move |source| RunError::Io { action, path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(io_error("create"))?;
-        let mut file = std::fs::OpenOptions::new()
+        crate::fs_tree::create_private_dir_all(&dir).map_err(io_error("create"))?;
+        crate::fs_tree::tighten(&dir, crate::fs_tree::PRIVATE_DIR).map_err(io_error("make private"))?;
+        let mut file = crate::fs_tree::private_file()
             .read(true)
             .write(true)
             .create(true)
