@@ -160,6 +160,12 @@ impl From<ReleaseError> for CommandError {
             ReleaseError::BadEnvName { .. } | ReleaseError::BadKey { .. } | ReleaseError::BadValue { .. } => {
                 Self::bad_input(error)
             }
+            ReleaseError::ValueTooLarge { .. } => Self::bad_input(error)
+                .hint("config holds settings, not data: keep large values in a file or a store and put where they are in config"),
+            ReleaseError::ConfigTooLarge { ref env, .. } => {
+                let hint = format!("`graven config --env {env}` lists what is set; unset what is no longer needed");
+                Self::bad_input(error).hint(hint)
+            }
             ReleaseError::UnknownKey { ref env, .. } => {
                 let hint = format!("`graven config --env {env}` lists the keys");
                 Self::bad_input(error).hint(hint)

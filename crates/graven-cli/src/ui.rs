@@ -50,6 +50,13 @@ pub(crate) fn out_json(value: &impl serde::Serialize) {
     out(serde_json::to_string_pretty(value).expect("JSON output always serialises"));
 }
 
+/// Asks for input on stderr, without a line break.
+pub(crate) fn prompt(text: &str) {
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{text}");
+    let _ = stderr.flush();
+}
+
 /// A message on stderr.
 pub(crate) fn note(text: impl std::fmt::Display) {
     let mut stderr = std::io::stderr().lock();

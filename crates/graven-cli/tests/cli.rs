@@ -20,4 +20,5 @@ mod test_quickstart;
 mod test_release;
 mod test_run;
 mod test_runner;
+mod test_secrets;
 mod test_status;

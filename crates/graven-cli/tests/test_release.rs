@@ -187,7 +187,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     graven.run(["release", "--env", "production"]);
     repo.write("bad.env", "A=1\nB=\"unterminated\n");
     repo.write("nul.env", "A=x\0y\n");
-    let cases: [(&[&str], &str); 12] = [
+    let big = format!("BIG={}", "x".repeat(32 * 1024 + 1));
+    let set_big = ["config", "set", big.as_str(), "--env", "production"];
+    let cases: Vec<(&[&str], &str)> = vec![
         (
             &["release", "--env", "Prod"],
             "error: 'Prod' is not a valid environment name: use a lowercase letter, then up to 62 of a-z, 0-9 and '-'\n",
@@ -202,7 +204,15 @@ fn bad_input_is_refused_and_changes_nothing() {
         ),
         (
             &["config", "set", "NOEQUALS", "--env", "production"],
-            "error: 'NOEQUALS' is not KEY=VALUE\nhint: write NOEQUALS=VALUE; to remove a variable, use graven config unset NOEQUALS\n",
+            "error: argument 1 of config set has no '=' (not shown: it may be a value)\nhint: write KEY=VALUE; for a secret, graven config set --secret KEY reads the value from standard input; to remove a variable, graven config unset KEY\n",
+        ),
+        (
+            &["config", "set", "--secret", "hunter2 is my password", "--env", "production"],
+            "error: argument 1 of config set --secret is not a config key (not shown: it may be a value)\nhint: give the key alone, graven config set --secret KEY, and type the value when asked (or pipe it in)\n",
+        ),
+        (
+            &set_big,
+            "error: the value of BIG has 32769 bytes: a config value may have at most 32768 (32 KiB)\nhint: config holds settings, not data: keep large values in a file or a store and put where they are in config\n",
         ),
         (
             &["config", "unset", "MISSING", "--env", "production"],
@@ -239,6 +249,7 @@ fn bad_input_is_refused_and_changes_nothing() {
     ];
     for (args, stderr) in cases {
         let run = graven.run(args.iter().map(OsString::from));
+        assert!(!run.to_string().contains("hunter2"), "an argument that may be a value was repeated:\n{run}");
         assert_eq!(run.code, 2, "{args:?}:\n{run}");
         let expected = format!("----- stderr -----\n{stderr}");
         assert!(run.to_string().trim_end().ends_with(expected.trim_end()), "{args:?}:\n{run}");

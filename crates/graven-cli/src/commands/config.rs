@@ -20,9 +20,16 @@ use crate::ui;
 /// a new release (kind "config") with the current artifact and the new
 /// config. Secret values are masked (••••••) in every output unless --reveal.
 ///
+/// A secret is given as a bare KEY with --secret: its value is read from
+/// standard input (typed without echo on a terminal, one line per KEY from
+/// a pipe), so that it never appears on a command line, in shell history or
+/// in /proc/PID/cmdline.
+///
 /// Examples:
 ///   graven config --env production
-///   graven config set DATABASE_URL=postgres://db/app --secret --env production
+///   graven config set --secret DATABASE_URL --env production
+///   printf '%s\n' "$TOKEN" | graven config set --secret API_TOKEN --env production
+///   graven config set DEBUG=0 --env staging
 ///   graven config unset DEBUG --env staging
 ///   graven config import production.env --env production
 #[derive(Args, Debug)]
@@ -55,11 +62,13 @@ enum ConfigCommand {
 
 #[derive(Args, Debug)]
 struct SetArgs {
-    /// KEY=VALUE pairs
-    #[arg(required = true, value_name = "KEY=VALUE")]
+    /// KEY=VALUE pairs; with --secret, bare KEYs whose values are read from
+    /// standard input
+    #[arg(required = true, value_name = "KEY=VALUE|KEY")]
     pairs: Vec<String>,
     /// Mark these variables secret: masked in all output, and refused if an
-    /// artifact contains their value
+    /// artifact contains their value. A bare KEY reads its value from
+    /// standard input
     #[arg(long)]
     secret: bool,
     #[command(flatten)]
@@ -90,14 +99,7 @@ pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), C
     match &args.command {
         None => show(settings, args),
         Some(ConfigCommand::Set(set)) => {
-            let mut pairs = Vec::new();
-            for pair in &set.pairs {
-                let Some((key, value)) = pair.split_once('=') else {
-                    return Err(CommandError::bad_input(format!("'{pair}' is not KEY=VALUE"))
-                        .hint(format!("write {pair}=VALUE; to remove a variable, use graven config unset {pair}")));
-                };
-                pairs.push((key.to_owned(), value.to_owned()));
-            }
+            let pairs = pairs_of(set)?;
             change(settings, &set.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: set.secret })
         }
         Some(ConfigCommand::Unset(unset)) => {
@@ -118,6 +120,65 @@ pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), C
             change(settings, &import.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: import.secret })
         }
     }
+}
+
+/// The variables `config set` was given. No error repeats an argument that
+/// could be a value: a bare word may be a secret typed in the wrong place.
+fn pairs_of(set: &SetArgs) -> Result<Vec<(String, String)>, CommandError> {
+    let mut pairs = Vec::new();
+    for (index, pair) in set.pairs.iter().enumerate() {
+        let position = index + 1;
+        if let Some((key, value)) = pair.split_once('=') {
+            pairs.push((key.to_owned(), value.to_owned()));
+            continue;
+        }
+        if !set.secret {
+            return Err(CommandError::bad_input(format!(
+                "argument {position} of config set has no '=' (not shown: it may be a value)"
+            ))
+            .hint("write KEY=VALUE; for a secret, graven config set --secret KEY reads the value from standard input; to remove a variable, graven config unset KEY"));
+        }
+        if !graven::app::is_variable_name(pair) {
+            return Err(CommandError::bad_input(format!(
+                "argument {position} of config set --secret is not a config key (not shown: it may be a value)"
+            ))
+            .hint(
+                "give the key alone, graven config set --secret KEY, and type the value when asked (or pipe it in)",
+            ));
+        }
+        pairs.push((pair.clone(), read_value(pair)?));
+    }
+    Ok(pairs)
+}
+
+/// Reads the value of `key` from standard input: one line, typed without
+/// echo on a terminal.
+fn read_value(key: &str) -> Result<String, CommandError> {
+    let stdin = std::io::stdin();
+    let failed =
+        |e: std::io::Error| CommandError::failed(format!("could not read the value of {key} from standard input: {e}"));
+    let mut line = String::new();
+    let read = if rustix::termios::isatty(&stdin) {
+        ui::prompt(&format!("value of {key} (not shown): "));
+        let saved = rustix::termios::tcgetattr(&stdin).map_err(|e| failed(e.into()))?;
+        let mut quiet = saved.clone();
+        quiet.local_modes.remove(rustix::termios::LocalModes::ECHO);
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &quiet)
+            .map_err(|e| failed(e.into()))?;
+        let read = stdin.read_line(&mut line);
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &saved);
+        ui::note("");
+        read
+    } else {
+        stdin.read_line(&mut line)
+    };
+    if read.map_err(failed)? == 0 {
+        return Err(CommandError::bad_input(format!("standard input ended before the value of {key}")).hint(format!(
+            "pipe one line per bare key, e.g. printf '%s\\n' \"$VALUE\" | graven config set --secret {key}"
+        )));
+    }
+    let value = line.strip_suffix('\n').unwrap_or(&line);
+    Ok(value.strip_suffix('\r').unwrap_or(value).to_owned())
 }
 
 fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {

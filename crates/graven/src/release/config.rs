@@ -13,6 +13,23 @@ pub const MASK: &str = "••••••";
 /// many false alarms (`true`, `8080`).
 pub const SECRET_SCAN_MIN_LEN: usize = 8;
 
+/// The most bytes one config value may have. Heroku allows 32 kB for all
+/// of an app's config together; graven allows that per value and twice it
+/// for an environment's whole config ([`MAX_CONFIG_BYTES`]), which keeps
+/// every process's environment far below the kernel's limits (a single
+/// string may have 128 KiB, all of argv and the environment 2 MiB or a
+/// quarter of the stack limit) and every config version small.
+pub const MAX_VALUE_BYTES: usize = 32 * 1024;
+
+/// The most bytes an environment's whole config may have, counted as the
+/// processes get it: `KEY=VALUE` and a terminating NUL per variable.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// The size of `vars` as the processes' environment holds it.
+pub fn config_bytes(vars: &BTreeMap<String, String>) -> usize {
+    vars.iter().map(|(key, value)| key.len() + 1 + value.len() + 1).sum()
+}
+
 /// One call's worth of changes to an environment's config: it becomes
 /// exactly one new config version.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -32,6 +49,9 @@ impl ConfigChange {
             check_key(key)?;
             if value.contains('\0') {
                 return Err(ReleaseError::BadValue { key: key.clone(), why: "it contains a NUL byte" });
+            }
+            if value.len() > MAX_VALUE_BYTES {
+                return Err(ReleaseError::ValueTooLarge { key: key.clone(), bytes: value.len() });
             }
         }
         for key in &self.unset {
@@ -59,6 +79,10 @@ impl ConfigChange {
             if self.secret {
                 secret.insert(key.clone());
             }
+        }
+        let bytes = config_bytes(vars);
+        if bytes > MAX_CONFIG_BYTES {
+            return Err(ReleaseError::ConfigTooLarge { env: env.to_owned(), bytes });
         }
         let mut parts = Vec::new();
         if !self.set.is_empty() {
@@ -126,6 +150,24 @@ mod tests {
             unknown.apply("production", &mut BTreeMap::new(), &mut BTreeSet::new()),
             Err(ReleaseError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn values_and_configs_have_limits() {
+        let at_limit =
+            ConfigChange { set: vec![("BIG".to_owned(), "x".repeat(MAX_VALUE_BYTES))], ..ConfigChange::default() };
+        assert!(at_limit.validate().is_ok());
+        let over =
+            ConfigChange { set: vec![("BIG".to_owned(), "x".repeat(MAX_VALUE_BYTES + 1))], ..ConfigChange::default() };
+        let error = over.validate().unwrap_err().to_string();
+        assert_eq!(error, "the value of BIG has 32769 bytes: a config value may have at most 32768 (32 KiB)");
+
+        let mut vars: BTreeMap<String, String> =
+            (0..2).map(|n| (format!("V{n}"), "x".repeat(MAX_VALUE_BYTES - 8))).collect();
+        let third = ConfigChange { set: vec![("V2".to_owned(), "x".repeat(100))], ..ConfigChange::default() };
+        let error = third.apply("production", &mut vars, &mut BTreeSet::new()).unwrap_err().to_string();
+        assert!(error.starts_with("the config of production would have 65"), "{error}");
+        assert!(error.contains("at most 65536 (64 KiB)"), "{error}");
     }
 
     #[test]

@@ -49,6 +49,29 @@ pub enum ReleaseError {
         /// Why not.
         why: &'static str,
     },
+    /// A config value over [`config::MAX_VALUE_BYTES`].
+    #[error(
+        "the value of {key} has {bytes} bytes: a config value may have at most {} (32 KiB)",
+        config::MAX_VALUE_BYTES
+    )]
+    ValueTooLarge {
+        /// Its key.
+        key: String,
+        /// Its size.
+        bytes: usize,
+    },
+    /// A change that would make an environment's config larger than
+    /// [`config::MAX_CONFIG_BYTES`].
+    #[error(
+        "the config of {env} would have {bytes} bytes: an environment's config may have at most {} (64 KiB), counted as KEY=VALUE per variable",
+        config::MAX_CONFIG_BYTES
+    )]
+    ConfigTooLarge {
+        /// The environment.
+        env: String,
+        /// The size it would have.
+        bytes: usize,
+    },
     /// `unset` of a key that is not set.
     #[error("{key} is not set in {env}")]
     UnknownKey {
