@@ -302,3 +302,92 @@ fn verify_ledger_finds_a_release_of_no_build_and_a_current_artifact_gone_from_th
         json["problems"].as_array().unwrap().iter().map(|p| p["problem"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["build_missing", "artifact_missing"]);
 }
+
+impl Scene {
+    /// Appends a config version holding `vars` and a release of the current
+    /// artifact with it, as whoever can write the ledger could: past the
+    /// limits the release stage keeps.
+    fn plant_config_release(&self, vars: &std::collections::BTreeMap<String, String>) -> u64 {
+        use graven::release::ConfigVersion;
+        let ledger = SqliteLedger::open(&self.home.join("ledger.sqlite")).unwrap();
+        let now = "2026-01-01T00:00:00Z";
+        let appended = ledger
+            .append("shell", "production", now, &mut |state| {
+                let current = state.release.as_ref().expect("v1 exists");
+                let mut config = ConfigVersion {
+                    id: Digest::of(b""),
+                    app: "shell".to_owned(),
+                    env: "production".to_owned(),
+                    number: state.next_config_number,
+                    parent: state.config.as_ref().map(|c| c.id),
+                    vars: vars.clone(),
+                    secret: std::collections::BTreeSet::new(),
+                    author: "mallory".to_owned(),
+                    created_at: now.to_owned(),
+                    description: "planted".to_owned(),
+                };
+                config.id = config.computed_id();
+                let mut release = Release {
+                    number: current.number + 1,
+                    kind: ReleaseKind::Config,
+                    config: config.id,
+                    parent: Some(current.id),
+                    author: "mallory".to_owned(),
+                    description: "planted config".to_owned(),
+                    ..current.clone()
+                };
+                release.id = release.computed_id();
+                Ok(Append { config: Some(config), release: Some(release) })
+            })
+            .unwrap();
+        appended.release.unwrap().number
+    }
+}
+
+#[test]
+fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_the_log() {
+    let scene = Scene::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut runner = scene
+        .graven
+        .command(["run", "--env", "production", "--port", &port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait = |check: &dyn Fn(&serde_json::Value) -> bool| {
+        let start = std::time::Instant::now();
+        loop {
+            let now = scene.graven.run(["status", "--env", "production", "--json"]).json();
+            if check(&now) {
+                return now;
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "never got there: {now:#}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    };
+    wait(&|s| s["in_sync"] == true);
+    // One string of 200 KiB: over the kernel's 128 KiB for any one string.
+    let number = scene.plant_config_release(&[("HUGE".to_owned(), "x".repeat(200 * 1024))].into());
+    let status = wait(&|s| s["last_failure"]["number"] == number);
+    let reason = status["last_failure"]["reason"].as_str().unwrap();
+    assert!(reason.contains("could not start web.1") && reason.contains("E2BIG"), "{reason}");
+    assert_eq!(status["running"]["version"], "v1");
+
+    let releases = scene.graven.run(["releases", "--env", "production"]);
+    assert!(releases.stdout.contains(&format!("! v{number} failed to roll out on ")), "{releases}");
+    assert!(releases.stdout.contains("E2BIG"), "{releases}");
+    let json = scene.graven.run(["releases", "--env", "production", "--json"]).json();
+    assert!(json[0]["rollout_failures"][0]["reason"].as_str().unwrap().contains("E2BIG"), "{json:#}");
+
+    let logs = scene.graven.run(["logs", "--env", "production"]);
+    assert!(logs.stdout.contains(&format!("rollout of v{number} failed: could not start web.1")), "{logs}");
+
+    let exec = scene.graven.run(["exec", "--env", "production", "--", "true"]);
+    assert_eq!(exec.code, 1, "{exec}");
+    assert!(exec.stderr.contains("E2BIG") && !exec.stderr.contains("PATH"), "{exec}");
+
+    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(runner.wait().unwrap().success());
+}

@@ -53,3 +53,21 @@ pub(crate) fn for_each_line(output: impl Read, mut on_line: impl FnMut(&str)) {
         }
     }
 }
+
+/// `error`, from starting a process, with what its errno means there: the
+/// kernel's own words ("Argument list too long") blame the arguments for
+/// what is usually the environment.
+pub fn explain_spawn_error(error: std::io::Error) -> std::io::Error {
+    let why = match error.raw_os_error().map(rustix::io::Errno::from_raw_os_error) {
+        Some(rustix::io::Errno::TOOBIG) => {
+            "its environment and command line together are larger than the kernel allows (E2BIG): the config is too large"
+        }
+        Some(rustix::io::Errno::NOMEM) => "the machine has no memory left to start it (ENOMEM)",
+        Some(rustix::io::Errno::AGAIN) => "the user may start no more processes (EAGAIN: RLIMIT_NPROC or pids.max)",
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE) => {
+            "no file descriptor was left to start it with (EMFILE/ENFILE): too many open files"
+        }
+        _ => return error,
+    };
+    std::io::Error::new(error.kind(), format!("{why} ({error})"))
+}

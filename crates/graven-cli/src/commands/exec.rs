@@ -78,8 +78,14 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         .envs(&environment)
         .status()
         .map_err(|e| {
-            CommandError::bad_input(format!("could not run {}: {e}", program.to_string_lossy()))
-                .hint("the command runs with the release's PATH; give a program that is on it, or its path")
+            let program = program.to_string_lossy();
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    CommandError::bad_input(format!("could not run {program}: {e}"))
+                        .hint("the command runs with the release's PATH; give a program that is on it, or its path")
+                }
+                _ => CommandError::failed(format!("could not run {program}: {}", graven::run::explain_spawn_error(e))),
+            }
         })?;
     // The command's own outcome is graven's: its exit code, or 128 + the
     // signal that ended it, as a shell reports it.

@@ -12,7 +12,9 @@ use crate::ui;
 /// List an environment's releases, newest first.
 ///
 /// Every deploy, config change, rollback and promotion is a release; none is
-/// ever changed or removed. The current release is marked with '*'.
+/// ever changed or removed. The current release is marked with '*', and a
+/// release whose rollout failed on a runner's host with '!', its reason
+/// said below the table (and in --json as "rollout_failures").
 #[derive(Args, Debug)]
 pub(crate) struct ReleasesArgs {
     #[command(flatten)]
@@ -33,9 +35,28 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
     let ledger = settings.ledger()?;
     let releases = ledger.releases(&app, env, args.limit).map_err(CommandError::failed)?;
     let current = releases.first().map(|r| r.number);
+    // Each runner's last failed rollout, by release number.
+    let failures: Vec<(String, graven::run::state::Failure)> = ledger
+        .run_states(&app, env)
+        .map_err(CommandError::failed)?
+        .into_iter()
+        .filter_map(|state| state.last_failure.map(|failure| (state.host, failure)))
+        .collect();
+    let failures_of = |number: u64| failures.iter().filter(move |(_, failure)| failure.number == number);
     if args.json {
-        let json: Vec<ReleaseJson<'_>> =
-            releases.iter().map(|r| ReleaseJson::new(r, Some(r.number) == current)).collect();
+        let json: Vec<serde_json::Value> = releases
+            .iter()
+            .map(|r| {
+                let mut json =
+                    serde_json::to_value(ReleaseJson::new(r, Some(r.number) == current)).expect("a release serialises");
+                json["rollout_failures"] = failures_of(r.number)
+                    .map(
+                        |(host, failure)| serde_json::json!({"host": host, "reason": failure.reason, "at": failure.at}),
+                    )
+                    .collect();
+                json
+            })
+            .collect();
         ui::out_json(&json);
         return Ok(());
     }
@@ -45,9 +66,17 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
     }
     let mut rows =
         vec![["", "VERSION", "KIND", "COMMIT", "ARTIFACT", "BY", "CREATED", "DESCRIPTION"].map(str::to_owned).to_vec()];
+    let mut said = Vec::new();
     for release in &releases {
+        let mut mark = if Some(release.number) == current { "*".to_owned() } else { String::new() };
+        for (host, failure) in failures_of(release.number) {
+            if !mark.contains('!') {
+                mark.push('!');
+            }
+            said.push(format!("{} failed to roll out on {host}: {}", release.version(), failure.reason));
+        }
         rows.push(vec![
-            if Some(release.number) == current { "*".to_owned() } else { String::new() },
+            mark,
             release.version(),
             release.kind.name().to_owned(),
             ui::short_commit(&release.commit).to_owned(),
@@ -58,5 +87,8 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
         ]);
     }
     ui::out(ui::table(&rows));
+    for line in said {
+        ui::out(format!("! {line}"));
+    }
     Ok(())
 }

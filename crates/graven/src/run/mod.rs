@@ -17,6 +17,7 @@ pub mod runner;
 pub mod state;
 pub mod status;
 
+pub use crate::shell::explain_spawn_error;
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;
 pub use materialise::{Tree, artifact_of, materialise, tree_path};

@@ -158,7 +158,7 @@ impl Process {
             name: name.to_owned(),
             command: command.to_owned(),
             dir: dir.to_owned(),
-            source,
+            source: crate::shell::explain_spawn_error(source),
         };
         let (mut sh, reader) = crate::shell::command(command, dir, env).map_err(spawn_error)?;
         // The reader starts first: should the process fail to start, the
