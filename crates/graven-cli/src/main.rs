@@ -12,6 +12,14 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    // A file-size limit (`ulimit -f`) must be a write error that graven
+    // reports, naming the file, not a signal that kills it half-way: with a
+    // handler installed, the write fails with EFBIG instead. Children get
+    // the default back when they exec.
+    let _ = signal_hook::flag::register(
+        signal_hook::consts::SIGXFSZ,
+        std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    );
     let cli = match commands::Cli::try_parse() {
         Ok(cli) => cli,
         Err(error) => {

@@ -156,6 +156,14 @@ impl Settings {
         SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)
     }
 
+    /// Opens the embedded ledger for a command that only reads it, which
+    /// works on a full disk too.
+    pub(crate) fn ledger_for_reading(&self) -> Result<SqliteLedger, CommandError> {
+        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
+        self.ensure_home()?;
+        SqliteLedger::open_for_reading(&self.home.ledger_path()).map_err(CommandError::failed)
+    }
+
     /// Opens the local store, creating the home if needed.
     pub(crate) fn store(&self) -> Result<LocalStore, CommandError> {
         self.refuse_team_backend(GRAVEN_STORE, "S3 store", &self.home.store_dir())?;

@@ -18,6 +18,7 @@ mod test_init;
 mod test_logs;
 mod test_quickstart;
 mod test_release;
+mod test_resources;
 mod test_run;
 mod test_runner;
 mod test_secrets;

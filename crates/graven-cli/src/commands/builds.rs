@@ -50,7 +50,7 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
         return show(settings, show_args);
     }
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     // A build whose artifact graven gc deleted stays listed, marked.
@@ -92,7 +92,7 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
 
 fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
     let log = ledger.build_log(record.seq).map_err(CommandError::failed)?.unwrap_or_default();

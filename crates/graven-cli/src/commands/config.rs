@@ -184,7 +184,7 @@ fn read_value(key: &str) -> Result<String, CommandError> {
 fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let current = ledger.current_config(&app, env).map_err(CommandError::failed)?;
     if args.json {
         ui::out_json(&ConfigJson::new(env, current.as_ref(), args.reveal));

@@ -120,7 +120,7 @@ pub(crate) fn cmd_diff(settings: &Settings, args: &DiffArgs) -> Result<(), Comma
     let from_ref = parse_release_ref(&args.from, &args.env)?;
     let to_ref = parse_release_ref(&args.to, &args.env)?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let from = find_release(&ledger, &app, &from_ref)?;
     let to = find_release(&ledger, &app, &to_ref)?;

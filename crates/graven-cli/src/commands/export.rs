@@ -57,7 +57,7 @@ impl From<ExportFormat> for Format {
 
 pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
     let id = record.build.artifact;

@@ -101,7 +101,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let number = parse_version(&args.release)?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let release = ledger
         .release(&app, env, number)

@@ -32,7 +32,7 @@ pub(crate) struct ReleasesArgs {
 pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let releases = ledger.releases(&app, env, args.limit).map_err(CommandError::failed)?;
     let current = releases.first().map(|r| r.number);
     // Each runner's last failed rollout, by release number.

@@ -132,7 +132,7 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
 pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     crate::commands::env::require_existing(&ledger, &app, env)?;
     let host = crate::settings::host();
     let vantage = Vantage { host: &host, home: &settings.home };

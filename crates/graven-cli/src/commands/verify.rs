@@ -60,7 +60,7 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
     }
     let Some(build) = &args.build else { return verify_ledger(settings, args.json) };
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), build)?;
     let id = record.build.artifact;
@@ -151,7 +151,7 @@ fn blob_problem_json(problem: &BlobProblem) -> serde_json::Value {
 
 fn verify_ledger(settings: &Settings, as_json: bool) -> Result<(), CommandError> {
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     let report = graven::release::chain::verify_ledger(&ledger, &store, &app).map_err(CommandError::failed)?;
     let json = || {
@@ -202,7 +202,7 @@ fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), Comma
     use graven::ledger::Ledger as _;
     graven::release::check_env_name(env)?;
     let app = settings.app()?;
-    let ledger = settings.ledger()?;
+    let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;
     // The release this machine's runner runs, else the current one.
     let home = settings.home.root().display().to_string();

@@ -138,6 +138,30 @@ impl Graven {
         command
     }
 
+    /// A `graven` command run through `wrapper` (`prlimit …`, say), with the
+    /// same controlled environment.
+    pub(crate) fn command_via<S: AsRef<std::ffi::OsStr>>(
+        &self,
+        wrapper: &[&str],
+        args: impl IntoIterator<Item = S>,
+    ) -> Command {
+        let inner = self.command(args);
+        let mut command = Command::new(wrapper[0]);
+        command
+            .args(&wrapper[1..])
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .current_dir(&self.cwd)
+            .env_clear()
+            .stdin(Stdio::null());
+        for (name, value) in inner.get_envs() {
+            if let Some(value) = value {
+                command.env(name, value);
+            }
+        }
+        command
+    }
+
     /// Runs graven to completion.
     pub(crate) fn run<S: AsRef<std::ffi::OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Run {
         let output = self.command(args).output().expect("run graven");

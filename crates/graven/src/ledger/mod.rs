@@ -37,6 +37,17 @@ pub enum LedgerError {
         /// The database's message.
         why: String,
     },
+    /// The database could not read or write its files: a full disk, a
+    /// file-size limit, a failing device.
+    #[error("the ledger at {location} failed while {doing}: {why}")]
+    Storage {
+        /// Where the ledger is.
+        location: String,
+        /// What graven was doing.
+        doing: &'static str,
+        /// The database's message, and what graven found the cause to be.
+        why: String,
+    },
     /// The decision passed to [`Ledger::append`] refused to append.
     #[error("the change was refused")]
     Refused,

@@ -27,11 +27,52 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct SqliteLedger {
     connection: Mutex<Connection>,
+    path: std::path::PathBuf,
 }
 
 /// Maps a database error to a ledger error saying what graven was doing.
 pub(super) fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
-    move |e| LedgerError::Query { doing, why: e.to_string() }
+    move |e| {
+        if is_storage_failure(&e) {
+            // The location and the cause are added by `SqliteLedger::with`.
+            LedgerError::Storage { location: String::new(), doing, why: e.to_string() }
+        } else {
+            LedgerError::Query { doing, why: e.to_string() }
+        }
+    }
+}
+
+/// Whether SQLite failed to read or write its files (`SQLITE_IOERR`,
+/// `SQLITE_FULL`), rather than refused a statement.
+fn is_storage_failure(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::DiskFull)
+    )
+}
+
+/// SQLite says only "disk I/O error": what graven can find out of why, for
+/// the database at `db`.
+fn storage_cause(db: &Path) -> Option<String> {
+    let largest = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut file = db.as_os_str().to_owned();
+            file.push(suffix);
+            std::fs::metadata(file).ok().map(|meta| meta.len())
+        })
+        .max()
+        .unwrap_or(0);
+    if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current
+        && largest + (1 << 16) >= limit
+    {
+        return Some(format!("the file-size limit (ulimit -f) of {limit} bytes is too small for {}", db.display()));
+    }
+    let dir = db.parent().unwrap_or(Path::new("."));
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    (free < 1 << 20 || stat.f_favail == 0).then(|| format!("no space left on the filesystem of {}", dir.display()))
 }
 
 /// Creates the database file private (0600) before SQLite does (which
@@ -58,21 +99,58 @@ impl SqliteLedger {
     /// Opens the ledger at `path`, creating it and migrating its schema as
     /// needed.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        let open_error = |why: String| LedgerError::Open { location: path.display().to_string(), why };
-        make_private(path).map_err(|e| open_error(e.to_string()))?;
-        let mut connection = Connection::open(path).map_err(|e| open_error(e.to_string()))?;
-        connection.busy_timeout(BUSY_TIMEOUT).map_err(|e| open_error(e.to_string()))?;
+        Self::open_with(path, false)
+    }
+
+    /// Opens the ledger at `path` for a command that only reads, which must
+    /// work on a full disk too. SQLite's shared memory file (`-shm`) needs
+    /// room on the disk that a full one lacks; should the usual open fail
+    /// for that, the ledger is opened once more in exclusive locking mode,
+    /// which keeps that index in memory instead (and holds the lock until
+    /// the command ends, which a short command may). Never for a runner.
+    pub fn open_for_reading(path: &Path) -> Result<Self, LedgerError> {
+        match Self::open_with(path, false) {
+            Err(LedgerError::Storage { .. }) => Self::open_with(path, true),
+            other => other,
+        }
+    }
+
+    fn open_with(path: &Path, exclusive: bool) -> Result<Self, LedgerError> {
+        let location = path.display().to_string();
+        let open_error = |e: rusqlite::Error| {
+            if is_storage_failure(&e) {
+                let why = storage_cause(path).map_or_else(|| e.to_string(), |cause| format!("{e} ({cause})"));
+                LedgerError::Storage { location: location.clone(), doing: "opening it", why }
+            } else {
+                LedgerError::Open { location: location.clone(), why: e.to_string() }
+            }
+        };
+        make_private(path).map_err(|e| LedgerError::Open { location: location.clone(), why: e.to_string() })?;
+        let mut connection = Connection::open(path).map_err(open_error)?;
+        connection.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
+        if exclusive {
+            connection.pragma_update(None, "locking_mode", "EXCLUSIVE").map_err(open_error)?;
+        }
         enable_wal(&connection)
             .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
             .and_then(|()| connection.pragma_update(None, "foreign_keys", "ON"))
-            .map_err(|e| open_error(e.to_string()))?;
-        migrate(&mut connection).map_err(open_error)?;
-        Ok(Self { connection: Mutex::new(connection) })
+            .map_err(open_error)?;
+        migrate(&mut connection).map_err(|why| LedgerError::Open { location: location.clone(), why })?;
+        Ok(Self { connection: Mutex::new(connection), path: path.to_owned() })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
         let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut connection)
+        f(&mut connection).map_err(|error| match error {
+            LedgerError::Storage { doing, why, .. } => {
+                let why = match storage_cause(&self.path) {
+                    Some(cause) => format!("{why} ({cause})"),
+                    None => why,
+                };
+                LedgerError::Storage { location: self.path.display().to_string(), doing, why }
+            }
+            other => other,
+        })
     }
 }
 
