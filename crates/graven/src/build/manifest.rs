@@ -383,6 +383,44 @@ mod tests {
         assert_eq!(back, listing);
     }
 
+    /// Parses `json` as stored under its own digest; the error, if any.
+    fn problem(json: &str) -> Option<String> {
+        Listing::parse(json.as_bytes(), &Digest::of(json.as_bytes())).err().map(|e| e.to_string())
+    }
+
+    #[test]
+    fn every_rule_of_a_listing_is_checked_on_load() {
+        let file = |name: &str| {
+            format!(r#"{{"digest":"{}","kind":"file","mode":"0644","name":{name},"size":1}}"#, Digest::of(b"x"))
+        };
+        let listing = |entries: &[String]| format!(r#"{{"entries":[{}]}}"#, entries.join(","));
+        let cases = [
+            (listing(&[file(r#""""#)]), "entry \"\": a name may not be empty"),
+            (listing(&[file(r#"".""#)]), "a name may not be '.' or '..'"),
+            (listing(&[file(r#""..""#)]), "a name may not be '.' or '..'"),
+            (listing(&[file(r#""a/b""#)]), "a name may not contain '/'"),
+            (listing(&[file(r#""/abs""#)]), "a name may not contain '/'"),
+            (listing(&[file(r#""a\u0000b""#)]), "a name may not contain a NUL byte"),
+            (listing(&[file(&format!("\"{}\"", "n".repeat(256)))]), "a name may have at most 255 bytes"),
+            (listing(&[file(r#""a""#), file(r#""a""#)]), "entry \"a\" is listed twice"),
+            (listing(&[file(r#""b""#), file(r#""a""#)]), "entry \"a\" comes after \"b\""),
+            (
+                listing(&[r#"{"kind":"symlink","name":"l","target":""}"#.to_owned()]),
+                "symlink \"l\": a symlink's target may not be empty",
+            ),
+            (format!(r#"{{"entries": [{}]}}"#, file(r#""a""#)), "not canonical JSON"),
+            (listing(&[file(r#""\u0061""#)]), "not canonical JSON"),
+        ];
+        for (json, expected) in cases {
+            let found = problem(&json).unwrap_or_else(|| panic!("accepted {json}"));
+            assert!(found.contains(expected), "{json}: {found}");
+        }
+        let good = listing(&[file(r#""a""#)]);
+        assert_eq!(problem(&good), None);
+        let error = Listing::parse(good.as_bytes(), &Digest::of(b"other")).unwrap_err().to_string();
+        assert_eq!(error, "its bytes do not hash to its name");
+    }
+
     #[test]
     fn rejects_unknown_kinds_and_modes() {
         let bad_mode = r#"{"entries":[{"digest":"sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824","kind":"file","mode":"0600","name":"a","size":1}]}"#;
