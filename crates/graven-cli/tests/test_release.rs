@@ -187,6 +187,8 @@ fn bad_input_is_refused_and_changes_nothing() {
     graven.run(["release", "--env", "production"]);
     repo.write("bad.env", "A=1\nB=\"unterminated\n");
     repo.write("nul.env", "A=x\0y\n");
+    let value = "v".repeat(30 * 1024);
+    repo.write("large.env", format!("A={value}\nB={value}\nC={value}\n"));
     let big = format!("BIG={}", "x".repeat(32 * 1024 + 1));
     let set_big = ["config", "set", big.as_str(), "--env", "production"];
     let cases: Vec<(&[&str], &str)> = vec![
@@ -213,6 +215,10 @@ fn bad_input_is_refused_and_changes_nothing() {
         (
             &set_big,
             "error: the value of BIG has 32769 bytes: a config value may have at most 32768 (32 KiB)\nhint: config holds settings, not data: keep large values in a file or a store and put where they are in config\n",
+        ),
+        (
+            &["config", "import", "large.env", "--env", "production"],
+            "error: the config of production would have 92169 bytes: an environment's config may have at most 65536 (64 KiB), counted as KEY=VALUE per variable\nhint: `graven config --env production` lists what is set; unset what is no longer needed\n",
         ),
         (
             &["config", "unset", "MISSING", "--env", "production"],
