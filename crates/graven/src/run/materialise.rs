@@ -202,3 +202,59 @@ fn seal_dir(dir: &OwnedFd) -> rustix::io::Result<()> {
     rustix::fs::futimens(dir, &normalised_times())?;
     rustix::fs::fchmod(dir, Mode::from_raw_mode(0o555))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::manifest::Entry;
+    use crate::store::{Handover, LocalStore, ObjectKind};
+
+    /// A store holding a listing with `dir/` (holding `file`) and `file`.
+    fn store_with_a_tree(dir: &Path) -> (LocalStore, Digest) {
+        let store = LocalStore::open(&dir.join("store")).unwrap();
+        let source = dir.join("contents");
+        fs::write(&source, "contents").unwrap();
+        let blob = Digest::of(b"contents");
+        store.put_blob(&blob, &source, Handover::Copy).unwrap();
+        let file = Entry { name: "file".into(), kind: EntryKind::File { executable: false, size: 8, digest: blob } };
+        let inner = Listing { entries: vec![file.clone()] };
+        let inner_bytes = inner.to_canonical_json();
+        store.put_object(ObjectKind::Manifest, &Digest::of(&inner_bytes), &inner_bytes).unwrap();
+        let dir_entry = Entry { name: "dir".into(), kind: EntryKind::Dir { tree: Digest::of(&inner_bytes) } };
+        let root = Listing { entries: vec![dir_entry, file] };
+        let root_bytes = root.to_canonical_json();
+        store.put_object(ObjectKind::Manifest, &Digest::of(&root_bytes), &root_bytes).unwrap();
+        (store, Digest::of(&root_bytes))
+    }
+
+    #[test]
+    fn laying_out_never_follows_a_symlink_in_the_way() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, root) = store_with_a_tree(dir.path());
+        let canary = dir.path().join("canary");
+        fs::create_dir(&canary).unwrap();
+        let id = Digest::of(b"an artifact");
+
+        // A symlink where a directory goes, and one where a file goes: each
+        // is an error, and nothing is written through it.
+        for in_the_way in ["dir", "file"] {
+            let tree = dir.path().join(format!("tree-{in_the_way}"));
+            fs::create_dir(&tree).unwrap();
+            std::os::unix::fs::symlink(&canary, tree.join(in_the_way)).unwrap();
+            let error = lay_out(&store, &id, &root, &tree).unwrap_err();
+            assert!(matches!(error, RunError::Io { .. }), "{error:?}");
+            assert_eq!(fs::read_dir(&canary).unwrap().count(), 0, "{in_the_way}: wrote through the symlink");
+            crate::fs_tree::remove_tree(&tree);
+        }
+        // The tree root itself may not be a symlink either.
+        let link = dir.path().join("tree-link");
+        std::os::unix::fs::symlink(&canary, &link).unwrap();
+        assert!(lay_out(&store, &id, &root, &link).is_err());
+        assert_eq!(fs::read_dir(&canary).unwrap().count(), 0);
+
+        let tree = dir.path().join("tree");
+        fs::create_dir(&tree).unwrap();
+        lay_out(&store, &id, &root, &tree).unwrap();
+        assert_eq!(fs::read_to_string(tree.join("dir/file")).unwrap(), "contents");
+    }
+}
