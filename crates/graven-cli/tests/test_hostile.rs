@@ -199,6 +199,38 @@ impl Scene {
         appended.release.unwrap().number
     }
 
+    /// A runner of production on a free port.
+    fn start_runner(&self) -> std::process::Child {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+        self.graven
+            .command(["run", "--env", "production", "--port", &port])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// SIGTERM, and the runner must exit 0.
+    fn stop_runner(runner: &mut std::process::Child) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        assert!(runner.wait().unwrap().success());
+    }
+
+    /// The status as JSON once `check` holds.
+    #[track_caller]
+    fn wait_for_status(&self, check: &dyn Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let start = std::time::Instant::now();
+        loop {
+            let now = self.graven.run(["status", "--env", "production", "--json"]).json();
+            if check(&now) {
+                return now;
+            }
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "never got there: {now:#}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     #[track_caller]
     fn assert_canary_empty(&self, what: &str, step: &str) {
         let left: Vec<_> = std::fs::read_dir(self.canary.path()).unwrap().map(|e| e.unwrap().path()).collect();
@@ -251,38 +283,17 @@ fn hostile_listings_are_refused_by_every_reader_and_write_nothing_outside() {
 #[test]
 fn a_runner_refuses_a_hostile_release_and_keeps_the_good_one_serving() {
     let scene = Scene::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut runner = scene
-        .graven
-        .command(["run", "--env", "production", "--port", &port])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let status = |graven: &Graven| graven.run(["status", "--env", "production", "--json"]).json();
-    let wait = |check: &dyn Fn(&serde_json::Value) -> bool| {
-        let start = std::time::Instant::now();
-        loop {
-            let now = status(&scene.graven);
-            if check(&now) {
-                return now;
-            }
-            assert!(start.elapsed() < std::time::Duration::from_secs(30), "never got there: {now:#}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    wait(&|s| s["in_sync"] == true);
+    let mut runner = scene.start_runner();
+    scene.wait_for_status(&|s| s["in_sync"] == true);
     for hostile in hostile_listings(scene.canary.path()).into_iter().filter(|h| h.what.contains("dot-dot")) {
         let number = scene.plant_release(scene.plant(&hostile));
-        let now = wait(&|s| s["last_failure"]["number"] == number);
+        let now = scene.wait_for_status(&|s| s["last_failure"]["number"] == number);
         let reason = now["last_failure"]["reason"].as_str().unwrap();
         assert!(reason.contains(hostile.expect), "{}: {reason}", hostile.what);
         assert_eq!(now["running"]["version"], "v1", "{}: v1 keeps running", hostile.what);
         scene.assert_canary_empty(hostile.what, "run");
     }
-    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    assert!(runner.wait().unwrap().success());
+    Scene::stop_runner(&mut runner);
 }
 
 #[test]
@@ -347,29 +358,11 @@ impl Scene {
 #[test]
 fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_the_log() {
     let scene = Scene::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut runner = scene
-        .graven
-        .command(["run", "--env", "production", "--port", &port])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let wait = |check: &dyn Fn(&serde_json::Value) -> bool| {
-        let start = std::time::Instant::now();
-        loop {
-            let now = scene.graven.run(["status", "--env", "production", "--json"]).json();
-            if check(&now) {
-                return now;
-            }
-            assert!(start.elapsed() < std::time::Duration::from_secs(30), "never got there: {now:#}");
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-    };
-    wait(&|s| s["in_sync"] == true);
+    let mut runner = scene.start_runner();
+    scene.wait_for_status(&|s| s["in_sync"] == true);
     // One string of 200 KiB: over the kernel's 128 KiB for any one string.
     let number = scene.plant_config_release(&[("HUGE".to_owned(), "x".repeat(200 * 1024))].into());
-    let status = wait(&|s| s["last_failure"]["number"] == number);
+    let status = scene.wait_for_status(&|s| s["last_failure"]["number"] == number);
     let reason = status["last_failure"]["reason"].as_str().unwrap();
     assert!(reason.contains("could not start web.1") && reason.contains("E2BIG"), "{reason}");
     assert_eq!(status["running"]["version"], "v1");
@@ -387,7 +380,5 @@ fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_
     assert_eq!(exec.code, 1, "{exec}");
     assert!(exec.stderr.contains("E2BIG") && !exec.stderr.contains("PATH"), "{exec}");
 
-    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    assert!(runner.wait().unwrap().success());
+    Scene::stop_runner(&mut runner);
 }
