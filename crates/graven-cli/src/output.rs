@@ -1,7 +1,7 @@
 //! The JSON shapes of `--json` output (DESIGN.md): fields may be added,
 //! never renamed.
 
-use graven::ledger::BuildRecord;
+use graven::model::BuildRecord;
 
 /// `build` and each element of `builds`.
 #[derive(serde::Serialize)]
@@ -72,12 +72,12 @@ pub(crate) struct ReleaseJson<'a> {
     pub(crate) created_at: &'a str,
     pub(crate) description: &'a str,
     pub(crate) rollback_of: Option<u64>,
-    pub(crate) promoted_from: Option<&'a graven::release::PromotedFrom>,
+    pub(crate) promoted_from: Option<&'a graven::model::PromotedFrom>,
     pub(crate) current: bool,
 }
 
 impl<'a> ReleaseJson<'a> {
-    pub(crate) fn new(release: &'a graven::release::Release, current: bool) -> Self {
+    pub(crate) fn new(release: &'a graven::model::Release, current: bool) -> Self {
         Self {
             id: release.id.to_string(),
             app: &release.app,
@@ -109,7 +109,7 @@ pub(crate) struct ConfigJson<'a> {
 }
 
 impl<'a> ConfigJson<'a> {
-    pub(crate) fn new(env: &'a str, config: Option<&'a graven::release::ConfigVersion>, reveal: bool) -> Self {
+    pub(crate) fn new(env: &'a str, config: Option<&'a graven::model::ConfigVersion>, reveal: bool) -> Self {
         let Some(config) = config else {
             return Self { env, version: None, vars: std::collections::BTreeMap::new(), secret: Vec::new() };
         };

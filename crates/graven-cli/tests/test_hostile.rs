@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use graven::Digest;
 use graven::ledger::{Append, Ledger as _, SqliteLedger};
-use graven::release::{Release, ReleaseKind};
+use graven::model::{Release, ReleaseKind};
 
 use crate::common::{Graven, shell_app};
 
@@ -319,7 +319,7 @@ impl Scene {
     /// artifact with it, as whoever can write the ledger could: past the
     /// limits the release stage keeps.
     fn plant_config_release(&self, vars: &std::collections::BTreeMap<String, String>) -> u64 {
-        use graven::release::ConfigVersion;
+        use graven::model::ConfigVersion;
         let ledger = SqliteLedger::open(&self.home.join("ledger.sqlite")).unwrap();
         let now = "2026-01-01T00:00:00Z";
         let appended = ledger

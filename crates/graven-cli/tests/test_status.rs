@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use graven::ledger::{Ledger as _, SqliteLedger};
-use graven::run::state::{Failure, ProcessState, RunState, RunningRelease};
+use graven::model::{Failure, ProcessState, RunState, RunningRelease};
 use graven_testutils::TestRepo;
 
 use crate::common::{Graven, shell_app};
@@ -49,13 +49,13 @@ fn report(repo: &TestRepo, graven: &Graven, number: u64) -> RunState {
         host: this_host(),
         home: home(repo).display().to_string(),
         runner_pid: std::process::id(),
-        state: "running".to_owned(),
+        state: graven::model::RunnerState::Running,
         running: Some(RunningRelease { id, number, since: ago(7200) }),
         processes: vec![ProcessState {
             name: "web.1".to_owned(),
             kind: "web".to_owned(),
             pid: Some(4242),
-            state: "up".to_owned(),
+            state: graven::model::ProcessStatus::Up,
             restarts: 0,
             started_at: Some(ago(7200)),
         }],
@@ -256,7 +256,7 @@ fn a_runner_behind_the_newest_release_is_out_of_sync() {
         name: "worker.1".to_owned(),
         kind: "worker".to_owned(),
         pid: None,
-        state: "restarting".to_owned(),
+        state: graven::model::ProcessStatus::Restarting,
         restarts: 3,
         started_at: Some(ago(40)),
     });
@@ -311,8 +311,12 @@ fn a_runner_that_stopped_reporting_is_not_running() {
     assert_eq!(json["runner"]["release"], "v1");
 
     // A runner that wrote that it stopped.
-    let stopped =
-        RunState { state: "stopped".to_owned(), running: None, processes: Vec::new(), ..report(&repo, &graven, 1) };
+    let stopped = RunState {
+        state: graven::model::RunnerState::Stopped,
+        running: None,
+        processes: Vec::new(),
+        ..report(&repo, &graven, 1)
+    };
     write(&repo, &stopped);
     insta::assert_snapshot!(graven.run(["status", "--env", "production"]), @r"
         exit code: 1

@@ -8,16 +8,23 @@
 //!                                   ──run──▶ processes (code read-only, config in env)
 //! ```
 //!
-//! - [`build`] turns one commit into an [`Artifact`](build::Artifact): a clean
+//! - [`build`] turns one commit into an [`Artifact`](model::Artifact): a clean
 //!   export of the commit, the build command run with a scrubbed environment,
 //!   and the output ingested into a [`Store`](store::Store) as a Merkle tree of
-//!   directory listings (the [`Manifest`](build::manifest)).
-//! - the [`ledger`] records builds (and, later, config versions and releases)
-//!   in append-only tables.
+//!   directory listings (the [`manifest`](model::manifest)).
+//! - [`release`] pairs an artifact with an environment's config as an
+//!   immutable, numbered, hash-chained [`Release`](model::Release).
+//! - [`run`] makes a machine's processes match an environment's current
+//!   release.
+//! - the [`ledger`] records builds, config versions and releases
+//!   in append-only tables, and each runner's report of what it runs.
 //! - [`export`] writes an artifact as a byte-identical archive.
 //!
 //! The stages reach storage only through two traits, [`Store`](store::Store)
 //! and [`Ledger`](ledger::Ledger), each with an embedded default backend.
+//! The types they share — artifacts, listings, builds, config versions,
+//! releases, run state — are the [`model`], below the stages and the
+//! backends alike.
 //! This crate never prints: it returns values and typed errors, and reports
 //! progress through [`build::BuildObserver`].
 #![forbid(unsafe_code)]
@@ -33,6 +40,7 @@ mod fs_tree;
 pub mod git;
 pub mod home;
 pub mod ledger;
+pub mod model;
 pub mod release;
 pub mod run;
 mod shell;
@@ -40,6 +48,9 @@ pub mod store;
 pub mod time;
 
 pub use digest::Digest;
+
+/// How many paths an error lists before it says "and N more".
+pub const LISTED_PATHS: usize = 10;
 
 /// An error and every cause below it, one line: `what: why: why`. For
 /// text that outlives the error (a runner's recorded failure, a report);

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use graven::Digest;
 use graven::ledger::{Append, EnvState, Ledger, LedgerError, SqliteLedger};
-use graven::release::{ConfigVersion, Release, ReleaseKind};
-use graven::run::state::{Failure, ProcessState, RunState, RunningRelease};
+use graven::model::{ConfigVersion, Release, ReleaseKind};
+use graven::model::{Failure, ProcessState, RunState, RunningRelease};
 
 type Factory<'a> = &'a dyn Fn() -> Box<dyn Ledger>;
 
@@ -151,7 +151,7 @@ fn run_state(app: &str, env: &str, host: &str, updated_at: &str) -> RunState {
         host: host.to_owned(),
         home: "/srv/app/.graven".to_owned(),
         runner_pid: 100,
-        state: "running".to_owned(),
+        state: graven::model::RunnerState::Running,
         running: None,
         processes: Vec::new(),
         last_failure: None,
@@ -173,7 +173,7 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
                 name: "web.1".to_owned(),
                 kind: "web".to_owned(),
                 pid: Some(201),
-                state: "up".to_owned(),
+                state: graven::model::ProcessStatus::Up,
                 restarts: 0,
                 started_at: Some("2026-01-01T00:00:01Z".to_owned()),
             },
@@ -181,7 +181,7 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
                 name: "worker.1".to_owned(),
                 kind: "worker".to_owned(),
                 pid: None,
-                state: "restarting".to_owned(),
+                state: graven::model::ProcessStatus::Restarting,
                 restarts: 3,
                 started_at: None,
             },
@@ -195,7 +195,8 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
     };
     ledger.set_run_state(&second).unwrap();
     assert_eq!(ledger.run_states("app", "production").unwrap(), std::slice::from_ref(&second), "one row, overwritten");
-    let stopped = RunState { state: "stopped".to_owned(), running: None, processes: Vec::new(), ..second };
+    let stopped =
+        RunState { state: graven::model::RunnerState::Stopped, running: None, processes: Vec::new(), ..second };
     ledger.set_run_state(&stopped).unwrap();
     assert_eq!(ledger.run_states("app", "production").unwrap(), [stopped], "back to nothing running");
 }

@@ -5,11 +5,13 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use graven::Digest;
-use graven::build::manifest::{self, EntryKind};
-use graven::build::{Artifact, BuildError, BuildOutcome, BuildRequest, Quiet};
+use graven::build::{BuildError, BuildOutcome, BuildRequest, Quiet};
 use graven::git::Repo;
 use graven::home::Home;
-use graven::ledger::{BuildRecord, Ledger as _, SqliteLedger};
+use graven::ledger::{Ledger as _, SqliteLedger};
+use graven::model::Artifact;
+use graven::model::BuildRecord;
+use graven::model::EntryKind;
 use graven::store::LocalStore;
 use graven_testutils::TestRepo;
 use tempfile::TempDir;
@@ -116,9 +118,9 @@ impl TestHome {
     pub(crate) fn entries(&self, id: &Digest) -> Vec<(String, EntryKind)> {
         let artifact = Artifact::load(&self.store, id).expect("load the artifact");
         let mut entries = Vec::new();
-        manifest::walk(&self.store, id, &artifact.root, &mut |path, kind| {
+        graven::store::walk(&self.store, id, &artifact.root, &mut |path, kind| {
             entries.push((path.to_owned(), kind.clone()));
-            Ok::<_, graven::build::ArtifactError>(())
+            Ok::<_, graven::store::ArtifactError>(())
         })
         .expect("walk the manifest");
         entries

@@ -6,7 +6,8 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
 use graven::NORMALISED_MTIME;
-use graven::build::{Artifact, BuildError, IngestError};
+use graven::build::{BuildError, IngestError};
+use graven::model::Artifact;
 use graven::store::ObjectKind;
 use graven::store::Store as _;
 

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use graven::Digest;
 use graven::NORMALISED_MTIME;
-use graven::build::ArtifactError;
 use graven::export::{ExportError, Format, export_to_path};
+use graven::store::ArtifactError;
 use graven::store::StoreError;
 use graven_testutils::TestRepo;
 

@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Barrier;
 
 use graven::Digest;
-use graven::ledger::{Ledger as _, NewBuild, SqliteLedger};
+use graven::ledger::{Ledger as _, SqliteLedger};
+use graven::model::NewBuild;
 
 fn build(thread: usize, n: usize) -> NewBuild {
     let commit = format!("{thread:02}{n:038}");

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use graven::Digest;
 use graven::app::{AppSettings, Position, Procfile, RunSettings};
-use graven::build::manifest::{Entry, EntryKind, Listing, name_problem};
-use graven::build::{ARTIFACT_FORMAT, Artifact};
+use graven::model::manifest::{Entry, EntryKind, Listing, name_problem};
+use graven::model::{ARTIFACT_FORMAT, Artifact};
 use graven::release::dotenv;
 use proptest::prelude::*;
 

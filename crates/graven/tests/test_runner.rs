@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use graven::Digest;
-use graven::ledger::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, SqliteLedger};
-use graven::release::{ConfigChange, ConfigVersion, Release, Stage};
+use graven::ledger::{Append, Decide, Ledger, LedgerError, SqliteLedger};
+use graven::model::RunState;
+use graven::model::{BuildRecord, NewBuild};
+use graven::model::{ConfigVersion, Release};
+use graven::release::{ConfigChange, Stage};
 use graven::run::runner::{Print, Runner, RunnerOptions};
-use graven::run::state::RunState;
 
 use crate::support::{APP, TestHome, app_with_command};
 

@@ -4,8 +4,9 @@
 use std::time::{Duration, SystemTime};
 
 use graven::ledger::Ledger as _;
-use graven::release::{Release, Stage};
-use graven::run::state::{RunState, RunningRelease};
+use graven::model::Release;
+use graven::model::{RunState, RunningRelease};
+use graven::release::Stage;
 use graven::run::status::{DriftCheck, Liveness, StatusError, Vantage, env_status};
 
 use crate::support::{APP, TestHome, app_with_command};
@@ -40,7 +41,7 @@ fn report(home: &TestHome, release: &Release, host: &str, seconds: u64) -> RunSt
         host: host.to_owned(),
         home: home.home.root().display().to_string(),
         runner_pid: std::process::id(),
-        state: "running".to_owned(),
+        state: graven::model::RunnerState::Running,
         running: Some(RunningRelease { id: release.id, number: release.number, since: ago(seconds + 60) }),
         processes: Vec::new(),
         last_failure: None,
@@ -78,7 +79,7 @@ fn a_runner_is_dead_when_stale_stopped_or_its_pid_is_gone_here() {
 
     assert_eq!(liveness(&report(&home, &releases[1], HOST, 2)), Liveness::Alive);
     assert_eq!(liveness(&report(&home, &releases[1], HOST, 60)), Liveness::Stale);
-    let stopped = RunState { state: "stopped".to_owned(), ..report(&home, &releases[1], HOST, 0) };
+    let stopped = RunState { state: graven::model::RunnerState::Stopped, ..report(&home, &releases[1], HOST, 0) };
     assert_eq!(liveness(&stopped), Liveness::Stopped);
     // A pid that cannot exist: gone, if the runner is on this machine and
     // home; elsewhere only its report's age tells.

@@ -4,8 +4,9 @@
 use clap::Args;
 use graven::git::{LogEntry, Repo};
 use graven::ledger::Ledger;
+use graven::model::{ConfigVersion, Release};
 use graven::release::diff::{ReleaseDiff, diff_releases};
-use graven::release::{ConfigVersion, MASK, Release, ReleaseError};
+use graven::release::{MASK, ReleaseError};
 
 use crate::commands::env::EnvArg;
 use crate::commands::release::parse_version;

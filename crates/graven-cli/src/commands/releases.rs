@@ -36,7 +36,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
     let releases = ledger.releases(&app, env, args.limit).map_err(CommandError::failed)?;
     let current = releases.first().map(|r| r.number);
     // Each runner's last failed rollout, by release number.
-    let failures: Vec<(String, graven::run::state::Failure)> = ledger
+    let failures: Vec<(String, graven::model::Failure)> = ledger
         .run_states(&app, env)
         .map_err(CommandError::failed)?
         .into_iter()

@@ -4,9 +4,8 @@
 //! exit code and hints.
 
 use clap::Args;
-use graven::release::Release;
+use graven::model::{ProcessState, ProcessStatus, Release};
 use graven::run::Drift;
-use graven::run::state::ProcessState;
 use graven::run::status::{DriftCheck, EnvStatus, Liveness, RunnerReport, StatusError, Vantage};
 
 use crate::commands::env::EnvArg;
@@ -106,8 +105,12 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
             .push((format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()), sync_hint)),
         _ => {}
     }
-    let down: Vec<String> =
-        status.processes().iter().filter(|p| p.state != "up").map(|p| format!("{} is {}", p.name, p.state)).collect();
+    let down: Vec<String> = status
+        .processes()
+        .iter()
+        .filter(|p| p.state != ProcessStatus::Up)
+        .map(|p| format!("{} is {}", p.name, p.state))
+        .collect();
     if !down.is_empty() {
         problems.push((
             format!("{env} is not healthy: {}", down.join(", ")),
@@ -161,7 +164,7 @@ fn seconds_since(rfc3339: &str) -> Option<u64> {
 
 /// How long a process has been up: only while it is up or starting.
 fn uptime(process: &ProcessState) -> Option<u64> {
-    if !matches!(process.state.as_str(), "up" | "starting") {
+    if !matches!(process.state, ProcessStatus::Up | ProcessStatus::Starting) {
         return None;
     }
     process.started_at.as_deref().and_then(seconds_since)
@@ -268,7 +271,7 @@ fn text(status: &EnvStatus) -> String {
                 process.name.clone(),
                 process.kind.clone(),
                 process.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string()),
-                process.state.clone(),
+                process.state.name().to_owned(),
                 process.restarts.to_string(),
                 uptime(process).map_or_else(|| "-".to_owned(), duration),
             ]);
@@ -362,7 +365,7 @@ fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<
                 name: &p.name,
                 kind: &p.kind,
                 pid: p.pid,
-                state: &p.state,
+                state: p.state.name(),
                 restarts: p.restarts,
                 uptime_s: uptime(p),
                 started_at: p.started_at.as_deref(),
@@ -372,7 +375,7 @@ fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<
             pid: r.state.runner_pid,
             host: &r.state.host,
             home: &r.state.home,
-            state: &r.state.state,
+            state: r.state.state.name(),
             alive: r.alive(),
             updated_at: &r.state.updated_at,
             release: r.state.running.as_ref().map(|running| format!("v{}", running.number)),

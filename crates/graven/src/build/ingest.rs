@@ -16,9 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use globset::GlobSet;
 use rayon::prelude::*;
 
-use super::manifest::{Entry, EntryKind, FlatTree, Listing};
 use super::{BuildEvent, BuildObserver};
 use crate::Digest;
+use crate::model::{Entry, EntryKind, FlatTree, Listing};
 use crate::store::{Handover, ObjectKind, Store, StoreError};
 
 /// An output tree that cannot become an artifact, or a failure reading it.

@@ -10,10 +10,8 @@
 //!    record; make the store durable; only then record the build in the
 //!    ledger. A build stopped at any point publishes nothing.
 
-mod artifact;
 mod command;
 mod ingest;
-pub mod manifest;
 mod resolve;
 mod verify;
 mod workdir;
@@ -24,9 +22,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-pub use artifact::{ARTIFACT_FORMAT, Artifact, ArtifactError};
 pub use ingest::IngestError;
-pub use manifest::ManifestError;
 pub use resolve::{ResolveError, resolve_build};
 pub use verify::{BlobProblem, VerifyReport, verify_artifact};
 
@@ -34,7 +30,8 @@ use crate::app::{AppSettings, PROCFILE, Procfile, ProcfileError, SETTINGS_FILE, 
 use crate::env_vars::build::{GRAVEN_COMMIT, SOURCE_DATE_EPOCH};
 use crate::git::{GitError, Repo};
 use crate::home::Home;
-use crate::ledger::{BuildRecord, Ledger, LedgerError, NewBuild};
+use crate::ledger::{Ledger, LedgerError};
+use crate::model::{ARTIFACT_FORMAT, Artifact, BuildRecord, NewBuild};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::{Digest, time};
 use ingest::{IngestOptions, Ingested};
@@ -193,13 +190,10 @@ pub enum BuildError {
     },
 }
 
-/// How many paths an error lists before it says "and N more".
-pub const LISTED_PATHS: usize = 10;
-
 fn list_paths(paths: &[String]) -> String {
-    let mut text: Vec<String> = paths.iter().take(LISTED_PATHS).map(|p| format!("  {p}")).collect();
-    if paths.len() > LISTED_PATHS {
-        text.push(format!("  … and {} more", paths.len() - LISTED_PATHS));
+    let mut text: Vec<String> = paths.iter().take(crate::LISTED_PATHS).map(|p| format!("  {p}")).collect();
+    if paths.len() > crate::LISTED_PATHS {
+        text.push(format!("  … and {} more", paths.len() - crate::LISTED_PATHS));
     }
     text.join("\n")
 }

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use rayon::prelude::*;
 
-use super::artifact::{Artifact, ArtifactError};
-use super::manifest::{EntryKind, Listing};
 use crate::Digest;
+use crate::model::{Artifact, EntryKind, Listing};
+use crate::store::ArtifactError;
 use crate::store::{Mismatch, Store, StoreError, check_blob};
 
 /// Something wrong with an artifact in the store.

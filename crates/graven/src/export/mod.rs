@@ -13,7 +13,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::Digest;
-use crate::build::{Artifact, ArtifactError};
+use crate::model::Artifact;
+use crate::store::ArtifactError;
 
 /// An archive format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,8 +4,8 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::{ExportError, write_error};
-use crate::build::ArtifactError;
-use crate::build::manifest::{EntryKind, walk};
+use crate::model::EntryKind;
+use crate::store::{ArtifactError, walk};
 use crate::store::{CheckedBlob, Store, open_checked_blob};
 use crate::{Digest, NORMALISED_MTIME};
 

@@ -8,10 +8,9 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{Append, BuildRecord, Decide, Ledger, LedgerError, NewBuild, sqlite_release, sqlite_run};
+use super::{Append, Decide, Ledger, LedgerError, sqlite_release, sqlite_run};
 use crate::Digest;
-use crate::release::{ConfigVersion, Release};
-use crate::run::state::RunState;
+use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[

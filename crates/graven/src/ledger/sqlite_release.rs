@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use super::sqlite::{query_error, signed};
 use super::{Append, Decide, EnvState, LedgerError};
 use crate::Digest;
-use crate::release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
+use crate::model::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
 
 const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, created_at, \
      description, rollback_of, promoted_from_env, promoted_from_number";

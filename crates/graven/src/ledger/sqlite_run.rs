@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 
 use super::LedgerError;
 use super::sqlite::query_error;
-use crate::run::state::RunState;
+use crate::model::{RunState, RunnerState};
 
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("run state always serialises")
@@ -31,7 +31,7 @@ pub(super) fn set_run_state(connection: &Connection, state: &RunState) -> Result
                 state.host,
                 state.home,
                 i64::from(state.runner_pid),
-                state.state,
+                state.state.name(),
                 state.running.as_ref().map(to_json),
                 to_json(&state.processes),
                 state.last_failure.as_ref().map(to_json),
@@ -89,7 +89,7 @@ fn run_state_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunState, Ledger
             env,
             host,
             home,
-            state,
+            state: RunnerState::from_name(&state).ok_or_else(|| corrupt(format!("state {state:?}")))?,
             updated_at,
         })
     })())

@@ -11,11 +11,11 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use super::{ConfigVersion, Release, ReleaseError};
+use super::ReleaseError;
 use crate::Digest;
-use crate::build::Artifact;
-use crate::build::manifest::{EntryKind, Listing, ManifestError};
 use crate::ledger::Ledger;
+use crate::model::{Artifact, ConfigVersion, EntryKind, Listing, Release};
+use crate::store::ManifestError;
 use crate::store::{ObjectKind, Store};
 
 /// How two trees differ, path by path. Paths are relative, `/`-separated
@@ -321,9 +321,8 @@ mod tests {
 
     use super::*;
     use crate::app::RunSettings;
-    use crate::build::ARTIFACT_FORMAT;
-    use crate::build::manifest::Entry;
-    use crate::ledger::{BuildRecord, NewBuild, SqliteLedger};
+    use crate::ledger::SqliteLedger;
+    use crate::model::{ARTIFACT_FORMAT, BuildRecord, Entry, NewBuild};
     use crate::release::{ConfigChange, Stage};
     use crate::store::LocalStore;
 

@@ -14,9 +14,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::Digest;
-use crate::build::manifest::{EntryKind, Listing};
-use crate::build::{Artifact, ArtifactError};
 use crate::ledger::{Ledger, LedgerError};
+use crate::model::{Artifact, EntryKind, Listing};
+use crate::store::ArtifactError;
 use crate::store::{Area, ObjectKind, Store, StoreError};
 
 /// What to keep.

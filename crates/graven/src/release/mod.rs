@@ -12,17 +12,16 @@ pub mod config;
 pub mod diff;
 pub mod dotenv;
 pub mod gc;
-mod record;
 mod scan;
 
 use std::collections::BTreeMap;
 
 pub use config::{ConfigChange, MASK};
-pub use record::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
 
 use crate::Digest;
-use crate::build::{Artifact, ArtifactError, ManifestError};
-use crate::ledger::{Append, BuildRecord, EnvState, Ledger, LedgerError};
+use crate::ledger::{Append, EnvState, Ledger, LedgerError};
+use crate::model::{Artifact, BuildRecord, ConfigVersion, PromotedFrom, Release, ReleaseKind};
+use crate::store::{ArtifactError, ManifestError};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::time;
 
@@ -158,11 +157,11 @@ fn keys(found: &BTreeMap<String, Vec<String>>) -> String {
 fn listing(found: &BTreeMap<String, Vec<String>>) -> String {
     let mut lines = Vec::new();
     for (key, paths) in found {
-        for path in paths.iter().take(crate::build::LISTED_PATHS) {
+        for path in paths.iter().take(crate::LISTED_PATHS) {
             lines.push(format!("  {path} ({key})"));
         }
-        if paths.len() > crate::build::LISTED_PATHS {
-            lines.push(format!("  … and {} more ({key})", paths.len() - crate::build::LISTED_PATHS));
+        if paths.len() > crate::LISTED_PATHS {
+            lines.push(format!("  … and {} more ({key})", paths.len() - crate::LISTED_PATHS));
         }
     }
     lines.join("\n")

@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 use aho_corasick::AhoCorasick;
 use rayon::prelude::*;
 
+use super::ReleaseError;
 use super::config::SECRET_SCAN_MIN_LEN;
-use super::{ConfigVersion, ReleaseError};
 use crate::Digest;
-use crate::build::ArtifactError;
-use crate::build::manifest::{EntryKind, walk};
+use crate::model::{ConfigVersion, EntryKind};
+use crate::store::{ArtifactError, walk};
 use crate::store::{CheckedBlob, Mismatch, Store, StoreError, open_checked_blob};
 
 /// Checks that artifact `id` is whole and valid, then returns the secret

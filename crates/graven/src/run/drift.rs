@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::RunError;
 use crate::Digest;
-use crate::build::manifest::{EntryKind, Listing};
+use crate::model::{EntryKind, Listing};
 use crate::store::Store;
 
 /// One difference between a tree on disk and its manifest.

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use crate::env_vars::process::{
     GRAVEN_APP, GRAVEN_ARTIFACT, GRAVEN_COMMIT, GRAVEN_ENV, GRAVEN_PROCESS, GRAVEN_RELEASE,
 };
-use crate::release::{ConfigVersion, Release};
+use crate::model::{ConfigVersion, Release};
 
 /// The whole environment of process `process` (`web.1`, `run.1`) of
 /// `release`. graven's own variables win over config keys of the same name;

@@ -16,11 +16,11 @@ use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timestamps};
 
 use super::{RunError, check_tree};
 use crate::Digest;
-use crate::build::manifest::{EntryKind, Listing, name_problem};
-use crate::build::{Artifact, ArtifactError};
 use crate::home::Home;
-use crate::release::Release;
-use crate::store::{CheckedBlob, Store, StoreError, open_checked_blob};
+use crate::model::Release;
+use crate::model::manifest::name_problem;
+use crate::model::{Artifact, EntryKind, Listing};
+use crate::store::{ArtifactError, CheckedBlob, Store, StoreError, open_checked_blob};
 
 /// A release's tree on disk.
 #[derive(Debug, Clone)]
@@ -206,7 +206,7 @@ fn seal_dir(dir: &OwnedFd) -> rustix::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::manifest::Entry;
+    use crate::model::Entry;
     use crate::store::{Handover, LocalStore, ObjectKind};
 
     /// A store holding a listing with `dir/` (holding `file`) and `file`.

@@ -14,7 +14,6 @@ mod materialise;
 pub mod process;
 pub mod proxy;
 pub mod runner;
-pub mod state;
 pub mod status;
 
 pub use crate::shell::explain_spawn_error;
@@ -23,7 +22,7 @@ pub use environment::process_environment;
 pub use materialise::{Tree, artifact_of, materialise, tree_path};
 
 use crate::Digest;
-use crate::build::ManifestError;
+use crate::store::ManifestError;
 use crate::store::StoreError;
 
 /// A failure of the run stage.
@@ -31,7 +30,7 @@ use crate::store::StoreError;
 pub enum RunError {
     /// The artifact's record, a listing or a blob is missing or invalid.
     #[error(transparent)]
-    Artifact(#[from] crate::build::ArtifactError),
+    Artifact(#[from] crate::store::ArtifactError),
     /// A freshly materialised tree does not match its manifest: the store
     /// holds damaged blobs.
     #[error("the tree of {version} does not match artifact {id}: {} damaged, first {}", drift.len(), drift.first().map_or("", |d| d.path.as_str()))]

@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use super::logs::LogSink;
 use super::process::{Backoff, Process, record_groups};
 use super::proxy::Proxy;
-use super::state::{Failure, ProcessState, RunState, RunningRelease};
 use super::{RunError, artifact_of, materialise, process_environment};
 use crate::Digest;
 use crate::app::RunSettings;
-use crate::build::Artifact;
 use crate::home::Home;
 use crate::ledger::Ledger;
-use crate::release::{ConfigVersion, Release};
+use crate::model::Artifact;
+use crate::model::{ConfigVersion, Release};
+use crate::model::{Failure, ProcessState, ProcessStatus, RunState, RunnerState, RunningRelease};
 use crate::store::Store;
 use crate::time;
 
@@ -238,7 +238,7 @@ impl<'a> Runner<'a> {
             (self.print)(&super::logs::format_line(std::time::SystemTime::now(), "graven", &text));
         }
         if self.last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
-            self.report("running");
+            self.report(RunnerState::Running);
             self.last_report = Some(Instant::now());
         }
     }
@@ -274,7 +274,7 @@ impl<'a> Runner<'a> {
                 }
                 self.failure = Some(Failure { number: release.number, reason, at: time::now_rfc3339() });
                 self.failed = Some(release.id);
-                self.report("running");
+                self.report(RunnerState::Running);
             }
         }
     }
@@ -440,7 +440,7 @@ impl<'a> Runner<'a> {
         }
         self.failure = None;
         self.record_groups();
-        self.report("running");
+        self.report(RunnerState::Running);
         self.prune_trees();
     }
 
@@ -525,7 +525,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Writes the run state for `graven status`.
-    fn report(&mut self, state: &str) {
+    fn report(&mut self, state: RunnerState) {
         let processes = self
             .current
             .iter()
@@ -535,12 +535,11 @@ impl<'a> Runner<'a> {
                 kind: slot.kind.clone(),
                 pid: slot.process.as_ref().map(Process::pid),
                 state: match (&slot.process, slot.restart_at) {
-                    _ if state == "stopped" => "stopped",
-                    (Some(_), _) => "up",
-                    (None, Some(_)) => "restarting",
-                    (None, None) => "stopped",
-                }
-                .to_owned(),
+                    _ if state == RunnerState::Stopped => ProcessStatus::Stopped,
+                    (Some(_), _) => ProcessStatus::Up,
+                    (None, Some(_)) => ProcessStatus::Restarting,
+                    (None, None) => ProcessStatus::Stopped,
+                },
                 restarts: slot.backoff.restarts(),
                 started_at: slot.started_at.clone(),
             })
@@ -551,7 +550,7 @@ impl<'a> Runner<'a> {
             host: self.options.host.clone(),
             home: self.home.root().display().to_string(),
             runner_pid: std::process::id(),
-            state: state.to_owned(),
+            state,
             running: self.current.as_ref().map(|d| RunningRelease {
                 id: d.release.id,
                 number: d.release.number,
@@ -586,7 +585,7 @@ impl<'a> Runner<'a> {
         self.proxy = None;
         crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
         let _ = std::fs::remove_file(groups_file(self.home, &self.options.app, &self.options.env));
-        self.report("stopped");
+        self.report(RunnerState::Stopped);
         self.say("stopped");
     }
 }

@@ -8,11 +8,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::state::{Failure, ProcessState, RunState};
 use super::{Drift, check_tree, tree_path};
 use crate::home::Home;
 use crate::ledger::{Ledger, LedgerError};
-use crate::release::Release;
+use crate::model::Release;
+use crate::model::{Failure, ProcessState, RunState, RunnerState};
 use crate::store::LocalStore;
 
 /// A runner rewrites its row every second: one that has not for this long
@@ -170,7 +170,7 @@ pub fn env_status(ledger: &dyn Ledger, app: &str, env: &str, vantage: Vantage<'_
 /// it reported within [`ALIVE_WITHIN`], and, when it runs on this machine
 /// with this home, its process exists.
 pub fn liveness(state: &RunState, vantage: Vantage<'_>) -> Liveness {
-    if state.state != "running" {
+    if state.state != RunnerState::Running {
         return Liveness::Stopped;
     }
     if crate::time::age(&state.updated_at).is_none_or(|age| age > ALIVE_WITHIN) {

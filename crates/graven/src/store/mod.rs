@@ -7,11 +7,13 @@
 //! The build, export and run stages reach the store only through [`Store`].
 
 mod local;
+mod objects;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use local::LocalStore;
+pub use objects::{ArtifactError, ManifestError, walk};
 
 use crate::Digest;
 

@@ -1,5 +1,6 @@
 //! The manifest: an artifact's tree as a Merkle tree of directory listings,
-//! like git's trees. Each directory is one canonical JSON object; a
+//! like git's trees. This module owns the listing type and its validating
+//! parser; reading listings from a store is `store`'s ([`Listing::load`]). Each directory is one canonical JSON object; a
 //! subdirectory appears in its parent by the digest of its own listing, so
 //! an unchanged directory is stored once however many builds contain it, and
 //! comparing two trees skips identical subtrees. `docs/FORMAT.md` is the
@@ -9,9 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::ser::SerializeMap as _;
 
-use super::artifact::ArtifactError;
 use crate::Digest;
-use crate::store::{ObjectKind, Store, StoreError};
 
 /// One directory's listing: its entries, sorted by name (bytewise).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -185,22 +184,6 @@ impl Listing {
         serde_json::to_vec(self).expect("listings always serialise")
     }
 
-    /// Reads listing `digest` from `store`: the one way in for a listing,
-    /// which is untrusted input and validated here whole (see
-    /// [`Listing::parse`]). `path` is the directory it lists, relative to
-    /// the tree's root (empty for the root), for the error.
-    pub fn load(store: &dyn Store, digest: &Digest, path: &str) -> Result<Self, ManifestError> {
-        let bytes = store.get_object(ObjectKind::Manifest, digest).map_err(|source| match source {
-            StoreError::NotFound { .. } => ManifestError::Missing { listing: *digest, path: shown_dir(path) },
-            source => ManifestError::Store(source),
-        })?;
-        Self::parse(&bytes, digest).map_err(|problem| ManifestError::Invalid {
-            listing: *digest,
-            path: shown_dir(path),
-            problem,
-        })
-    }
-
     /// Parses and validates a listing's stored bytes, which must hash to
     /// `digest`: every name one path component, entries sorted by name and
     /// unique, only the kinds and modes `docs/FORMAT.md` allows, and the
@@ -238,11 +221,6 @@ impl Listing {
         }
         Ok(listing)
     }
-}
-
-/// How an error names a directory of a tree.
-fn shown_dir(path: &str) -> String {
-    if path.is_empty() { "the root".to_owned() } else { format!("directory '{path}'") }
 }
 
 /// What is wrong with a listing's bytes.
@@ -287,65 +265,6 @@ pub enum ListingProblem {
     /// Valid, but not the canonical bytes of what it says.
     #[error("it is not canonical JSON (docs/FORMAT.md): key order, spacing or escapes differ")]
     NotCanonical,
-}
-
-/// A manifest that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ManifestError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A listing is not in the store.
-    #[error("the listing of {path} ({listing}) is missing from the store")]
-    Missing {
-        /// The listing.
-        listing: Digest,
-        /// The directory it lists, as shown.
-        path: String,
-    },
-    /// A listing is not what its digest says, or not a valid listing.
-    #[error("the listing of {path} ({listing}) is invalid")]
-    Invalid {
-        /// The listing.
-        listing: Digest,
-        /// The directory it lists, as shown.
-        path: String,
-        /// What is wrong.
-        #[source]
-        problem: ListingProblem,
-    },
-}
-
-/// Visits every entry of artifact `id`'s tree, rooted at listing `root`,
-/// depth first, each directory before its contents, names in listing
-/// order. Paths are relative, `/`-separated, and made of validated names
-/// only. The first error, the visitor's own or a listing that cannot be
-/// used (as [`ArtifactError::Tree`]), stops the walk and is returned.
-pub fn walk<E: From<ArtifactError>>(
-    store: &dyn Store,
-    id: &Digest,
-    root: &Digest,
-    visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
-) -> Result<(), E> {
-    fn walk_dir<E: From<ArtifactError>>(
-        store: &dyn Store,
-        id: &Digest,
-        digest: &Digest,
-        prefix: &str,
-        visit: &mut dyn FnMut(&str, &EntryKind) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let listing = Listing::load(store, digest, prefix)
-            .map_err(|source| ArtifactError::Tree { id: *id, source: Box::new(source) })?;
-        for entry in &listing.entries {
-            let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
-            visit(&path, &entry.kind)?;
-            if let EntryKind::Dir { tree } = &entry.kind {
-                walk_dir(store, id, tree, &path, visit)?;
-            }
-        }
-        Ok(())
-    }
-    walk_dir(store, id, root, "", visit)
 }
 
 /// Every file and symlink of a tree by path, and every directory by presence

@@ -19,8 +19,8 @@ pub struct RunState {
     pub home: String,
     /// The runner's process id.
     pub runner_pid: u32,
-    /// `running`, or `stopped` once the runner has exited.
-    pub state: String,
+    /// Whether the runner runs, or has exited.
+    pub state: RunnerState,
     /// The release it runs, if any.
     pub running: Option<RunningRelease>,
     /// Its processes.
@@ -29,6 +29,63 @@ pub struct RunState {
     pub last_failure: Option<Failure>,
     /// When the runner last wrote this, RFC 3339.
     pub updated_at: String,
+}
+
+/// A runner's lifecycle, as it reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunnerState {
+    /// Supervising (it may be failing to roll out a release).
+    Running,
+    /// Exited cleanly.
+    Stopped,
+}
+
+impl RunnerState {
+    /// The state's name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Running, Self::Stopped].into_iter().find(|state| state.name() == name)
+    }
+}
+
+/// A process's state, as its runner reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessStatus {
+    /// Running.
+    Up,
+    /// Started, not yet known to be up.
+    Starting,
+    /// Exited; to be started again after a backoff.
+    Restarting,
+    /// Not running.
+    Stopped,
+}
+
+impl ProcessStatus {
+    /// The status's name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Starting => "starting",
+            Self::Restarting => "restarting",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// The release a runner runs.
@@ -52,8 +109,8 @@ pub struct ProcessState {
     pub kind: String,
     /// Its pid while it runs.
     pub pid: Option<u32>,
-    /// `up`, `starting`, `restarting` or `stopped`.
-    pub state: String,
+    /// Whether it is up.
+    pub state: ProcessStatus,
     /// How many times it was restarted.
     pub restarts: u32,
     /// When it last started, RFC 3339.

@@ -4,10 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use super::manifest::ManifestError;
 use crate::Digest;
 use crate::app::RunSettings;
-use crate::store::{ObjectKind, Store, StoreError};
 
 /// The version of the artifact record format, written into every record.
 pub const ARTIFACT_FORMAT: u32 = 1;
@@ -37,17 +35,6 @@ impl Artifact {
     /// The artifact id: the sha256 of the canonical record.
     pub fn id(&self) -> Digest {
         Digest::of(&self.to_canonical_json())
-    }
-
-    /// Reads artifact `id` from `store`: the one way in for an artifact
-    /// record, which is untrusted input and validated here (see
-    /// [`Artifact::parse`]).
-    pub fn load(store: &dyn Store, id: &Digest) -> Result<Self, ArtifactError> {
-        let bytes = store.get_object(ObjectKind::Artifact, id).map_err(|source| match source {
-            StoreError::NotFound { .. } => ArtifactError::Missing { id: *id },
-            source => ArtifactError::Store(source),
-        })?;
-        Self::parse(&bytes, id).map_err(|problem| ArtifactError::Invalid { id: *id, problem })
     }
 
     /// Parses and validates an artifact record's stored bytes, which must
@@ -125,49 +112,6 @@ pub enum RecordProblem {
     /// Valid, but not the canonical bytes of what it says.
     #[error("it is not canonical JSON (docs/FORMAT.md): key order, spacing or escapes differ")]
     NotCanonical,
-}
-
-/// An artifact record that cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The record is not in the store.
-    #[error("artifact {id} is not in the store")]
-    Missing {
-        /// The artifact.
-        id: Digest,
-    },
-    /// The record is not what its id says, or not a valid record.
-    #[error("the record of artifact {id} is invalid")]
-    Invalid {
-        /// The artifact.
-        id: Digest,
-        /// What is wrong.
-        #[source]
-        problem: RecordProblem,
-    },
-    /// A listing of the artifact's tree is missing or invalid.
-    #[error("the tree of artifact {id} cannot be used")]
-    Tree {
-        /// The artifact.
-        id: Digest,
-        /// Which listing, and what is wrong with it.
-        #[source]
-        source: Box<ManifestError>,
-    },
-    /// A file's blob is missing, unreadable, or not what its listing says.
-    #[error("file '{path}' of artifact {id} cannot be used")]
-    Blob {
-        /// The artifact.
-        id: Digest,
-        /// The file, relative to the tree's root.
-        path: String,
-        /// What is wrong with its blob.
-        #[source]
-        source: StoreError,
-    },
 }
 
 #[cfg(test)]
