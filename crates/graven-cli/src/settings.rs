@@ -8,8 +8,8 @@ use graven::app::{AppSettings, SETTINGS_FILE, is_valid_app_name};
 use graven::env_vars::{GRAVEN_AUTHOR, GRAVEN_LEDGER, GRAVEN_STORE};
 use graven::git::Repo;
 use graven::home::{DEFAULT_HOME, Home};
-use graven::ledger::{Ledger as _, SqliteLedger};
-use graven::store::LocalStore;
+use graven::ledger::{Access, Ledger, LedgerError, open_ledger};
+use graven::store::{Store, StoreError, open_store};
 
 use crate::commands::GlobalArgs;
 use crate::error::CommandError;
@@ -22,8 +22,10 @@ pub(crate) struct Settings {
     pub(crate) home: Home,
     /// `--app`, if given.
     pub(crate) app_flag: Option<String>,
-    /// Team backends asked for through the environment, by variable name.
-    team_backends: Vec<&'static str>,
+    /// `--ledger-url` / `GRAVEN_LEDGER`: the ledger's URL, if not the home's.
+    ledger_url: Option<String>,
+    /// `--store-url` / `GRAVEN_STORE`: the store's URL, if not the home's.
+    store_url: Option<String>,
     /// Set once the home exists and is private.
     home_ready: std::sync::OnceLock<()>,
 }
@@ -51,11 +53,15 @@ impl Settings {
             return Err(CommandError::bad_input(format!("--app '{app}' is not a valid app name"))
                 .hint("use a lowercase letter, then up to 62 of a-z, 0-9 and '-'"));
         }
-        let team_backends = [GRAVEN_LEDGER, GRAVEN_STORE]
-            .into_iter()
-            .filter(|name| std::env::var_os(name).is_some_and(|value| !value.is_empty()))
-            .collect();
-        Ok(Self { repo, home, app_flag: global.app.clone(), team_backends, home_ready: std::sync::OnceLock::new() })
+        let non_empty = |url: &Option<String>| url.clone().filter(|url| !url.is_empty());
+        Ok(Self {
+            repo,
+            home,
+            app_flag: global.app.clone(),
+            ledger_url: non_empty(&global.ledger_url),
+            store_url: non_empty(&global.store_url),
+            home_ready: std::sync::OnceLock::new(),
+        })
     }
 
     /// Settings for the repository `repo` with its default home.
@@ -65,7 +71,8 @@ impl Settings {
             repo: Some(repo),
             home,
             app_flag: None,
-            team_backends: Vec::new(),
+            ledger_url: None,
+            store_url: None,
             home_ready: std::sync::OnceLock::new(),
         }
     }
@@ -96,10 +103,8 @@ impl Settings {
     /// has exactly one, as on a server that runs one app.
     fn only_app_in_the_ledger(&self) -> Result<String, CommandError> {
         let no_app = || CommandError::bad_input("no app given, and the current directory is not inside a repository");
-        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
-        let apps = if self.home.ledger_path().exists() {
-            let ledger = SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)?;
-            ledger.apps().map_err(CommandError::failed)?
+        let apps = if self.ledger_url.is_some() || self.home.ledger_path().exists() {
+            self.ledger_for_reading()?.apps().map_err(CommandError::failed)?
         } else {
             Vec::new()
         };
@@ -112,20 +117,6 @@ impl Settings {
                 apps.join(", ")
             ))),
         }
-    }
-
-    /// Refuses to go on with the embedded backend at `embedded` when
-    /// `variable` asks for a team backend: writing to a local ledger while
-    /// the team reads another is how "what is running?" loses its answer.
-    /// The variable's value is not shown: a URL can hold a password.
-    fn refuse_team_backend(&self, variable: &str, what: &str, embedded: &Path) -> Result<(), CommandError> {
-        if !self.team_backends.contains(&variable) {
-            return Ok(());
-        }
-        Err(CommandError::bad_input(format!(
-            "{variable} is set, but this version of graven has no {what}: it has only the embedded one"
-        ))
-        .hint(format!("unset {variable} to use {}", embedded.display())))
     }
 
     /// Creates the home if needed, private; a home that other users could
@@ -149,26 +140,42 @@ impl Settings {
         Ok(())
     }
 
-    /// Opens the embedded ledger, creating the home if needed.
-    pub(crate) fn ledger(&self) -> Result<SqliteLedger, CommandError> {
-        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
-        self.ensure_home()?;
-        SqliteLedger::open(&self.home.ledger_path()).map_err(CommandError::failed)
+    /// Opens the ledger (`--ledger-url`, else the home's), creating the home if
+    /// needed.
+    pub(crate) fn ledger(&self) -> Result<Box<dyn Ledger>, CommandError> {
+        self.open_ledger(Access::ReadWrite)
     }
 
-    /// Opens the embedded ledger for a command that only reads it, which
-    /// works on a full disk too.
-    pub(crate) fn ledger_for_reading(&self) -> Result<SqliteLedger, CommandError> {
-        self.refuse_team_backend(GRAVEN_LEDGER, "PostgreSQL ledger", &self.home.ledger_path())?;
-        self.ensure_home()?;
-        SqliteLedger::open_for_reading(&self.home.ledger_path()).map_err(CommandError::failed)
+    /// Opens the ledger for a command that only reads it, which works on a
+    /// full disk too.
+    pub(crate) fn ledger_for_reading(&self) -> Result<Box<dyn Ledger>, CommandError> {
+        self.open_ledger(Access::Read)
     }
 
-    /// Opens the local store, creating the home if needed.
-    pub(crate) fn store(&self) -> Result<LocalStore, CommandError> {
-        self.refuse_team_backend(GRAVEN_STORE, "S3 store", &self.home.store_dir())?;
+    fn open_ledger(&self, access: Access) -> Result<Box<dyn Ledger>, CommandError> {
         self.ensure_home()?;
-        LocalStore::open(&self.home.store_dir()).map_err(CommandError::failed)
+        open_ledger(self.ledger_url.as_deref(), &self.home, access).map_err(|error| match error {
+            LedgerError::BadUrl { .. } | LedgerError::Unsupported { .. } => {
+                CommandError::bad_input(error).hint(format!(
+                    "set {GRAVEN_LEDGER} (or --ledger-url) to a ledger URL graven knows, or unset it to use {}",
+                    self.home.ledger_path().display()
+                ))
+            }
+            other => CommandError::failed(other),
+        })
+    }
+
+    /// Opens the store (`--store-url`, else the home's), creating the home if
+    /// needed.
+    pub(crate) fn store(&self) -> Result<Box<dyn Store>, CommandError> {
+        self.ensure_home()?;
+        open_store(self.store_url.as_deref(), &self.home).map_err(|error| match error {
+            StoreError::BadUrl { .. } | StoreError::Unsupported { .. } => CommandError::bad_input(error).hint(format!(
+                "set {GRAVEN_STORE} (or --store-url) to a store URL graven knows, or unset it to use {}",
+                self.home.store_dir().display()
+            )),
+            other => CommandError::failed(other),
+        })
     }
 
     /// The app, the ledger, the store and the author: what a release-stage
@@ -193,15 +200,15 @@ impl Settings {
 /// Everything a release-stage operation needs, opened.
 pub(crate) struct OpenStage {
     pub(crate) app: String,
-    pub(crate) ledger: SqliteLedger,
-    pub(crate) store: LocalStore,
+    pub(crate) ledger: Box<dyn Ledger>,
+    pub(crate) store: Box<dyn Store>,
     pub(crate) author: String,
 }
 
 impl OpenStage {
     /// The release stage over these.
     pub(crate) fn stage(&self) -> graven::release::Stage<'_> {
-        graven::release::Stage { ledger: &self.ledger, store: &self.store, app: &self.app, author: &self.author }
+        graven::release::Stage { ledger: &*self.ledger, store: &*self.store, app: &self.app, author: &self.author }
     }
 }
 

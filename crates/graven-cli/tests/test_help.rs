@@ -55,8 +55,19 @@ fn build_help() {
               --check-reproducible
                   Build twice in two directories and fail if the outputs differ
 
+              --ledger-url <URL>
+                  The ledger's URL [default: the home's embedded SQLite ledger; sqlite:PATH for another
+                  file]
+
+                  [env: GRAVEN_LEDGER]
+
               --json
                   Print the result as JSON on stdout
+
+              --store-url <URL>
+                  The store's URL [default: the home's local store; file:PATH for another directory]
+
+                  [env: GRAVEN_STORE]
 
           -h, --help
                   Print help (see a summary with '-h')

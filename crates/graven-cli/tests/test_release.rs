@@ -394,8 +394,8 @@ fn team_backends_asked_for_are_refused_rather_than_ignored() {
         exit code: 2
         ----- stdout -----
         ----- stderr -----
-        error: GRAVEN_LEDGER is set, but this version of graven has no PostgreSQL ledger: it has only the embedded one
-        hint: unset GRAVEN_LEDGER to use [TEMP]/.graven/ledger.sqlite
+        error: 'postgres://graven@db.invalid/graven' names a PostgreSQL ledger, which this version of graven does not have: it has only the embedded SQLite one
+        hint: set GRAVEN_LEDGER (or --ledger-url) to a ledger URL graven knows, or unset it to use [TEMP]/.graven/ledger.sqlite
         ");
     let graven = Graven::in_repo(&repo).env("GRAVEN_STORE", "s3://bucket/graven");
     let run = graven.run(["build", "--force"]);
@@ -403,9 +403,28 @@ fn team_backends_asked_for_are_refused_rather_than_ignored() {
         exit code: 2
         ----- stdout -----
         ----- stderr -----
-        error: GRAVEN_STORE is set, but this version of graven has no S3 store: it has only the embedded one
-        hint: unset GRAVEN_STORE to use [TEMP]/.graven/store
+        error: 's3://bucket/graven' names an S3 store, which this version of graven does not have: it has only the local one
+        hint: set GRAVEN_STORE (or --store-url) to a store URL graven knows, or unset it to use [TEMP]/.graven/store
         ");
+    for url in ["mysql://root:hunter2@db/graven", "ftp://u:hunter2@host/x", "/no/scheme"] {
+        let run = Graven::in_repo(&repo).env("GRAVEN_LEDGER", url).run(["releases", "--env", "production"]);
+        assert_eq!(run.code, 2, "{run}");
+        assert!(run.stderr.contains("is not a ledger URL: use postgres://"), "{run}");
+        assert!(!run.to_string().contains("hunter2"), "a password was shown:\n{run}");
+    }
+    let run = Graven::in_repo(&repo).env("GRAVEN_STORE", "gs://bucket").run(["build", "--force"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("'gs://bucket' is not a store URL: use s3://BUCKET/PREFIX, or file:PATH"), "{run}");
+
+    // Another embedded ledger and store, named by URL, are used as asked.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let ledger = format!("sqlite:{}", elsewhere.path().join("ledger.sqlite").display());
+    let store = format!("file:{}", elsewhere.path().join("store").display());
+    let other = Graven::in_repo(&repo).env("GRAVEN_LEDGER", &ledger).env("GRAVEN_STORE", &store);
+    other.build_json(["--force"]);
+    assert!(elsewhere.path().join("ledger.sqlite").exists() && elsewhere.path().join("store/artifacts").is_dir());
+    assert_eq!(other.builds().len(), 1, "the other ledger has its own history");
+
     let after = Graven::in_repo(&repo).run(["releases", "--env", "production", "--json"]);
     assert_eq!(before.stdout, after.stdout, "nothing changed");
 }

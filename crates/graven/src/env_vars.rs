@@ -14,13 +14,15 @@ pub const GRAVEN_APP: &str = "GRAVEN_APP";
 /// Who made a build or release. Default: git's `user.email`, else `user@host`.
 pub const GRAVEN_AUTHOR: &str = "GRAVEN_AUTHOR";
 
-/// Selects the team ledger (`postgres://…`). This version of graven has
-/// only the embedded SQLite ledger, and refuses to open a ledger while this
-/// is set rather than quietly write to a different one.
+/// Selects the ledger by URL (as `--ledger-url` does): `sqlite:PATH` for an
+/// embedded ledger elsewhere; `postgres://…` names the team ledger, which
+/// this version refuses (naming the URL without its password) rather than
+/// quietly write to a different one. Unset: the home's embedded ledger.
 pub const GRAVEN_LEDGER: &str = "GRAVEN_LEDGER";
 
-/// Selects the team store (`s3://bucket/prefix`). Refused like
-/// [`GRAVEN_LEDGER`]: this version has only the local store.
+/// Selects the store by URL (as `--store-url` does): `file:PATH` for a local
+/// store elsewhere; `s3://bucket/prefix` names the team store, refused like
+/// [`GRAVEN_LEDGER`]'s. Unset: the home's local store.
 pub const GRAVEN_STORE: &str = "GRAVEN_STORE";
 
 /// Test-only: names a fail point at which graven stops itself (see

@@ -46,6 +46,7 @@ pub mod run;
 mod shell;
 pub mod store;
 pub mod time;
+pub mod url;
 
 pub use digest::Digest;
 

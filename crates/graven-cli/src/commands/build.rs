@@ -56,7 +56,9 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
     let ui = Ui::new();
     let repo = settings.repo()?;
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let author = settings.author();
     let host = host();
     let request = BuildRequest {
@@ -71,7 +73,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         host: &host,
     };
     let observer = Observer { ui: &ui, bar: Mutex::new(None) };
-    let result = graven::build::build(&request, &store, &ledger, &observer);
+    let result = graven::build::build(&request, store, ledger, &observer);
     observer.finish();
     let outcome = result?;
 

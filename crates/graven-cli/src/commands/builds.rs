@@ -1,8 +1,7 @@
 //! `graven builds`: the app's builds, newest first.
 
 use clap::{Args, Subcommand};
-use graven::ledger::Ledger as _;
-use graven::store::{ObjectKind, Store as _};
+use graven::store::ObjectKind;
 
 use crate::error::CommandError;
 use crate::output::BuildJson;
@@ -51,7 +50,9 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
     }
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     // A build whose artifact graven gc deleted stays listed, marked.
     let collected: Vec<bool> =
@@ -93,8 +94,10 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
 fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
-    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
+    let store = &*store;
+    let record = graven::build::resolve_build(ledger, &app, settings.repo.as_ref(), &args.build)?;
     let log = ledger.build_log(record.seq).map_err(CommandError::failed)?.unwrap_or_default();
     let collected = !store.has_object(ObjectKind::Artifact, &record.build.artifact).unwrap_or(false);
     if args.json {

@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use graven::ledger::Ledger as _;
 use graven::release::ConfigChange;
 
 use crate::commands::env::EnvArg;
@@ -185,6 +184,7 @@ fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let current = ledger.current_config(&app, env).map_err(CommandError::failed)?;
     if args.json {
         ui::out_json(&ConfigJson::new(env, current.as_ref(), args.reveal));

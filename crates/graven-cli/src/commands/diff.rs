@@ -122,10 +122,12 @@ pub(crate) fn cmd_diff(settings: &Settings, args: &DiffArgs) -> Result<(), Comma
     let to_ref = parse_release_ref(&args.to, &args.env)?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
-    let from = find_release(&ledger, &app, &from_ref)?;
-    let to = find_release(&ledger, &app, &to_ref)?;
-    let diff = diff_releases(&ledger, &store, &from, &to)?;
+    let store = &*store;
+    let from = find_release(ledger, &app, &from_ref)?;
+    let to = find_release(ledger, &app, &to_ref)?;
+    let diff = diff_releases(ledger, store, &from, &to)?;
     let commits = commits_between(settings.repo.as_ref(), &from.commit, &to.commit);
     let is_current = |release: &Release| -> Result<bool, CommandError> {
         let newest = ledger.current_release(&app, &release.env).map_err(CommandError::failed)?;

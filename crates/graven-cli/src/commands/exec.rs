@@ -5,7 +5,6 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use graven::ledger::Ledger as _;
 use graven::release::ReleaseError;
 
 use crate::commands::env::EnvArg;
@@ -43,7 +42,9 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let release = match &args.release {
         Some(version) => {
             let number = parse_version(version)?;
@@ -61,9 +62,8 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         CommandError::failed(format!("the config version of {} is missing from the ledger", release.version()))
             .hint("run graven verify --ledger")
     })?;
-    let artifact = graven::run::artifact_of(&store, &release).map_err(crate::error::run_error)?;
-    let tree =
-        graven::run::materialise(&store, &settings.home, &release, &artifact).map_err(crate::error::run_error)?;
+    let artifact = graven::run::artifact_of(store, &release).map_err(crate::error::run_error)?;
+    let tree = graven::run::materialise(store, &settings.home, &release, &artifact).map_err(crate::error::run_error)?;
     let tmp = tempfile::Builder::new()
         .prefix("graven-exec-")
         .tempdir()

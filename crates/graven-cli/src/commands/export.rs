@@ -58,8 +58,10 @@ impl From<ExportFormat> for Format {
 pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
-    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), &args.build)?;
+    let store = &*store;
+    let record = graven::build::resolve_build(ledger, &app, settings.repo.as_ref(), &args.build)?;
     let id = record.build.artifact;
     let format = Format::from(args.format);
     if args.output.as_os_str() == "-" {
@@ -68,10 +70,10 @@ pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), C
                 .hint("redirect stdout (-o - > app.tar, or | tar -t), or give a file with -o PATH"));
         }
         let stdout = std::io::stdout().lock();
-        graven::export::export(&store, &id, format, std::io::BufWriter::new(stdout)).map_err(CommandError::failed)?;
+        graven::export::export(store, &id, format, std::io::BufWriter::new(stdout)).map_err(CommandError::failed)?;
         return Ok(());
     }
-    let summary = graven::export::export_to_path(&store, &id, format, &args.output).map_err(CommandError::failed)?;
+    let summary = graven::export::export_to_path(store, &id, format, &args.output).map_err(CommandError::failed)?;
     ui::note(format!(
         "exported {} to {} — {} entries, {}",
         id.short(),

@@ -44,9 +44,11 @@ pub(crate) struct GcArgs {
 
 pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandError> {
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let options = GcOptions { keep: args.keep, grace: Duration::from_secs(args.grace), dry_run: args.dry_run };
-    let report = collect_garbage(&ledger, &store, &options).map_err(|e| {
+    let report = collect_garbage(ledger, store, &options).map_err(|e| {
         CommandError::failed(e)
             .hint("nothing kept was touched; run graven verify on the builds you need, then gc again")
     })?;

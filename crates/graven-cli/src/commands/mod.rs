@@ -54,6 +54,14 @@ pub(crate) struct GlobalArgs {
     /// The app [default: graven.toml's [app] name, else the repository's directory name; outside a repository, the ledger's only app]
     #[arg(long, global = true, value_name = "NAME", env = graven::env_vars::GRAVEN_APP)]
     pub(crate) app: Option<String>,
+
+    /// The ledger's URL [default: the home's embedded SQLite ledger; sqlite:PATH for another file]
+    #[arg(long, global = true, value_name = "URL", env = graven::env_vars::GRAVEN_LEDGER, hide_env_values = true)]
+    pub(crate) ledger_url: Option<String>,
+
+    /// The store's URL [default: the home's local store; file:PATH for another directory]
+    #[arg(long, global = true, value_name = "URL", env = graven::env_vars::GRAVEN_STORE, hide_env_values = true)]
+    pub(crate) store_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -8,7 +8,6 @@ use std::sync::atomic::Ordering;
 
 use clap::{Args, Parser as _};
 use graven::git::Repo;
-use graven::ledger::Ledger as _;
 use graven::run::runner::{Runner, RunnerOptions, http_get};
 
 use crate::commands::{Cli, dispatch};
@@ -111,7 +110,9 @@ fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError>
     let port = args.port;
     ui::note(format!("\n==> graven run --env staging --port {port}"));
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let options = RunnerOptions {
         app: settings.app()?,
         env: "staging".to_owned(),
@@ -121,7 +122,7 @@ fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError>
     };
     let stop = crate::commands::run::stop_on_signals()?;
     let print = Arc::new(|line: &str| ui::out(line));
-    let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
+    let mut runner = Runner::new(ledger, store, &settings.home, options, print).map_err(CommandError::failed)?;
     std::thread::scope(|scope| {
         let running = scope.spawn(|| runner.run(&stop));
         let demonstration = demonstrate(settings, port, &running);
@@ -174,6 +175,7 @@ fn demonstrate<T>(
 fn wait_until_recorded(settings: &Settings) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let Some(desired) = ledger.current_release(&app, "staging").map_err(CommandError::failed)? else { return Ok(()) };
     let start = std::time::Instant::now();
     while start.elapsed() < std::time::Duration::from_secs(5) {

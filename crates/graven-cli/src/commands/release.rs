@@ -2,7 +2,6 @@
 //! release vN; `graven release show vN` shows one.
 
 use clap::{Args, Subcommand};
-use graven::ledger::Ledger as _;
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -70,7 +69,7 @@ pub(crate) fn cmd_release(settings: &Settings, args: &ReleaseArgs) -> Result<(),
     let open = settings.open_stage()?;
     let (app, stage) = (&open.app, open.stage());
     let reference = args.build.as_deref().unwrap_or("HEAD");
-    let build = graven::build::resolve_build(&open.ledger, app, settings.repo.as_ref(), reference)?;
+    let build = graven::build::resolve_build(&*open.ledger, app, settings.repo.as_ref(), reference)?;
     let outcome = stage.deploy(env, &build, args.message.as_deref())?;
     if outcome.created_env {
         ui::note(format!("created environment '{env}'"));
@@ -102,7 +101,9 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let number = parse_version(&args.release)?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let release = ledger
         .release(&app, env, number)
         .map_err(CommandError::failed)?
@@ -130,7 +131,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
             files: build.map(|b| b.build.files),
             bytes: build.map(|b| b.build.bytes),
             artifact_in_store: graven::store::Store::has_object(
-                &store,
+                store,
                 graven::store::ObjectKind::Artifact,
                 &release.artifact,
             )

@@ -1,7 +1,6 @@
 //! `graven releases`: an environment's history, newest first.
 
 use clap::Args;
-use graven::ledger::Ledger as _;
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -33,6 +32,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let releases = ledger.releases(&app, env, args.limit).map_err(CommandError::failed)?;
     let current = releases.first().map(|r| r.number);
     // Each runner's last failed rollout, by release number.

@@ -51,7 +51,9 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
     let formation = args.formation.as_deref().map(parse_formation).transpose()?.unwrap_or_default();
     let app = settings.app()?;
     let ledger = settings.ledger()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     let _lock = RunLock::acquire(&settings.home, &app, env).map_err(|e| match e {
         graven::run::RunError::AlreadyRunning { .. } => {
             CommandError::bad_input(e).hint("stop that runner first; one runner per app, environment and home")
@@ -73,7 +75,7 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
     let stop = stop_on_signals()?;
     let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host() };
     let print = Arc::new(|line: &str| ui::out(line));
-    let mut runner = Runner::new(&ledger, &store, &settings.home, options, print).map_err(CommandError::failed)?;
+    let mut runner = Runner::new(ledger, store, &settings.home, options, print).map_err(CommandError::failed)?;
     runner.run(&stop).map_err(|e| match e {
         graven::run::RunError::Proxy { .. } => CommandError::bad_input(e)
             .hint("stop whatever listens there, or give another port with --port or graven.toml [run] port"),

@@ -136,10 +136,11 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
-    crate::commands::env::require_existing(&ledger, &app, env)?;
+    let ledger = &*ledger;
+    crate::commands::env::require_existing(ledger, &app, env)?;
     let host = crate::settings::host();
     let vantage = Vantage { host: &host, home: &settings.home };
-    let status = graven::run::status::env_status(&ledger, &app, env, vantage).map_err(|e| match e {
+    let status = graven::run::status::env_status(ledger, &app, env, vantage).map_err(|e| match e {
         StatusError::UnknownRelease { .. } => CommandError::failed(e)
             .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"),
         StatusError::Ledger(e) => CommandError::failed(e),

@@ -61,10 +61,12 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
     let Some(build) = &args.build else { return verify_ledger(settings, args.json) };
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
-    let record = graven::build::resolve_build(&ledger, &app, settings.repo.as_ref(), build)?;
+    let store = &*store;
+    let record = graven::build::resolve_build(ledger, &app, settings.repo.as_ref(), build)?;
     let id = record.build.artifact;
-    let report = graven::build::verify_artifact(&store, &id).map_err(|e| {
+    let report = graven::build::verify_artifact(store, &id).map_err(|e| {
         CommandError::failed(e)
             .hint("the artifact record is damaged, invalid or gone: rebuild the commit with graven build --force")
     })?;
@@ -79,7 +81,7 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
     };
     let intact =
         || format!("{} is intact: {} blobs, {} checked", id.short(), ui::count(report.blobs), ui::bytes(report.bytes));
-    let lines = report.problems.iter().map(|problem| describe(&store, problem));
+    let lines = report.problems.iter().map(|problem| describe(store, problem));
     if show(args.json, json, lines, intact) {
         return Ok(());
     }
@@ -113,7 +115,7 @@ fn show<L: std::fmt::Display>(
     is_intact
 }
 
-fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String {
+fn describe(store: &dyn graven::store::Store, problem: &BlobProblem) -> String {
     let used_by = |paths: &[String]| {
         let mut text = paths.iter().take(3).cloned().collect::<Vec<_>>().join(", ");
         if paths.len() > 3 {
@@ -123,15 +125,15 @@ fn describe(store: &graven::store::LocalStore, problem: &BlobProblem) -> String 
     };
     match problem {
         BlobProblem::Missing { digest, paths } => {
-            format!("missing   {} ({}): blob {digest}", used_by(paths), store.blob_path(digest).display())
+            format!("missing   {} ({}): blob {digest}", used_by(paths), store.blob_location(digest))
         }
         BlobProblem::Corrupt { digest, paths } => {
-            format!("corrupted {} ({}): blob {digest}", used_by(paths), store.blob_path(digest).display())
+            format!("corrupted {} ({}): blob {digest}", used_by(paths), store.blob_location(digest))
         }
         BlobProblem::Size { digest, listed, found, paths } => format!(
             "size      {} ({}): blob {digest} {}",
             used_by(paths),
-            store.blob_path(digest).display(),
+            store.blob_location(digest),
             graven::store::Mismatch::Size { listed: *listed, found: *found }
         ),
         BlobProblem::Listing { path, why } => format!("listing   {path}: {why}"),
@@ -152,8 +154,10 @@ fn blob_problem_json(problem: &BlobProblem) -> serde_json::Value {
 fn verify_ledger(settings: &Settings, as_json: bool) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
-    let report = graven::release::chain::verify_ledger(&ledger, &store, &app).map_err(CommandError::failed)?;
+    let store = &*store;
+    let report = graven::release::chain::verify_ledger(ledger, store, &app).map_err(CommandError::failed)?;
     let json = || {
         json!({
             "app": app,
@@ -199,11 +203,12 @@ fn chain_problem_json(problem: &ChainProblem) -> serde_json::Value {
 }
 
 fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), CommandError> {
-    use graven::ledger::Ledger as _;
     graven::release::check_env_name(env)?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
     let store = settings.store()?;
+    let store = &*store;
     // The release this machine's runner runs, else the current one.
     let home = settings.home.root().display().to_string();
     let host = crate::settings::host();
@@ -227,8 +232,8 @@ fn verify_env(settings: &Settings, env: &str, as_json: bool) -> Result<(), Comma
         ))
         .hint(format!("graven exec --env {env} -- true lays it out")));
     }
-    let artifact = graven::release::artifact_of(&store, &release)?;
-    let drift = graven::run::check_tree(&store, &artifact.root, &tree).map_err(crate::error::run_error)?;
+    let artifact = graven::release::artifact_of(store, &release)?;
+    let drift = graven::run::check_tree(store, &artifact.root, &tree).map_err(crate::error::run_error)?;
     let json = || {
         json!({
             "app": app,

@@ -14,6 +14,7 @@ mod sqlite_run;
 pub use sqlite::SqliteLedger;
 
 use crate::Digest;
+use crate::home::Home;
 use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
 /// A failure of the ledger.
@@ -27,6 +28,24 @@ pub enum LedgerError {
         location: String,
         /// Why it could not be opened.
         why: String,
+    },
+    /// `GRAVEN_LEDGER` (or `--ledger-url`) is not a ledger URL graven knows.
+    #[error("'{url}' is not a ledger URL: {why}")]
+    BadUrl {
+        /// The URL, without its password.
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A ledger URL of a backend this graven does not have.
+    #[error(
+        "'{url}' names a {backend} ledger, which this version of graven does not have: it has only the embedded SQLite one"
+    )]
+    Unsupported {
+        /// The URL, without its password.
+        url: String,
+        /// The backend, e.g. `PostgreSQL`.
+        backend: &'static str,
     },
     /// A query failed.
     #[error("the ledger failed while {doing}: {why}")]
@@ -58,6 +77,47 @@ pub enum LedgerError {
         /// What is wrong with it.
         why: String,
     },
+}
+
+/// How a command means to use the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads and writes.
+    ReadWrite,
+    /// Only reads: the ledger must open on a full disk too.
+    Read,
+}
+
+/// Opens the ledger at `url` (`GRAVEN_LEDGER`), or the embedded one in
+/// `home` when there is none: the one place a ledger backend is chosen.
+/// `sqlite:PATH` names an embedded ledger elsewhere.
+pub fn open_ledger(url: Option<&str>, home: &Home, access: Access) -> Result<Box<dyn Ledger>, LedgerError> {
+    let path = match url.filter(|url| !url.is_empty()) {
+        None => home.ledger_path(),
+        Some(url) => match crate::url::scheme(url) {
+            Some("sqlite") => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                if path.is_empty() {
+                    return Err(LedgerError::BadUrl { url: crate::url::redacted(url), why: "it names no file" });
+                }
+                std::path::PathBuf::from(path)
+            }
+            Some("postgres" | "postgresql") => {
+                return Err(LedgerError::Unsupported { url: crate::url::redacted(url), backend: "PostgreSQL" });
+            }
+            _ => {
+                return Err(LedgerError::BadUrl {
+                    url: crate::url::redacted(url),
+                    why: "use postgres://USER@HOST:PORT/DATABASE, or sqlite:PATH",
+                });
+            }
+        },
+    };
+    let ledger = match access {
+        Access::ReadWrite => SqliteLedger::open(&path)?,
+        Access::Read => SqliteLedger::open_for_reading(&path)?,
+    };
+    Ok(Box::new(ledger))
 }
 
 /// One environment as it is inside a write transaction: what a decision to

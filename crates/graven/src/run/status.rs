@@ -13,7 +13,7 @@ use crate::home::Home;
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::Release;
 use crate::model::{Failure, ProcessState, RunState, RunnerState};
-use crate::store::LocalStore;
+use crate::store::open_store;
 
 /// A runner rewrites its row every second: one that has not for this long
 /// is taken for dead (killed, or its machine is down).
@@ -206,9 +206,11 @@ fn check_drift(runner: &RunState, release: &Release, vantage: Vantage<'_>) -> Dr
             tree.display()
         ));
     }
-    let checked = LocalStore::open(&home.store_dir()).map_err(|e| e.to_string()).and_then(|store| {
-        let artifact = crate::release::artifact_of(&store, release).map_err(|e| e.to_string())?;
-        check_tree(&store, &artifact.root, &tree).map_err(|e| e.to_string())
+    // The runner's own home holds the tree and the store it was laid out
+    // from (a team store's local copy).
+    let checked = open_store(None, &home).map_err(|e| crate::error_chain(&e)).and_then(|store| {
+        let artifact = crate::release::artifact_of(&*store, release).map_err(|e| crate::error_chain(&e))?;
+        check_tree(&*store, &artifact.root, &tree).map_err(|e| crate::error_chain(&e))
     });
     match checked {
         Ok(drift) => DriftCheck::Checked(drift),

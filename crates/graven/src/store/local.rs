@@ -274,6 +274,10 @@ impl Store for LocalStore {
         }
     }
 
+    fn blob_location(&self, digest: &Digest) -> String {
+        self.blob_path(digest).display().to_string()
+    }
+
     fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf> {
         Some(self.blob_path(digest))
     }

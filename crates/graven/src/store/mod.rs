@@ -47,6 +47,22 @@ pub enum StoreError {
         /// What was looked for.
         digest: Digest,
     },
+    /// `GRAVEN_STORE` (or `--store-url`) is not a store URL graven knows.
+    #[error("'{url}' is not a store URL: {why}")]
+    BadUrl {
+        /// The URL, without any password.
+        url: String,
+        /// What is wrong.
+        why: &'static str,
+    },
+    /// A store URL of a backend this graven does not have.
+    #[error("'{url}' names an {backend} store, which this version of graven does not have: it has only the local one")]
+    Unsupported {
+        /// The URL, without any password.
+        url: String,
+        /// The backend, e.g. `S3`.
+        backend: &'static str,
+    },
     /// A blob's bytes are not what its listing says: another size, or
     /// another digest.
     #[error("blob {digest} {mismatch}")]
@@ -145,6 +161,9 @@ pub trait Store: Send + Sync {
     /// Opens blob `digest` for reading.
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError>;
 
+    /// Where blob `digest` is, for a message: a path, a URL.
+    fn blob_location(&self, digest: &Digest) -> String;
+
     /// The blob's path on the local filesystem, if this store has one
     /// (lets the runner hardlink rather than copy).
     fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf>;
@@ -172,6 +191,32 @@ pub trait Store: Send + Sync {
     /// Removes temporary files older than `age`, left by killed writers;
     /// returns the bytes freed.
     fn remove_abandoned(&self, age: std::time::Duration) -> Result<u64, StoreError>;
+}
+
+/// Opens the store at `url` (`GRAVEN_STORE`), or the local one in `home`
+/// when there is none: the one place a store backend is chosen.
+/// `file:PATH` names a local store elsewhere.
+pub fn open_store(url: Option<&str>, home: &crate::home::Home) -> Result<Box<dyn Store>, StoreError> {
+    let root = match url.filter(|url| !url.is_empty()) {
+        None => home.store_dir(),
+        Some(url) => match crate::url::scheme(url) {
+            Some("file") => {
+                let path = url.trim_start_matches("file:").trim_start_matches("//");
+                if path.is_empty() {
+                    return Err(StoreError::BadUrl { url: crate::url::redacted(url), why: "it names no directory" });
+                }
+                PathBuf::from(path)
+            }
+            Some("s3") => return Err(StoreError::Unsupported { url: crate::url::redacted(url), backend: "S3" }),
+            _ => {
+                return Err(StoreError::BadUrl {
+                    url: crate::url::redacted(url),
+                    why: "use s3://BUCKET/PREFIX, or file:PATH",
+                });
+            }
+        },
+    };
+    Ok(Box::new(LocalStore::open(&root)?))
 }
 
 /// Removes blob `digest` if the store holds one whose contents do not match
