@@ -80,3 +80,49 @@ fn gc_killed_midway_leaves_every_kept_artifact_whole() {
     assert_eq!(collected(&graven), [false, true, true]);
     graven.assert_all_verify_of(&[0]);
 }
+
+#[test]
+fn gc_waits_for_a_build_that_reuses_a_blob_no_kept_release_needs() {
+    // v1 has shared.txt; v2 does not: its blob is garbage once only v2 is kept.
+    let repo = shell_app("");
+    repo.write("shared.txt", "the same bytes in v1 and in the build in progress\n");
+    repo.commit("v1");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    repo.remove("shared.txt");
+    repo.commit("v2");
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+
+    // A build that finds the blob in the store (and so does not write it
+    // again) stops before the ledger records it, as a slow build would.
+    repo.write("shared.txt", "the same bytes in v1 and in the build in progress\n");
+    repo.commit("v3");
+    let mut build = graven.spawn_to_fail_point(&["build"], "build-before-record");
+    let mut gc = graven
+        .command(["gc", "--keep", "1", "--grace", "0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // gc says it waits, and does wait: the build still holds its lease.
+    let mut stderr = std::io::BufReader::new(gc.stderr.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+    assert!(line.contains("waiting for the builds in progress to finish"), "{line:?}");
+    assert!(gc.try_wait().unwrap().is_none(), "gc went on while a build held the store's lease");
+
+    // The build ends (here: killed, so it records nothing); gc goes on and
+    // collects what is garbage now, v1's artifact and the blob.
+    build.kill().unwrap();
+    build.wait().unwrap();
+    let output = gc.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("deleted 1 artifact"), "{stdout}");
+
+    // A build of v3 now stores the blob again, and everything verifies.
+    graven.build_json::<&str>([]);
+    graven.assert_all_verify_of(&[0]);
+}

@@ -33,6 +33,7 @@ type Case = fn(&dyn StoreFixture);
 /// Every case, by name.
 const CASES: &[(&str, Case)] = &[
     ("blobs_round_trip", blobs_round_trip),
+    ("collection_waits_for_every_build_lease", collection_waits_for_every_build_lease),
     ("move_takes_a_file_with_one_link", move_takes_a_file_with_one_link),
     ("move_takes_a_file_whose_links_all_belong_to_the_caller", move_takes_a_file_whose_links_all_belong_to_the_caller),
     ("copy_leaves_the_source_untouched", copy_leaves_the_source_untouched),
@@ -319,4 +320,33 @@ fn concurrent_puts_of_one_object_store_it_once(fixture: &dyn StoreFixture) {
         assert_eq!(new, 1, "round {round}: {new} of 8 racing puts reported the object new");
         assert_eq!(store.get_object(ObjectKind::Manifest, &digest).unwrap(), bytes.as_bytes());
     }
+}
+
+fn collection_waits_for_every_build_lease(fixture: &dyn StoreFixture) {
+    let store = fixture.store();
+    // Builds share the store: two leases at once.
+    let first = store.lease().unwrap();
+    let second = store.lease().unwrap();
+    let (waited, collected) = (std::sync::atomic::AtomicBool::new(false), std::sync::atomic::AtomicBool::new(false));
+    std::thread::scope(|scope| {
+        let collector = scope.spawn(|| {
+            let lease = store.collect_lease(&mut || waited.store(true, std::sync::atomic::Ordering::SeqCst)).unwrap();
+            collected.store(true, std::sync::atomic::Ordering::SeqCst);
+            lease
+        });
+        // It said it waits, and it does while any build's lease is held.
+        while !waited.load(std::sync::atomic::Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        drop(first);
+        assert!(!collected.load(std::sync::atomic::Ordering::SeqCst), "collected while a build held a lease");
+        drop(second);
+        let lease = collector.join().unwrap();
+        assert!(collected.load(std::sync::atomic::Ordering::SeqCst));
+        drop(lease);
+    });
+    // With no build, a collection does not wait.
+    let mut waited = false;
+    drop(store.collect_lease(&mut || waited = true).unwrap());
+    assert!(!waited);
 }

@@ -48,7 +48,8 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
     let store = settings.store()?;
     let store = &*store;
     let options = GcOptions { keep: args.keep, grace: Duration::from_secs(args.grace), dry_run: args.dry_run };
-    let report = collect_garbage(ledger, store, &options).map_err(|e| {
+    let mut on_wait = || ui::note("waiting for the builds in progress to finish: they may reuse what gc would delete");
+    let report = collect_garbage(ledger, store, &options, &mut on_wait).map_err(|e| {
         CommandError::failed(e)
             .hint("nothing kept was touched; run graven verify on the builds you need, then gc again")
     })?;

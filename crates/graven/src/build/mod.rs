@@ -237,6 +237,9 @@ pub fn build(
     let source = read_source(request, &work)?;
     let app = request.app.map_or_else(|| app_name(request.repo, &source.settings), str::to_owned);
     let recipe = recipe_digest(&source.settings);
+    // From the first look at the store until the ledger records the build:
+    // nothing found here and reused can be collected meanwhile.
+    let _lease = store.lease()?;
 
     if !source.dirty
         && !request.force

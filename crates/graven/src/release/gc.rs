@@ -6,8 +6,10 @@
 //! those artifacts reach — their records, listings and blobs — stays; the
 //! rest goes, records first, then listings, then blobs, so a collection cut
 //! short never leaves a kept artifact incomplete. Nothing stored more
-//! recently than the grace period is touched, so a build in progress (which
-//! writes blobs before the ledger knows of it) is safe. Ledger rows are never
+//! recently than the grace period is touched, and a collection waits for
+//! builds in progress (each holds the store's lease until the ledger
+//! records it), so a build that stores or reuses content the ledger does
+//! not know of yet is safe. Ledger rows are never
 //! deleted: a collected build stays listed, and `graven builds` marks it.
 
 use std::collections::HashSet;
@@ -74,8 +76,16 @@ pub enum GcError {
     },
 }
 
-/// Collects what no kept release needs.
-pub fn collect_garbage(ledger: &dyn Ledger, store: &dyn Store, options: &GcOptions) -> Result<GcReport, GcError> {
+/// Collects what no kept release needs. Waits for builds in progress
+/// first (`on_wait` is called if it must): a build may be reusing content
+/// that no kept release needs yet.
+pub fn collect_garbage(
+    ledger: &dyn Ledger,
+    store: &dyn Store,
+    options: &GcOptions,
+    on_wait: &mut dyn FnMut(),
+) -> Result<GcReport, GcError> {
+    let _lease = store.collect_lease(on_wait)?;
     let kept = kept_artifacts(ledger, options.keep)?;
     let mut live = Live::default();
     for id in &kept {

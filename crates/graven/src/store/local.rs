@@ -14,7 +14,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write as _};
-use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -200,7 +200,62 @@ fn seal(path: &Path, executable: bool) -> io::Result<()> {
     crate::fs_tree::set_normalised_mtime(path)
 }
 
+impl LocalStore {
+    /// The lock file that builds share and garbage collection takes alone.
+    /// Read-only like everything in the store: `flock` needs no write.
+    fn lease_file(&self) -> Result<File, StoreError> {
+        let path = self.root.join(".lease");
+        let error = |source| StoreError::Io { action: "could not open", path: path.clone(), source };
+        match File::open(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let created = fs::OpenOptions::new().write(true).create_new(true).mode(0o444).open(&path);
+                match created {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => File::open(&path).map_err(error),
+                    Ok(file) => {
+                        crate::fs_tree::set_normalised_mtime(&path).map_err(error)?;
+                        Ok(file)
+                    }
+                    Err(e) => Err(error(e)),
+                }
+            }
+            other => other.map_err(error),
+        }
+    }
+
+    fn lock(&self, file: &File, operation: rustix::fs::FlockOperation) -> Result<(), StoreError> {
+        loop {
+            match rustix::fs::flock(file, operation) {
+                Err(rustix::io::Errno::INTR) => {}
+                result => {
+                    return result.map_err(|errno| StoreError::Io {
+                        action: "could not lock",
+                        path: self.root.join(".lease"),
+                        source: errno.into(),
+                    });
+                }
+            }
+        }
+    }
+}
+
 impl Store for LocalStore {
+    fn lease(&self) -> Result<super::Lease, StoreError> {
+        let file = self.lease_file()?;
+        self.lock(&file, rustix::fs::FlockOperation::LockShared)?;
+        Ok(super::Lease::new(file))
+    }
+
+    fn collect_lease(&self, on_wait: &mut dyn FnMut()) -> Result<super::Lease, StoreError> {
+        let file = self.lease_file()?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(super::Lease::new(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) => on_wait(),
+            Err(_) => {}
+        }
+        self.lock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(super::Lease::new(file))
+    }
+
     fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
         Ok(self.blob_size(digest)? == Some(size))
     }

@@ -143,9 +143,34 @@ pub enum Handover {
     Copy,
 }
 
+/// A lease on a store, held until dropped: see [`Store::lease`] and
+/// [`Store::collect_lease`].
+pub struct Lease {
+    _held: Box<dyn std::any::Any + Send>,
+}
+
+impl Lease {
+    /// A lease held by `guard` (a lock, an open file) until it is dropped.
+    pub fn new(guard: impl std::any::Any + Send) -> Self {
+        Self { _held: Box::new(guard) }
+    }
+}
+
 /// Where artifact contents live. Implementations must be safe to use from
 /// many threads and many processes at once.
 pub trait Store: Send + Sync {
+    /// A build's lease: held from a build's first look at the store until
+    /// the ledger records it. Many builds hold one at once; garbage
+    /// collection waits until none does, so nothing a build found in the
+    /// store and reuses (a blob, an artifact) is collected under it, however
+    /// old it is.
+    fn lease(&self) -> Result<Lease, StoreError>;
+
+    /// Garbage collection's lease: held while it decides what is garbage and
+    /// removes it; no build holds [`Store::lease`] meanwhile. Calls `on_wait`
+    /// once if it must wait for builds in progress, then waits.
+    fn collect_lease(&self, on_wait: &mut dyn FnMut()) -> Result<Lease, StoreError>;
+
     /// Whether blob `digest` is present with `size` bytes. A blob of another
     /// size (a write cut short by a crash) counts as missing, so it is
     /// written again.
