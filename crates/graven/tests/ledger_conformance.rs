@@ -105,7 +105,10 @@ fn a_taken_number_is_refused_and_nothing_is_appended(factory: Factory<'_>) {
         let stale = EnvState { release: None, ..state.clone() };
         Ok(Append { config: Some(config.clone()), release: Some(release(&stale, "production", &config, b"b")) })
     });
-    assert!(result.is_err(), "two releases numbered v1");
+    assert!(
+        matches!(result, Err(graven::ledger::LedgerError::Conflict { .. })),
+        "two releases numbered v1, or not a conflict: {result:?}"
+    );
     let releases = ledger.releases("app", "production", None).unwrap();
     assert_eq!(releases, [first]);
     assert_eq!(ledger.config_versions("app", "production").unwrap().len(), 1, "the config version went too");

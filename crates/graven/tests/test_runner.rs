@@ -31,7 +31,12 @@ struct FlakyLedger<'a> {
 impl FlakyLedger<'_> {
     fn check(&self) -> Result<(), LedgerError> {
         if self.down.load(Ordering::Relaxed) {
-            return Err(LedgerError::Query { doing: "reading releases", why: "the disk went away".to_owned() });
+            return Err(LedgerError::Unavailable {
+                location: "test".to_owned(),
+                doing: "reading releases",
+                retryable: true,
+                source: "the disk went away".into(),
+            });
         }
         Ok(())
     }
@@ -76,7 +81,12 @@ impl Ledger for FlakyLedger<'_> {
     fn set_run_state(&self, state: &RunState) -> Result<(), LedgerError> {
         if self.writes_down.load(Ordering::Relaxed) {
             self.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(LedgerError::Query { doing: "recording the run state", why: "the disk is full".to_owned() });
+            return Err(LedgerError::Unavailable {
+                location: "test".to_owned(),
+                doing: "recording the run state",
+                retryable: true,
+                source: "the disk is full".into(),
+            });
         }
         self.inner.set_run_state(state)
     }

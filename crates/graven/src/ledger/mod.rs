@@ -17,18 +17,15 @@ use crate::Digest;
 use crate::home::Home;
 use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
-/// A failure of the ledger.
+/// The backend's own error behind a [`LedgerError`], kept as its source:
+/// no backend type appears in the trait.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// A failure of the ledger, typed where a caller must decide: retry
+/// ([`LedgerError::Unavailable`] with `retryable`, [`LedgerError::Conflict`]),
+/// give up, or report corruption.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The database could not be opened, or its schema is newer than this
-    /// graven.
-    #[error("could not open the ledger at {location}: {why}")]
-    Open {
-        /// Where the ledger is.
-        location: String,
-        /// Why it could not be opened.
-        why: String,
-    },
     /// `GRAVEN_LEDGER` (or `--ledger-url`) is not a ledger URL graven knows.
     #[error("'{url}' is not a ledger URL: {why}")]
     BadUrl {
@@ -47,24 +44,53 @@ pub enum LedgerError {
         /// The backend, e.g. `PostgreSQL`.
         backend: &'static str,
     },
-    /// A query failed.
-    #[error("the ledger failed while {doing}: {why}")]
-    Query {
-        /// What graven was doing.
-        doing: &'static str,
-        /// The database's message.
-        why: String,
-    },
-    /// The database could not read or write its files: a full disk, a
-    /// file-size limit, a failing device.
-    #[error("the ledger at {location} failed while {doing}: {why}")]
-    Storage {
+    /// The ledger cannot be used now: it cannot be opened or reached, it
+    /// stayed locked longer than graven waits, or its files cannot be
+    /// written (a full disk, a file-size limit).
+    #[error("the ledger at {location} is unavailable ({doing})")]
+    Unavailable {
         /// Where the ledger is.
         location: String,
         /// What graven was doing.
         doing: &'static str,
-        /// The database's message, and what graven found the cause to be.
-        why: String,
+        /// Whether trying again later may succeed (a lock, a full disk, a
+        /// dropped connection), or not without a change (no such file, no
+        /// permission, not a database).
+        retryable: bool,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// Another writer changed what a decision was made on (took a number,
+    /// changed the environment): the decision must be made again.
+    #[error("another writer changed the ledger while {doing}")]
+    Conflict {
+        /// What graven was doing.
+        doing: &'static str,
+        /// Why.
+        #[source]
+        source: Cause,
+    },
+    /// A statement failed.
+    #[error("the ledger failed while {doing}")]
+    Query {
+        /// What graven was doing.
+        doing: &'static str,
+        /// The database's error.
+        #[source]
+        source: Cause,
+    },
+    /// The ledger's schema is newer than this graven knows.
+    #[error(
+        "the ledger at {location} has schema version {found}, newer than this graven knows ({known}): upgrade graven"
+    )]
+    TooNew {
+        /// Where the ledger is.
+        location: String,
+        /// Its schema version.
+        found: usize,
+        /// The newest this graven knows.
+        known: usize,
     },
     /// The decision passed to [`Ledger::append`] refused to append.
     #[error("the change was refused")]

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{Append, Decide, Ledger, LedgerError, sqlite_release, sqlite_run};
+use super::{Append, Cause, Decide, Ledger, LedgerError, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
@@ -29,15 +29,39 @@ pub struct SqliteLedger {
     path: std::path::PathBuf,
 }
 
-/// Maps a database error to a ledger error saying what graven was doing.
+/// Maps a database error to a ledger error saying what graven was doing,
+/// typed by what a caller can do about it. The location is added by
+/// [`SqliteLedger::with`].
 pub(super) fn query_error(doing: &'static str) -> impl FnOnce(rusqlite::Error) -> LedgerError {
-    move |e| {
-        if is_storage_failure(&e) {
-            // The location and the cause are added by `SqliteLedger::with`.
-            LedgerError::Storage { location: String::new(), doing, why: e.to_string() }
-        } else {
-            LedgerError::Query { doing, why: e.to_string() }
+    move |e| classify(doing, String::new(), e, None)
+}
+
+/// The ledger error for SQLite's `error` while `doing`, at `location`;
+/// `db` lets a storage failure say what graven found of its cause.
+fn classify(doing: &'static str, location: String, error: rusqlite::Error, db: Option<&Path>) -> LedgerError {
+    use rusqlite::ErrorCode;
+    let code = match &error {
+        rusqlite::Error::SqliteFailure(e, _) => Some(e.code),
+        _ => None,
+    };
+    match code {
+        Some(ErrorCode::SystemIoFailure | ErrorCode::DiskFull) => {
+            let source: Cause = match db.and_then(storage_cause) {
+                Some(cause) => format!("{error} ({cause})").into(),
+                None => Box::new(error),
+            };
+            LedgerError::Unavailable { location, doing, retryable: true, source }
         }
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            LedgerError::Unavailable { location, doing, retryable: true, source: Box::new(error) }
+        }
+        Some(ErrorCode::CannotOpen | ErrorCode::NotADatabase | ErrorCode::PermissionDenied | ErrorCode::ReadOnly) => {
+            LedgerError::Unavailable { location, doing, retryable: false, source: Box::new(error) }
+        }
+        Some(ErrorCode::ConstraintViolation) if error.to_string().contains("UNIQUE") => {
+            LedgerError::Conflict { doing, source: Box::new(error) }
+        }
+        _ => LedgerError::Query { doing, source: Box::new(error) },
     }
 }
 
@@ -98,7 +122,7 @@ impl SqliteLedger {
     /// Opens the ledger at `path`, creating it and migrating its schema as
     /// needed.
     pub fn open(path: &Path) -> Result<Self, LedgerError> {
-        Self::open_with(path, false)
+        Self::open_with(path, false).map_err(Opening::into_error)
     }
 
     /// Opens the ledger at `path` for a command that only reads, which must
@@ -109,22 +133,26 @@ impl SqliteLedger {
     /// the command ends, which a short command may). Never for a runner.
     pub fn open_for_reading(path: &Path) -> Result<Self, LedgerError> {
         match Self::open_with(path, false) {
-            Err(LedgerError::Storage { .. }) => Self::open_with(path, true),
-            other => other,
+            Err(Opening::Storage(_)) => Self::open_with(path, true).map_err(Opening::into_error),
+            other => other.map_err(Opening::into_error),
         }
     }
 
-    fn open_with(path: &Path, exclusive: bool) -> Result<Self, LedgerError> {
+    fn open_with(path: &Path, exclusive: bool) -> Result<Self, Opening> {
         let location = path.display().to_string();
         let open_error = |e: rusqlite::Error| {
-            if is_storage_failure(&e) {
-                let why = storage_cause(path).map_or_else(|| e.to_string(), |cause| format!("{e} ({cause})"));
-                LedgerError::Storage { location: location.clone(), doing: "opening it", why }
-            } else {
-                LedgerError::Open { location: location.clone(), why: e.to_string() }
-            }
+            let storage = is_storage_failure(&e);
+            let error = classify("opening it", location.clone(), e, Some(path));
+            if storage { Opening::Storage(error) } else { Opening::Other(error) }
         };
-        make_private(path).map_err(|e| LedgerError::Open { location: location.clone(), why: e.to_string() })?;
+        make_private(path).map_err(|e| {
+            Opening::Other(LedgerError::Unavailable {
+                location: location.clone(),
+                doing: "making it private",
+                retryable: false,
+                source: Box::new(e),
+            })
+        })?;
         let mut connection = Connection::open(path).map_err(open_error)?;
         connection.busy_timeout(BUSY_TIMEOUT).map_err(open_error)?;
         if exclusive {
@@ -134,19 +162,24 @@ impl SqliteLedger {
             .and_then(|()| connection.pragma_update(None, "synchronous", "NORMAL"))
             .and_then(|()| connection.pragma_update(None, "foreign_keys", "ON"))
             .map_err(open_error)?;
-        migrate(&mut connection).map_err(|why| LedgerError::Open { location: location.clone(), why })?;
+        migrate(&mut connection).map_err(|e| match e {
+            Migration::TooNew(found) => {
+                Opening::Other(LedgerError::TooNew { location: location.clone(), found, known: MIGRATIONS.len() })
+            }
+            Migration::Failed(e) => open_error(e),
+        })?;
         Ok(Self { connection: Mutex::new(connection), path: path.to_owned() })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
         let mut connection = self.connection.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut connection).map_err(|error| match error {
-            LedgerError::Storage { doing, why, .. } => {
-                let why = match storage_cause(&self.path) {
-                    Some(cause) => format!("{why} ({cause})"),
-                    None => why,
+            LedgerError::Unavailable { doing, retryable, source, .. } => {
+                let source: Cause = match (retryable, storage_cause(&self.path)) {
+                    (true, Some(cause)) => format!("{source} ({cause})").into(),
+                    _ => source,
                 };
-                LedgerError::Storage { location: self.path.display().to_string(), doing, why }
+                LedgerError::Unavailable { location: self.path.display().to_string(), doing, retryable, source }
             }
             other => other,
         })
@@ -172,37 +205,63 @@ fn enable_wal(connection: &Connection) -> rusqlite::Result<()> {
     }
 }
 
+/// Why opening failed: a storage failure (which reading commands get
+/// around), or anything else.
+enum Opening {
+    Storage(LedgerError),
+    Other(LedgerError),
+}
+
+impl Opening {
+    fn into_error(self) -> LedgerError {
+        match self {
+            Self::Storage(error) | Self::Other(error) => error,
+        }
+    }
+}
+
+/// Why the schema could not be brought up to date.
+enum Migration {
+    /// Its version is newer than this graven knows.
+    TooNew(usize),
+    /// A statement failed.
+    Failed(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Migration {
+    fn from(error: rusqlite::Error) -> Self {
+        Self::Failed(error)
+    }
+}
+
 /// Applies the migrations the database has not seen, in one transaction
 /// that holds the write lock, so concurrent first opens migrate once. A
 /// database already up to date, as it is for nearly every command, is only
 /// read: no write lock, no write.
-fn migrate(connection: &mut Connection) -> Result<(), String> {
-    if schema_version(connection)? == MIGRATIONS.len() {
+fn migrate(connection: &mut Connection) -> Result<(), Migration> {
+    let version = schema_version(connection)?;
+    if version == MIGRATIONS.len() {
         return Ok(());
     }
-    let transaction =
-        connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(|e| e.to_string())?;
+    if version > MIGRATIONS.len() {
+        return Err(Migration::TooNew(version));
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Again under the lock: another process may have migrated meanwhile.
     let version = schema_version(&transaction)?;
     if version > MIGRATIONS.len() {
-        return Err(format!(
-            "its schema is version {version}, newer than this graven knows ({}): upgrade graven",
-            MIGRATIONS.len()
-        ));
+        return Err(Migration::TooNew(version));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        transaction.execute_batch(sql).map_err(|e| format!("migration {} failed: {e}", index + 1))?;
+    for sql in MIGRATIONS.iter().skip(version) {
+        transaction.execute_batch(sql)?;
     }
-    transaction
-        .pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX))
-        .map_err(|e| e.to_string())?;
-    transaction.commit().map_err(|e| e.to_string())
+    transaction.pragma_update(None, "user_version", i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX))?;
+    Ok(transaction.commit()?)
 }
 
 /// The number of migrations applied to the database (`user_version`).
-fn schema_version(connection: &Connection) -> Result<usize, String> {
-    let version: i64 =
-        connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(|e| e.to_string())?;
+fn schema_version(connection: &Connection) -> rusqlite::Result<usize> {
+    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0))?;
     Ok(usize::try_from(version).unwrap_or(usize::MAX))
 }
 
@@ -422,6 +481,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.contains("its schema is version 99, newer than this graven knows"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (3): upgrade graven"), "{error}");
     }
 }

@@ -449,9 +449,12 @@ impl Stage<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        Err(LedgerError::Query {
+        Err(LedgerError::Conflict {
             doing: "appending a release",
-            why: "the environment kept changing; try again".to_owned(),
+            source: format!(
+                "the environment changed {RACE_RETRIES} times while graven checked the artifact; try again"
+            )
+            .into(),
         }
         .into())
     }
