@@ -114,6 +114,23 @@ fn a_taken_number_is_refused_and_nothing_is_appended(factory: Factory<'_>) {
     assert_eq!(ledger.config_versions("app", "production").unwrap().len(), 1, "the config version went too");
 }
 
+fn the_state_read_outside_is_the_state_decided_on_inside(factory: Factory<'_>) {
+    let ledger = factory();
+    assert_eq!(
+        ledger.env_state("app", "production").unwrap(),
+        EnvState { next_config_number: 1, ..EnvState::default() }
+    );
+    deploy(&*ledger, "production", b"a");
+    let outside = ledger.env_state("app", "production").unwrap();
+    assert!(outside.exists && outside.release.is_some() && outside.config.is_some());
+    let mut inside = None;
+    let _ = ledger.append("app", "production", NOW, &mut |state| {
+        inside = Some(state.clone());
+        Err(LedgerError::Refused)
+    });
+    assert_eq!(inside, Some(outside));
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -247,6 +264,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     appends_are_numbered_and_chained(factory);
     a_refused_decision_appends_nothing(factory);
     a_taken_number_is_refused_and_nothing_is_appended(factory);
+    the_state_read_outside_is_the_state_decided_on_inside(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

@@ -58,6 +58,9 @@ impl Ledger for FlakyLedger<'_> {
     fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError> {
         self.inner.append(app, env, now, decide)
     }
+    fn env_state(&self, app: &str, env: &str) -> Result<graven::ledger::EnvState, LedgerError> {
+        self.inner.env_state(app, env)
+    }
     fn apps(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.apps()
     }

@@ -148,7 +148,7 @@ pub fn open_ledger(url: Option<&str>, home: &Home, access: Access) -> Result<Box
 
 /// One environment as it is inside a write transaction: what a decision to
 /// append is made on.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvState {
     /// Whether the environment exists yet (it is created on first use).
     pub exists: bool,
@@ -196,6 +196,10 @@ pub trait Ledger: Send + Sync {
     /// interleave with. Creates the environment if it does not exist.
     /// Returns what was appended.
     fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError>;
+
+    /// Environment `env` of `app` as it is now: what a decision to append is
+    /// made on outside the write transaction, and checked again inside it.
+    fn env_state(&self, app: &str, env: &str) -> Result<EnvState, LedgerError>;
 
     /// Every app with a build or an environment in the ledger, by name.
     fn apps(&self) -> Result<Vec<String>, LedgerError>;

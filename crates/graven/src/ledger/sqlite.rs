@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{Append, Cause, Decide, Ledger, LedgerError, sqlite_release, sqlite_run};
+use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
@@ -375,6 +375,10 @@ impl Ledger for SqliteLedger {
 
     fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError> {
         self.with(|connection| sqlite_release::append(connection, app, env, now, decide))
+    }
+
+    fn env_state(&self, app: &str, env: &str) -> Result<EnvState, LedgerError> {
+        self.with(|connection| sqlite_release::env_state(connection, app, env))
     }
 
     fn apps(&self) -> Result<Vec<String>, LedgerError> {

@@ -117,20 +117,9 @@ pub(super) fn append(
     // busy timeout.
     let transaction =
         connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(query_error(DOING))?;
-    let exists = transaction
-        .query_row("SELECT 1 FROM environments WHERE app = ?1 AND name = ?2", params![app, env], |_| Ok(()))
-        .optional()
-        .map_err(query_error(DOING))?
-        .is_some();
-    let release = releases(&transaction, app, env, Some(1))?.pop();
-    let config = current_config(&transaction, app, env, release.as_ref())?;
-    let newest_config: Option<i64> = transaction
-        .query_row("SELECT max(number) FROM config_versions WHERE app = ?1 AND env = ?2", params![app, env], |row| {
-            row.get(0)
-        })
-        .map_err(query_error(DOING))?;
-    let next_config_number = newest_config.map_or(1, |n| n.cast_unsigned() + 1);
-    let append = decide(&EnvState { exists, config, next_config_number, release })?;
+    let state = env_state(&transaction, app, env)?;
+    let exists = state.exists;
+    let append = decide(&state)?;
     if !exists {
         transaction
             .execute("INSERT INTO environments (app, name, created_at) VALUES (?1, ?2, ?3)", params![app, env, now])
@@ -145,6 +134,25 @@ pub(super) fn append(
     }
     transaction.commit().map_err(query_error(DOING))?;
     Ok(append)
+}
+
+/// The environment as a decision to append is made on it.
+pub(super) fn env_state(connection: &Connection, app: &str, env: &str) -> Result<EnvState, LedgerError> {
+    const DOING: &str = "reading an environment";
+    let exists = connection
+        .query_row("SELECT 1 FROM environments WHERE app = ?1 AND name = ?2", params![app, env], |_| Ok(()))
+        .optional()
+        .map_err(query_error(DOING))?
+        .is_some();
+    let release = releases(connection, app, env, Some(1))?.pop();
+    let config = current_config(connection, app, env, release.as_ref())?;
+    let newest_config: Option<i64> = connection
+        .query_row("SELECT max(number) FROM config_versions WHERE app = ?1 AND env = ?2", params![app, env], |row| {
+            row.get(0)
+        })
+        .map_err(query_error(DOING))?;
+    let next_config_number = newest_config.map_or(1, |n| n.cast_unsigned() + 1);
+    Ok(EnvState { exists, config, next_config_number, release })
 }
 
 fn insert_config(connection: &Connection, config: &ConfigVersion) -> Result<(), LedgerError> {

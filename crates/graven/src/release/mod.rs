@@ -400,61 +400,53 @@ impl Stage<'_> {
         release
     }
 
-    /// Appends what `decide` returns. A decision that pairs an artifact with
-    /// a config is checked by the secret scan first, outside the write
-    /// transaction (a scan of a large artifact must not hold the ledger's
-    /// lock); if the environment changed meanwhile, the decision is made
-    /// again.
+    /// Appends what `decide` returns, made on the environment as it is now.
+    /// A decision that pairs an artifact with a config is checked first
+    /// (the whole artifact, then the secret scan), outside the write
+    /// transaction: a check of a large artifact must not hold the ledger's
+    /// lock. The append is then one short transaction that takes the
+    /// decision only if the environment is still what it was made on; if
+    /// another writer changed it meanwhile, the decision is made again.
     fn append_checked(
         &self,
         env: &str,
         mut decide: impl FnMut(&EnvState, &str) -> Result<(Append, Option<(Digest, ConfigVersion)>), ReleaseError>,
     ) -> Result<Outcome, ReleaseError> {
-        let mut scanned: Option<(Digest, Digest)> = None;
+        let mut checked: Option<(Digest, Digest)> = None;
         for _ in 0..RACE_RETRIES {
-            let mut refusal: Option<ReleaseError> = None;
-            let mut to_scan: Option<(Digest, ConfigVersion)> = None;
-            let mut created_env = false;
+            let state = self.ledger.env_state(self.app, env)?;
             let now = time::now_rfc3339();
-            let result = self.ledger.append(self.app, env, &now, &mut |state| {
-                created_env = !state.exists;
-                match decide(state, &now) {
-                    Ok((append, scan)) => match scan {
-                        Some((artifact, config)) if scanned != Some((artifact, config.id)) => {
-                            to_scan = Some((artifact, config));
-                            Err(LedgerError::Refused)
-                        }
-                        _ => Ok(append),
-                    },
-                    Err(e) => {
-                        refusal = Some(e);
-                        Err(LedgerError::Refused)
-                    }
+            let (append, pairing) = decide(&state, &now)?;
+            if let Some((artifact, config)) = pairing
+                && checked != Some((artifact, config.id))
+            {
+                let found = scan::secrets_in_artifact(self.store, &artifact, &config)?;
+                if !found.is_empty() {
+                    return Err(ReleaseError::SecretInArtifact { id: artifact, found });
+                }
+                checked = Some((artifact, config.id));
+            }
+            let result = self.ledger.append(self.app, env, &now, &mut |current| {
+                if *current == state {
+                    Ok(append.clone())
+                } else {
+                    Err(LedgerError::Conflict {
+                        doing: "appending a release",
+                        source: "the environment changed since the decision was made".into(),
+                    })
                 }
             });
             match result {
-                Ok(append) => return Ok(Outcome { config: append.config, release: append.release, created_env }),
-                Err(LedgerError::Refused) => {
-                    if let Some(e) = refusal {
-                        return Err(e);
-                    }
-                    if let Some((artifact, config)) = to_scan {
-                        let found = scan::secrets_in_artifact(self.store, &artifact, &config)?;
-                        if !found.is_empty() {
-                            return Err(ReleaseError::SecretInArtifact { id: artifact, found });
-                        }
-                        scanned = Some((artifact, config.id));
-                    }
+                Ok(append) => {
+                    return Ok(Outcome { config: append.config, release: append.release, created_env: !state.exists });
                 }
+                Err(LedgerError::Conflict { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
         }
         Err(LedgerError::Conflict {
             doing: "appending a release",
-            source: format!(
-                "the environment changed {RACE_RETRIES} times while graven checked the artifact; try again"
-            )
-            .into(),
+            source: format!("the environment changed {RACE_RETRIES} times while graven decided; try again").into(),
         }
         .into())
     }
