@@ -131,6 +131,15 @@ fn the_state_read_outside_is_the_state_decided_on_inside(factory: Factory<'_>) {
     assert_eq!(inside, Some(outside));
 }
 
+fn a_watch_wakes_for_an_append(factory: Factory<'_>) {
+    let ledger = factory();
+    let mut watch = ledger.watch("app", "production").unwrap();
+    assert!(!watch.wait(std::time::Duration::from_millis(30)).unwrap(), "nothing changed");
+    deploy(&*ledger, "production", b"a");
+    assert!(watch.wait(std::time::Duration::from_secs(5)).unwrap(), "the append was not seen");
+    assert!(!watch.wait(std::time::Duration::from_millis(30)).unwrap(), "seen once");
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -265,6 +274,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     a_refused_decision_appends_nothing(factory);
     a_taken_number_is_refused_and_nothing_is_appended(factory);
     the_state_read_outside_is_the_state_decided_on_inside(factory);
+    a_watch_wakes_for_an_append(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

@@ -61,6 +61,9 @@ impl Ledger for FlakyLedger<'_> {
     fn env_state(&self, app: &str, env: &str) -> Result<graven::ledger::EnvState, LedgerError> {
         self.inner.env_state(app, env)
     }
+    fn watch(&self, app: &str, env: &str) -> Result<Box<dyn graven::ledger::Watch + '_>, LedgerError> {
+        self.inner.watch(app, env)
+    }
     fn apps(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.apps()
     }

@@ -176,6 +176,15 @@ pub struct Append {
 /// Returning `Err(LedgerError::Refused)` appends nothing.
 pub type Decide<'a> = dyn FnMut(&EnvState) -> Result<Append, LedgerError> + 'a;
 
+/// What [`Ledger::watch`] returns.
+pub trait Watch: Send {
+    /// Waits at most `timeout` for a change of the watched environment;
+    /// returns whether there may have been one. It may wake for a change
+    /// elsewhere in the ledger (the caller reads what it needs and finds it
+    /// unchanged), but never sleeps through a change of the environment.
+    fn wait(&mut self, timeout: std::time::Duration) -> Result<bool, LedgerError>;
+}
+
 /// The append-only record of builds, config versions and releases, and the
 /// runners' mutable reports.
 pub trait Ledger: Send + Sync {
@@ -233,6 +242,10 @@ pub trait Ledger: Send + Sync {
 
     /// The config version with id `id`.
     fn config_version(&self, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError>;
+
+    /// A watch on environment `env` of `app`, which wakes a runner when
+    /// what it must run may have changed (a release, a config).
+    fn watch(&self, app: &str, env: &str) -> Result<Box<dyn Watch + '_>, LedgerError>;
 
     /// Records a runner's report, replacing the one it made before: a runner
     /// is known by its app, env, host and home, and has one row. Not part of

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
-use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, sqlite_release, sqlite_run};
+use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
 
@@ -27,6 +27,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct SqliteLedger {
     connection: Mutex<Connection>,
     path: std::path::PathBuf,
+    /// Appends made through this handle, which SQLite's `data_version`
+    /// does not count (it counts other connections' commits): a watch on
+    /// this handle wakes for both.
+    appends: std::sync::atomic::AtomicU64,
 }
 
 /// Maps a database error to a ledger error saying what graven was doing,
@@ -168,7 +172,11 @@ impl SqliteLedger {
             }
             Migration::Failed(e) => open_error(e),
         })?;
-        Ok(Self { connection: Mutex::new(connection), path: path.to_owned() })
+        Ok(Self {
+            connection: Mutex::new(connection),
+            path: path.to_owned(),
+            appends: std::sync::atomic::AtomicU64::new(0),
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T, LedgerError>) -> Result<T, LedgerError> {
@@ -201,6 +209,52 @@ fn enable_wal(connection: &Connection) -> rusqlite::Result<()> {
                 std::thread::sleep(Duration::from_millis(5));
             }
             other => return other,
+        }
+    }
+}
+
+impl SqliteLedger {
+    /// SQLite's `data_version`: changes whenever another connection commits
+    /// to the database, and costs no read of any table.
+    fn data_version(&self) -> Result<i64, LedgerError> {
+        self.with(|connection| {
+            connection
+                .pragma_query_value(None, "data_version", |row| row.get(0))
+                .map_err(query_error("watching the ledger"))
+        })
+    }
+
+    /// What a watch compares: others' commits, and this handle's appends.
+    fn version(&self) -> Result<(i64, u64), LedgerError> {
+        Ok((self.data_version()?, self.appends.load(std::sync::atomic::Ordering::SeqCst)))
+    }
+}
+
+/// A watch on a SQLite ledger: polls `data_version` every few milliseconds,
+/// which wakes for any commit by another process (SQLite has no per-table
+/// notification; PostgreSQL's LISTEN/NOTIFY will).
+struct SqliteWatch<'a> {
+    ledger: &'a SqliteLedger,
+    seen: (i64, u64),
+}
+
+/// How often a SQLite watch looks.
+const WATCH_EVERY: Duration = Duration::from_millis(20);
+
+impl Watch for SqliteWatch<'_> {
+    fn wait(&mut self, timeout: Duration) -> Result<bool, LedgerError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.ledger.version()?;
+            if now != self.seen {
+                self.seen = now;
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            std::thread::sleep(left.min(WATCH_EVERY));
         }
     }
 }
@@ -374,7 +428,14 @@ impl Ledger for SqliteLedger {
     }
 
     fn append(&self, app: &str, env: &str, now: &str, decide: &mut Decide<'_>) -> Result<Append, LedgerError> {
-        self.with(|connection| sqlite_release::append(connection, app, env, now, decide))
+        let appended = self.with(|connection| sqlite_release::append(connection, app, env, now, decide))?;
+        self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(appended)
+    }
+
+    fn watch(&self, app: &str, env: &str) -> Result<Box<dyn Watch + '_>, LedgerError> {
+        let _ = (app, env);
+        Ok(Box::new(SqliteWatch { ledger: self, seen: self.version()? }))
     }
 
     fn env_state(&self, app: &str, env: &str) -> Result<EnvState, LedgerError> {
@@ -475,6 +536,18 @@ mod tests {
         assert!(delete.to_string().contains("builds are append-only: DELETE is refused"), "{delete}");
         let count: i64 = connection.query_row("SELECT count(*) FROM builds", [], |row| row.get(0)).unwrap();
         assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn a_watch_wakes_for_a_commit_by_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let runner = SqliteLedger::open(&path).unwrap();
+        let mut watch = runner.watch("hello", "production").unwrap();
+        assert!(!watch.wait(Duration::from_millis(30)).unwrap());
+        // Another connection, as another process has.
+        SqliteLedger::open(&path).unwrap().record_build(&sample("hello", "aaa")).unwrap();
+        assert!(watch.wait(Duration::from_secs(5)).unwrap());
     }
 
     #[test]

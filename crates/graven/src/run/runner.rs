@@ -43,8 +43,13 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many release trees stay on disk after a switch (the running one
 /// among them), so that a rollback to a recent release costs no I/O.
 pub const KEEP_TREES: usize = 5;
-/// How often the runner looks for a new release.
+/// The longest the runner waits for its watch between two turns of its
+/// loop (supervising, reporting).
 const POLL: Duration = Duration::from_millis(200);
+
+/// How often the runner reads the ledger even if its watch says nothing
+/// changed: the fallback should a notification be lost.
+const SLOW_POLL: Duration = Duration::from_secs(5);
 /// How often the runner reports itself in the ledger.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -200,24 +205,40 @@ impl<'a> Runner<'a> {
         // What a killed runner's processes left in their TMPDIRs: nothing
         // of theirs runs any more (the caller stopped the leftovers).
         crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
+        // The ledger wakes the loop when it changes; a slow poll stays as
+        // a fallback, and a failed read is tried again at every turn.
+        let ledger = self.ledger;
+        let mut watch = ledger.watch(&self.options.app, &self.options.env)?;
+        let mut read_at: Option<Instant> = None;
+        let mut changed = true;
         while !stop.load(Ordering::Relaxed) {
-            match self.ledger.current_release(&self.options.app, &self.options.env) {
-                Ok(desired) => {
-                    self.ledger_trouble(None);
-                    if let Some(desired) = desired {
-                        let running = self.current.as_ref().map(|d| d.release.id);
-                        if running != Some(desired.id) && self.failed != Some(desired.id) {
-                            self.rollout(&desired, stop);
+            if changed || read_at.is_none_or(|at| at.elapsed() >= SLOW_POLL) {
+                match ledger.current_release(&self.options.app, &self.options.env) {
+                    Ok(desired) => {
+                        read_at = Some(Instant::now());
+                        self.ledger_trouble(None);
+                        if let Some(desired) = desired {
+                            let running = self.current.as_ref().map(|d| d.release.id);
+                            if running != Some(desired.id) && self.failed != Some(desired.id) {
+                                self.rollout(&desired, stop);
+                            }
                         }
                     }
+                    // What runs keeps running: a ledger that cannot be read
+                    // for a while (a disk or network hiccup) is no reason to
+                    // stop serving. The next turn tries again.
+                    Err(error) => {
+                        read_at = None;
+                        self.ledger_trouble(Some(crate::error_chain(&error)));
+                    }
                 }
-                // What runs keeps running: a ledger that cannot be read for
-                // a while (a disk or network hiccup) is no reason to stop
-                // serving. The next poll tries again.
-                Err(error) => self.ledger_trouble(Some(error.to_string())),
             }
             self.keep_up();
-            std::thread::sleep(POLL);
+            changed = watch.wait(POLL).unwrap_or_else(|_| {
+                // The watch failed with the ledger: look again after a pause.
+                std::thread::sleep(POLL);
+                true
+            });
         }
         self.shutdown();
         Ok(())
