@@ -34,6 +34,7 @@ type Case = fn(&dyn StoreFixture);
 const CASES: &[(&str, Case)] = &[
     ("blobs_round_trip", blobs_round_trip),
     ("collection_waits_for_every_build_lease", collection_waits_for_every_build_lease),
+    ("blob_sizes_answer_in_order_and_list_visits_each_item", blob_sizes_answer_in_order_and_list_visits_each_item),
     ("move_takes_a_file_with_one_link", move_takes_a_file_with_one_link),
     ("move_takes_a_file_whose_links_all_belong_to_the_caller", move_takes_a_file_whose_links_all_belong_to_the_caller),
     ("copy_leaves_the_source_untouched", copy_leaves_the_source_untouched),
@@ -349,4 +350,33 @@ fn collection_waits_for_every_build_lease(fixture: &dyn StoreFixture) {
     let mut waited = false;
     drop(store.collect_lease(&mut || waited = true).unwrap());
     assert!(!waited);
+}
+
+fn blob_sizes_answer_in_order_and_list_visits_each_item(fixture: &dyn StoreFixture) {
+    let store = fixture.store();
+    let (a, b, absent) = (Digest::of(b"a"), Digest::of(b"bb"), Digest::of(b"absent"));
+    store.put_blob(&a, &source(fixture, "a", b"a", 0o644), Handover::Copy).unwrap();
+    store.put_blob(&b, &source(fixture, "b", b"bb", 0o644), Handover::Copy).unwrap();
+    assert_eq!(store.blob_sizes(&[b, absent, a]).unwrap(), [Some(2), None, Some(1)]);
+    assert_eq!(store.blob_sizes(&[]).unwrap(), []);
+
+    let mut seen = Vec::new();
+    store
+        .list(graven::store::Area::Blobs, &mut |item| {
+            seen.push((item.digest, item.size));
+            Ok(())
+        })
+        .unwrap();
+    seen.sort();
+    let mut expected = vec![(a, 1), (b, 2)];
+    expected.sort();
+    assert_eq!(seen, expected);
+    // The visitor's error ends the listing and is returned.
+    let mut visits = 0;
+    let result = store.list(graven::store::Area::Blobs, &mut |item| {
+        visits += 1;
+        Err(StoreError::NotFound { kind: "blob", digest: item.digest })
+    });
+    assert!(matches!(result, Err(StoreError::NotFound { .. })));
+    assert_eq!(visits, 1);
 }

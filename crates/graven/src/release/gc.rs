@@ -99,9 +99,9 @@ pub fn collect_garbage(
     for (area, live_set) in
         [(Area::Artifacts, &live.artifacts), (Area::Manifests, &live.listings), (Area::Blobs, &live.blobs)]
     {
-        for item in store.list(area)? {
+        store.list(area, &mut |item| {
             if live_set.contains(&item.digest) || item.age < options.grace {
-                continue;
+                return Ok(());
             }
             if !options.dry_run {
                 store.remove(area, &item.digest)?;
@@ -113,7 +113,8 @@ pub fn collect_garbage(
                 Area::Manifests => report.listings += 1,
                 Area::Blobs => report.blobs += 1,
             }
-        }
+            Ok(())
+        })?;
     }
     if !options.dry_run {
         report.bytes += store.remove_abandoned(options.grace)?;

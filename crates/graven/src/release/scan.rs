@@ -33,14 +33,17 @@ pub(crate) fn secrets_in_artifact(
         }
         Ok::<_, ArtifactError>(())
     })?;
-    files.par_iter().try_for_each(|(&(digest, size), paths)| {
-        let mismatch = match store.blob_size(&digest)? {
-            Some(found) if found == size => return Ok(()),
+    // Every blob present at its listed size: one batch question.
+    let wanted: Vec<Digest> = files.keys().map(|(digest, _)| *digest).collect();
+    let sizes = store.blob_sizes(&wanted)?;
+    for ((&(digest, size), paths), found) in files.iter().zip(sizes) {
+        let mismatch = match found {
+            Some(found) if found == size => continue,
             Some(found) => StoreError::Mismatch { digest, mismatch: Mismatch::Size { listed: size, found } },
             None => StoreError::NotFound { kind: "blob", digest },
         };
-        Err(ArtifactError::Blob { id: *id, path: paths[0].clone(), source: mismatch })
-    })?;
+        return Err(ArtifactError::Blob { id: *id, path: paths[0].clone(), source: mismatch }.into());
+    }
 
     let secrets: Vec<(&str, &str)> = config
         .secret

@@ -365,14 +365,22 @@ impl Store for LocalStore {
         Ok(self.object_path(kind, digest).exists())
     }
 
-    fn list(&self, area: Area) -> Result<Vec<StoredItem>, StoreError> {
-        let mut items = Vec::new();
+    fn list(&self, area: Area, visit: &mut dyn FnMut(StoredItem) -> Result<(), StoreError>) -> Result<(), StoreError> {
+        let mut failed = None;
         self.scan(area, |_, hex, meta| {
-            if let Ok(digest) = hex.parse::<Digest>() {
-                items.push(StoredItem { digest, size: meta.len(), age: age_of(meta) });
+            if failed.is_none()
+                && let Ok(digest) = hex.parse::<Digest>()
+                && let Err(error) = visit(StoredItem { digest, size: meta.len(), age: age_of(meta) })
+            {
+                failed = Some(error);
             }
         })?;
-        Ok(items)
+        failed.map_or(Ok(()), Err)
+    }
+
+    fn blob_sizes(&self, digests: &[Digest]) -> Result<Vec<Option<u64>>, StoreError> {
+        use rayon::prelude::*;
+        digests.par_iter().map(|digest| self.blob_size(digest)).collect()
     }
 
     fn remove(&self, area: Area, digest: &Digest) -> Result<(), StoreError> {

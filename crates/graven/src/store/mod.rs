@@ -179,6 +179,13 @@ pub trait Store: Send + Sync {
     /// The size of blob `digest`, or `None` if the store does not have it.
     fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError>;
 
+    /// The sizes of many blobs, in order, `None` for each one the store
+    /// lacks: one call for what a build or a release must check, which a
+    /// remote store answers with few requests, and a local one in parallel.
+    fn blob_sizes(&self, digests: &[Digest]) -> Result<Vec<Option<u64>>, StoreError> {
+        digests.iter().map(|digest| self.blob_size(digest)).collect()
+    }
+
     /// Adds the file at `path`, whose contents have digest `digest`, as a
     /// blob. Returns whether the store did not have it before.
     fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError>;
@@ -207,8 +214,9 @@ pub trait Store: Send + Sync {
     /// the ledger records it, rather than once per file.
     fn sync(&self) -> Result<(), StoreError>;
 
-    /// Everything in `area`, temporary files excluded.
-    fn list(&self, area: Area) -> Result<Vec<StoredItem>, StoreError>;
+    /// Calls `visit` with everything in `area`, temporary files excluded,
+    /// as it is read: a store of millions of blobs is never held in memory.
+    fn list(&self, area: Area, visit: &mut dyn FnMut(StoredItem) -> Result<(), StoreError>) -> Result<(), StoreError>;
 
     /// Removes one item; one that is already gone is not an error.
     fn remove(&self, area: Area, digest: &Digest) -> Result<(), StoreError>;
