@@ -205,6 +205,17 @@ enum Origin {
     Promote { from: PromotedFrom },
 }
 
+/// An artifact about to be released with a config: checked before the
+/// append.
+struct Pairing {
+    artifact: Digest,
+    config: ConfigVersion,
+    /// Whether the artifact is new to the ledger's releases, and so must be
+    /// checked whole (every listing, every blob's size), not only scanned
+    /// for the config's secrets.
+    new: bool,
+}
+
 /// How many times an operation is retried when the environment changed
 /// between its checks and its transaction.
 const RACE_RETRIES: usize = 20;
@@ -230,7 +241,10 @@ impl Stage<'_> {
                 &config.0,
                 &description,
             );
-            Ok((Append { config: config.1, release: Some(release) }, Some((artifact, config.0))))
+            Ok((
+                Append { config: config.1, release: Some(release) },
+                Some(Pairing { artifact, config: config.0, new: true }),
+            ))
         })
     }
 
@@ -269,7 +283,8 @@ impl Stage<'_> {
                     &description,
                 )
             });
-            let scan = release.as_ref().map(|r| (r.artifact, config.clone()));
+            // The current release's artifact was checked whole when it was released.
+            let scan = release.as_ref().map(|r| Pairing { artifact: r.artifact, config: config.clone(), new: false });
             Ok((Append { config: Some(config), release }, scan))
         })
     }
@@ -337,7 +352,9 @@ impl Stage<'_> {
                 &config.0,
                 &description,
             );
-            Ok((Append { config: config.1, release: Some(release) }, Some((source.artifact, config.0))))
+            // Released in the source environment: checked whole then.
+            let pairing = Pairing { artifact: source.artifact, config: config.0, new: false };
+            Ok((Append { config: config.1, release: Some(release) }, Some(pairing)))
         })
     }
 
@@ -410,17 +427,17 @@ impl Stage<'_> {
     fn append_checked(
         &self,
         env: &str,
-        mut decide: impl FnMut(&EnvState, &str) -> Result<(Append, Option<(Digest, ConfigVersion)>), ReleaseError>,
+        mut decide: impl FnMut(&EnvState, &str) -> Result<(Append, Option<Pairing>), ReleaseError>,
     ) -> Result<Outcome, ReleaseError> {
         let mut checked: Option<(Digest, Digest)> = None;
         for _ in 0..RACE_RETRIES {
             let state = self.ledger.env_state(self.app, env)?;
             let now = time::now_rfc3339();
             let (append, pairing) = decide(&state, &now)?;
-            if let Some((artifact, config)) = pairing
+            if let Some(Pairing { artifact, config, new }) = pairing
                 && checked != Some((artifact, config.id))
             {
-                let found = scan::secrets_in_artifact(self.store, &artifact, &config)?;
+                let found = scan::check_pairing(self.store, &artifact, &config, new)?;
                 if !found.is_empty() {
                     return Err(ReleaseError::SecretInArtifact { id: artifact, found });
                 }

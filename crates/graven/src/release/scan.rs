@@ -16,14 +16,27 @@ use crate::model::{ConfigVersion, EntryKind};
 use crate::store::{ArtifactError, walk};
 use crate::store::{CheckedBlob, Mismatch, Store, StoreError, open_checked_blob};
 
-/// Checks that artifact `id` is whole and valid, then returns the secret
-/// keys whose values it contains, each with the paths that contain it.
-/// Empty if the artifact is clean.
-pub(crate) fn secrets_in_artifact(
+/// Checks artifact `id` before it is released with `config`: whole and
+/// valid if it is `new` to the ledger's releases (an artifact released
+/// before was checked then, and what the store holds of it cannot change
+/// without its digests saying so); then returns the secret keys whose
+/// values it contains, each with the paths that contain it. Empty if the
+/// artifact is clean.
+pub(crate) fn check_pairing(
     store: &dyn Store,
     id: &Digest,
     config: &ConfigVersion,
+    new: bool,
 ) -> Result<BTreeMap<String, Vec<String>>, ReleaseError> {
+    let secrets: Vec<(&str, &str)> = config
+        .secret
+        .iter()
+        .filter_map(|key| config.vars.get(key).map(|value| (key.as_str(), value.as_str())))
+        .filter(|(_, value)| value.len() >= SECRET_SCAN_MIN_LEN)
+        .collect();
+    if secrets.is_empty() && !new {
+        return Ok(BTreeMap::new());
+    }
     let artifact = super::load_artifact(store, id)?;
     // By digest and listed size: each blob is checked through its listing.
     let mut files: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();
@@ -33,24 +46,19 @@ pub(crate) fn secrets_in_artifact(
         }
         Ok::<_, ArtifactError>(())
     })?;
-    // Every blob present at its listed size: one batch question.
-    let wanted: Vec<Digest> = files.keys().map(|(digest, _)| *digest).collect();
-    let sizes = store.blob_sizes(&wanted)?;
-    for ((&(digest, size), paths), found) in files.iter().zip(sizes) {
-        let mismatch = match found {
-            Some(found) if found == size => continue,
-            Some(found) => StoreError::Mismatch { digest, mismatch: Mismatch::Size { listed: size, found } },
-            None => StoreError::NotFound { kind: "blob", digest },
-        };
-        return Err(ArtifactError::Blob { id: *id, path: paths[0].clone(), source: mismatch }.into());
+    if new {
+        // Every blob present at its listed size: one batch question.
+        let wanted: Vec<Digest> = files.keys().map(|(digest, _)| *digest).collect();
+        let sizes = store.blob_sizes(&wanted)?;
+        for ((&(digest, size), paths), found) in files.iter().zip(sizes) {
+            let mismatch = match found {
+                Some(found) if found == size => continue,
+                Some(found) => StoreError::Mismatch { digest, mismatch: Mismatch::Size { listed: size, found } },
+                None => StoreError::NotFound { kind: "blob", digest },
+            };
+            return Err(ArtifactError::Blob { id: *id, path: paths[0].clone(), source: mismatch }.into());
+        }
     }
-
-    let secrets: Vec<(&str, &str)> = config
-        .secret
-        .iter()
-        .filter_map(|key| config.vars.get(key).map(|value| (key.as_str(), value.as_str())))
-        .filter(|(_, value)| value.len() >= SECRET_SCAN_MIN_LEN)
-        .collect();
     if secrets.is_empty() {
         return Ok(BTreeMap::new());
     }
