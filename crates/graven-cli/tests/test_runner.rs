@@ -442,3 +442,45 @@ fn a_server_needs_only_the_home_not_the_repository() {
     assert_eq!(graven.run(["config", "set", "X=1", "--env", "production"]).code, 0);
     wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v2");
 }
+
+#[test]
+fn scale_sets_the_environments_formation_which_runners_apply_live_and_keep() {
+    let (_repo, graven) = shell_web("");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let names = |status: &serde_json::Value| -> Vec<String> {
+        status["processes"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(names(&status), ["web.1", "worker.1"], "one of each type by default");
+
+    let run = graven.run(["scale", "web=2", "worker=0", "--env", "production"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains("scaled shell in production to web=2 worker=0"), "{run}");
+    let status = wait_for_status(&graven, |s| {
+        s["in_sync"] == true && s["processes"].as_array().unwrap().len() == 2 && s["processes"][1]["name"] == "web.2"
+    });
+    assert_eq!(names(&status), ["web.1", "web.2"]);
+    assert_eq!(status["running"]["version"], "v1", "scaling makes no release");
+    assert!(get(port, "/").is_some(), "it serves");
+    let shown = graven.run(["scale", "--env", "production", "--json"]).json();
+    assert_eq!(shown["formation"], serde_json::json!({"web": 2, "worker": 0}));
+
+    // Types not named keep their count; a new release keeps the formation.
+    assert_eq!(graven.run(["scale", "worker=1", "--env", "production"]).code, 0);
+    assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| {
+        s["in_sync"] == true && s["running"]["version"] == "v2" && s["processes"].as_array().unwrap().len() == 3
+    });
+    assert_eq!(names(&status), ["web.1", "web.2", "worker.1"]);
+
+    for (args, expected) in [
+        (&["scale", "web=many", "--env", "production"][..], "'web=many' is not TYPE=N"),
+        (&["scale", "release=1", "--env", "production"], "'release=1' is not TYPE=N"),
+        (&["scale", "web=1", "--env", "nowhere"], "environment 'nowhere' does not exist"),
+    ] {
+        let run = graven.run(args);
+        assert_eq!(run.code, 2, "{args:?}: {run}");
+        assert!(run.stderr.contains(expected), "{args:?}: {run}");
+    }
+}

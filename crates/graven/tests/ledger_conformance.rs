@@ -140,6 +140,26 @@ fn a_watch_wakes_for_an_append(factory: Factory<'_>) {
     assert!(!watch.wait(std::time::Duration::from_millis(30)).unwrap(), "seen once");
 }
 
+fn formations_are_per_environment_and_the_newest_counts(factory: Factory<'_>) {
+    use graven::model::{Formation, FormationRecord};
+    let ledger = factory();
+    assert_eq!(ledger.formation("app", "production").unwrap(), None);
+    let record = |text: &str| FormationRecord {
+        formation: Formation::parse(text.split(' ')).unwrap(),
+        author: "dev@example.com".to_owned(),
+        created_at: NOW.to_owned(),
+    };
+    let mut watch = ledger.watch("app", "production").unwrap();
+    ledger.set_formation("app", "production", &record("web=2 worker=1")).unwrap();
+    assert!(watch.wait(std::time::Duration::from_secs(5)).unwrap(), "a watch wakes for a formation change");
+    ledger.set_formation("app", "production", &record("web=3")).unwrap();
+    ledger.set_formation("app", "staging", &record("web=1")).unwrap();
+    assert_eq!(ledger.formation("app", "production").unwrap(), Some(record("web=3")));
+    assert_eq!(ledger.formation("app", "staging").unwrap(), Some(record("web=1")));
+    assert_eq!(ledger.formation("other", "production").unwrap(), None);
+    assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "scaling makes no release");
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -275,6 +295,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     a_taken_number_is_refused_and_nothing_is_appended(factory);
     the_state_read_outside_is_the_state_decided_on_inside(factory);
     a_watch_wakes_for_an_append(factory);
+    formations_are_per_environment_and_the_newest_counts(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

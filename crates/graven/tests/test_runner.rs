@@ -64,6 +64,13 @@ impl Ledger for FlakyLedger<'_> {
     fn watch(&self, app: &str, env: &str) -> Result<Box<dyn graven::ledger::Watch + '_>, LedgerError> {
         self.inner.watch(app, env)
     }
+    fn set_formation(&self, app: &str, env: &str, record: &graven::model::FormationRecord) -> Result<(), LedgerError> {
+        self.inner.set_formation(app, env, record)
+    }
+    fn formation(&self, app: &str, env: &str) -> Result<Option<graven::model::FormationRecord>, LedgerError> {
+        self.check()?;
+        self.inner.formation(app, env)
+    }
     fn apps(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.apps()
     }
@@ -138,7 +145,7 @@ fn options() -> RunnerOptions {
     RunnerOptions {
         app: APP.to_owned(),
         env: "production".to_owned(),
-        formation: std::collections::BTreeMap::default(),
+        formation: graven::model::Formation::default(),
         port: Some(port),
         host: "test-host".to_owned(),
     }

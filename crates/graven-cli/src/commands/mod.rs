@@ -16,6 +16,7 @@ mod release;
 mod releases;
 mod rollback;
 mod run;
+mod scale;
 mod status;
 mod verify;
 
@@ -77,6 +78,7 @@ pub(crate) enum Command {
     Rollback(rollback::RollbackArgs),
     Promote(promote::PromoteArgs),
     Run(run::RunArgs),
+    Scale(scale::ScaleArgs),
     Exec(exec::ExecArgs),
     Status(status::StatusArgs),
     Verify(verify::VerifyArgs),
@@ -109,6 +111,7 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Rollback(args) => rollback::cmd_rollback(settings, args),
         Command::Promote(args) => promote::cmd_promote(settings, args),
         Command::Run(args) => run::cmd_run(settings, args),
+        Command::Scale(args) => scale::cmd_scale(settings, args),
         Command::Exec(args) => return exec::cmd_exec(settings, args),
         Command::Status(args) => status::cmd_status(settings, args),
         Command::Verify(args) => verify::cmd_verify(settings, args),

@@ -116,7 +116,7 @@ fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError>
     let options = RunnerOptions {
         app: settings.app()?,
         env: "staging".to_owned(),
-        formation: std::collections::BTreeMap::new(),
+        formation: graven::model::Formation::default(),
         port: Some(port),
         host: host(),
     };

@@ -1,6 +1,5 @@
 //! `graven run`: the supervisor that runs an environment's current release.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -26,6 +25,10 @@ use crate::ui;
 /// one keeps serving, and graven status shows why. Stops on Ctrl-C or
 /// SIGTERM, stopping every process it started.
 ///
+/// How many processes of each type run is the environment's formation,
+/// set with graven scale and applied live; --formation overrides it for
+/// this runner.
+///
 /// Needs only the ledger and the store (--home, --app), not the repository.
 ///
 /// Examples:
@@ -37,7 +40,9 @@ pub(crate) struct RunArgs {
     #[command(flatten)]
     env: EnvArg,
 
-    /// How many processes of each type, e.g. web=2,worker=1 [default: one of each]
+    /// Process counts for this runner, over the environment's formation
+    /// (graven scale), type by type, e.g. web=2,worker=1 [default: the
+    /// environment's formation; one of each type it does not name]
     #[arg(long, value_name = "TYPE=N,...")]
     formation: Option<String>,
 
@@ -48,7 +53,12 @@ pub(crate) struct RunArgs {
 
 pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
-    let formation = args.formation.as_deref().map(parse_formation).transpose()?.unwrap_or_default();
+    let formation = match &args.formation {
+        Some(text) => graven::model::Formation::parse([text.as_str()]).map_err(|e| {
+            CommandError::bad_input(format!("--formation: {e}")).hint("write it like --formation web=2,worker=1")
+        })?,
+        None => graven::model::Formation::default(),
+    };
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let ledger = &*ledger;
@@ -91,22 +101,4 @@ pub(crate) fn stop_on_signals() -> Result<Arc<AtomicBool>, CommandError> {
             .map_err(|e| CommandError::failed(format!("could not handle signal {signal}: {e}")))?;
     }
     Ok(stop)
-}
-
-/// Parses `web=2,worker=1`.
-fn parse_formation(text: &str) -> Result<BTreeMap<String, u32>, CommandError> {
-    let mut formation = BTreeMap::new();
-    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let parsed = part.split_once('=').and_then(|(kind, n)| Some((kind.trim(), n.trim().parse::<u32>().ok()?)));
-        match parsed {
-            Some((kind, n)) if !kind.is_empty() => {
-                formation.insert(kind.to_owned(), n);
-            }
-            _ => {
-                return Err(CommandError::bad_input(format!("--formation '{part}' is not TYPE=N"))
-                    .hint("write it like --formation web=2,worker=1"));
-            }
-        }
-    }
-    Ok(formation)
 }

@@ -15,7 +15,7 @@ pub use sqlite::SqliteLedger;
 
 use crate::Digest;
 use crate::home::Home;
-use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
+use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
 
 /// The backend's own error behind a [`LedgerError`], kept as its source:
 /// no backend type appears in the trait.
@@ -255,4 +255,11 @@ pub trait Ledger: Send + Sync {
     /// The reports of every runner of one environment, the most recently
     /// updated first.
     fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError>;
+
+    /// Records a new formation of one environment (`graven scale`): a row
+    /// of its own, never changed; it wakes the environment's watches.
+    fn set_formation(&self, app: &str, env: &str, record: &FormationRecord) -> Result<(), LedgerError>;
+
+    /// The environment's formation: its newest, if it was ever scaled.
+    fn formation(&self, app: &str, env: &str) -> Result<Option<FormationRecord>, LedgerError>;
 }

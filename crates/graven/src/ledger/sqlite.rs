@@ -10,13 +10,14 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 
 use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
-use crate::model::{BuildRecord, ConfigVersion, NewBuild, Release, RunState};
+use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_builds.sql"),
     include_str!("migrations/sqlite/0002_releases.sql"),
     include_str!("migrations/sqlite/0003_run_state.sql"),
+    include_str!("migrations/sqlite/0004_formations.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -480,6 +481,17 @@ impl Ledger for SqliteLedger {
     fn run_states(&self, app: &str, env: &str) -> Result<Vec<RunState>, LedgerError> {
         self.with(|connection| sqlite_run::run_states(connection, app, env))
     }
+
+    fn set_formation(&self, app: &str, env: &str, record: &FormationRecord) -> Result<(), LedgerError> {
+        self.with(|connection| sqlite_run::set_formation(connection, app, env, record))?;
+        // A runner watching through this handle must see it, as an append.
+        self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn formation(&self, app: &str, env: &str) -> Result<Option<FormationRecord>, LedgerError> {
+        self.with(|connection| sqlite_run::formation(connection, app, env))
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +551,23 @@ mod tests {
     }
 
     #[test]
+    fn the_database_refuses_update_and_delete_of_formations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let record = crate::model::FormationRecord {
+            formation: crate::model::Formation::parse(["web=2"]).unwrap(),
+            author: "dev".to_owned(),
+            created_at: "2026-01-01T00:00:00Z".to_owned(),
+        };
+        SqliteLedger::open(&path).unwrap().set_formation("hello", "production", &record).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        let update = connection.execute("UPDATE formations SET counts = '{}'", []).unwrap_err();
+        assert!(update.to_string().contains("formations are append-only: UPDATE is refused"), "{update}");
+        let delete = connection.execute("DELETE FROM formations", []).unwrap_err();
+        assert!(delete.to_string().contains("formations are append-only: DELETE is refused"), "{delete}");
+    }
+
+    #[test]
     fn a_watch_wakes_for_a_commit_by_another_process() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
@@ -558,6 +587,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (3): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (4): upgrade graven"), "{error}");
     }
 }

@@ -1,12 +1,14 @@
-//! The SQLite ledger's run state: one mutable row per runner, overwritten
-//! by each report. Not part of the history (see `0003_run_state.sql`).
+//! The SQLite ledger's record of what runs: the run state, one mutable row
+//! per runner, overwritten by each report and not part of the history (see
+//! `0003_run_state.sql`); and each environment's formation, append-only
+//! (`0004_formations.sql`).
 
-use rusqlite::{Connection, Row, params};
+use rusqlite::{Connection, OptionalExtension as _, Row, params};
 use serde::de::DeserializeOwned;
 
 use super::LedgerError;
 use super::sqlite::query_error;
-use crate::model::{RunState, RunnerState};
+use crate::model::{Formation, FormationRecord, MAX_PROCESSES, RunState, RunnerState};
 
 fn to_json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).expect("run state always serialises")
@@ -93,4 +95,44 @@ fn run_state_from_row(row: &Row<'_>) -> rusqlite::Result<Result<RunState, Ledger
             updated_at,
         })
     })())
+}
+
+/// Records a new formation of one environment.
+pub(super) fn set_formation(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    record: &FormationRecord,
+) -> Result<(), LedgerError> {
+    connection
+        .execute(
+            "INSERT INTO formations (app, env, counts, author, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            rusqlite::params![app, env, to_json(&record.formation), record.author, record.created_at],
+        )
+        .map_err(query_error("recording a formation"))?;
+    Ok(())
+}
+
+/// The newest formation of one environment.
+pub(super) fn formation(connection: &Connection, app: &str, env: &str) -> Result<Option<FormationRecord>, LedgerError> {
+    let row: Option<(String, String, String)> = connection
+        .query_row(
+            "SELECT counts, author, created_at FROM formations WHERE app = ?1 AND env = ?2 ORDER BY seq DESC LIMIT 1",
+            rusqlite::params![app, env],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()
+        .map_err(query_error("reading the formation"))?;
+    row.map(|(counts, author, created_at)| {
+        let formation: Formation = parse(&counts, "counts")
+            .map_err(|why| LedgerError::Corrupt { what: format!("formation of {env}"), why })?;
+        if let Some((kind, count)) = formation.0.iter().find(|(_, count)| **count > MAX_PROCESSES) {
+            return Err(LedgerError::Corrupt {
+                what: format!("formation of {env}"),
+                why: format!("{kind}={count} is over {MAX_PROCESSES}"),
+            });
+        }
+        Ok(FormationRecord { formation, author, created_at })
+    })
+    .transpose()
 }

@@ -7,16 +7,19 @@
 //! - [`NewBuild`] / [`BuildRecord`]: what the ledger records of a build;
 //! - [`ConfigVersion`] and [`Release`]: the release stage's immutable,
 //!   hash-chained records;
+//! - [`Formation`]: how many processes of each type an environment runs;
 //! - [`RunState`]: what a runner reports of itself.
 
 mod artifact;
 mod build;
+mod formation;
 pub mod manifest;
 mod release;
 mod run_state;
 
 pub use artifact::{ARTIFACT_FORMAT, Artifact, RecordProblem};
 pub use build::{BuildRecord, NewBuild};
+pub use formation::{Formation, FormationError, FormationRecord, MAX_PROCESSES};
 pub use manifest::{Entry, EntryKind, FlatTree, Listing, ListingProblem};
 pub use release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
 pub use run_state::{Failure, ProcessState, ProcessStatus, RunState, RunnerState, RunningRelease};

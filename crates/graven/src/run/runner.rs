@@ -9,7 +9,6 @@
 //! old release keeps serving, untouched. A release that failed is not tried
 //! again; the next release is.
 
-use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -26,7 +25,7 @@ use crate::Digest;
 use crate::app::RunSettings;
 use crate::home::Home;
 use crate::ledger::Ledger;
-use crate::model::Artifact;
+use crate::model::{Artifact, Formation};
 use crate::model::{ConfigVersion, Release};
 use crate::model::{Failure, ProcessState, ProcessStatus, RunState, RunnerState, RunningRelease};
 use crate::store::Store;
@@ -62,8 +61,9 @@ pub struct RunnerOptions {
     pub app: String,
     /// The environment.
     pub env: String,
-    /// How many processes of each type; empty means one of each type.
-    pub formation: BTreeMap<String, u32>,
+    /// `--formation`: counts that override the environment's formation
+    /// (`graven scale`) for this runner, type by type.
+    pub formation: Formation,
     /// The public port; `None` takes the current release's `[run] port`.
     pub port: Option<u16>,
     /// This machine's name, for the run state.
@@ -88,6 +88,8 @@ struct Deployment {
     config: ConfigVersion,
     tree: PathBuf,
     run: RunSettings,
+    /// The formation its slots were made for.
+    formation: Formation,
     slots: Vec<Slot>,
     since: String,
 }
@@ -102,6 +104,8 @@ pub struct Runner<'a> {
     print: Print,
     proxy: Option<Arc<Proxy>>,
     current: Option<Deployment>,
+    /// The formation to run: the environment's, under `--formation`.
+    formation: Formation,
     /// Processes of releases switched away from, being stopped in the
     /// background once their connections drain.
     retiring: Vec<Retiring>,
@@ -165,6 +169,7 @@ impl<'a> Runner<'a> {
             ledger,
             store,
             home,
+            formation: options.formation.clone(),
             options,
             sink: Arc::new(sink),
             print,
@@ -213,13 +218,25 @@ impl<'a> Runner<'a> {
         let mut changed = true;
         while !stop.load(Ordering::Relaxed) {
             if changed || read_at.is_none_or(|at| at.elapsed() >= SLOW_POLL) {
-                match ledger.current_release(&self.options.app, &self.options.env) {
-                    Ok(desired) => {
+                let desired = ledger.current_release(&self.options.app, &self.options.env).and_then(|release| {
+                    let formation = ledger.formation(&self.options.app, &self.options.env)?;
+                    Ok((release, formation.map(|record| record.formation).unwrap_or_default()))
+                });
+                match desired {
+                    Ok((desired, formation)) => {
                         read_at = Some(Instant::now());
                         self.ledger_trouble(None);
+                        let formation = formation.overridden_by(&self.options.formation);
+                        if formation != self.formation {
+                            self.say(&format!("formation: {formation}"));
+                            self.formation = formation;
+                            // Scaling again is a new chance for a release that failed.
+                            self.failed = None;
+                        }
                         if let Some(desired) = desired {
-                            let running = self.current.as_ref().map(|d| d.release.id);
-                            if running != Some(desired.id) && self.failed != Some(desired.id) {
+                            let running = self.current.as_ref().map(|d| (d.release.id, &d.formation));
+                            let wanted = (desired.id, &self.formation);
+                            if running != Some(wanted) && self.failed != Some(desired.id) {
                                 self.rollout(&desired, stop);
                             }
                         }
@@ -284,7 +301,11 @@ impl<'a> Runner<'a> {
 
     /// Switches to `release`, or records why it could not.
     fn rollout(&mut self, release: &Release, stop: &AtomicBool) {
-        self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
+        if self.current.as_ref().is_some_and(|current| current.release.id == release.id) {
+            self.say(&format!("scaling {} to {}", release.version(), self.formation));
+        } else {
+            self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
+        }
         match self.prepare(release, stop) {
             Ok(deployment) => self.switch(deployment),
             Err(reason) => {
@@ -315,10 +336,16 @@ impl<'a> Runner<'a> {
             config,
             tree: tree.path,
             run: artifact.run.clone(),
+            formation: self.formation.clone(),
             slots: Vec::new(),
             since: time::now_rfc3339(),
         };
-        if let Some(command) = artifact.process_types.get(crate::app::RELEASE_PHASE) {
+        // The release phase runs once per release: not again when the
+        // running release is only scaled.
+        let scaling = self.current.as_ref().is_some_and(|current| current.release.id == release.id);
+        if let Some(command) = artifact.process_types.get(crate::app::RELEASE_PHASE)
+            && !scaling
+        {
             self.release_phase(&deployment, command, stop)?;
         }
         deployment.slots = self.slots(&artifact);
@@ -367,11 +394,7 @@ impl<'a> Runner<'a> {
             artifact.process_types.iter().filter(|(name, _)| name.as_str() != crate::app::RELEASE_PHASE).collect();
         types.sort_by_key(|(name, _)| (name.as_str() != "web", (*name).clone()));
         for (kind, command) in types {
-            let count = if self.options.formation.is_empty() {
-                1
-            } else {
-                self.options.formation.get(kind).copied().unwrap_or(0)
-            };
+            let count = self.formation.count(kind);
             for n in 1..=count {
                 let port = (kind == "web").then(free_port);
                 slots.push(Slot::new(&format!("{kind}.{n}"), kind, command, port.flatten()));
