@@ -484,3 +484,43 @@ fn scale_sets_the_environments_formation_which_runners_apply_live_and_keep() {
         assert!(run.stderr.contains(expected), "{args:?}: {run}");
     }
 }
+
+#[test]
+fn status_lists_every_runner_of_a_shared_ledger_and_flags_one_behind() {
+    // Two homes on one machine stand for two servers: each runs the
+    // environment from its own home, both from one ledger and one store.
+    let (repo, graven) = shell_web("");
+    let shared = repo.path().join(".graven");
+    let server_home = tempfile::tempdir().unwrap();
+    let server = Graven::in_repo(&repo)
+        .env("GRAVEN_HOME", server_home.path().as_os_str())
+        .env("GRAVEN_LEDGER", format!("sqlite:{}", shared.join("ledger.sqlite").display()))
+        .env("GRAVEN_STORE", format!("file:{}", shared.join("store").display()));
+    let (port_a, port_b) = (free_port(), free_port());
+    let _a = Runner::start(&graven, port_a, &[]);
+    let b = Runner::start(&server, port_b, &[]);
+    let both = |s: &serde_json::Value, version: &str| {
+        s["runners"].as_array().is_some_and(|runners| {
+            runners.len() == 2 && runners.iter().all(|r| r["in_sync"] == true && r["release"] == version)
+        })
+    };
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true && both(s, "v1"));
+    let homes: Vec<&str> = status["runners"].as_array().unwrap().iter().map(|r| r["home"].as_str().unwrap()).collect();
+    assert!(homes.contains(&server_home.path().to_str().unwrap()), "{homes:?}");
+    assert_eq!(graven.run(["status", "--env", "production"]).code, 0);
+
+    // The server's runner is frozen while v2 is released: it falls behind,
+    // and status says which runner, and exits 1, until it catches up.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(b.child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
+    wait_for_status(&graven, |s| s["running"]["version"] == "v2");
+    let run = graven.run(["status", "--env", "production"]);
+    assert_eq!(run.code, 1, "{run}");
+    let behind =
+        format!("the runner on {} (home {}) runs v1, not v2", crate::common::host(), server_home.path().display());
+    assert!(run.stderr.contains(&behind), "{run}");
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    wait_for_status(&graven, |s| both(s, "v2"));
+    assert_eq!(graven.run(["status", "--env", "production"]).code, 0);
+}

@@ -111,6 +111,7 @@ fn an_env_without_a_release_is_not_running_anything() {
           "last_failure": null,
           "processes": [],
           "runner": null,
+          "runners": [],
           "problems": [
             "production has no release yet"
           ]
@@ -235,8 +236,21 @@ fn the_newest_release_running_and_up_is_in_sync() {
             "state": "running",
             "alive": true,
             "updated_at": "[TIME]",
-            "release": "v1"
+            "release": "v1",
+            "in_sync": true
           },
+          "runners": [
+            {
+              "pid": [PID],
+              "host": "[HOST]",
+              "home": "[TEMP]/.graven",
+              "state": "running",
+              "alive": true,
+              "updated_at": "[TIME]",
+              "release": "v1",
+              "in_sync": true
+            }
+          ],
           "problems": []
         }
         ----- stderr -----
@@ -340,13 +354,26 @@ fn a_runner_that_stopped_reporting_is_not_running() {
     assert_eq!(run.code, 1, "{run}");
     assert_eq!(run.json()["runner"]["alive"], false, "{run}");
 
-    // The same report from another machine: its pid cannot be checked here.
-    // It reported after the one above, so it is the newest.
+    // The same report from another machine: its pid cannot be checked here,
+    // so it is alive, and the status is told of it; the gone one here is
+    // another runner of the environment that is not serving.
     let elsewhere = RunState { host: "web-2.example".to_owned(), updated_at: ago(0), ..gone };
     write(&repo, &elsewhere);
     let run = graven.run(["status", "--env", "production", "--json"]);
-    assert_eq!(run.code, 0, "{run}");
-    assert_eq!(run.json()["drift"], serde_json::Value::Null, "its tree is not here: {run}");
+    assert_eq!(run.code, 1, "{run}");
+    let json = run.json();
+    assert_eq!(json["drift"], serde_json::Value::Null, "its tree is not here: {run}");
+    assert_eq!(
+        (json["running"]["version"].as_str(), json["runner"]["host"].as_str()),
+        (Some("v1"), Some("web-2.example"))
+    );
+    assert_eq!(json["runners"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (json["runners"][0]["in_sync"].as_bool(), json["runners"][1]["in_sync"].as_bool()),
+        (Some(true), Some(false))
+    );
+    let problem = json["problems"][0].as_str().unwrap();
+    assert!(problem.starts_with("the runner on ") && problem.contains("is gone"), "{problem}");
 }
 
 #[test]

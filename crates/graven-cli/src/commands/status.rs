@@ -22,13 +22,16 @@ const LABEL_WIDTH: usize = 12;
 /// Compares the environment's newest release (desired) with the one its
 /// runner reports in the ledger (running), and shows the runner's processes,
 /// its last failed rollout, and whether the release tree on this machine
-/// still matches the artifact (drift). Works from another shell, and from
-/// another machine that shares the ledger. A runner counts as running if it
-/// reported in the last 10 seconds (it does every second).
+/// still matches the artifact (drift). Every other runner of the
+/// environment (other machines, other homes) is listed with the release it
+/// runs. Works from another shell, and from another machine that shares the
+/// ledger. A runner counts as running if it reported in the last 10 seconds
+/// (it does every second).
 ///
 /// Exits 0 when the newest release runs, its runner is alive, every process
-/// is up and the tree has not drifted; 1 otherwise, so that scripts can wait
-/// for a rollout with it.
+/// is up, the tree has not drifted, and every other runner that has not
+/// stopped runs the newest release too; 1 otherwise, so that scripts can
+/// wait for a rollout with it.
 ///
 /// Examples:
 ///   graven status --env production
@@ -104,6 +107,21 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
         None if status.runner.as_ref().is_some_and(RunnerReport::alive) => problems
             .push((format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()), sync_hint)),
         _ => {}
+    }
+    for other in status.others_out_of_sync() {
+        let state = &other.state;
+        let problem = match (&state.running, other.alive()) {
+            (Some(running), true) => format!(
+                "the runner on {} (home {}) runs v{}, not {}",
+                state.host,
+                state.home,
+                running.number,
+                desired.version()
+            ),
+            (None, true) => format!("the runner on {} (home {}) runs nothing yet", state.host, state.home),
+            (_, false) => format!("the runner on {} (home {}): {}", state.host, state.home, why_not_alive(other)),
+        };
+        problems.push((problem, format!("graven logs --env {env} on {} shows what it did", state.host)));
     }
     let down: Vec<String> = status
         .processes()
@@ -247,6 +265,24 @@ fn text(status: &EnvStatus) -> String {
             ),
         ));
     }
+    for other in &status.others {
+        let state = &other.state;
+        let runs = match (&state.running, other.alive()) {
+            (Some(running), true) => format!("runs v{}", running.number),
+            (None, true) => "runs nothing yet".to_owned(),
+            (_, false) => why_not_alive(other),
+        };
+        lines.push(line(
+            "runner",
+            format!(
+                "pid {} on {}, home {}: {runs}, reported {}",
+                state.runner_pid,
+                state.host,
+                state.home,
+                ui::age(&state.updated_at)
+            ),
+        ));
+    }
     match &status.drift {
         Some(DriftCheck::Checked(drift)) if drift.is_empty() => {
             lines.push(line("drift", "none: the tree on disk matches the artifact"));
@@ -297,6 +333,8 @@ struct StatusJson<'a> {
     last_failure: Option<FailureJson<'a>>,
     processes: Vec<ProcessJson<'a>>,
     runner: Option<RunnerJson<'a>>,
+    /// Every runner of the environment, this machine's (or the newest) first.
+    runners: Vec<RunnerJson<'a>>,
     /// Why the exit code is 1; empty when it is 0.
     problems: Vec<String>,
 }
@@ -338,6 +376,22 @@ struct RunnerJson<'a> {
     updated_at: &'a str,
     /// The release it last reported running.
     release: Option<String>,
+    /// Whether it is alive and runs the desired release.
+    in_sync: bool,
+}
+
+fn runner_json(r: &RunnerReport, desired: Option<u64>) -> RunnerJson<'_> {
+    let number = r.state.running.as_ref().map(|running| running.number);
+    RunnerJson {
+        pid: r.state.runner_pid,
+        host: &r.state.host,
+        home: &r.state.home,
+        state: r.state.state.name(),
+        alive: r.alive(),
+        updated_at: &r.state.updated_at,
+        release: number.map(|n| format!("v{n}")),
+        in_sync: r.alive() && number.is_some() && number == desired,
+    }
 }
 
 fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<'a> {
@@ -372,15 +426,8 @@ fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<
                 started_at: p.started_at.as_deref(),
             })
             .collect(),
-        runner: status.runner.as_ref().map(|r| RunnerJson {
-            pid: r.state.runner_pid,
-            host: &r.state.host,
-            home: &r.state.home,
-            state: r.state.state.name(),
-            alive: r.alive(),
-            updated_at: &r.state.updated_at,
-            release: r.state.running.as_ref().map(|running| format!("v{}", running.number)),
-        }),
+        runner: status.runner.as_ref().map(|r| runner_json(r, desired_number)),
+        runners: status.runner.iter().chain(&status.others).map(|r| runner_json(r, desired_number)).collect(),
         problems: problems.iter().map(|(problem, _)| problem.clone()).collect(),
     }
 }

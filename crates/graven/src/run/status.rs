@@ -1,7 +1,8 @@
 //! What version is running? The judgement behind `graven status`: an
-//! environment's desired release (its newest) against the one its runner
-//! reports in the ledger, whether that runner is alive, and whether the
-//! release tree on this machine still matches the artifact. Reads only: it
+//! environment's desired release (its newest) against the one each of its
+//! runners (one per machine and home) reports in the ledger, whether they
+//! are alive, and whether the release tree on this machine still matches
+//! the artifact. Reads only: it
 //! never changes the ledger, a tree or a process. How it is shown is the
 //! CLI's business.
 
@@ -76,8 +77,13 @@ pub struct EnvStatus {
     pub env: String,
     /// The environment's newest release.
     pub desired: Option<Release>,
-    /// The newest report of a runner of the environment.
+    /// The runner the status is told of: this machine's (with this home)
+    /// if it is alive, else the newest alive one, else this machine's, else
+    /// the one that reported last.
     pub runner: Option<RunnerReport>,
+    /// Every other runner of the environment (other machines, other homes),
+    /// the most recently reported first.
+    pub others: Vec<RunnerReport>,
     /// The release an alive runner runs, and since when (RFC 3339).
     pub running: Option<(Release, String)>,
     /// The running release's tree, if a runner runs one.
@@ -96,6 +102,22 @@ impl EnvStatus {
             Some(runner) if runner.alive() => &runner.state.processes,
             _ => &[],
         }
+    }
+
+    /// The other runners that do not serve the desired release: alive ones
+    /// that run another (or nothing), and those that stopped reporting
+    /// without saying they stopped. A runner that stopped cleanly is not
+    /// one: a server taken out of service says so.
+    pub fn others_out_of_sync(&self) -> Vec<&RunnerReport> {
+        let desired = self.desired.as_ref().map(|release| release.id);
+        self.others
+            .iter()
+            .filter(|runner| match runner.liveness {
+                Liveness::Alive => runner.state.running.as_ref().map(|r| r.id) != desired,
+                Liveness::Stale | Liveness::Gone => true,
+                Liveness::Stopped => false,
+            })
+            .collect()
     }
 
     /// The runner's last failed rollout, if any.
@@ -138,11 +160,23 @@ pub enum StatusError {
 /// Tells the status of `app`'s environment `env` from `vantage`.
 pub fn env_status(ledger: &dyn Ledger, app: &str, env: &str, vantage: Vantage<'_>) -> Result<EnvStatus, StatusError> {
     let desired = ledger.current_release(app, env)?;
-    let runner = ledger
+    let mut reports: Vec<RunnerReport> = ledger
         .run_states(app, env)?
         .into_iter()
-        .next()
-        .map(|state| RunnerReport { liveness: liveness(&state, vantage), state });
+        .map(|state| RunnerReport { liveness: liveness(&state, vantage), state })
+        .collect();
+    // The one told of: this machine's if it is alive, else the newest alive
+    // one, else this machine's, else the newest (reports come newest first).
+    let here =
+        |r: &RunnerReport| r.state.host == vantage.host && same_home(Path::new(&r.state.home), vantage.home.root());
+    let chosen = reports
+        .iter()
+        .position(|r| here(r) && r.alive())
+        .or_else(|| reports.iter().position(RunnerReport::alive))
+        .or_else(|| reports.iter().position(here))
+        .or(if reports.is_empty() { None } else { Some(0) });
+    let runner = chosen.map(|index| reports.remove(index));
+    let others = reports;
     let mut running = None;
     if let Some(runner) = runner.as_ref().filter(|r| r.alive())
         && let Some(reported) = &runner.state.running
@@ -163,7 +197,7 @@ pub fn env_status(ledger: &dyn Ledger, app: &str, env: &str, vantage: Vantage<'_
         (Some(runner), Some((release, _))) => Some(check_drift(&runner.state, release, vantage)),
         _ => None,
     };
-    Ok(EnvStatus { app: app.to_owned(), env: env.to_owned(), desired, runner, running, drift })
+    Ok(EnvStatus { app: app.to_owned(), env: env.to_owned(), desired, runner, others, running, drift })
 }
 
 /// Judges whether the runner that wrote `state` is alive: it says it runs,
