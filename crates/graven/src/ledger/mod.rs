@@ -7,6 +7,7 @@
 //! backend types, so the embedded SQLite ledger and a PostgreSQL ledger are
 //! interchangeable.
 
+mod rows;
 mod sqlite;
 mod sqlite_release;
 mod sqlite_run;

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
 
+use super::rows::{self, BUILD_COLUMNS};
 use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
@@ -320,41 +321,22 @@ fn schema_version(connection: &Connection) -> rusqlite::Result<usize> {
     Ok(usize::try_from(version).unwrap_or(usize::MAX))
 }
 
-const BUILD_COLUMNS: &str = "seq, app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms";
-
-fn build_from_row(row: &Row<'_>) -> rusqlite::Result<Result<BuildRecord, LedgerError>> {
-    let seq: i64 = row.get(0)?;
-    let artifact: String = row.get(2)?;
-    let recipe: String = row.get(5)?;
-    let parse = |text: &str| {
-        text.parse::<Digest>().map_err(|e| LedgerError::Corrupt { what: format!("build #{seq}"), why: e.to_string() })
-    };
-    let (artifact, recipe) = match (parse(&artifact), parse(&recipe)) {
-        (Ok(a), Ok(r)) => (a, r),
-        (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
-    };
-    let count = |i: usize| row.get::<_, i64>(i).map(i64::cast_unsigned);
-    Ok(Ok(BuildRecord {
-        seq,
-        build: NewBuild {
-            app: row.get(1)?,
-            artifact,
-            commit: row.get(3)?,
-            dirty: row.get(4)?,
-            recipe,
-            author: row.get(6)?,
-            host: row.get(7)?,
-            started_at: row.get(8)?,
-            finished_at: row.get(9)?,
-            files: count(10)?,
-            bytes: count(11)?,
-            new_bytes: count(12)?,
-            duration_ms: count(13)?,
-            build_command_ms: count(14)?,
-            ingest_ms: count(15)?,
-            log: String::new(),
-        },
-    }))
+impl rows::Columns for Row<'_> {
+    fn text(&self, index: usize) -> Result<String, LedgerError> {
+        self.get(index).map_err(|e| rows::bad_column(index, &e))
+    }
+    fn maybe_text(&self, index: usize) -> Result<Option<String>, LedgerError> {
+        self.get(index).map_err(|e| rows::bad_column(index, &e))
+    }
+    fn int(&self, index: usize) -> Result<i64, LedgerError> {
+        self.get(index).map_err(|e| rows::bad_column(index, &e))
+    }
+    fn maybe_int(&self, index: usize) -> Result<Option<i64>, LedgerError> {
+        self.get(index).map_err(|e| rows::bad_column(index, &e))
+    }
+    fn flag(&self, index: usize) -> Result<bool, LedgerError> {
+        self.get(index).map_err(|e| rows::bad_column(index, &e))
+    }
 }
 
 impl Ledger for SqliteLedger {
@@ -396,7 +378,8 @@ impl Ledger for SqliteLedger {
             let mut statement = connection
                 .prepare(&format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 ORDER BY seq DESC"))
                 .map_err(query_error("listing builds"))?;
-            let rows = statement.query_map([app], build_from_row).map_err(query_error("listing builds"))?;
+            let rows =
+                statement.query_map([app], |row| Ok(rows::build_from(row))).map_err(query_error("listing builds"))?;
             let mut builds = Vec::new();
             for row in rows {
                 builds.push(row.map_err(query_error("listing builds"))??);
@@ -411,7 +394,7 @@ impl Ledger for SqliteLedger {
                 .query_row(
                     &format!("SELECT {BUILD_COLUMNS} FROM builds WHERE app = ?1 AND commit_id = ?2 AND recipe = ?3 AND dirty = 0 ORDER BY seq DESC LIMIT 1"),
                     params![app, commit, recipe.to_string()],
-                    build_from_row,
+                    |row| Ok(rows::build_from(row)),
                 )
                 .optional()
                 .map_err(query_error("looking for an earlier build"))?

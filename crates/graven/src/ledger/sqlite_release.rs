@@ -1,97 +1,12 @@
 //! The SQLite ledger's environments, config versions and releases.
 
-use std::collections::{BTreeMap, BTreeSet};
+use rusqlite::{Connection, OptionalExtension as _, TransactionBehavior, params};
 
-use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, params};
-
+use super::rows::{self, CONFIG_COLUMNS, RELEASE_COLUMNS};
 use super::sqlite::{query_error, signed};
 use super::{Append, Decide, EnvState, LedgerError};
 use crate::Digest;
-use crate::model::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
-
-const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, created_at, \
-     description, rollback_of, promoted_from_env, promoted_from_number";
-
-const CONFIG_COLUMNS: &str = "id, app, env, number, parent, vars, secret, author, created_at, description";
-
-fn corrupt(what: String) -> impl FnOnce(String) -> LedgerError {
-    move |why| LedgerError::Corrupt { what, why }
-}
-
-fn digest(text: &str, what: &str) -> Result<Digest, LedgerError> {
-    text.parse().map_err(|e: crate::digest::ParseDigestError| corrupt(what.to_owned())(e.to_string()))
-}
-
-fn release_from_row(row: &Row<'_>) -> rusqlite::Result<Result<Release, LedgerError>> {
-    let env: String = row.get(2)?;
-    let number: i64 = row.get(3)?;
-    let what = format!("release {env} v{number}");
-    let id: String = row.get(0)?;
-    let kind: String = row.get(4)?;
-    let artifact: String = row.get(5)?;
-    let config: String = row.get(6)?;
-    let parent: Option<String> = row.get(7)?;
-    let rollback_of: Option<i64> = row.get(12)?;
-    let promoted_env: Option<String> = row.get(13)?;
-    let promoted_number: Option<i64> = row.get(14)?;
-    let app: String = row.get(1)?;
-    let commit: String = row.get(8)?;
-    let author: String = row.get(9)?;
-    let created_at: String = row.get(10)?;
-    let description: String = row.get(11)?;
-    Ok((|| {
-        Ok(Release {
-            id: digest(&id, &what)?,
-            app,
-            env: env.clone(),
-            number: number.cast_unsigned(),
-            kind: ReleaseKind::from_name(&kind)
-                .ok_or_else(|| corrupt(what.clone())(format!("unknown kind '{kind}'")))?,
-            artifact: digest(&artifact, &what)?,
-            config: digest(&config, &what)?,
-            parent: parent.map(|p| digest(&p, &what)).transpose()?,
-            commit,
-            author,
-            created_at,
-            description,
-            rollback_of: rollback_of.map(i64::cast_unsigned),
-            promoted_from: match (promoted_env, promoted_number) {
-                (Some(env), Some(number)) => Some(PromotedFrom { env, number: number.cast_unsigned() }),
-                _ => None,
-            },
-        })
-    })())
-}
-
-fn config_from_row(row: &Row<'_>) -> rusqlite::Result<Result<ConfigVersion, LedgerError>> {
-    let env: String = row.get(2)?;
-    let number: i64 = row.get(3)?;
-    let what = format!("config version {env} #{number}");
-    let id: String = row.get(0)?;
-    let parent: Option<String> = row.get(4)?;
-    let vars: String = row.get(5)?;
-    let secret: String = row.get(6)?;
-    let app: String = row.get(1)?;
-    let author: String = row.get(7)?;
-    let created_at: String = row.get(8)?;
-    let description: String = row.get(9)?;
-    Ok((|| {
-        Ok(ConfigVersion {
-            id: digest(&id, &what)?,
-            app,
-            env: env.clone(),
-            number: number.cast_unsigned(),
-            parent: parent.map(|p| digest(&p, &what)).transpose()?,
-            vars: serde_json::from_str::<BTreeMap<String, String>>(&vars)
-                .map_err(|e| corrupt(what.clone())(format!("vars: {e}")))?,
-            secret: serde_json::from_str::<BTreeSet<String>>(&secret)
-                .map_err(|e| corrupt(what.clone())(format!("secret: {e}")))?,
-            author,
-            created_at,
-            description,
-        })
-    })())
-}
+use crate::model::{ConfigVersion, Release};
 
 fn collect<T>(
     rows: impl Iterator<Item = rusqlite::Result<Result<T, LedgerError>>>,
@@ -236,7 +151,8 @@ pub(super) fn releases(
         ))
         .map_err(query_error(DOING))?;
     let limit = limit.map_or(-1, signed);
-    let rows = statement.query_map(params![app, env, limit], release_from_row).map_err(query_error(DOING))?;
+    let rows =
+        statement.query_map(params![app, env, limit], |row| Ok(rows::release_from(row))).map_err(query_error(DOING))?;
     collect(rows, DOING)
 }
 
@@ -250,7 +166,7 @@ pub(super) fn release(
         .query_row(
             &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE app = ?1 AND env = ?2 AND number = ?3"),
             params![app, env, signed(number)],
-            release_from_row,
+            |row| Ok(rows::release_from(row)),
         )
         .optional()
         .map_err(query_error("reading a release"))?
@@ -271,7 +187,8 @@ pub(super) fn config_versions(
         ))
         .map_err(query_error(DOING))?;
     let limit = limit.map_or(-1, signed);
-    let rows = statement.query_map(params![app, env, limit], config_from_row).map_err(query_error(DOING))?;
+    let rows =
+        statement.query_map(params![app, env, limit], |row| Ok(rows::config_from(row))).map_err(query_error(DOING))?;
     collect(rows, DOING)
 }
 
@@ -291,11 +208,9 @@ pub(super) fn current_config(
 
 pub(super) fn config_version(connection: &Connection, id: &Digest) -> Result<Option<ConfigVersion>, LedgerError> {
     connection
-        .query_row(
-            &format!("SELECT {CONFIG_COLUMNS} FROM config_versions WHERE id = ?1"),
-            [id.to_string()],
-            config_from_row,
-        )
+        .query_row(&format!("SELECT {CONFIG_COLUMNS} FROM config_versions WHERE id = ?1"), [id.to_string()], |row| {
+            Ok(rows::config_from(row))
+        })
         .optional()
         .map_err(query_error("reading a config version"))?
         .transpose()
