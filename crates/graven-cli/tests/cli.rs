@@ -24,3 +24,4 @@ mod test_run;
 mod test_runner;
 mod test_secrets;
 mod test_status;
+mod test_team;

@@ -56,3 +56,13 @@ pub mod process {
     /// The process's name, as `web.1` (`run.1` for `graven exec`).
     pub const GRAVEN_PROCESS: &str = "GRAVEN_PROCESS";
 }
+
+/// The password of the PostgreSQL ledger when its URL has none, as libpq
+/// reads it.
+pub const PGPASSWORD: &str = "PGPASSWORD";
+
+/// The PostgreSQL password file, as libpq reads it (default `~/.pgpass`).
+pub const PGPASSFILE: &str = "PGPASSFILE";
+
+/// The user's home directory: where `~/.pgpass` is.
+pub const HOME: &str = "HOME";

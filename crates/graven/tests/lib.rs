@@ -9,6 +9,7 @@ mod test_build;
 mod test_export;
 mod test_git;
 mod test_ledger;
+mod test_postgres;
 mod test_properties;
 mod test_runner;
 mod test_status;

@@ -1,11 +1,11 @@
-//! The SQLite ledger under concurrent writers, each with its own connection,
-//! as separate `graven build` processes would have.
+//! Both ledgers under concurrent writers, each with its own connection, as
+//! separate `graven` processes on one machine or many would have.
 
 use std::collections::BTreeSet;
 use std::sync::Barrier;
 
 use graven::Digest;
-use graven::ledger::{Ledger as _, SqliteLedger};
+use graven::ledger::{Ledger, SqliteLedger};
 use graven::model::NewBuild;
 
 fn build(thread: usize, n: usize) -> NewBuild {
@@ -30,30 +30,37 @@ fn build(thread: usize, n: usize) -> NewBuild {
     }
 }
 
-#[test]
-fn concurrent_writers_each_with_a_connection_are_never_refused() {
+/// Writers, each with a connection of its own as separate processes (or
+/// machines) have, all opening the ledger at once and then recording
+/// builds and appending releases to one environment: none is refused,
+/// every build gets its own sequence number, and releases are numbered
+/// without a gap or a duplicate, and chained.
+fn concurrent_writers_are_never_refused(open: &(dyn Fn() -> Box<dyn Ledger> + Sync)) {
     const WRITERS: usize = 8;
     const BUILDS: usize = 10;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.sqlite");
+    const RELEASES: usize = 5;
     let barrier = Barrier::new(WRITERS);
     let seqs: Vec<i64> = std::thread::scope(|scope| {
         let writers: Vec<_> = (0..WRITERS)
             .map(|thread| {
-                let (barrier, path) = (&barrier, &path);
+                let barrier = &barrier;
                 scope.spawn(move || {
                     // All open a ledger that does not exist yet at once: they
                     // race to create and migrate it, then to append.
                     barrier.wait();
-                    let ledger = SqliteLedger::open(path).unwrap_or_else(|e| panic!("writer {thread}: {e}"));
-                    (0..BUILDS)
+                    let ledger = open();
+                    let seqs = (0..BUILDS)
                         .map(|n| {
                             ledger
                                 .record_build(&build(thread, n))
                                 .unwrap_or_else(|e| panic!("writer {thread}: {e}"))
                                 .seq
                         })
-                        .collect::<Vec<_>>()
+                        .collect::<Vec<_>>();
+                    for n in 0..RELEASES {
+                        crate::ledger_conformance::deploy(&*ledger, "production", format!("{thread}-{n}").as_bytes());
+                    }
+                    seqs
                 })
             })
             .collect();
@@ -62,12 +69,45 @@ fn concurrent_writers_each_with_a_connection_are_never_refused() {
     let unique: BTreeSet<i64> = seqs.iter().copied().collect();
     assert_eq!(unique.len(), WRITERS * BUILDS, "two builds got the same seq");
 
-    let ledger = SqliteLedger::open(&path).unwrap();
+    let ledger = open();
     let builds = ledger.builds("test-app").unwrap();
     assert_eq!(builds.len(), WRITERS * BUILDS);
     assert!(builds.windows(2).all(|pair| pair[0].seq > pair[1].seq), "builds are not newest first");
     let first = builds.last().unwrap();
     assert_eq!(ledger.build_log(first.seq).unwrap().as_deref(), Some(build_log_of(&first.build).as_str()));
+
+    let releases = ledger.releases("app", "production", None).unwrap();
+    let numbers: Vec<u64> = releases.iter().rev().map(|r| r.number).collect();
+    assert_eq!(numbers, (1..=(WRITERS * RELEASES) as u64).collect::<Vec<_>>(), "gaps or duplicates");
+    let report = graven::release::chain::verify_ledger(
+        &*ledger,
+        &graven::store::LocalStore::open(&tempfile::tempdir().unwrap().path().join("s")).unwrap(),
+        "app",
+    )
+    .unwrap();
+    assert!(
+        report.problems.iter().all(|p| matches!(
+            p,
+            graven::release::chain::ChainProblem::BuildMissing { .. }
+                | graven::release::chain::ChainProblem::ArtifactMissing { .. }
+        )),
+        "the chain is broken: {:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn concurrent_writers_of_a_sqlite_ledger_are_never_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    concurrent_writers_are_never_refused(&|| Box::new(SqliteLedger::open(&path).unwrap()));
+}
+
+#[test]
+fn concurrent_writers_of_a_postgres_ledger_on_many_machines_are_never_refused() {
+    let Some(server) = crate::ledger_conformance::test_postgres() else { return };
+    let url = crate::ledger_conformance::fresh_postgres_database(&server);
+    concurrent_writers_are_never_refused(&|| Box::new(graven::ledger::PostgresLedger::open(&url).unwrap()));
 }
 
 fn build_log_of(build: &NewBuild) -> String {

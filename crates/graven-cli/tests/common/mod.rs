@@ -77,6 +77,11 @@ impl Graven {
     }
 
     /// The directory graven runs in.
+    /// The `HOME` graven runs with: an empty temporary directory.
+    pub(crate) fn user_home(&self) -> &Path {
+        self.home.path()
+    }
+
     pub(crate) fn cwd(&self) -> &Path {
         &self.cwd
     }

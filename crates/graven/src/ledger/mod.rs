@@ -7,11 +7,13 @@
 //! backend types, so the embedded SQLite ledger and a PostgreSQL ledger are
 //! interchangeable.
 
+mod postgres;
 mod rows;
 mod sqlite;
 mod sqlite_release;
 mod sqlite_run;
 
+pub use postgres::PostgresLedger;
 pub use sqlite::SqliteLedger;
 
 use crate::Digest;
@@ -129,9 +131,7 @@ pub fn open_ledger(url: Option<&str>, home: &Home, access: Access) -> Result<Box
                 }
                 std::path::PathBuf::from(path)
             }
-            Some("postgres" | "postgresql") => {
-                return Err(LedgerError::Unsupported { url: crate::url::redacted(url), backend: "PostgreSQL" });
-            }
+            Some("postgres" | "postgresql") => return Ok(Box::new(PostgresLedger::open(url)?)),
             _ => {
                 return Err(LedgerError::BadUrl {
                     url: crate::url::redacted(url),

@@ -1,0 +1,151 @@
+//! The team ledger end to end: homes on one machine stand for CI, a laptop
+//! and a server, sharing one PostgreSQL ledger (and one store directory,
+//! until the S3 store exists), each running the real `graven`.
+
+use std::time::{Duration, Instant};
+
+use crate::common::{Graven, shell_app};
+
+/// A fresh database on the test server: its URL, without the password, and
+/// the password. `None` outside the README's test command (which starts
+/// the server), except under CI, where it fails.
+fn team_database() -> Option<(String, String)> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let Some(server) = std::env::var("GRAVEN_TEST_POSTGRES").ok().filter(|url| !url.is_empty()) else {
+        assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: GRAVEN_TEST_POSTGRES is not set");
+        eprintln!("GRAVEN_TEST_POSTGRES is not set: skipping (./scripts/test starts a PostgreSQL server)");
+        return None;
+    };
+    let name = format!("graven_cli_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let mut admin = postgres::Client::connect(&server, postgres::NoTls).unwrap();
+    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+    // postgres://postgres:PASSWORD@HOST:PORT/postgres
+    let (scheme_user, rest) = server.split_once('@').unwrap();
+    let (user_part, password) = scheme_user.rsplit_once(':').unwrap();
+    let (host, _) = rest.split_once('/').unwrap();
+    Some((format!("{user_part}@{host}/{name}"), password.to_owned()))
+}
+
+#[test]
+fn ci_builds_a_person_releases_and_a_server_runs_from_one_postgres_ledger() {
+    let Some((ledger, password)) = team_database() else { return };
+    let repo = shell_app("");
+    repo.write("Procfile", "web: exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n");
+    repo.commit("A web process");
+    let store = tempfile::tempdir().unwrap();
+    let store_url = format!("file:{}", store.path().display());
+    let team = |home: &std::path::Path| {
+        Graven::in_repo(&repo)
+            .env("GRAVEN_HOME", home.as_os_str())
+            .env("GRAVEN_LEDGER", &ledger)
+            .env("GRAVEN_STORE", &store_url)
+            .env("PGPASSWORD", &password)
+    };
+    let (ci_home, laptop_home, server_home) =
+        (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (ci, laptop, server) = (team(ci_home.path()), team(laptop_home.path()), team(server_home.path()));
+
+    // CI builds; a person releases from elsewhere; a server runs it.
+    ci.build_json::<&str>([]);
+    let run = laptop.run(["release", "--env", "production"]);
+    assert_eq!(run.code, 0, "{run}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut runner = server
+        .command(["run", "--env", "production", "--port", &port])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait = |check: &dyn Fn(&serde_json::Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let status = laptop.run(["status", "--env", "production", "--json"]).json();
+            if check(&status) {
+                return status;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "never got there: {status:#}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let status = wait(&|s| s["in_sync"] == true);
+    assert_eq!(status["runner"]["home"], server_home.path().display().to_string(), "the laptop sees the server");
+
+    // A config change from the laptop reaches the server through NOTIFY.
+    assert_eq!(laptop.run(["config", "set", "GREETING=hi", "--env", "production"]).code, 0);
+    wait(&|s| s["in_sync"] == true && s["running"]["version"] == "v2");
+    let releases = ci.run(["releases", "--env", "production", "--json"]).json();
+    assert_eq!(releases.as_array().unwrap().len(), 2, "every home sees one history");
+    assert_eq!(ci.run(["verify", "--ledger"]).code, 0);
+
+    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(runner.wait().unwrap().success());
+}
+
+#[test]
+fn two_homes_releasing_at_once_get_gapless_numbers() {
+    let Some((ledger, password)) = team_database() else { return };
+    let repo = shell_app("");
+    let store = tempfile::tempdir().unwrap();
+    let homes: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let team: Vec<Graven> = homes
+        .iter()
+        .map(|home| {
+            Graven::in_repo(&repo)
+                .env("GRAVEN_HOME", home.path().as_os_str())
+                .env("GRAVEN_LEDGER", &ledger)
+                .env("GRAVEN_STORE", format!("file:{}", store.path().display()))
+                .env("PGPASSWORD", &password)
+        })
+        .collect();
+    team[0].build_json::<&str>([]);
+    assert_eq!(team[0].run(["release", "--env", "production"]).code, 0);
+    std::thread::scope(|scope| {
+        for (n, graven) in team.iter().enumerate() {
+            scope.spawn(move || {
+                for k in 0..5 {
+                    let run = graven.run(["config", "set", &format!("K{n}={k}"), "--env", "production"]);
+                    assert_eq!(run.code, 0, "{run}");
+                }
+            });
+        }
+    });
+    let releases = team[1].run(["releases", "--env", "production", "--json"]).json();
+    let numbers: Vec<u64> = releases.as_array().unwrap().iter().rev().map(|r| r["number"].as_u64().unwrap()).collect();
+    assert_eq!(numbers, (1..=11).collect::<Vec<_>>());
+    assert_eq!(team[1].run(["verify", "--ledger"]).code, 0);
+}
+
+#[test]
+fn a_ledger_that_cannot_be_reached_is_a_clear_error_without_the_password() {
+    let Some((ledger, password)) = team_database() else { return };
+    let repo = shell_app("");
+    // The password from ~/.pgpass, as libpq reads it (HOME is the harness's
+    // own temporary directory).
+    let graven = Graven::in_repo(&repo).env("GRAVEN_LEDGER", &ledger);
+    let run = graven.run(["releases", "--env", "production"]);
+    assert_eq!(run.code, 1, "no password anywhere: {run}");
+    std::fs::write(graven.user_home().join(".pgpass"), format!("*:*:*:postgres:{password}\n")).unwrap();
+    let run = graven.run(["releases", "--env", "production"]);
+    assert_eq!(run.code, 0, "the password from ~/.pgpass: {run}");
+    let wrong = ledger.replacen("postgres@", "postgres:hunter2-wrong@", 1);
+    let start = Instant::now();
+    let run = Graven::in_repo(&repo).env("GRAVEN_LEDGER", &wrong).run(["releases", "--env", "production"]);
+    assert!(start.elapsed() < Duration::from_secs(6));
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("password authentication failed"), "{run}");
+    assert!(!run.to_string().contains("hunter2"), "the password was shown:\n{run}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let start = Instant::now();
+    let run = Graven::in_repo(&repo)
+        .env("GRAVEN_LEDGER", format!("postgres://ci:hunter2@127.0.0.1:{port}/graven"))
+        .run(["releases", "--env", "production"]);
+    assert!(start.elapsed() < Duration::from_secs(6));
+    assert_eq!(run.code, 1, "{run}");
+    assert!(
+        run.stderr.contains(&format!("the ledger at postgres://ci@127.0.0.1:{port}/graven is unavailable")),
+        "{run}"
+    );
+    assert!(!run.to_string().contains("hunter2"), "the password was shown:\n{run}");
+}
