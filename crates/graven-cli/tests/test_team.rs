@@ -149,3 +149,132 @@ fn a_ledger_that_cannot_be_reached_is_a_clear_error_without_the_password() {
     );
     assert!(!run.to_string().contains("hunter2"), "the password was shown:\n{run}");
 }
+
+/// A PostgreSQL cluster of this test's own (the shared one must not be
+/// restarted under other tests), stopped and removed when dropped.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl OwnPostgres {
+    /// `None` where PostgreSQL's server programs are not installed (the
+    /// README's test command installs them).
+    fn start() -> Option<Self> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).max()?;
+        let dir = tempfile::Builder::new().prefix("graven-own-postgres-").tempdir().unwrap();
+        let status = std::process::Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
+        assert!(status.success());
+        let postgres = |program: &str, args: &[&str]| {
+            let status = std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(bin.join(program))
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{program} {args:?}");
+        };
+        let data = dir.path().join("data");
+        postgres("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust"]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let own = Self { dir, bin, port };
+        own.pg_ctl("start");
+        Some(own)
+    }
+
+    fn pg_ctl(&self, action: &str) {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-c fsync=off -c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
+            self.port,
+            self.dir.path().display()
+        );
+        let status = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", data.to_str().unwrap(), "-w", "-m", "fast", "-o", &options, "-l"])
+            .arg(self.dir.path().join("log"))
+            .arg(action)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {action}");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", self.dir.path().join("data").to_str().unwrap(), "-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn a_runner_keeps_serving_through_a_postgres_restart_and_then_rolls_out_a_newer_release() {
+    if team_database().is_none() {
+        return;
+    }
+    let own = OwnPostgres::start().expect("PostgreSQL's server programs are installed");
+    let repo = shell_app("");
+    repo.write("Procfile", "web: exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n");
+    repo.commit("A web process");
+    let store = tempfile::tempdir().unwrap();
+    let graven = Graven::in_repo(&repo)
+        .env("GRAVEN_LEDGER", own.url())
+        .env("GRAVEN_STORE", format!("file:{}", store.path().display()));
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut runner = graven
+        .command(["run", "--env", "production", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait = |what: &str, check: &dyn Fn(&serde_json::Value) -> bool| {
+        let start = Instant::now();
+        loop {
+            let run = graven.run(["status", "--env", "production", "--json"]);
+            if run.stdout.starts_with('{') && check(&run.json()) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(30), "{what}: {run}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let serves = || {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(stream, "GET / HTTP/1.0\r\n\r\n");
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response.starts_with("HTTP/1.0 200")
+    };
+    wait("v1 running", &|s| s["in_sync"] == true);
+
+    // The database goes away under the runner: what runs keeps serving.
+    own.pg_ctl("stop");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(serves(), "v1 stopped serving while the ledger was down");
+    own.pg_ctl("start");
+
+    // A release made after the restart is rolled out.
+    assert_eq!(graven.run(["config", "set", "AFTER=restart", "--env", "production"]).code, 0);
+    wait("v2 running after the restart", &|s| s["in_sync"] == true && s["running"]["version"] == "v2");
+    assert!(serves());
+    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(runner.wait().unwrap().success());
+}
