@@ -69,6 +69,8 @@ pub(crate) struct ReleaseJson<'a> {
     pub(crate) parent: Option<String>,
     pub(crate) commit: &'a str,
     pub(crate) author: &'a str,
+    /// The machine it was made from, if recorded.
+    pub(crate) host: Option<&'a str>,
     pub(crate) created_at: &'a str,
     pub(crate) description: &'a str,
     pub(crate) rollback_of: Option<u64>,
@@ -90,6 +92,7 @@ impl<'a> ReleaseJson<'a> {
             parent: release.parent.map(|p| p.to_string()),
             commit: &release.commit,
             author: &release.author,
+            host: release.host.as_deref(),
             created_at: &release.created_at,
             description: &release.description,
             rollback_of: release.rollback_of,

@@ -181,7 +181,13 @@ impl Settings {
     /// The app, the ledger, the store and the author: what a release-stage
     /// command works with.
     pub(crate) fn open_stage(&self) -> Result<OpenStage, CommandError> {
-        Ok(OpenStage { app: self.app()?, ledger: self.ledger()?, store: self.store()?, author: self.author() })
+        Ok(OpenStage {
+            app: self.app()?,
+            ledger: self.ledger()?,
+            store: self.store()?,
+            author: self.author(),
+            host: host(),
+        })
     }
 
     /// Who is acting: `GRAVEN_AUTHOR`, else git's `user.email`, else `user@host`.
@@ -203,12 +209,19 @@ pub(crate) struct OpenStage {
     pub(crate) ledger: Box<dyn Ledger>,
     pub(crate) store: Box<dyn Store>,
     pub(crate) author: String,
+    pub(crate) host: String,
 }
 
 impl OpenStage {
     /// The release stage over these.
     pub(crate) fn stage(&self) -> graven::release::Stage<'_> {
-        graven::release::Stage { ledger: &*self.ledger, store: &*self.store, app: &self.app, author: &self.author }
+        graven::release::Stage {
+            ledger: &*self.ledger,
+            store: &*self.store,
+            app: &self.app,
+            author: &self.author,
+            host: &self.host,
+        }
     }
 }
 

@@ -187,6 +187,7 @@ impl Scene {
                     parent: Some(current.id),
                     commit: "f".repeat(40),
                     author: "mallory".to_owned(),
+                    host: Some("elsewhere".to_owned()),
                     created_at: now.to_owned(),
                     description: "planted".to_owned(),
                     rollback_of: None,

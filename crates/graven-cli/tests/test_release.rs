@@ -419,3 +419,18 @@ fn a_store_this_graven_lacks_and_unknown_schemes_are_refused_rather_than_ignored
     let after = Graven::in_repo(&repo).run(["releases", "--env", "production", "--json"]);
     assert_eq!(before.stdout, after.stdout, "nothing changed");
 }
+
+#[test]
+fn releases_and_release_show_say_from_which_host_a_release_was_made() {
+    let (_repo, graven) = built_app();
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let host = crate::common::host();
+    let json = graven.run(["releases", "--env", "production", "--json"]).json();
+    assert_eq!(json[0]["host"], host.as_str());
+    let table = graven.run(["releases", "--env", "production"]);
+    assert!(table.stdout.lines().next().unwrap().contains(" BY ") && table.stdout.contains(" FROM "), "{table}");
+    assert!(table.stdout.contains(&format!("dev@example.com  {host}")), "{table}");
+    let show = graven.run(["release", "show", "v1", "--env", "production"]);
+    assert!(show.stdout.lines().any(|line| line.starts_with("from") && line.ends_with(host.as_str())), "{show}");
+    assert_eq!(graven.run(["verify", "--ledger"]).code, 0, "the host is part of the hash chain");
+}

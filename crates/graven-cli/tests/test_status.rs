@@ -154,6 +154,7 @@ fn a_release_without_a_runner_is_not_running() {
 }
 
 #[test]
+#[expect(clippy::too_many_lines, reason = "one inline snapshot of the whole status JSON")]
 fn the_newest_release_running_and_up_is_in_sync() {
     let (repo, graven) = released();
     let _filters = hide_pid_and_uptimes();
@@ -189,6 +190,7 @@ fn the_newest_release_running_and_up_is_in_sync() {
             "parent": null,
             "commit": "[C1]",
             "author": "dev@example.com",
+            "host": "[HOST]",
             "created_at": "[TIME]",
             "description": "Deploy [C1]",
             "rollback_of": null,
@@ -207,6 +209,7 @@ fn the_newest_release_running_and_up_is_in_sync() {
             "parent": null,
             "commit": "[C1]",
             "author": "dev@example.com",
+            "host": "[HOST]",
             "created_at": "[TIME]",
             "description": "Deploy [C1]",
             "rollback_of": null,

@@ -42,6 +42,7 @@ fn release(state: &EnvState, env: &str, config: &ConfigVersion, artifact: &[u8])
         parent: state.release.as_ref().map(|r| r.id),
         commit: "0".repeat(40),
         author: "dev@example.com".to_owned(),
+        host: Some("ci-runner-3".to_owned()),
         created_at: NOW.to_owned(),
         description: "test".to_owned(),
         rollback_of: None,

@@ -136,7 +136,7 @@ fn deployed_worker() -> TestHome {
 }
 
 fn stage(home: &TestHome) -> Stage<'_> {
-    Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" }
+    Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com", host: "test-host" }
 }
 
 /// Options for a runner of production on a free port.

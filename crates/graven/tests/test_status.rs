@@ -24,7 +24,8 @@ fn two_releases() -> (TestHome, Vec<Release>) {
     let home = TestHome::new();
     home.built(&repo);
     let build = home.builds().remove(0);
-    let stage = Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com" };
+    let stage =
+        Stage { ledger: &home.ledger, store: &home.store, app: APP, author: "tester@example.com", host: "test-host" };
     let first = stage.deploy("production", &build, None).unwrap().release.unwrap();
     let change =
         graven::release::ConfigChange { set: vec![("A".to_owned(), "1".to_owned())], unset: Vec::new(), secret: false };

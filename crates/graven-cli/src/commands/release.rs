@@ -153,6 +153,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         vec!["config".to_owned(), release.config.to_string()],
         vec!["parent".to_owned(), release.parent.map_or_else(|| "none".to_owned(), |p| p.to_string())],
         vec!["author".to_owned(), release.author.clone()],
+        vec!["from".to_owned(), release.host.clone().unwrap_or_else(|| "(not recorded)".to_owned())],
         vec!["created".to_owned(), format!("{} ({})", release.created_at, ui::age(&release.created_at))],
     ];
     if let Some(number) = release.rollback_of {

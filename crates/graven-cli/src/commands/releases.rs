@@ -64,8 +64,11 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
         ui::note(format!("environment '{env}' has no releases yet; make one with graven release --env {env}"));
         return Ok(());
     }
-    let mut rows =
-        vec![["", "VERSION", "KIND", "COMMIT", "ARTIFACT", "BY", "CREATED", "DESCRIPTION"].map(str::to_owned).to_vec()];
+    let mut rows = vec![
+        ["", "VERSION", "KIND", "COMMIT", "ARTIFACT", "BY", "FROM", "CREATED", "DESCRIPTION"]
+            .map(str::to_owned)
+            .to_vec(),
+    ];
     let mut said = Vec::new();
     for release in &releases {
         let mut mark = if Some(release.number) == current { "*".to_owned() } else { String::new() };
@@ -82,6 +85,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
             ui::short_commit(&release.commit).to_owned(),
             release.artifact.short(),
             release.author.clone(),
+            release.host.clone().unwrap_or_else(|| "-".to_owned()),
             ui::age(&release.created_at),
             release.description.clone(),
         ]);

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0002_releases.sql"),
     include_str!("migrations/postgres/0003_run_state.sql"),
     include_str!("migrations/postgres/0004_formations.sql"),
+    include_str!("migrations/postgres/0005_release_host.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).
@@ -295,7 +296,7 @@ fn insert_config(client: &mut impl GenericClient, config: &ConfigVersion) -> Res
 fn insert_release(client: &mut impl GenericClient, release: &Release) -> Result<(), postgres::Error> {
     client.execute(
         &format!(
-            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ),
         &[
             &release.id.to_string(),
@@ -313,6 +314,7 @@ fn insert_release(client: &mut impl GenericClient, release: &Release) -> Result<
             &release.rollback_of.map(signed),
             &release.promoted_from.as_ref().map(|p| p.env.clone()),
             &release.promoted_from.as_ref().map(|p| signed(p.number)),
+            &release.host,
         ],
     )?;
     Ok(())

@@ -21,7 +21,7 @@ pub(super) const BUILD_COLUMNS: &str = "seq, app, artifact, commit_id, dirty, re
 
 /// The columns of releases, in the order [`release_from`] reads them.
 pub(super) const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, \
-     created_at, description, rollback_of, promoted_from_env, promoted_from_number";
+     created_at, description, rollback_of, promoted_from_env, promoted_from_number, host";
 
 /// The columns of config versions, in the order [`config_from`] reads them.
 pub(super) const CONFIG_COLUMNS: &str = "id, app, env, number, parent, vars, secret, author, created_at, description";
@@ -108,6 +108,7 @@ pub(super) fn release_from(row: &impl Columns) -> Result<Release, LedgerError> {
         parent: row.maybe_text(7)?.map(|p| digest(&p, &what)).transpose()?,
         commit: row.text(8)?,
         author: row.text(9)?,
+        host: row.maybe_text(15)?,
         created_at: row.text(10)?,
         description: row.text(11)?,
         rollback_of: row.maybe_int(12)?.map(|n| count(n, &what, "rollback_of")).transpose()?,

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0002_releases.sql"),
     include_str!("migrations/sqlite/0003_run_state.sql"),
     include_str!("migrations/sqlite/0004_formations.sql"),
+    include_str!("migrations/sqlite/0005_release_host.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -570,6 +571,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (4): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (5): upgrade graven"), "{error}");
     }
 }

@@ -98,7 +98,7 @@ fn insert_release(connection: &Connection, release: &Release) -> Result<(), Ledg
         .execute(
             &format!(
                 "INSERT INTO releases ({RELEASE_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
             ),
             params![
                 release.id.to_string(),
@@ -116,6 +116,7 @@ fn insert_release(connection: &Connection, release: &Release) -> Result<(), Ledg
                 release.rollback_of.map(signed),
                 release.promoted_from.as_ref().map(|p| p.env.clone()),
                 release.promoted_from.as_ref().map(|p| signed(p.number)),
+                release.host,
             ],
         )
         .map_err(query_error("recording a release"))?;

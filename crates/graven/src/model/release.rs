@@ -80,6 +80,9 @@ pub struct Release {
     pub commit: String,
     /// Who made it.
     pub author: String,
+    /// The machine it was made from (`None` for releases made before
+    /// graven recorded it: their ids stay what they were).
+    pub host: Option<String>,
     /// When, RFC 3339.
     pub created_at: String,
     /// What it is for.
@@ -101,6 +104,8 @@ struct CanonicalRelease<'a> {
     created_at: &'a str,
     description: &'a str,
     env: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
     kind: ReleaseKind,
     number: u64,
     parent: Option<&'a Digest>,
@@ -125,6 +130,7 @@ impl Release {
             created_at: &self.created_at,
             description: &self.description,
             env: &self.env,
+            host: self.host.as_deref(),
             kind: self.kind,
             number: self.number,
             parent: self.parent.as_ref(),
@@ -218,6 +224,7 @@ mod tests {
             parent: Some(Digest::of(b"parent")),
             commit: "0123456789abcdef0123456789abcdef01234567".to_owned(),
             author: "dev@example.com".to_owned(),
+            host: None,
             created_at: "2026-11-27T12:00:00Z".to_owned(),
             description: "Rollback to v1".to_owned(),
             rollback_of: Some(1),
@@ -257,8 +264,22 @@ mod tests {
         let mut changed = release.clone();
         changed.description = "Edited".to_owned();
         assert_ne!(changed.computed_id(), release.id);
+        let mut changed = release.clone();
+        changed.host = Some("laptop".to_owned());
+        assert_ne!(changed.computed_id(), release.id, "the host, once recorded, is part of the id");
         let mut changed = release;
         changed.rollback_of = None;
         assert_ne!(changed.computed_id(), changed.id);
+    }
+
+    #[test]
+    fn a_release_without_a_host_keeps_the_id_it_had_before_hosts_were_recorded() {
+        // The record above, as graven wrote it before releases had a host:
+        // no "host" key, so the same bytes and the same id.
+        let release = release();
+        assert!(!String::from_utf8(release.canonical_json()).unwrap().contains("host"));
+        let with_host = Release { host: Some("laptop".to_owned()), ..release };
+        let json = String::from_utf8(with_host.canonical_json()).unwrap();
+        assert!(json.contains(r#""env":"production","host":"laptop","kind":"rollback""#), "{json}");
     }
 }

@@ -504,7 +504,7 @@ mod tests {
         }
 
         fn stage(&self) -> Stage<'_> {
-            Stage { ledger: &self.ledger, store: &self.store, app: "hello", author: "dev@example.com" }
+            Stage { ledger: &self.ledger, store: &self.store, app: "hello", author: "dev@example.com", host: "laptop" }
         }
 
         /// An artifact with one file, `version`, and a release process if

@@ -183,6 +183,8 @@ pub struct Stage<'a> {
     pub app: &'a str,
     /// Who is acting.
     pub author: &'a str,
+    /// The machine they act from, recorded in every release.
+    pub host: &'a str,
 }
 
 /// What an operation appended.
@@ -408,6 +410,7 @@ impl Stage<'_> {
             parent: state.release.as_ref().map(|r| r.id),
             commit: commit.to_owned(),
             author: self.author.to_owned(),
+            host: Some(self.host.to_owned()),
             created_at: now.to_owned(),
             description: description.to_owned(),
             rollback_of,

@@ -1,0 +1,2 @@
+-- The machine each release was made from; NULL for releases made before.
+ALTER TABLE releases ADD COLUMN host TEXT;
