@@ -11,6 +11,15 @@ pub fn scheme(url: &str) -> Option<&str> {
     valid.then_some(scheme)
 }
 
+/// The path of a local URL (`sqlite:PATH`, `file:PATH`, `file:///PATH`):
+/// what follows the scheme, without the empty authority of `//`. `None`
+/// if it names no path.
+pub fn local_path(url: &str) -> Option<std::path::PathBuf> {
+    let (_, rest) = url.split_once(':')?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+}
+
 /// `url` as it may be shown: without the password of its user part, and
 /// without its query (where drivers also accept passwords).
 pub fn redacted(url: &str) -> String {
@@ -41,6 +50,15 @@ mod tests {
         assert_eq!(redacted("postgresql://u:p:q@h"), "postgresql://u@h");
         assert_eq!(redacted("s3://bucket/prefix"), "s3://bucket/prefix");
         assert_eq!(redacted("sqlite:/srv/ledger.sqlite"), "sqlite:/srv/ledger.sqlite");
+    }
+
+    #[test]
+    fn local_urls_name_paths() {
+        assert_eq!(local_path("sqlite:/srv/ledger.sqlite"), Some("/srv/ledger.sqlite".into()));
+        assert_eq!(local_path("file:///srv/store"), Some("/srv/store".into()));
+        assert_eq!(local_path("file:relative/store"), Some("relative/store".into()));
+        assert_eq!(local_path("file:"), None);
+        assert_eq!(local_path("sqlite://"), None);
     }
 
     #[test]

@@ -124,13 +124,8 @@ pub fn open_ledger(url: Option<&str>, home: &Home, access: Access) -> Result<Box
     let path = match url.filter(|url| !url.is_empty()) {
         None => home.ledger_path(),
         Some(url) => match crate::url::scheme(url) {
-            Some("sqlite") => {
-                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
-                if path.is_empty() {
-                    return Err(LedgerError::BadUrl { url: crate::url::redacted(url), why: "it names no file" });
-                }
-                std::path::PathBuf::from(path)
-            }
+            Some("sqlite") => crate::url::local_path(url)
+                .ok_or_else(|| LedgerError::BadUrl { url: crate::url::redacted(url), why: "it names no file" })?,
             Some("postgres" | "postgresql") => return Ok(Box::new(PostgresLedger::open(url)?)),
             _ => {
                 return Err(LedgerError::BadUrl {

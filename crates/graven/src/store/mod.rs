@@ -233,13 +233,8 @@ pub fn open_store(url: Option<&str>, home: &crate::home::Home) -> Result<Box<dyn
     let root = match url.filter(|url| !url.is_empty()) {
         None => home.store_dir(),
         Some(url) => match crate::url::scheme(url) {
-            Some("file") => {
-                let path = url.trim_start_matches("file:").trim_start_matches("//");
-                if path.is_empty() {
-                    return Err(StoreError::BadUrl { url: crate::url::redacted(url), why: "it names no directory" });
-                }
-                PathBuf::from(path)
-            }
+            Some("file") => crate::url::local_path(url)
+                .ok_or_else(|| StoreError::BadUrl { url: crate::url::redacted(url), why: "it names no directory" })?,
             Some("s3") => return Err(StoreError::Unsupported { url: crate::url::redacted(url), backend: "S3" }),
             _ => {
                 return Err(StoreError::BadUrl {
