@@ -57,3 +57,17 @@ fn the_quickstart_refuses_a_directory_that_is_not_empty() {
         ");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing was written");
 }
+
+#[test]
+fn the_quickstart_checks_its_port_before_it_builds_anything() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("quickstart");
+    let graven = Graven::in_dir(parent.path());
+    let run = graven.run(["quickstart".as_ref(), "--port".as_ref(), port.as_ref(), "--dir".as_ref(), dir.as_os_str()]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains(&format!("error: port {port} is not free")), "{run}");
+    assert!(run.stderr.contains("--port and a free port"), "{run}");
+    assert!(!dir.exists(), "nothing was made before the port was checked");
+}

@@ -53,6 +53,12 @@ pub(crate) struct QuickstartArgs {
 }
 
 pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> {
+    // Before anything is built: a port another program holds would make the
+    // demonstration fetch that program's page.
+    if let Err(error) = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, args.port)) {
+        return Err(CommandError::bad_input(format!("port {} is not free: {error}", args.port))
+            .hint("another program listens there: run the quickstart with --port and a free port, e.g. --port 18080"));
+    }
     let dir = match &args.dir {
         Some(dir) => {
             if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
