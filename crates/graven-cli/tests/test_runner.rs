@@ -524,3 +524,29 @@ fn status_lists_every_runner_of_a_shared_ledger_and_flags_one_behind() {
     wait_for_status(&graven, |s| both(s, "v2"));
     assert_eq!(graven.run(["status", "--env", "production"]).code, 0);
 }
+
+#[test]
+fn status_without_an_environment_is_a_line_per_environment() {
+    let (_repo, graven) = shell_web("");
+    assert_eq!(graven.run(["promote", "production", "staging"]).code, 0);
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+
+    // Production runs its newest release; nothing runs staging.
+    let run = graven.run(["status"]);
+    assert_eq!(run.code, 1, "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(lines[0].starts_with("ENV") && lines[0].contains("IN SYNC"), "{run}");
+    assert!(lines.iter().any(|l| l.starts_with("production") && l.contains(" yes ")), "{run}");
+    assert!(lines.iter().any(|l| l.starts_with("staging") && l.contains(" no ") && l.contains("not running")), "{run}");
+    assert!(run.stderr.contains("not every environment of shell is in sync and healthy: staging"), "{run}");
+    let json = graven.run(["status", "--json"]).json();
+    let by_env: Vec<(&str, bool)> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["env"].as_str().unwrap(), e["in_sync"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(by_env, [("production", true), ("staging", false)]);
+}

@@ -33,7 +33,11 @@ const LABEL_WIDTH: usize = 12;
 /// stopped runs the newest release too; 1 otherwise, so that scripts can
 /// wait for a rollout with it.
 ///
+/// Without --env: one line per environment of the app (desired, running,
+/// in sync, runners, the first problem), exiting 1 if any has a problem.
+///
 /// Examples:
+///   graven status
 ///   graven status --env production
 ///   graven status --env staging --json
 #[derive(Args, Debug)]
@@ -150,7 +154,18 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
     problems
 }
 
+fn status_error(error: StatusError) -> CommandError {
+    match error {
+        StatusError::UnknownRelease { .. } => CommandError::failed(error)
+            .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"),
+        StatusError::Ledger(e) => CommandError::failed(e),
+    }
+}
+
 pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), CommandError> {
+    if args.env.env.is_none() {
+        return overview(settings, args.json);
+    }
     let env = args.env.name()?;
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
@@ -158,11 +173,7 @@ pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), C
     crate::commands::env::require_existing(ledger, &app, env)?;
     let host = crate::settings::host();
     let vantage = Vantage { host: &host, home: &settings.home };
-    let status = graven::run::status::env_status(ledger, &app, env, vantage).map_err(|e| match e {
-        StatusError::UnknownRelease { .. } => CommandError::failed(e)
-            .hint("the runner and this command use different ledgers: check GRAVEN_HOME on both sides"),
-        StatusError::Ledger(e) => CommandError::failed(e),
-    })?;
+    let status = graven::run::status::env_status(ledger, &app, env, vantage).map_err(status_error)?;
     let problems = problems(&status);
     if args.json {
         ui::out_json(&json(&status, &problems));
@@ -337,6 +348,59 @@ struct StatusJson<'a> {
     runners: Vec<RunnerJson<'a>>,
     /// Why the exit code is 1; empty when it is 0.
     problems: Vec<String>,
+}
+
+/// Without `--env`: one line per environment of the app, the same
+/// judgement as with `--env` behind each; exits 1 if any has a problem.
+fn overview(settings: &Settings, as_json: bool) -> Result<(), CommandError> {
+    let app = settings.app()?;
+    let ledger = settings.ledger_for_reading()?;
+    let ledger = &*ledger;
+    let host = crate::settings::host();
+    let vantage = Vantage { host: &host, home: &settings.home };
+    let environments = ledger.environments(&app).map_err(CommandError::failed)?;
+    let mut rows = vec![["ENV", "DESIRED", "RUNNING", "IN SYNC", "RUNNERS", "PROBLEM"].map(str::to_owned).to_vec()];
+    let mut json = Vec::new();
+    let mut troubled = Vec::new();
+    for env in &environments {
+        let status = graven::run::status::env_status(ledger, &app, env, vantage).map_err(status_error)?;
+        let problems = problems(&status);
+        let desired = status.desired.as_ref().map(graven::model::Release::version);
+        let running = status.running.as_ref().map(|(release, _)| release.version());
+        let runners = usize::from(status.runner.is_some()) + status.others.len();
+        let first_problem = problems.first().map(|(problem, _)| problem.clone());
+        rows.push(vec![
+            env.clone(),
+            desired.clone().unwrap_or_else(|| "-".to_owned()),
+            running.clone().unwrap_or_else(|| "-".to_owned()),
+            if status.in_sync() { "yes" } else { "no" }.to_owned(),
+            runners.to_string(),
+            first_problem.clone().unwrap_or_default(),
+        ]);
+        json.push(serde_json::json!({
+            "env": env,
+            "desired": desired,
+            "running": running,
+            "in_sync": status.in_sync(),
+            "runners": runners,
+            "problems": problems.iter().map(|(problem, _)| problem).collect::<Vec<_>>(),
+        }));
+        if !problems.is_empty() {
+            troubled.push(env.clone());
+        }
+    }
+    if as_json {
+        ui::out_json(&json);
+    } else if environments.is_empty() {
+        ui::note(format!("{app} has no environments yet: make one with graven release --env ENV"));
+    } else {
+        ui::out(ui::table(&rows));
+    }
+    if troubled.is_empty() {
+        return Ok(());
+    }
+    Err(CommandError::failed(format!("not every environment of {app} is in sync and healthy: {}", troubled.join(", ")))
+        .hint("graven status --env ENV says why, for each"))
 }
 
 #[derive(serde::Serialize)]
