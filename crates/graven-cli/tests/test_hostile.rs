@@ -373,6 +373,14 @@ fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_
     assert!(releases.stdout.contains("E2BIG"), "{releases}");
     let json = scene.graven.run(["releases", "--env", "production", "--json"]).json();
     assert!(json[0]["rollout_failures"][0]["reason"].as_str().unwrap().contains("E2BIG"), "{json:#}");
+    let version = format!("v{number}");
+    let show = scene.graven.run(["release", "show", &version, "--env", "production"]);
+    assert!(
+        show.stdout.lines().any(|l| l.starts_with("rollout") && l.contains("failed on ") && l.contains("E2BIG")),
+        "{show}"
+    );
+    let json = scene.graven.run(["release", "show", &version, "--env", "production", "--json"]).json();
+    assert!(json["rollout_failures"][0]["reason"].as_str().unwrap().contains("E2BIG"), "{json:#}");
 
     let logs = scene.graven.run(["logs", "--env", "production"]);
     assert!(logs.stdout.contains(&format!("rollout of v{number} failed: could not start web.1")), "{logs}");

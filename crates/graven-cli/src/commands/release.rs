@@ -113,6 +113,11 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let config = ledger.config_version(&release.config).map_err(CommandError::failed)?;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     let build = builds.iter().find(|b| b.build.artifact == release.artifact);
+    let failures: Vec<(String, graven::model::Failure)> =
+        crate::commands::releases::rollout_failures(ledger, &app, env)?
+            .into_iter()
+            .filter(|(_, failure)| failure.number == number)
+            .collect();
     if args.json {
         #[derive(serde::Serialize)]
         struct Show<'a> {
@@ -123,6 +128,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
             files: Option<u64>,
             bytes: Option<u64>,
             artifact_in_store: bool,
+            rollout_failures: Vec<serde_json::Value>,
         }
         let show = Show {
             release: ReleaseJson::new(&release, current),
@@ -136,6 +142,10 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
                 &release.artifact,
             )
             .unwrap_or(false),
+            rollout_failures: failures
+                .iter()
+                .map(|(host, f)| serde_json::json!({"host": host, "reason": f.reason, "at": f.at}))
+                .collect(),
         };
         ui::out_json(&show);
         return Ok(());
@@ -158,6 +168,9 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     ];
     if let Some(number) = release.rollback_of {
         rows.push(vec!["rollback of".to_owned(), format!("v{number}")]);
+    }
+    for (host, failure) in &failures {
+        rows.push(vec!["rollout".to_owned(), format!("failed on {host}: {}", failure.reason)]);
     }
     if let Some(from) = &release.promoted_from {
         rows.push(vec!["promoted from".to_owned(), format!("{} v{}", from.env, from.number)]);

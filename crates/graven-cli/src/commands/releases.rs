@@ -28,6 +28,20 @@ pub(crate) struct ReleasesArgs {
     json: bool,
 }
 
+/// Each runner's last failed rollout, with the runner's host.
+pub(crate) fn rollout_failures(
+    ledger: &dyn graven::ledger::Ledger,
+    app: &str,
+    env: &str,
+) -> Result<Vec<(String, graven::model::Failure)>, CommandError> {
+    Ok(ledger
+        .run_states(app, env)
+        .map_err(CommandError::failed)?
+        .into_iter()
+        .filter_map(|state| state.last_failure.map(|failure| (state.host, failure)))
+        .collect())
+}
+
 pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
