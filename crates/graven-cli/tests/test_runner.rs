@@ -474,6 +474,20 @@ fn scale_sets_the_environments_formation_which_runners_apply_live_and_keep() {
     });
     assert_eq!(names(&status), ["web.1", "web.2", "worker.1"]);
 
+    // Each process's lines say which release's process printed them.
+    assert!(get(port, "/").is_some(), "v2 serves");
+    let start = Instant::now();
+    let logs = loop {
+        let logs = graven.run(["logs", "--env", "production", "-n", "500", "web"]);
+        if logs.stdout.contains(" v2 | ") || start.elapsed() > PATIENCE {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(logs.stdout.contains(" v1 | ") && logs.stdout.contains(" v2 | "), "{logs}");
+    let labelled = |line: &str| line.contains(" web.1 v") || line.contains(" web.2 v");
+    assert!(logs.stdout.lines().all(labelled), "the filter still takes the type, lines say the release: {logs}");
+
     for (args, expected) in [
         (&["scale", "web=many", "--env", "production"][..], "'web=many' is not TYPE=N"),
         (&["scale", "release=1", "--env", "production"], "'release=1' is not TYPE=N"),

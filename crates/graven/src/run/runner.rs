@@ -417,7 +417,10 @@ impl<'a> Runner<'a> {
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
         let sink = Arc::clone(&self.sink);
         let print = Arc::clone(&self.print);
-        let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(name, line)));
+        // `web.1 v5 |`: while a switch drains, v4's web.1 and v5's web.1
+        // both print, and each line says whose it is.
+        let version = release.version();
+        let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(&format!("{name} {version}"), line)));
         let process =
             Process::spawn(&slot.name, &slot.command, tree, &env, on_line).map_err(|e| crate::error_chain(&e))?;
         slot.process = Some(process);
