@@ -155,12 +155,10 @@ impl Settings {
     fn open_ledger(&self, access: Access) -> Result<Box<dyn Ledger>, CommandError> {
         self.ensure_home()?;
         open_ledger(self.ledger_url.as_deref(), &self.home, access).map_err(|error| match error {
-            LedgerError::BadUrl { .. } | LedgerError::Unsupported { .. } => {
-                CommandError::bad_input(error).hint(format!(
-                    "set {GRAVEN_LEDGER} (or --ledger-url) to a ledger URL graven knows, or unset it to use {}",
-                    self.home.ledger_path().display()
-                ))
-            }
+            LedgerError::BadUrl { .. } => CommandError::bad_input(error).hint(format!(
+                "set {GRAVEN_LEDGER} (or --ledger-url) to a ledger URL graven knows, or unset it to use {}",
+                self.home.ledger_path().display()
+            )),
             other => CommandError::failed(other),
         })
     }

@@ -37,16 +37,6 @@ pub enum LedgerError {
         /// What is wrong.
         why: &'static str,
     },
-    /// A ledger URL of a backend this graven does not have.
-    #[error(
-        "'{url}' names a {backend} ledger, which this version of graven does not have: it has only the embedded SQLite one"
-    )]
-    Unsupported {
-        /// The URL, without its password.
-        url: String,
-        /// The backend, e.g. `PostgreSQL`.
-        backend: &'static str,
-    },
     /// The ledger cannot be used now: it cannot be opened or reached, it
     /// stayed locked longer than graven waits, or its files cannot be
     /// written (a full disk, a file-size limit).
