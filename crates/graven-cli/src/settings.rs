@@ -159,6 +159,11 @@ impl Settings {
                 "set {GRAVEN_LEDGER} (or --ledger-url) to a ledger URL graven knows, or unset it to use {}",
                 self.home.ledger_path().display()
             )),
+            LedgerError::Unavailable { retryable: false, .. } => CommandError::failed(error).hint(
+                "check the ledger's URL, that its database exists, and the password (in the URL, PGPASSWORD or ~/.pgpass)",
+            ),
+            LedgerError::Unavailable { retryable: true, .. } => CommandError::failed(error)
+                .hint("try again once the ledger answers: its server may be down, or its disk full"),
             other => CommandError::failed(other),
         })
     }
