@@ -564,3 +564,39 @@ fn status_without_an_environment_is_a_line_per_environment() {
         .collect();
     assert_eq!(by_env, [("production", true), ("staging", false)]);
 }
+
+#[test]
+fn wait_blocks_until_every_runner_serves_the_release_or_fails_it() {
+    let (_repo, graven) = shell_web("health_timeout = 2");
+    // No runner: --wait says so, after its timeout, and exits 1.
+    let start = Instant::now();
+    let run = graven.run(["config", "set", "A=1", "--env", "production", "--wait", "--wait-timeout", "1"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(start.elapsed() >= Duration::from_secs(1));
+    assert!(run.stderr.contains("no runner of production is running: nothing rolled v2 out within 1 s"), "{run}");
+    assert!(run.stderr.contains("hint: start one: graven run --env production"), "{run}");
+
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+    let host = crate::common::host();
+
+    // A release every runner serves: exit 0 once it does, each host said.
+    let run = graven.run(["config", "set", "A=2", "--env", "production", "--wait"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(run.stdout.contains(&format!("{host} (")) && run.stdout.contains("): serves v3"), "{run}");
+    let status = graven.run(["status", "--env", "production", "--json"]).json();
+    assert_eq!(status["running"]["version"], "v3", "--wait returned once v3 served");
+
+    // A release whose web process crashes: exit 1, with the reason.
+    let run = graven.run(["config", "set", "CRASH=1", "--env", "production", "--wait"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stdout.contains("): failed v4: ") && run.stdout.contains("web.1 exited"), "{run}");
+    assert!(run.stderr.contains("v4 of production is not served everywhere"), "{run}");
+
+    // --json keeps stdout JSON: the outcome goes to stderr.
+    let run = graven.run(["rollback", "v3", "--env", "production", "--wait", "--json"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.json()["version"], "v5");
+    assert!(run.stderr.contains("): serves v5"), "{run}");
+}

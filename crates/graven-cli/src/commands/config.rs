@@ -6,6 +6,7 @@ use clap::{Args, Subcommand};
 use graven::release::ConfigChange;
 
 use crate::commands::env::EnvArg;
+use crate::commands::wait::WaitArgs;
 use crate::error::CommandError;
 use crate::output::ConfigJson;
 use crate::settings::Settings;
@@ -72,6 +73,8 @@ struct SetArgs {
     secret: bool,
     #[command(flatten)]
     env: EnvArg,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +84,8 @@ struct UnsetArgs {
     keys: Vec<String>,
     #[command(flatten)]
     env: EnvArg,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 #[derive(Args, Debug)]
@@ -92,6 +97,8 @@ struct ImportArgs {
     secret: bool,
     #[command(flatten)]
     env: EnvArg,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
@@ -99,10 +106,11 @@ pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), C
         None => show(settings, args),
         Some(ConfigCommand::Set(set)) => {
             let pairs = pairs_of(set)?;
-            change(settings, &set.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: set.secret })
+            change(settings, &set.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: set.secret }, set.wait)
         }
         Some(ConfigCommand::Unset(unset)) => {
-            change(settings, &unset.env, &ConfigChange { set: Vec::new(), unset: unset.keys.clone(), secret: false })
+            let change_set = ConfigChange { set: Vec::new(), unset: unset.keys.clone(), secret: false };
+            change(settings, &unset.env, &change_set, unset.wait)
         }
         Some(ConfigCommand::Import(import)) => {
             let text = std::fs::read_to_string(&import.file).map_err(|e| {
@@ -116,7 +124,12 @@ pub(crate) fn cmd_config(settings: &Settings, args: &ConfigArgs) -> Result<(), C
             if pairs.is_empty() {
                 return Err(CommandError::bad_input(format!("{} sets no variables", import.file.display())));
             }
-            change(settings, &import.env, &ConfigChange { set: pairs, unset: Vec::new(), secret: import.secret })
+            change(
+                settings,
+                &import.env,
+                &ConfigChange { set: pairs, unset: Vec::new(), secret: import.secret },
+                import.wait,
+            )
         }
     }
 }
@@ -214,7 +227,7 @@ fn show(settings: &Settings, args: &ConfigArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange) -> Result<(), CommandError> {
+fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange, wait: WaitArgs) -> Result<(), CommandError> {
     let env = env.name()?;
     let open = settings.open_stage()?;
     let (app, stage) = (&open.app, open.stage());
@@ -224,11 +237,11 @@ fn change(settings: &Settings, env: &EnvArg, change: &ConfigChange) -> Result<()
     }
     let config = outcome.config.expect("a config change makes a config version");
     ui::out(format!("{} in {env}: config {}", config.description, config.id.short()));
-    match outcome.release {
-        Some(release) => ui::out(format!("released {} {} in {env} ({})", app, release.version(), release.description)),
-        None => {
-            ui::note(format!("{env} has no release yet: the config applies from the first graven release --env {env}"));
-        }
+    if let Some(release) = outcome.release {
+        ui::out(format!("released {} {} in {env} ({})", app, release.version(), release.description));
+        wait.wait_for(settings, &*open.ledger, app, env, &release, false)
+    } else {
+        ui::note(format!("{env} has no release yet: the config applies from the first graven release --env {env}"));
+        Ok(())
     }
-    Ok(())
 }

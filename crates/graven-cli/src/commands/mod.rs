@@ -19,6 +19,7 @@ mod run;
 mod scale;
 mod status;
 mod verify;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -24,6 +24,9 @@ pub(crate) struct PromoteArgs {
     /// Print the new release as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    wait: crate::commands::wait::WaitArgs,
 }
 
 pub(crate) fn cmd_promote(settings: &Settings, args: &PromoteArgs) -> Result<(), CommandError> {
@@ -36,16 +39,16 @@ pub(crate) fn cmd_promote(settings: &Settings, args: &PromoteArgs) -> Result<(),
     let release = outcome.release.expect("a promotion makes a release");
     if args.json {
         ui::out_json(&ReleaseJson::new(&release, true));
-        return Ok(());
+    } else {
+        ui::out(format!(
+            "released {app} {} to {}: {} ({} from {}, config {})",
+            release.version(),
+            args.to,
+            release.description,
+            release.artifact.short(),
+            ui::short_commit(&release.commit),
+            release.config.short()
+        ));
     }
-    ui::out(format!(
-        "released {app} {} to {}: {} ({} from {}, config {})",
-        release.version(),
-        args.to,
-        release.description,
-        release.artifact.short(),
-        ui::short_commit(&release.commit),
-        release.config.short()
-    ));
-    Ok(())
+    args.wait.wait_for(settings, &*open.ledger, app, &args.to, &release, args.json)
 }

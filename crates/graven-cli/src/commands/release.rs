@@ -41,6 +41,9 @@ pub(crate) struct ReleaseArgs {
     /// Print the release as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    wait: crate::commands::wait::WaitArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,16 +80,16 @@ pub(crate) fn cmd_release(settings: &Settings, args: &ReleaseArgs) -> Result<(),
     let release = outcome.release.expect("a deploy makes a release");
     if args.json {
         ui::out_json(&ReleaseJson::new(&release, true));
-        return Ok(());
+    } else {
+        ui::out(format!(
+            "released {app} {} to {env}: {} from {} with config {}",
+            release.version(),
+            release.artifact.short(),
+            ui::short_commit(&release.commit),
+            release.config.short()
+        ));
     }
-    ui::out(format!(
-        "released {app} {} to {env}: {} from {} with config {}",
-        release.version(),
-        release.artifact.short(),
-        ui::short_commit(&release.commit),
-        release.config.short()
-    ));
-    Ok(())
+    args.wait.wait_for(settings, &*open.ledger, app, env, &release, args.json)
 }
 
 /// Parses `v42` or `42`.

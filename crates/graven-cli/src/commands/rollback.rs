@@ -31,6 +31,9 @@ pub(crate) struct RollbackArgs {
     /// Print the new release as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    wait: crate::commands::wait::WaitArgs,
 }
 
 pub(crate) fn cmd_rollback(settings: &Settings, args: &RollbackArgs) -> Result<(), CommandError> {
@@ -41,15 +44,15 @@ pub(crate) fn cmd_rollback(settings: &Settings, args: &RollbackArgs) -> Result<(
     let release = stage.rollback(env, target)?.release.expect("a rollback makes a release");
     if args.json {
         ui::out_json(&ReleaseJson::new(&release, true));
-        return Ok(());
+    } else {
+        ui::out(format!(
+            "released {app} {} to {env}: {} ({} from {}, config {})",
+            release.version(),
+            release.description,
+            release.artifact.short(),
+            ui::short_commit(&release.commit),
+            release.config.short()
+        ));
     }
-    ui::out(format!(
-        "released {app} {} to {env}: {} ({} from {}, config {})",
-        release.version(),
-        release.description,
-        release.artifact.short(),
-        ui::short_commit(&release.commit),
-        release.config.short()
-    ));
-    Ok(())
+    args.wait.wait_for(settings, &*open.ledger, app, env, &release, args.json)
 }

@@ -251,3 +251,51 @@ fn check_drift(runner: &RunState, release: &Release, vantage: Vantage<'_>) -> Dr
         Err(why) => DriftCheck::Unknown(format!("could not check the tree of {version}: {why}")),
     }
 }
+
+/// How one runner stands with a release it should roll out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RolloutOutcome {
+    /// It serves the release (or a newer one, which superseded it).
+    Serving,
+    /// Its rollout of the release failed, and why.
+    Failed(String),
+    /// Not yet either.
+    Pending,
+}
+
+/// One alive runner's outcome for a release.
+#[derive(Debug, Clone)]
+pub struct RunnerRollout {
+    /// The runner's machine.
+    pub host: String,
+    /// Its graven home there.
+    pub home: String,
+    /// How it stands.
+    pub outcome: RolloutOutcome,
+}
+
+/// How every alive runner of `app`'s environment `env` stands with
+/// `release`: what `--wait` waits on. Empty when no runner is alive.
+pub fn rollout_of(
+    ledger: &dyn Ledger,
+    app: &str,
+    env: &str,
+    release: &Release,
+    vantage: Vantage<'_>,
+) -> Result<Vec<RunnerRollout>, LedgerError> {
+    Ok(ledger
+        .run_states(app, env)?
+        .into_iter()
+        .filter(|state| liveness(state, vantage) == Liveness::Alive)
+        .map(|state| {
+            let outcome = match (&state.running, &state.last_failure) {
+                (Some(running), _) if running.number >= release.number => RolloutOutcome::Serving,
+                (_, Some(failure)) if failure.number == release.number => {
+                    RolloutOutcome::Failed(failure.reason.clone())
+                }
+                _ => RolloutOutcome::Pending,
+            };
+            RunnerRollout { host: state.host, home: state.home, outcome }
+        })
+        .collect())
+}
