@@ -418,8 +418,9 @@ impl Ledger for SqliteLedger {
         Ok(appended)
     }
 
-    fn watch(&self, app: &str, env: &str) -> Result<Box<dyn Watch + '_>, LedgerError> {
-        let _ = (app, env);
+    // data_version has no notion of an environment: the watch wakes for
+    // any commit, which the trait allows.
+    fn watch(&self, _app: &str, _env: &str) -> Result<Box<dyn Watch + '_>, LedgerError> {
         Ok(Box::new(SqliteWatch { ledger: self, seen: self.version()? }))
     }
 

@@ -82,7 +82,7 @@ pub fn artifact_of(store: &dyn Store, release: &Release) -> Result<Artifact, Run
 /// validation let through by mistake cannot make this write outside `root`.
 fn lay_out(store: &dyn Store, id: &Digest, listing: &Digest, root: &Path) -> Result<(), RunError> {
     let dir = open_dir(CWD, root).map_err(io_error("open", root))?;
-    let mut writer = TreeWriter { store, id, root };
+    let writer = TreeWriter { store, id, root };
     writer.dir(&dir, listing, "")?;
     seal_dir(&dir).map_err(io_error("seal", root))
 }
@@ -105,7 +105,7 @@ struct TreeWriter<'a> {
 impl TreeWriter<'_> {
     /// Writes the entries of listing `listing` into the open directory `dir`,
     /// which is `prefix` in the tree.
-    fn dir(&mut self, dir: &OwnedFd, listing: &Digest, prefix: &str) -> Result<(), RunError> {
+    fn dir(&self, dir: &OwnedFd, listing: &Digest, prefix: &str) -> Result<(), RunError> {
         let listing = Listing::load(self.store, listing, prefix)
             .map_err(|source| ArtifactError::Tree { id: *self.id, source: Box::new(source) })?;
         for entry in &listing.entries {
@@ -134,7 +134,7 @@ impl TreeWriter<'_> {
                     rustix::fs::symlinkat(target.as_str(), dir, name).map_err(io_error("create the link", &shown))?;
                 }
                 EntryKind::File { executable, size, digest } => {
-                    self.file(dir, name, digest, *size, *executable, &path).map_err(|e| match e {
+                    self.file(dir, name, digest, *size, *executable).map_err(|e| match e {
                         FileError::Io(action, errno) => RunError::Io { action, path: shown, source: errno.into() },
                         FileError::Blob(source) => ArtifactError::Blob { id: *self.id, path, source }.into(),
                     })?;
@@ -147,16 +147,7 @@ impl TreeWriter<'_> {
     /// One file: a hard link to its blob if the blob has the right mode and
     /// size, else a read-only copy read through its listing's size and
     /// digest. (Linked blobs are re-hashed by the check that follows.)
-    fn file(
-        &self,
-        dir: &OwnedFd,
-        name: &str,
-        digest: &Digest,
-        size: u64,
-        executable: bool,
-        path: &str,
-    ) -> Result<(), FileError> {
-        let _ = path;
+    fn file(&self, dir: &OwnedFd, name: &str, digest: &Digest, size: u64, executable: bool) -> Result<(), FileError> {
         let mode = if executable { 0o555 } else { 0o444 };
         if let Some(blob) = self.store.local_blob_path(digest)
             && fs::metadata(&blob).is_ok_and(|meta| meta.mode() & 0o777 == mode && meta.len() == size)
