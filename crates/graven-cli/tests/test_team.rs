@@ -6,24 +6,12 @@ use std::time::{Duration, Instant};
 
 use crate::common::{Graven, shell_app};
 
-/// A fresh database on the test server: its URL, without the password, and
+/// A fresh database on the test server: its URL without the password, and
 /// the password. `None` outside the README's test command (which starts
 /// the server), except under CI, where it fails.
 fn team_database() -> Option<(String, String)> {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let Some(server) = std::env::var("GRAVEN_TEST_POSTGRES").ok().filter(|url| !url.is_empty()) else {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: GRAVEN_TEST_POSTGRES is not set");
-        eprintln!("GRAVEN_TEST_POSTGRES is not set: skipping (./scripts/test starts a PostgreSQL server)");
-        return None;
-    };
-    let name = format!("graven_cli_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-    let mut admin = postgres::Client::connect(&server, postgres::NoTls).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    // postgres://postgres:PASSWORD@HOST:PORT/postgres
-    let (scheme_user, rest) = server.split_once('@').unwrap();
-    let (user_part, password) = scheme_user.rsplit_once(':').unwrap();
-    let (host, _) = rest.split_once('/').unwrap();
-    Some((format!("{user_part}@{host}/{name}"), password.to_owned()))
+    let server = graven_testutils::postgres::server()?;
+    Some(graven_testutils::postgres::without_password(&graven_testutils::postgres::fresh_database(&server)))
 }
 
 #[test]
@@ -150,82 +138,12 @@ fn a_ledger_that_cannot_be_reached_is_a_clear_error_without_the_password() {
     assert!(!run.to_string().contains("hunter2"), "the password was shown:\n{run}");
 }
 
-/// A PostgreSQL cluster of this test's own (the shared one must not be
-/// restarted under other tests), stopped and removed when dropped.
-struct OwnPostgres {
-    dir: tempfile::TempDir,
-    bin: std::path::PathBuf,
-    port: u16,
-}
-
-impl OwnPostgres {
-    /// `None` where PostgreSQL's server programs are not installed (the
-    /// README's test command installs them).
-    fn start() -> Option<Self> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path().join("bin")).max()?;
-        let dir = tempfile::Builder::new().prefix("graven-own-postgres-").tempdir().unwrap();
-        let status = std::process::Command::new("chown").arg("postgres").arg(dir.path()).status().unwrap();
-        assert!(status.success());
-        let postgres = |program: &str, args: &[&str]| {
-            let status = std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(bin.join(program))
-                .args(args)
-                .stdout(std::process::Stdio::null())
-                .status()
-                .unwrap();
-            assert!(status.success(), "{program} {args:?}");
-        };
-        let data = dir.path().join("data");
-        postgres("initdb", &["-D", data.to_str().unwrap(), "-U", "postgres", "--auth=trust"]);
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let own = Self { dir, bin, port };
-        own.pg_ctl("start");
-        Some(own)
-    }
-
-    fn pg_ctl(&self, action: &str) {
-        let data = self.dir.path().join("data");
-        let options = format!(
-            "-c fsync=off -c listen_addresses=127.0.0.1 -c port={} -c unix_socket_directories={}",
-            self.port,
-            self.dir.path().display()
-        );
-        let status = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", data.to_str().unwrap(), "-w", "-m", "fast", "-o", &options, "-l"])
-            .arg(self.dir.path().join("log"))
-            .arg(action)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl {action}");
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(["-D", self.dir.path().join("data").to_str().unwrap(), "-m", "immediate", "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 #[test]
 fn a_runner_keeps_serving_through_a_postgres_restart_and_then_rolls_out_a_newer_release() {
     if team_database().is_none() {
         return;
     }
-    let own = OwnPostgres::start().expect("PostgreSQL's server programs are installed");
+    let own = graven_testutils::postgres::OwnPostgres::start().expect("PostgreSQL's server programs are installed");
     let repo = shell_app("");
     repo.write("Procfile", "web: exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n");
     repo.commit("A web process");

@@ -1,5 +1,7 @@
 //! Test helpers for graven: temporary git repositories with fixed identities
-//! and commit dates, and the example apps.
+//! and commit dates, the example apps, and throwaway PostgreSQL databases.
+
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -304,34 +304,12 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     run_states_are_kept_per_app_and_env(factory);
 }
 
-/// The throwaway PostgreSQL server the README's test command starts, as
-/// `postgres://USER@HOST:PORT/DATABASE` of a database the tests may create
-/// databases from. Unset outside that command: the PostgreSQL tests then
-/// say so and pass, except under CI, where they must run.
-pub(crate) fn test_postgres() -> Option<String> {
-    let url = std::env::var("GRAVEN_TEST_POSTGRES").ok().filter(|url| !url.is_empty());
-    if url.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "CI must run the PostgreSQL tests: GRAVEN_TEST_POSTGRES is not set");
-        eprintln!("GRAVEN_TEST_POSTGRES is not set: skipping the PostgreSQL ledger (./scripts/test starts one)");
-    }
-    url
-}
-
-/// A fresh, empty database on the test server; its URL.
-pub(crate) fn fresh_postgres_database(server: &str) -> String {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let name = format!("graven_test_{}_{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
-    let mut admin = postgres::Client::connect(server, postgres::NoTls).expect("connect to the test PostgreSQL server");
-    admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}")).unwrap();
-    admin.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
-    let (base, _) = server.rsplit_once('/').expect("the URL names a database");
-    format!("{base}/{name}")
-}
-
 #[test]
 fn the_postgres_ledger_conforms() {
-    let Some(server) = test_postgres() else { return };
-    conformance(&|| Box::new(graven::ledger::PostgresLedger::open(&fresh_postgres_database(&server)).unwrap()));
+    let Some(server) = graven_testutils::postgres::server() else { return };
+    conformance(&|| {
+        Box::new(graven::ledger::PostgresLedger::open(&graven_testutils::postgres::fresh_database(&server)).unwrap())
+    });
 }
 
 #[test]

@@ -105,8 +105,8 @@ fn concurrent_writers_of_a_sqlite_ledger_are_never_refused() {
 
 #[test]
 fn concurrent_writers_of_a_postgres_ledger_on_many_machines_are_never_refused() {
-    let Some(server) = crate::ledger_conformance::test_postgres() else { return };
-    let url = crate::ledger_conformance::fresh_postgres_database(&server);
+    let Some(server) = graven_testutils::postgres::server() else { return };
+    let url = graven_testutils::postgres::fresh_database(&server);
     concurrent_writers_are_never_refused(&|| Box::new(graven::ledger::PostgresLedger::open(&url).unwrap()));
 }
 

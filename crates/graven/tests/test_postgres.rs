@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use graven::ledger::{Ledger as _, LedgerError, PostgresLedger};
 
-use crate::ledger_conformance::{deploy, fresh_postgres_database, test_postgres};
+use graven_testutils::postgres::{fresh_database, server};
+
+use crate::ledger_conformance::deploy;
 
 /// A ledger in a fresh database, with a raw connection to the same one.
 fn ledger() -> Option<(PostgresLedger, postgres::Client, String)> {
-    let server = test_postgres()?;
-    let url = fresh_postgres_database(&server);
+    let server = server()?;
+    let url = fresh_database(&server);
     let ledger = PostgresLedger::open(&url).unwrap();
     let raw = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     Some((ledger, raw, url))
@@ -88,7 +90,7 @@ fn unavailable(url: &str) -> (bool, String) {
 
 #[test]
 fn unreachable_wrong_credentials_and_a_missing_database_are_clear_and_quick() {
-    let Some(server) = test_postgres() else { return };
+    let Some(server) = server() else { return };
     let (_, host_and_database) = server.split_once('@').unwrap();
     let (host, _) = host_and_database.split_once('/').unwrap();
 
@@ -97,7 +99,7 @@ fn unreachable_wrong_credentials_and_a_missing_database_are_clear_and_quick() {
     assert!(text.contains("password authentication failed"), "{text}");
     assert!(!text.contains("wrong-horse"), "the password was shown: {text}");
 
-    let url = fresh_postgres_database(&server);
+    let url = fresh_database(&server);
     let (base, _) = url.rsplit_once('/').unwrap();
     let (retryable, text) = unavailable(&format!("{base}/no_such_database"));
     assert!(!retryable, "{text}");
