@@ -10,12 +10,13 @@
 //! error naming the problem, leave a canary directory outside the home
 //! empty, store no archive and no release, and leave the ledger verifying.
 
+use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use graven::Digest;
 use graven::ledger::{Append, Ledger as _, SqliteLedger};
-use graven::model::{Release, ReleaseKind};
+use graven::model::{ConfigVersion, Release, ReleaseKind};
 
 use crate::common::{Graven, shell_app};
 
@@ -171,19 +172,43 @@ impl Scene {
     /// the ledger could: a well-chained row that no check of the release
     /// stage saw.
     fn plant_release(&self, artifact: Digest) -> u64 {
+        self.plant_next_release(Some(artifact), None)
+    }
+
+    /// Appends to production, as whoever can write the ledger could, a
+    /// well-chained release of `artifact` (else the current one) with a new
+    /// config version of `vars` (else the current config): rows no check
+    /// of the release stage saw.
+    fn plant_next_release(&self, artifact: Option<Digest>, vars: Option<&BTreeMap<String, String>>) -> u64 {
         let ledger = SqliteLedger::open(&self.home.join("ledger.sqlite")).unwrap();
         let now = "2026-01-01T00:00:00Z";
         let appended = ledger
             .append("shell", "production", now, &mut |state| {
                 let current = state.release.as_ref().expect("v1 exists");
+                let config = vars.map(|vars| {
+                    let mut config = ConfigVersion {
+                        id: Digest::of(b""),
+                        app: "shell".to_owned(),
+                        env: "production".to_owned(),
+                        number: state.next_config_number,
+                        parent: state.config.as_ref().map(|c| c.id),
+                        vars: vars.clone(),
+                        secret: std::collections::BTreeSet::new(),
+                        author: "mallory".to_owned(),
+                        created_at: now.to_owned(),
+                        description: "planted".to_owned(),
+                    };
+                    config.id = config.computed_id();
+                    config
+                });
                 let mut release = Release {
                     id: Digest::of(b""),
                     app: "shell".to_owned(),
                     env: "production".to_owned(),
                     number: current.number + 1,
-                    kind: ReleaseKind::Deploy,
-                    artifact,
-                    config: current.config,
+                    kind: if artifact.is_some() { ReleaseKind::Deploy } else { ReleaseKind::Config },
+                    artifact: artifact.unwrap_or(current.artifact),
+                    config: config.as_ref().map_or(current.config, |c| c.id),
                     parent: Some(current.id),
                     commit: "f".repeat(40),
                     author: "mallory".to_owned(),
@@ -194,7 +219,7 @@ impl Scene {
                     promoted_from: None,
                 };
                 release.id = release.computed_id();
-                Ok(Append { config: None, release: Some(release) })
+                Ok(Append { config: config.clone(), release: Some(release) })
             })
             .unwrap();
         appended.release.unwrap().number
@@ -315,54 +340,13 @@ fn verify_ledger_finds_a_release_of_no_build_and_a_current_artifact_gone_from_th
     assert_eq!(kinds, ["build_missing", "artifact_missing"]);
 }
 
-impl Scene {
-    /// Appends a config version holding `vars` and a release of the current
-    /// artifact with it, as whoever can write the ledger could: past the
-    /// limits the release stage keeps.
-    fn plant_config_release(&self, vars: &std::collections::BTreeMap<String, String>) -> u64 {
-        use graven::model::ConfigVersion;
-        let ledger = SqliteLedger::open(&self.home.join("ledger.sqlite")).unwrap();
-        let now = "2026-01-01T00:00:00Z";
-        let appended = ledger
-            .append("shell", "production", now, &mut |state| {
-                let current = state.release.as_ref().expect("v1 exists");
-                let mut config = ConfigVersion {
-                    id: Digest::of(b""),
-                    app: "shell".to_owned(),
-                    env: "production".to_owned(),
-                    number: state.next_config_number,
-                    parent: state.config.as_ref().map(|c| c.id),
-                    vars: vars.clone(),
-                    secret: std::collections::BTreeSet::new(),
-                    author: "mallory".to_owned(),
-                    created_at: now.to_owned(),
-                    description: "planted".to_owned(),
-                };
-                config.id = config.computed_id();
-                let mut release = Release {
-                    number: current.number + 1,
-                    kind: ReleaseKind::Config,
-                    config: config.id,
-                    parent: Some(current.id),
-                    author: "mallory".to_owned(),
-                    description: "planted config".to_owned(),
-                    ..current.clone()
-                };
-                release.id = release.computed_id();
-                Ok(Append { config: Some(config), release: Some(release) })
-            })
-            .unwrap();
-        appended.release.unwrap().number
-    }
-}
-
 #[test]
 fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_the_log() {
     let scene = Scene::new();
     let mut runner = scene.start_runner();
     scene.wait_for_status(&|s| s["in_sync"] == true);
     // One string of 200 KiB: over the kernel's 128 KiB for any one string.
-    let number = scene.plant_config_release(&[("HUGE".to_owned(), "x".repeat(200 * 1024))].into());
+    let number = scene.plant_next_release(None, Some(&[("HUGE".to_owned(), "x".repeat(200 * 1024))].into()));
     let status = scene.wait_for_status(&|s| s["last_failure"]["number"] == number);
     let reason = status["last_failure"]["reason"].as_str().unwrap();
     assert!(reason.contains("could not start web.1") && reason.contains("E2BIG"), "{reason}");
