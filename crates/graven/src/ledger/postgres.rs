@@ -99,9 +99,22 @@ impl PostgresLedger {
 }
 
 /// Applies the migrations the database has not seen, in one transaction
-/// under an advisory lock; returns the schema version it found (one newer
+/// under an advisory lock (checked again under it); returns the schema version it found (one newer
 /// than this graven knows is left alone, for the caller to refuse).
 fn migrate(client: &mut Client) -> Result<usize, postgres::Error> {
+    // Nearly every open finds the schema up to date: one read, no lock, as
+    // the SQLite ledger does. A missing table is a new database.
+    match client.query_opt("SELECT version FROM graven_schema", &[]) {
+        Ok(Some(row)) => {
+            let version = usize::try_from(row.get::<_, i32>(0)).unwrap_or(usize::MAX);
+            if version >= MIGRATIONS.len() {
+                return Ok(version);
+            }
+        }
+        Ok(None) => {}
+        Err(e) if e.code() == Some(&SqlState::UNDEFINED_TABLE) => {}
+        Err(e) => return Err(e),
+    }
     let mut transaction = client.transaction()?;
     transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     transaction.batch_execute("CREATE TABLE IF NOT EXISTS graven_schema (version INTEGER NOT NULL)")?;
