@@ -114,16 +114,14 @@ fn blobs_round_trip(fixture: &dyn StoreFixture) {
     let size = bytes.len() as u64;
     assert!(!store.has_blob(&digest, size).unwrap());
     let path = source(fixture, "app.py", bytes, 0o644);
-    assert!(store.put_blob(&digest, &path, Handover::Copy).unwrap(), "the first put is new");
+    assert!(store.local().put_blob(&digest, &path, Handover::Copy).unwrap(), "the first put is new");
     assert!(store.has_blob(&digest, size).unwrap());
     assert!(!store.has_blob(&digest, size + 1).unwrap(), "another size counts as missing");
     assert_eq!(read_blob(store, &digest), bytes);
-    if let Some(local) = store.local_blob_path(&digest) {
-        assert_eq!(fs::read(local).unwrap(), bytes);
-    }
-    assert!(!store.put_blob(&digest, &path, Handover::Copy).unwrap(), "a second put is not new");
+    assert_eq!(fs::read(store.local().blob_path(&digest)).unwrap(), bytes);
+    assert!(!store.local().put_blob(&digest, &path, Handover::Copy).unwrap(), "a second put is not new");
     let again = source(fixture, "again.py", bytes, 0o644);
-    assert!(!store.put_blob(&digest, &again, MOVE).unwrap(), "a second put is not new");
+    assert!(!store.local().put_blob(&digest, &again, MOVE).unwrap(), "a second put is not new");
     assert_eq!(read_blob(store, &digest), bytes);
     store.sync().unwrap();
 }
@@ -133,13 +131,15 @@ fn move_takes_a_file_with_one_link(fixture: &dyn StoreFixture) {
     let bytes = b"moved contents\n";
     let digest = Digest::of(bytes);
     let path = source(fixture, "moved", bytes, 0o644);
-    assert!(store.put_blob(&digest, &path, MOVE).unwrap());
+    assert!(store.local().put_blob(&digest, &path, MOVE).unwrap());
     assert_eq!(read_blob(store, &digest), bytes);
     // Taken, not copied: the source is gone, or is the stored file itself.
-    if path.exists()
-        && let Some(local) = store.local_blob_path(&digest)
-    {
-        assert_eq!(inode(&path), inode(&local), "the blob is a copy, not the file handed over");
+    if path.exists() {
+        assert_eq!(
+            inode(&path),
+            inode(&store.local().blob_path(&digest)),
+            "the blob is a copy, not the file handed over"
+        );
     }
 }
 
@@ -151,12 +151,10 @@ fn move_takes_a_file_whose_links_all_belong_to_the_caller(fixture: &dyn StoreFix
     let second = fixture.scratch().join("second");
     fs::hard_link(&first, &second).unwrap();
     let before = inode(&first);
-    assert!(store.put_blob(&digest, &first, Handover::Move { links: 2 }).unwrap());
-    assert!(!store.put_blob(&digest, &second, Handover::Move { links: 2 }).unwrap());
+    assert!(store.local().put_blob(&digest, &first, Handover::Move { links: 2 }).unwrap());
+    assert!(!store.local().put_blob(&digest, &second, Handover::Move { links: 2 }).unwrap());
     assert_eq!(read_blob(store, &digest), bytes);
-    if let Some(local) = store.local_blob_path(&digest) {
-        assert_eq!(inode(&local), before, "the blob is a copy, not the file handed over");
-    }
+    assert_eq!(inode(&store.local().blob_path(&digest)), before, "the blob is a copy, not the file handed over");
 }
 
 fn copy_leaves_the_source_untouched(fixture: &dyn StoreFixture) {
@@ -165,15 +163,13 @@ fn copy_leaves_the_source_untouched(fixture: &dyn StoreFixture) {
     let digest = Digest::of(bytes);
     let path = source(fixture, "run", bytes, 0o755);
     let before = fs::metadata(&path).unwrap();
-    assert!(store.put_blob(&digest, &path, Handover::Copy).unwrap());
+    assert!(store.local().put_blob(&digest, &path, Handover::Copy).unwrap());
     let after = fs::metadata(&path).unwrap();
     assert_eq!(fs::read(&path).unwrap(), bytes);
     assert_eq!(after.mode(), before.mode(), "the source's mode changed");
     assert_eq!((after.mtime(), after.mtime_nsec()), (before.mtime(), before.mtime_nsec()), "the mtime changed");
     assert_eq!(after.nlink(), 1, "the source gained a link: it is shared with the store");
-    if let Some(local) = store.local_blob_path(&digest) {
-        assert_ne!(inode(&local), inode(&path));
-    }
+    assert_ne!(inode(&store.local().blob_path(&digest)), inode(&path));
     // Writing to the source afterwards leaves the blob alone.
     fs::write(&path, b"changed").unwrap();
     assert_eq!(read_blob(store, &digest), bytes);
@@ -187,7 +183,7 @@ fn a_file_linked_from_outside_is_copied_never_shared(fixture: &dyn StoreFixture)
         let inside = source(fixture, &format!("inside-{name}"), bytes.as_bytes(), 0o644);
         let outside = fixture.scratch().join(format!("outside-{name}"));
         fs::hard_link(&inside, &outside).unwrap();
-        assert!(store.put_blob(&digest, &inside, handover).unwrap());
+        assert!(store.local().put_blob(&digest, &inside, handover).unwrap());
         let meta = fs::metadata(&outside).unwrap();
         assert_eq!(meta.mode() & 0o777, 0o644, "{name}: the store changed the mode of a file it does not own");
         assert_eq!(meta.nlink(), 2, "{name}: the store linked a file whose inode is shared");
@@ -205,7 +201,7 @@ fn a_blob_of_the_wrong_size_counts_as_missing_and_is_replaced(fixture: &dyn Stor
         fixture.plant_blob(&digest, &bytes.as_bytes()[..10]);
         assert!(!store.has_blob(&digest, size).unwrap(), "{name}: a short blob counts as present");
         let path = source(fixture, &format!("whole-{name}"), bytes.as_bytes(), 0o644);
-        assert!(store.put_blob(&digest, &path, handover).unwrap(), "{name}: replacing a short blob is new");
+        assert!(store.local().put_blob(&digest, &path, handover).unwrap(), "{name}: replacing a short blob is new");
         assert!(store.has_blob(&digest, size).unwrap());
         assert_eq!(read_blob(store, &digest), bytes.as_bytes());
     }
@@ -262,7 +258,7 @@ fn stored_files_are_read_only_with_the_normalised_mtime(fixture: &dyn StoreFixtu
         let bytes = format!("contents of {name}\n");
         let digest = Digest::of(bytes.as_bytes());
         let path = source(fixture, name, bytes.as_bytes(), mode);
-        store.put_blob(&digest, &path, handover).unwrap();
+        store.local().put_blob(&digest, &path, handover).unwrap();
         blobs.push(digest);
     }
     let listing = br#"{"entries":[{"kind":"symlink","name":"a","target":"b"}]}"#;
@@ -271,7 +267,7 @@ fn stored_files_are_read_only_with_the_normalised_mtime(fixture: &dyn StoreFixtu
     store.sync().unwrap();
 
     let mut files = fixture.local_files();
-    files.extend(blobs.iter().filter_map(|digest| store.local_blob_path(digest)));
+    files.extend(blobs.iter().map(|digest| store.local().blob_path(digest)));
     for path in files {
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(meta.mode() & 0o222, 0, "{} is writable: mode {:o}", path.display(), meta.mode() & 0o7777);
@@ -291,7 +287,7 @@ fn concurrent_moves_of_one_blob_store_it_once(fixture: &dyn StoreFixture) {
         let digest = Digest::of(bytes.as_bytes());
         let paths: Vec<PathBuf> =
             (0..8).map(|i| source(fixture, &format!("move-{round}-{i}"), bytes.as_bytes(), 0o644)).collect();
-        let results = race(paths.len(), |i| store.put_blob(&digest, &paths[i], MOVE));
+        let results = race(paths.len(), |i| store.local().put_blob(&digest, &paths[i], MOVE));
         let new = results.into_iter().map(|r| r.expect("a racing put failed")).filter(|&new| new).count();
         assert_eq!(new, 1, "round {round}: {new} of 8 racing puts reported the blob new");
         assert_eq!(read_blob(store, &digest), bytes.as_bytes());
@@ -304,7 +300,7 @@ fn concurrent_copies_of_one_blob_store_it_once(fixture: &dyn StoreFixture) {
         let bytes = format!("raced by copiers, round {round}\n");
         let digest = Digest::of(bytes.as_bytes());
         let path = source(fixture, &format!("copy-{round}"), bytes.as_bytes(), 0o644);
-        let results = race(8, |_| store.put_blob(&digest, &path, Handover::Copy));
+        let results = race(8, |_| store.local().put_blob(&digest, &path, Handover::Copy));
         let new = results.into_iter().map(|r| r.expect("a racing put failed")).filter(|&new| new).count();
         assert_eq!(new, 1, "round {round}: {new} of 8 racing puts reported the blob new");
         assert_eq!(read_blob(store, &digest), bytes.as_bytes());
@@ -355,8 +351,8 @@ fn collection_waits_for_every_build_lease(fixture: &dyn StoreFixture) {
 fn blob_sizes_answer_in_order_and_list_visits_each_item(fixture: &dyn StoreFixture) {
     let store = fixture.store();
     let (a, b, absent) = (Digest::of(b"a"), Digest::of(b"bb"), Digest::of(b"absent"));
-    store.put_blob(&a, &source(fixture, "a", b"a", 0o644), Handover::Copy).unwrap();
-    store.put_blob(&b, &source(fixture, "b", b"bb", 0o644), Handover::Copy).unwrap();
+    store.local().put_blob(&a, &source(fixture, "a", b"a", 0o644), Handover::Copy).unwrap();
+    store.local().put_blob(&b, &source(fixture, "b", b"bb", 0o644), Handover::Copy).unwrap();
     assert_eq!(store.blob_sizes(&[b, absent, a]).unwrap(), [Some(2), None, Some(1)]);
     assert_eq!(store.blob_sizes(&[]).unwrap(), []);
 

@@ -70,8 +70,8 @@ fn blobs_and_objects_live_where_format_md_says_with_their_modes() {
     fs::write(&exec, "#!/bin/sh\n").unwrap();
     fs::set_permissions(&exec, fs::Permissions::from_mode(0o755)).unwrap();
     let (plain_digest, exec_digest) = (Digest::of(b"plain\n"), Digest::of(b"#!/bin/sh\n"));
-    store.put_blob(&plain_digest, &plain, Handover::Move { links: 1 }).unwrap();
-    store.put_blob(&exec_digest, &exec, Handover::Copy).unwrap();
+    store.local().put_blob(&plain_digest, &plain, Handover::Move { links: 1 }).unwrap();
+    store.local().put_blob(&exec_digest, &exec, Handover::Copy).unwrap();
     store.put_object(ObjectKind::Manifest, &Digest::of(b"m"), b"m").unwrap();
     store.put_object(ObjectKind::Artifact, &Digest::of(b"a"), b"a").unwrap();
 
@@ -113,7 +113,7 @@ fn racing_writers_leave_no_temporary_files_behind() {
                     let path = scratch.join(format!("{thread}-{n}"));
                     fs::write(&path, &bytes).unwrap();
                     let handover = if n % 2 == 0 { Handover::Copy } else { Handover::Move { links: 1 } };
-                    store.put_blob(&digest, &path, handover).unwrap();
+                    store.local().put_blob(&digest, &path, handover).unwrap();
                     let listing = format!("listing {n}");
                     store
                         .put_object(ObjectKind::Manifest, &Digest::of(listing.as_bytes()), listing.as_bytes())
@@ -147,7 +147,7 @@ fn two_handles_on_one_store_in_one_process_do_not_collide() {
                     scope.spawn(move || {
                         barrier.wait();
                         let object = store.put_object(ObjectKind::Manifest, &digest, bytes.as_bytes()).unwrap();
-                        let blob = store.put_blob(&digest, source, Handover::Copy).unwrap();
+                        let blob = store.local().put_blob(&digest, source, Handover::Copy).unwrap();
                         (object, blob)
                     })
                 })

@@ -190,7 +190,7 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
                 }
                 // The store copies instead of moving a file whose inode has
                 // more links than the tree holds: one shared with the outside.
-                if store.put_blob(&digest, &absolute, Handover::Move { links: job.links })? {
+                if store.local().put_blob(&digest, &absolute, Handover::Move { links: job.links })? {
                     new_blob_bytes.fetch_add(job.size, Ordering::Relaxed);
                 }
                 if job.shared && changed_since_walk(&absolute, job) {

@@ -513,7 +513,7 @@ mod tests {
             let root = put(&self.store, vec![file("version", version)]);
             let blob = self.dir.path().join(format!("blob-{version}"));
             std::fs::write(&blob, version).unwrap();
-            self.store.put_blob(&Digest::of(version.as_bytes()), &blob, crate::store::Handover::Copy).unwrap();
+            self.store.local().put_blob(&Digest::of(version.as_bytes()), &blob, crate::store::Handover::Copy).unwrap();
             let mut process_types = BTreeMap::from([("web".to_owned(), "./serve".to_owned())]);
             if migrates {
                 process_types.insert(crate::app::RELEASE_PHASE.to_owned(), "./migrate".to_owned());

@@ -149,8 +149,8 @@ impl TreeWriter<'_> {
     /// digest. (Linked blobs are re-hashed by the check that follows.)
     fn file(&self, dir: &OwnedFd, name: &str, digest: &Digest, size: u64, executable: bool) -> Result<(), FileError> {
         let mode = if executable { 0o555 } else { 0o444 };
-        if let Some(blob) = self.store.local_blob_path(digest)
-            && fs::metadata(&blob).is_ok_and(|meta| meta.mode() & 0o777 == mode && meta.len() == size)
+        let blob = self.store.local().blob_path(digest);
+        if fs::metadata(&blob).is_ok_and(|meta| meta.mode() & 0o777 == mode && meta.len() == size)
             && rustix::fs::linkat(CWD, &blob, dir, name, AtFlags::empty()).is_ok()
         {
             return Ok(());
@@ -206,7 +206,7 @@ mod tests {
         let source = dir.join("contents");
         fs::write(&source, "contents").unwrap();
         let blob = Digest::of(b"contents");
-        store.put_blob(&blob, &source, Handover::Copy).unwrap();
+        store.local().put_blob(&blob, &source, Handover::Copy).unwrap();
         let file = Entry { name: "file".into(), kind: EntryKind::File { executable: false, size: 8, digest: blob } };
         let inner = Listing { entries: vec![file.clone()] };
         let inner_bytes = inner.to_canonical_json();

@@ -238,38 +238,10 @@ impl LocalStore {
     }
 }
 
-impl Store for LocalStore {
-    fn lease(&self) -> Result<super::Lease, StoreError> {
-        let file = self.lease_file()?;
-        self.lock(&file, rustix::fs::FlockOperation::LockShared)?;
-        Ok(super::Lease::new(file))
-    }
-
-    fn collect_lease(&self, on_wait: &mut dyn FnMut()) -> Result<super::Lease, StoreError> {
-        let file = self.lease_file()?;
-        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => return Ok(super::Lease::new(file)),
-            Err(rustix::io::Errno::WOULDBLOCK) => on_wait(),
-            Err(_) => {}
-        }
-        self.lock(&file, rustix::fs::FlockOperation::LockExclusive)?;
-        Ok(super::Lease::new(file))
-    }
-
-    fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
-        Ok(self.blob_size(digest)? == Some(size))
-    }
-
-    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
-        let path = self.blob_path(digest);
-        match fs::metadata(&path) {
-            Ok(meta) => Ok(Some(meta.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Io { action: "could not read", path, source }),
-        }
-    }
-
-    fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError> {
+impl LocalStore {
+    /// Adds the file at `path`, whose contents have digest `digest`, as a
+    /// blob. Returns whether the store did not have it before.
+    pub fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError> {
         let io_error = |action, path: &Path| {
             let path = path.to_owned();
             move |source| StoreError::Io { action, path, source }
@@ -317,6 +289,42 @@ impl Store for LocalStore {
         Self::write_beside(&target, meta.len(), executable, |temp| fs::copy(path, temp).map(drop))
             .map_err(io_error("could not copy into the store", path))
     }
+}
+
+impl Store for LocalStore {
+    fn local(&self) -> &LocalStore {
+        self
+    }
+
+    fn lease(&self) -> Result<super::Lease, StoreError> {
+        let file = self.lease_file()?;
+        self.lock(&file, rustix::fs::FlockOperation::LockShared)?;
+        Ok(super::Lease::new(file))
+    }
+
+    fn collect_lease(&self, on_wait: &mut dyn FnMut()) -> Result<super::Lease, StoreError> {
+        let file = self.lease_file()?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => return Ok(super::Lease::new(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) => on_wait(),
+            Err(_) => {}
+        }
+        self.lock(&file, rustix::fs::FlockOperation::LockExclusive)?;
+        Ok(super::Lease::new(file))
+    }
+
+    fn has_blob(&self, digest: &Digest, size: u64) -> Result<bool, StoreError> {
+        Ok(self.blob_size(digest)? == Some(size))
+    }
+
+    fn blob_size(&self, digest: &Digest) -> Result<Option<u64>, StoreError> {
+        let path = self.blob_path(digest);
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StoreError::Io { action: "could not read", path, source }),
+        }
+    }
 
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError> {
         let path = self.blob_path(digest);
@@ -331,10 +339,6 @@ impl Store for LocalStore {
 
     fn blob_location(&self, digest: &Digest) -> String {
         self.blob_path(digest).display().to_string()
-    }
-
-    fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf> {
-        Some(self.blob_path(digest))
     }
 
     fn put_object(&self, kind: ObjectKind, digest: &Digest, bytes: &[u8]) -> Result<bool, StoreError> {

@@ -10,7 +10,7 @@ mod local;
 mod objects;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 pub use local::LocalStore;
 pub use objects::{ArtifactError, ManifestError, walk};
@@ -159,6 +159,13 @@ impl Lease {
 /// Where artifact contents live. Implementations must be safe to use from
 /// many threads and many processes at once.
 pub trait Store: Send + Sync {
+    /// The local store in front of this one: the store itself when it is
+    /// local, else the local copy of a shared one. Builds write files into
+    /// it (see [`LocalStore::put_blob`]) and the run stage lays trees out
+    /// from it by hard link; [`Store::publish`] and [`Store::fetch`] move
+    /// artifacts between it and the shared store.
+    fn local(&self) -> &LocalStore;
+
     /// A build's lease: held from a build's first look at the store until
     /// the ledger records it. Many builds hold one at once; garbage
     /// collection waits until none does, so nothing a build found in the
@@ -186,19 +193,11 @@ pub trait Store: Send + Sync {
         digests.iter().map(|digest| self.blob_size(digest)).collect()
     }
 
-    /// Adds the file at `path`, whose contents have digest `digest`, as a
-    /// blob. Returns whether the store did not have it before.
-    fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError>;
-
     /// Opens blob `digest` for reading.
     fn open_blob(&self, digest: &Digest) -> Result<Box<dyn Read + Send>, StoreError>;
 
     /// Where blob `digest` is, for a message: a path, a URL.
     fn blob_location(&self, digest: &Digest) -> String;
-
-    /// The blob's path on the local filesystem, if this store has one
-    /// (lets the runner hardlink rather than copy).
-    fn local_blob_path(&self, digest: &Digest) -> Option<PathBuf>;
 
     /// Adds an object; returns whether the store did not have it before.
     /// `bytes` must hash to `digest`.
@@ -248,7 +247,7 @@ pub fn open_store(url: Option<&str>, home: &crate::home::Home) -> Result<Box<dyn
 }
 
 /// Removes blob `digest` if the store holds one whose contents do not match
-/// it, so that the next [`Store::put_blob`] stores it again; returns whether
+/// it, so that the next [`LocalStore::put_blob`] stores it again; returns whether
 /// it did. A put trusts a blob of the right size, so this is how a blob
 /// damaged in place (through a hard link, say) is repaired.
 pub fn remove_if_corrupt_blob(store: &dyn Store, digest: &Digest) -> Result<bool, StoreError> {
