@@ -56,8 +56,15 @@ impl CommandError {
     pub(crate) fn render(&self) -> String {
         let mut text = format!("error: {}\n", self.error);
         let mut source = self.error.source();
+        let mut shown = self.error.to_string();
         while let Some(cause) = source {
-            let _ = writeln!(text, "  caused by: {cause}");
+            // Libraries often repeat their cause in their own message (an
+            // HTTP client's errors do, three deep): say each thing once.
+            let cause_text = cause.to_string();
+            if !shown.contains(&cause_text) {
+                let _ = writeln!(text, "  caused by: {cause_text}");
+            }
+            shown = cause_text;
             source = cause.source();
         }
         for hint in &self.hints {
@@ -128,6 +135,9 @@ impl From<BuildError> for CommandError {
             }
             BuildError::NotReproducible { .. } => Self::failed(error)
                 .hint("make the build deterministic: use SOURCE_DATE_EPOCH instead of the clock, sort what you list, avoid random names"),
+            BuildError::Publish { .. } => Self::failed(error).hint(
+                "the build is stored on this machine and not yet in the ledger: run the same graven build again to send it (only what the shared store lacks is sent)",
+            ),
             BuildError::CommandSpawn(_) | BuildError::Store(_) | BuildError::Ledger(_) | BuildError::WorkDir { .. } => {
                 Self::failed(error)
             }

@@ -27,6 +27,9 @@ pub(crate) struct BuildJson<'a> {
     /// In `builds`: whether graven gc deleted the artifact from the store.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) collected: Option<bool>,
+    /// In `build` with a shared store: what was sent to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) upload: Option<graven::store::Transfer>,
 }
 
 impl<'a> BuildJson<'a> {
@@ -46,6 +49,7 @@ impl<'a> BuildJson<'a> {
             ingest_ms: build.ingest_ms,
             app: &build.app,
             recipe: build.recipe.to_string(),
+            upload: None,
             author: &build.author,
             host: &build.host,
             started_at: &build.started_at,

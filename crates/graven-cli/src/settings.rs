@@ -172,13 +172,22 @@ impl Settings {
     /// needed.
     pub(crate) fn store(&self) -> Result<Box<dyn Store>, CommandError> {
         self.ensure_home()?;
-        open_store(self.store_url.as_deref(), &self.home).map_err(|error| match error {
-            StoreError::BadUrl { .. } | StoreError::Unsupported { .. } => CommandError::bad_input(error).hint(format!(
-                "set {GRAVEN_STORE} (or --store-url) to a store URL graven knows, or unset it to use {}",
-                self.home.store_dir().display()
-            )),
-            other => CommandError::failed(other),
-        })
+        open_store(self.store_url.as_deref(), &self.home, std::sync::Arc::new(crate::ui::TransferBar::new())).map_err(
+            |error| match error {
+                StoreError::BadUrl { .. } => CommandError::bad_input(error).hint(format!(
+                    "set {GRAVEN_STORE} (or --store-url) to a store URL graven knows, or unset it to use {}",
+                    self.home.store_dir().display()
+                )),
+                other => CommandError::failed(other),
+            },
+        )
+    }
+
+    /// The shared store's URL (without any password) when the store is one
+    /// that transfers go to: an S3 bucket.
+    pub(crate) fn shared_store(&self) -> Option<String> {
+        let url = self.store_url.as_deref()?;
+        (graven::url::scheme(url) == Some("s3")).then(|| graven::url::redacted(url))
     }
 
     /// The app, the ledger, the store and the author: what a release-stage

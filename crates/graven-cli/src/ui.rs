@@ -39,6 +39,60 @@ impl Ui {
     }
 }
 
+/// Shows transfers to and from a shared store as a progress bar of bytes
+/// and objects on stderr, if it is a terminal.
+pub(crate) struct TransferBar {
+    stderr_tty: bool,
+    bar: std::sync::Mutex<Option<(ProgressBar, u64, u64)>>,
+}
+
+impl TransferBar {
+    pub(crate) fn new() -> Self {
+        Self { stderr_tty: std::io::stderr().is_terminal(), bar: std::sync::Mutex::new(None) }
+    }
+}
+
+impl graven::store::TransferObserver for TransferBar {
+    fn on_transfer(&self, event: &graven::store::TransferEvent) {
+        use graven::store::{Direction, TransferEvent};
+        if !self.stderr_tty {
+            return;
+        }
+        let mut bar = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *event {
+            TransferEvent::Started { direction, objects, bytes } => {
+                let shown = ProgressBar::with_draw_target(Some(bytes), ProgressDrawTarget::stderr());
+                shown.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix:>9} [{bar:30}] {binary_bytes:>10}/{binary_total_bytes} {binary_bytes_per_sec} {msg}",
+                    )
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+                );
+                shown.set_prefix(match direction {
+                    Direction::Upload => "upload",
+                    Direction::Download => "download",
+                });
+                shown.set_message(format!("0/{objects} objects"));
+                shown.enable_steady_tick(Duration::from_millis(100));
+                *bar = Some((shown, 0, objects));
+            }
+            TransferEvent::Moved { objects, bytes } => {
+                if let Some((shown, done, total)) = bar.as_mut() {
+                    *done += objects;
+                    shown.inc(bytes);
+                    shown.set_message(format!("{done}/{total} objects"));
+                }
+            }
+            TransferEvent::Finished => {
+                if let Some((shown, _, _)) = bar.take() {
+                    shown.finish_and_clear();
+                }
+            }
+        }
+    }
+}
+
 /// A result line on stdout.
 pub(crate) fn out(text: impl std::fmt::Display) {
     let mut stdout = std::io::stdout().lock();

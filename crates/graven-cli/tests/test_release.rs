@@ -385,18 +385,21 @@ fn a_release_killed_midway_leaves_nothing_half_made() {
 }
 
 #[test]
-fn a_store_this_graven_lacks_and_unknown_schemes_are_refused_rather_than_ignored() {
+fn bad_store_urls_and_unknown_schemes_are_refused_rather_than_ignored() {
     let (repo, graven) = built_app();
     let before = graven.run(["releases", "--env", "production", "--json"]);
-    let graven = Graven::in_repo(&repo).env("GRAVEN_STORE", "s3://bucket/graven");
+    let graven = Graven::in_repo(&repo).env("GRAVEN_STORE", "s3://Not_A_Bucket/graven");
     let run = graven.run(["build", "--force"]);
     insta::assert_snapshot!(run, @r"
         exit code: 2
         ----- stdout -----
         ----- stderr -----
-        error: 's3://bucket/graven' names an S3 store, which this version of graven does not have: it has only the local one
+        error: 's3://Not_A_Bucket/graven' is not a store URL: the bucket name must be 3 to 63 of a-z, 0-9, '.' and '-'
         hint: set GRAVEN_STORE (or --store-url) to a store URL graven knows, or unset it to use [TEMP]/.graven/store
         ");
+    let run = Graven::in_repo(&repo).env("GRAVEN_STORE", "s3://bucket/../up").run(["build", "--force"]);
+    assert_eq!(run.code, 2, "{run}");
+    assert!(run.stderr.contains("the prefix must be names of"), "{run}");
     for url in ["mysql://root:hunter2@db/graven", "ftp://u:hunter2@host/x", "/no/scheme"] {
         let run = Graven::in_repo(&repo).env("GRAVEN_LEDGER", url).run(["releases", "--env", "production"]);
         assert_eq!(run.code, 2, "{run}");

@@ -90,6 +90,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
             json.ingest_ms = 0;
         }
         json.new_manifest_bytes = Some(outcome.new_manifest_bytes);
+        json.upload = settings.shared_store().map(|_| outcome.upload);
         ui::out_json(&json);
         return Ok(());
     }
@@ -112,6 +113,19 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
             ui::bytes(build.bytes),
             ui::bytes(build.new_bytes)
         ));
+    }
+    if let Some(url) = settings.shared_store() {
+        let upload = &outcome.upload;
+        if upload.objects == 0 {
+            ui::out(format!("{url} already has it ({})", ui::count_of(upload.requests, "request")));
+        } else {
+            ui::out(format!(
+                "sent {}, {}, to {url} in {}",
+                ui::count_of(upload.objects, "object"),
+                ui::bytes(upload.bytes),
+                ui::count_of(upload.requests, "request")
+            ));
+        }
     }
     Ok(())
 }

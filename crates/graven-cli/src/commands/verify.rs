@@ -66,6 +66,14 @@ pub(crate) fn cmd_verify(settings: &Settings, args: &VerifyArgs) -> Result<(), C
     let store = &*store;
     let record = graven::build::resolve_build(ledger, &app, settings.repo.as_ref(), build)?;
     let id = record.build.artifact;
+    // A shared store's objects are checked as they are fetched; then the
+    // local copy is checked whole.
+    store.fetch(&id).map_err(|e| {
+        CommandError::failed(e).hint(format!(
+            "the shared store's copy is damaged or incomplete: rebuild commit {} with graven build --force, which sends what is missing",
+            ui::short_commit(&record.build.commit)
+        ))
+    })?;
     let report = graven::build::verify_artifact(store, &id).map_err(|e| {
         CommandError::failed(e)
             .hint("the artifact record is damaged, invalid or gone: rebuild the commit with graven build --force")

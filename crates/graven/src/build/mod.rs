@@ -72,6 +72,8 @@ pub struct BuildOutcome {
     pub new_manifest_bytes: u64,
     /// This run's duration (for a reused build, the time to find it).
     pub duration: Duration,
+    /// What was sent to a shared store (nothing for a local one).
+    pub upload: crate::store::Transfer,
 }
 
 /// Something worth telling the user while a build runs.
@@ -179,6 +181,15 @@ pub enum BuildError {
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The artifact could not be sent to the shared store.
+    #[error("could not send artifact {} to the shared store", id.short())]
+    Publish {
+        /// The artifact.
+        id: Digest,
+        /// Why.
+        #[source]
+        source: Box<crate::store::ArtifactError>,
+    },
     /// Scratch space could not be prepared.
     #[error("could not prepare {}", path.display())]
     WorkDir {
@@ -246,7 +257,12 @@ pub fn build(
         && let Some(record) = ledger.reusable_build(&app, &source.commit, &recipe)?
         && store.has_object(ObjectKind::Artifact, &record.build.artifact)?
     {
-        return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed() });
+        // A shared store has it whole once it has its record; a local copy
+        // whose upload was cut short is sent now.
+        let id = record.build.artifact;
+        let upload =
+            store.publish(&id, request.force).map_err(|source| BuildError::Publish { id, source: Box::new(source) })?;
+        return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed(), upload });
     }
 
     // Only a build that runs needs the commit time.
@@ -301,6 +317,10 @@ pub fn build(
     // Ingest ends when the artifact is durable in the store: the sync that
     // makes it so is part of the cost, as it is for OSTree's commit.
     let ingest_time = ingest_started.elapsed();
+    // In a shared store before the ledger names it: a build in the ledger
+    // is one every machine can fetch.
+    let upload =
+        store.publish(&id, request.force).map_err(|source| BuildError::Publish { id, source: Box::new(source) })?;
     crate::fail_point::check("build-before-record");
 
     let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
@@ -324,7 +344,7 @@ pub fn build(
         log,
     })?;
     drop(work);
-    Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration: started.elapsed() })
+    Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration: started.elapsed(), upload })
 }
 
 /// The app name: `graven.toml [app] name`, else the repository's directory.

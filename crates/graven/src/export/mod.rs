@@ -75,6 +75,8 @@ pub fn export(
     format: Format,
     out: impl Write,
 ) -> Result<ExportSummary, ExportError> {
+    // From a shared store: what the local one lacks, checked on the way.
+    store.fetch(id)?;
     let artifact = Artifact::load(store, id)?;
     let mut counter = CountingWriter { inner: out, bytes: 0 };
     let entries = match format {

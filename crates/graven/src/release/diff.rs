@@ -312,6 +312,8 @@ pub fn diff_releases(
 
 fn load_artifact(store: &dyn Store, release: &Release) -> Result<Artifact, ReleaseError> {
     super::require_artifact(store, &release.artifact, &release.commit)?;
+    // Listings only: a comparison reads no file.
+    store.fetch_listings(&release.artifact)?;
     super::artifact_of(store, release)
 }
 

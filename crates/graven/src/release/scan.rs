@@ -37,6 +37,8 @@ pub(crate) fn check_pairing(
     if secrets.is_empty() && !new {
         return Ok(BTreeMap::new());
     }
+    // From a shared store: what the local one lacks, checked on the way.
+    store.fetch(id)?;
     let artifact = super::load_artifact(store, id)?;
     // By digest and listed size: each blob is checked through its listing.
     let mut files: BTreeMap<(Digest, u64), Vec<String>> = BTreeMap::new();

@@ -43,6 +43,8 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release, artifact: 
     if path.is_dir() {
         return Ok(Tree { path, reused: true });
     }
+    // From a shared store: what the local one lacks, checked on the way.
+    store.fetch(&release.artifact)?;
     let io_error = |action: &'static str, path: &Path| {
         let path = path.to_owned();
         move |source| RunError::Io { action, path, source }

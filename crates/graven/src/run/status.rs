@@ -242,10 +242,12 @@ fn check_drift(runner: &RunState, release: &Release, vantage: Vantage<'_>) -> Dr
     }
     // The runner's own home holds the tree and the store it was laid out
     // from (a team store's local copy).
-    let checked = open_store(None, &home).map_err(|e| crate::error_chain(&e)).and_then(|store| {
-        let artifact = crate::release::artifact_of(&*store, release).map_err(|e| crate::error_chain(&e))?;
-        check_tree(&*store, &artifact.root, &tree).map_err(|e| crate::error_chain(&e))
-    });
+    let checked = open_store(None, &home, std::sync::Arc::new(crate::store::Silent))
+        .map_err(|e| crate::error_chain(&e))
+        .and_then(|store| {
+            let artifact = crate::release::artifact_of(&*store, release).map_err(|e| crate::error_chain(&e))?;
+            check_tree(&*store, &artifact.root, &tree).map_err(|e| crate::error_chain(&e))
+        });
     match checked {
         Ok(drift) => DriftCheck::Checked(drift),
         Err(why) => DriftCheck::Unknown(format!("could not check the tree of {version}: {why}")),

@@ -22,7 +22,7 @@ use super::{Area, Handover, ObjectKind, Store, StoreError, StoredItem};
 use crate::Digest;
 
 /// A store in a local directory.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LocalStore {
     root: PathBuf,
 }
@@ -239,6 +239,23 @@ impl LocalStore {
 }
 
 impl LocalStore {
+    /// Adds blob `digest` from its bytes, which must hash to it (read from a
+    /// shared store and checked); `executable` gives its mode, as the first
+    /// listing that names it says. Returns whether the store did not have
+    /// it before.
+    pub fn put_blob_bytes(&self, digest: &Digest, bytes: &[u8], executable: bool) -> Result<bool, StoreError> {
+        debug_assert_eq!(Digest::of(bytes), *digest);
+        let len = bytes.len() as u64;
+        if self.has_blob(digest, len)? {
+            return Ok(false);
+        }
+        let target = self.blob_path(digest);
+        Self::write_beside(&target, len, executable, |temp| {
+            File::create_new(temp).and_then(|mut file| file.write_all(bytes))
+        })
+        .map_err(|source| StoreError::Io { action: "could not write", path: target, source })
+    }
+
     /// Adds the file at `path`, whose contents have digest `digest`, as a
     /// blob. Returns whether the store did not have it before.
     pub fn put_blob(&self, digest: &Digest, path: &Path, handover: Handover) -> Result<bool, StoreError> {

@@ -8,12 +8,16 @@
 
 mod local;
 mod objects;
+mod pack;
+mod s3;
 
 use std::io::Read;
 use std::path::PathBuf;
 
 pub use local::LocalStore;
 pub use objects::{ArtifactError, ManifestError, walk};
+pub use pack::IndexProblem;
+pub use s3::{RemoteProblem, S3Store};
 
 use crate::Digest;
 
@@ -55,13 +59,35 @@ pub enum StoreError {
         /// What is wrong.
         why: &'static str,
     },
-    /// A store URL of a backend this graven does not have.
-    #[error("'{url}' names an {backend} store, which this version of graven does not have: it has only the local one")]
-    Unsupported {
-        /// The URL, without any password.
+    /// A request to a shared store failed.
+    #[error(transparent)]
+    Remote(Box<RemoteFailure>),
+    /// An object an artifact needs is not in the shared store.
+    #[error("{what} is not in {url}: it was deleted, or never sent")]
+    NotInBucket {
+        /// The object, e.g. "blob sha256:…".
+        what: String,
+        /// Where it should be.
         url: String,
-        /// The backend, e.g. `S3`.
-        backend: &'static str,
+    },
+    /// A pack index in the shared store cannot be used.
+    #[error("the pack index {url} cannot be used")]
+    BadIndex {
+        /// The index.
+        url: String,
+        /// What is wrong with it.
+        #[source]
+        problem: IndexProblem,
+    },
+    /// An object in the shared store is shorter than its index says.
+    #[error("{url} ends at byte {found}, before byte {wanted} that its index names: it is truncated")]
+    Truncated {
+        /// The object.
+        url: String,
+        /// Where it should reach.
+        wanted: u64,
+        /// Where it ends.
+        found: u64,
     },
     /// A blob's bytes are not what its listing says: another size, or
     /// another digest.
@@ -83,6 +109,21 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// A request to a shared store that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing} {url}: {problem}")]
+pub struct RemoteFailure {
+    /// The object or bucket, as `s3://bucket/key`.
+    pub url: String,
+    /// What graven was doing, e.g. "could not read".
+    pub doing: &'static str,
+    /// Why, and what to do.
+    pub problem: RemoteProblem,
+    /// The failure.
+    #[source]
+    pub source: object_store::Error,
 }
 
 /// The three areas of a store, for listing and collecting garbage.
@@ -141,6 +182,63 @@ pub enum Handover {
     },
     /// The store must copy the contents; the file stays where it is.
     Copy,
+}
+
+/// Which way a transfer goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// From the local store to the shared one.
+    Upload,
+    /// From the shared store to the local one.
+    Download,
+}
+
+/// What a transfer between the local and a shared store reports, from
+/// several threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEvent {
+    /// It starts, with this much to move.
+    Started {
+        /// Upload or download.
+        direction: Direction,
+        /// Objects to move (blobs, listings, packs of them).
+        objects: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// This much more has moved.
+    Moved {
+        /// Objects.
+        objects: u64,
+        /// Bytes.
+        bytes: u64,
+    },
+    /// It is over.
+    Finished,
+}
+
+/// Told of transfers' progress: a progress bar on a terminal.
+pub trait TransferObserver: Send + Sync {
+    /// One event.
+    fn on_transfer(&self, event: &TransferEvent);
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+
+impl TransferObserver for Silent {
+    fn on_transfer(&self, _: &TransferEvent) {}
+}
+
+/// What a [`Store::publish`] or [`Store::fetch`] moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Transfer {
+    /// Blobs and listings moved.
+    pub objects: u64,
+    /// Their bytes (packed ones included, without any framing).
+    pub bytes: u64,
+    /// Requests made to the shared store.
+    pub requests: u64,
 }
 
 /// A lease on a store, held until dropped: see [`Store::lease`] and
@@ -213,6 +311,34 @@ pub trait Store: Send + Sync {
     /// the ledger records it, rather than once per file.
     fn sync(&self) -> Result<(), StoreError>;
 
+    /// Makes sure the shared store has artifact `id` whole, its record last:
+    /// sends what the shared store lacks from the local store in front, so
+    /// that nothing there ever names an object that is not there. A no-op
+    /// for a local store, which is its own front. A shared store that has
+    /// the record is trusted to have the rest, unless `repair` asks to
+    /// check every object and send again what is gone.
+    fn publish(&self, id: &Digest, repair: bool) -> Result<Transfer, ArtifactError> {
+        let _ = (id, repair);
+        Ok(Transfer::default())
+    }
+
+    /// Makes sure the local store in front has artifact `id` whole: brings
+    /// what it lacks from the shared store, each object checked against its
+    /// digest (and each listing validated) before it is stored. After it,
+    /// the artifact's record, listings and blobs are read from
+    /// [`Store::local`]. A no-op for a local store.
+    fn fetch(&self, id: &Digest) -> Result<Transfer, ArtifactError> {
+        let _ = id;
+        Ok(Transfer::default())
+    }
+
+    /// Like [`Store::fetch`], but only the artifact's record and listings,
+    /// for commands that compare trees without reading files.
+    fn fetch_listings(&self, id: &Digest) -> Result<Transfer, ArtifactError> {
+        let _ = id;
+        Ok(Transfer::default())
+    }
+
     /// Calls `visit` with everything in `area`, temporary files excluded,
     /// as it is read: a store of millions of blobs is never held in memory.
     fn list(&self, area: Area, visit: &mut dyn FnMut(StoredItem) -> Result<(), StoreError>) -> Result<(), StoreError>;
@@ -227,14 +353,24 @@ pub trait Store: Send + Sync {
 
 /// Opens the store at `url` (`GRAVEN_STORE`), or the local one in `home`
 /// when there is none: the one place a store backend is chosen.
-/// `file:PATH` names a local store elsewhere.
-pub fn open_store(url: Option<&str>, home: &crate::home::Home) -> Result<Box<dyn Store>, StoreError> {
+/// `file:PATH` names a local store elsewhere; `s3://BUCKET/PREFIX` a bucket,
+/// with the home's store in front as its cache. Transfers to and from a
+/// shared store are reported to `observer`.
+pub fn open_store(
+    url: Option<&str>,
+    home: &crate::home::Home,
+    observer: std::sync::Arc<dyn TransferObserver>,
+) -> Result<Box<dyn Store>, StoreError> {
     let root = match url.filter(|url| !url.is_empty()) {
         None => home.store_dir(),
         Some(url) => match crate::url::scheme(url) {
             Some("file") => crate::url::local_path(url)
                 .ok_or_else(|| StoreError::BadUrl { url: crate::url::redacted(url), why: "it names no directory" })?,
-            Some("s3") => return Err(StoreError::Unsupported { url: crate::url::redacted(url), backend: "S3" }),
+            Some("s3") => {
+                let cache = LocalStore::open(&home.store_dir())?;
+                let indexes = home.root().join("cache").join("pack-indexes");
+                return Ok(Box::new(S3Store::open(url, cache, indexes, observer)?));
+            }
             _ => {
                 return Err(StoreError::BadUrl {
                     url: crate::url::redacted(url),
