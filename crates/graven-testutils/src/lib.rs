@@ -1,7 +1,9 @@
 //! Test helpers for graven: temporary git repositories with fixed identities
-//! and commit dates, the example apps, and throwaway PostgreSQL databases.
+//! and commit dates, the example apps, and throwaway PostgreSQL databases
+//! and S3 buckets.
 
 pub mod postgres;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -12,6 +12,7 @@ mod test_ledger;
 mod test_postgres;
 mod test_properties;
 mod test_runner;
+mod test_s3;
 mod test_status;
 mod test_store;
 mod test_verify;

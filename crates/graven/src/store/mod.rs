@@ -369,7 +369,9 @@ pub fn open_store(
             Some("s3") => {
                 let cache = LocalStore::open(&home.store_dir())?;
                 let indexes = home.root().join("cache").join("pack-indexes");
-                return Ok(Box::new(S3Store::open(url, cache, indexes, observer)?));
+                let aws_vars: Vec<(String, String)> =
+                    std::env::vars().filter(|(key, _)| key.starts_with("AWS_")).collect();
+                return Ok(Box::new(S3Store::open(url, cache, indexes, observer, &aws_vars)?));
             }
             _ => {
                 return Err(StoreError::BadUrl {

@@ -124,16 +124,18 @@ impl std::fmt::Debug for S3Store {
 }
 
 impl S3Store {
-    /// Opens `s3://BUCKET/PREFIX` with the standard `AWS_*` variables
-    /// (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`), with
-    /// `cache` in front; pack indexes are kept in `indexes`. Makes no
-    /// request: a bad bucket or bad credentials show at the first use.
+    /// Opens `s3://BUCKET/PREFIX` with the standard `AWS_*` variables in
+    /// `aws_vars` (`AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_ALLOW_HTTP`…; the
+    /// process's own, from [`open_store`](super::open_store)), with `cache`
+    /// in front; pack indexes are kept in `indexes`. Makes no request: a bad
+    /// bucket or bad credentials show at the first use.
     pub fn open(
         url: &str,
         cache: LocalStore,
         indexes: PathBuf,
         observer: Arc<dyn TransferObserver>,
+        aws_vars: &[(String, String)],
     ) -> Result<Self, StoreError> {
         let bad = |why| StoreError::BadUrl { url: crate::url::redacted(url), why };
         let rest = url.strip_prefix("s3://").ok_or(bad("an S3 store's URL is s3://BUCKET/PREFIX"))?;
@@ -145,12 +147,18 @@ impl S3Store {
         if !prefix.is_empty() && !prefix.split('/').all(is_prefix_part) {
             return Err(bad("the prefix must be names of A-Z, a-z, 0-9, '.', '_' and '-', separated by '/'"));
         }
-        let endpoint = std::env::var("AWS_ENDPOINT_URL")
-            .or_else(|_| std::env::var("AWS_ENDPOINT"))
-            .unwrap_or_else(|_| "AWS".to_owned());
-        // Timeouts set one by one: client options as a whole would replace
-        // what the AWS_* variables set (AWS_ALLOW_HTTP among them).
-        let store = AmazonS3Builder::from_env()
+        let var = |name: &str| aws_vars.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone());
+        let endpoint = var("AWS_ENDPOINT_URL").or_else(|| var("AWS_ENDPOINT")).unwrap_or_else(|| "AWS".to_owned());
+        // As object_store's from_env, from the variables given. Timeouts are
+        // set one by one: client options as a whole would replace what the
+        // variables set (AWS_ALLOW_HTTP among them).
+        let mut builder = AmazonS3Builder::new();
+        for (key, value) in aws_vars {
+            if let Ok(key) = key.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
+                builder = builder.with_config(key, value);
+            }
+        }
+        let store = builder
             .with_bucket_name(bucket)
             .with_retry(retry_config())
             .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "2s")
@@ -249,6 +257,19 @@ impl S3Store {
             Err(object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. }) => Ok(false),
             Err(source) => Err(self.error(key, "could not write", source)),
         }
+    }
+
+    /// Makes sure the bucket exists and lets us in: a missing key looks the
+    /// same as a missing bucket to a GET or a HEAD, which S3 answers 404
+    /// for both. One listing of at most one page.
+    async fn probe(&self) -> Result<(), StoreError> {
+        let prefix = self.key("artifacts");
+        self.count();
+        self.bucket
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map(drop)
+            .map_err(|e| self.error(&prefix, "could not list", e))
     }
 
     /// Every pack index in the bucket, from the local copies where there
@@ -449,6 +470,7 @@ impl S3Store {
             .try_collect::<()>()
             .await?;
         // Last: now everything the record names is in the bucket.
+        crate::fail_point::check("publish-before-record");
         let record_len = record.len() as u64;
         self.put_new(&self.artifact_key(id), Bytes::from(record)).await?;
         self.moved(1, record_len);
@@ -491,10 +513,13 @@ impl S3Store {
             other => return other,
         }
         let key = self.artifact_key(id);
-        let bytes = self
-            .runtime
-            .block_on(self.get(&key))?
-            .ok_or(StoreError::NotInBucket { what: format!("artifact {id}"), url: self.url.clone() })?;
+        let bytes = self.runtime.block_on(async {
+            if let Some(bytes) = self.get(&key).await? {
+                return Ok(bytes);
+            }
+            self.probe().await?;
+            Err(StoreError::NotInBucket { what: format!("artifact {id}"), url: self.url.clone() })
+        })?;
         if Digest::of(&bytes) != *id {
             return Err(StoreError::Mismatch { digest: *id, mismatch: Mismatch::Digest });
         }
@@ -594,39 +619,42 @@ impl S3Store {
                 packs.push(location.pack);
             }
         }
-        let mut total = (0, 0);
+        let tree_error =
+            |source: StoreError| ArtifactError::Tree { id: *id, source: Box::new(ManifestError::Store(source)) };
+        let wanted: std::collections::HashSet<Digest> = absent.iter().map(|(digest, _)| *digest).collect();
         let cache = &*self.cache;
         let fetched: Vec<(u64, u64)> = stream::iter(packs)
-            .map(|pack| async move {
-                let entries: Vec<_> =
-                    index.packs[&pack].entries.iter().filter(|e| e.kind == Packed::Manifest).copied().collect();
-                let spans = spans(entries.iter().map(|e| (e.offset, e.size)));
-                let mut moved = (0, 0);
-                for (start, end) in spans {
-                    let bytes = self.get_range(&pack, start, end).await?;
-                    for entry in entries.iter().filter(|e| e.offset >= start && e.offset + e.size <= end) {
-                        let at = usize::try_from(entry.offset - start).expect("a span fits in memory");
-                        let object = &bytes[at..at + usize::try_from(entry.size).expect("a span fits in memory")];
-                        // A listing that does not hash to its name is not
-                        // stored; if the tree needs it, it is reported then.
-                        if Digest::of(object) == entry.digest {
-                            cache.put_object(ObjectKind::Manifest, &entry.digest, object)?;
-                            moved.0 += 1;
-                            moved.1 += entry.size;
+            .map(|pack| {
+                let wanted = &wanted;
+                async move {
+                    let entries: Vec<_> =
+                        index.packs[&pack].entries.iter().filter(|e| e.kind == Packed::Manifest).copied().collect();
+                    let mut moved = (0, 0);
+                    for (start, end) in spans(entries.iter().map(|e| (e.offset, e.size))) {
+                        let bytes = self.get_range(&pack, start, end).await?;
+                        for entry in entries.iter().filter(|e| e.offset >= start && e.offset + e.size <= end) {
+                            let at = usize::try_from(entry.offset - start).expect("a span fits in memory");
+                            let object = &bytes[at..at + usize::try_from(entry.size).expect("a span fits in memory")];
+                            if Digest::of(object) == entry.digest {
+                                cache.put_object(ObjectKind::Manifest, &entry.digest, object)?;
+                                moved.0 += 1;
+                                moved.1 += entry.size;
+                            } else if wanted.contains(&entry.digest) {
+                                // Others are not stored, and reported if
+                                // the tree turns out to need them.
+                                return Err(StoreError::Mismatch { digest: entry.digest, mismatch: Mismatch::Digest });
+                            }
                         }
                     }
+                    self.moved(moved.0, moved.1);
+                    Ok::<_, StoreError>(moved)
                 }
-                self.moved(moved.0, moved.1);
-                Ok::<_, StoreError>(moved)
             })
             .buffer_unordered(REQUESTS_AT_ONCE)
             .try_collect()
-            .await?;
-        for (objects, bytes) in fetched {
-            total.0 += objects;
-            total.1 += bytes;
-        }
-        Ok(total)
+            .await
+            .map_err(tree_error)?;
+        Ok(fetched.into_iter().fold((0, 0), |total, (objects, bytes)| (total.0 + objects, total.1 + bytes)))
     }
 
     /// Brings blobs `wanted` into the cache, each checked against its
@@ -998,7 +1026,12 @@ impl Store for S3Store {
             return Ok(true);
         }
         match kind {
-            ObjectKind::Artifact => Ok(self.runtime.block_on(self.exists(&self.artifact_key(digest)))?.is_some()),
+            ObjectKind::Artifact => self.runtime.block_on(async {
+                if self.exists(&self.artifact_key(digest)).await?.is_some() {
+                    return Ok(true);
+                }
+                self.probe().await.map(|()| false)
+            }),
             ObjectKind::Manifest => Ok(false),
         }
     }
