@@ -239,6 +239,8 @@ pub struct Transfer {
     pub bytes: u64,
     /// Requests made to the shared store.
     pub requests: u64,
+    /// How long it took, in milliseconds.
+    pub duration_ms: u64,
 }
 
 /// A lease on a store, held until dropped: see [`Store::lease`] and

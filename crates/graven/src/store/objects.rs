@@ -40,7 +40,7 @@ impl Artifact {
 }
 
 /// How an error names a directory of a tree.
-fn shown_dir(path: &str) -> String {
+pub(super) fn shown_dir(path: &str) -> String {
     if path.is_empty() { "the root".to_owned() } else { format!("directory '{path}'") }
 }
 

@@ -35,6 +35,7 @@ use object_store::{
     BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, RetryConfig,
 };
 
+use super::objects::shown_dir;
 use super::pack::{LOOSE_MIN, PACK_TARGET, PackBuilder, PackIndex, Packed};
 use super::{
     Area, ArtifactError, Direction, Lease, LocalStore, ManifestError, Mismatch, ObjectKind, RemoteFailure, Store,
@@ -474,7 +475,7 @@ impl S3Store {
         let record_len = record.len() as u64;
         self.put_new(&self.artifact_key(id), Bytes::from(record)).await?;
         self.moved(1, record_len);
-        Ok(Transfer { objects: objects + 1, bytes, requests: 0 })
+        Ok(Transfer { objects: objects + 1, bytes, ..Transfer::default() })
     }
 
     /// Sends big blob `digest` from the cache, alone.
@@ -592,7 +593,7 @@ impl S3Store {
             objects += moved;
             bytes += size;
         }
-        Ok(Transfer { objects, bytes, requests: 0 })
+        Ok(Transfer { objects, bytes, ..Transfer::default() })
     }
 
     /// Brings listings `absent` into the cache: each pack that holds one is
@@ -878,11 +879,6 @@ fn local_tree(cache: &LocalStore, id: &Digest, root: &Digest) -> Result<LocalTre
     Ok(tree)
 }
 
-/// How an error names a directory of a tree.
-fn shown_dir(path: &str) -> String {
-    if path.is_empty() { "the root".to_owned() } else { format!("directory '{path}'") }
-}
-
 fn is_bucket_name(name: &str) -> bool {
     (3..=63).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
@@ -1041,7 +1037,7 @@ impl Store for S3Store {
     }
 
     fn publish(&self, id: &Digest, repair: bool) -> Result<Transfer, ArtifactError> {
-        let before = self.requests();
+        let (before, started) = (self.requests(), std::time::Instant::now());
         let result = self.runtime.block_on(async {
             if !repair && self.exists(&self.artifact_key(id)).await?.is_some() {
                 return Ok(Transfer::default());
@@ -1057,7 +1053,7 @@ impl Store for S3Store {
             self.publish_tree(id, record, tree, repair).await
         });
         self.observer.on_transfer(&TransferEvent::Finished);
-        result.map(|transfer| Transfer { requests: self.requests() - before, ..transfer })
+        result.map(|transfer| Transfer { requests: self.requests() - before, duration_ms: millis(started), ..transfer })
     }
 
     fn fetch(&self, id: &Digest) -> Result<Transfer, ArtifactError> {
@@ -1083,7 +1079,7 @@ impl Store for S3Store {
 
 impl S3Store {
     fn fetch_part(&self, id: &Digest, whole: bool) -> Result<Transfer, ArtifactError> {
-        let before = self.requests();
+        let (before, started) = (self.requests(), std::time::Instant::now());
         let record = self.record(id).map_err(|error| match error {
             StoreError::NotInBucket { .. } => ArtifactError::Missing { id: *id },
             other => ArtifactError::Store(other),
@@ -1095,6 +1091,10 @@ impl S3Store {
             // that is there.
             self.cache.put_object(ObjectKind::Artifact, id, &record)?;
         }
-        Ok(Transfer { requests: self.requests() - before, ..transfer })
+        Ok(Transfer { requests: self.requests() - before, duration_ms: millis(started), ..transfer })
     }
+}
+
+fn millis(since: std::time::Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
