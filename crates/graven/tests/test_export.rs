@@ -182,3 +182,24 @@ fn an_export_with_a_blob_of_the_wrong_size_fails_rather_than_write_a_corrupt_arc
         assert!(!path.exists());
     }
 }
+
+#[test]
+fn an_export_to_a_fifo_or_a_device_writes_into_it_and_never_replaces_it() {
+    use std::os::unix::fs::FileTypeExt as _;
+    let home = TestHome::new();
+    let id = home.built(&rich_app());
+    let out = tempfile::tempdir().unwrap();
+    let expected = export(&home, &id, Format::Tar, &out.path().join("app.tar"));
+    let fifo = out.path().join("pipe");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || fs::read(fifo).unwrap())
+    };
+    export_to_path(&home.store, &id, Format::Tar, &fifo).unwrap();
+    assert_eq!(reader.join().unwrap(), expected, "the fifo's reader got another archive");
+    assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the fifo was replaced by a file");
+    // /dev/null stays the device it is.
+    export_to_path(&home.store, &id, Format::Tar, Path::new("/dev/null")).unwrap();
+    assert!(fs::metadata("/dev/null").unwrap().file_type().is_char_device(), "/dev/null was replaced");
+}

@@ -369,3 +369,21 @@ fn a_missing_bucket_and_an_unreachable_server_are_clear_errors_within_seconds() 
     assert!(error.contains("cannot be reached: check AWS_ENDPOINT_URL"), "{error}");
     assert!(matches!(nowhere.fetch(&id), Err(ArtifactError::Store(StoreError::Remote(_)))));
 }
+
+#[test]
+fn gc_collects_the_local_copy_only_and_never_the_bucket() {
+    use graven::release::gc::{GcOptions, collect_garbage};
+    let Some(p) = published(20) else { return };
+    let before = p.bucket.keys("app");
+    let options = GcOptions { keep: 1, grace: std::time::Duration::ZERO, dry_run: false };
+    // A kept artifact that this machine never fetched is no error.
+    let report = collect_garbage(&p.ci.ledger, &*p.server.store, &options, &mut || {}).unwrap();
+    assert_eq!(report.blobs, 0, "{report:?}");
+    // What this machine fetched and no longer keeps goes; the bucket stays.
+    p.server.store.fetch(&p.id).unwrap();
+    let report = collect_garbage(&p.server.ledger, &*p.server.store, &options, &mut || {}).unwrap();
+    assert!(report.artifacts == 1 && report.blobs > 0, "{report:?}");
+    assert_eq!(p.bucket.keys("app"), before, "gc changed the bucket");
+    p.server.store.fetch(&p.id).unwrap();
+    assert_eq!(p.server.local_files_of(&p.id), p.ci.local_files_of(&p.id));
+}

@@ -161,6 +161,7 @@ impl BuildObserver for Observer<'_> {
                 *self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
                     Some(self.ui.byte_progress("ingest", *bytes));
             }
+            BuildEvent::Publishing => self.finish(),
             BuildEvent::IngestProgress { bytes } => {
                 if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
                     bar.set_position(*bytes);

@@ -18,6 +18,10 @@ use crate::ui;
 /// (marked "collected"), and rolling back to it says how to rebuild it.
 /// Stopped midway, gc leaves every kept artifact whole.
 ///
+/// With an S3 store (GRAVEN_STORE=s3://…), gc collects this machine's
+/// local copy only: the bucket is append-only, and what is collected here
+/// is fetched again when needed.
+///
 /// Examples:
 ///   graven gc --dry-run
 ///   graven gc --keep 3

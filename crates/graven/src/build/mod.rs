@@ -108,6 +108,9 @@ pub enum BuildEvent<'a> {
         /// Bytes done so far.
         bytes: u64,
     },
+    /// The artifact is stored locally; it goes to the shared store, if
+    /// there is one, now.
+    Publishing,
 }
 
 /// Told of a build's progress. Called from several threads.
@@ -319,6 +322,7 @@ pub fn build(
     let ingest_time = ingest_started.elapsed();
     // In a shared store before the ledger names it: a build in the ledger
     // is one every machine can fetch.
+    observer.on_event(&BuildEvent::Publishing);
     let upload =
         store.publish(&id, request.force).map_err(|source| BuildError::Publish { id, source: Box::new(source) })?;
     crate::fail_point::check("build-before-record");

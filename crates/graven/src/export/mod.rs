@@ -103,23 +103,29 @@ pub fn export(
 }
 
 /// Writes artifact `id` to the file `path`, atomically: under a temporary
-/// name in the same directory, renamed when complete.
+/// name in the same directory, renamed when complete. A `path` that is not
+/// a regular file (`/dev/null`, a fifo, a terminal) is written to as it is,
+/// never replaced.
 pub fn export_to_path(
     store: &dyn crate::store::Store,
     id: &Digest,
     format: Format,
     path: &Path,
 ) -> Result<ExportSummary, ExportError> {
+    let named = |error| match error {
+        ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
+        other @ ExportError::Artifact(_) => other,
+    };
+    if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(write_error(path))?;
+        return export(store, id, format, io::BufWriter::with_capacity(1 << 20, file)).map_err(named);
+    }
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     let temp = tempfile::Builder::new().prefix(".graven-export-").tempfile_in(dir).map_err(write_error(path))?;
-    let summary =
-        export(store, id, format, io::BufWriter::with_capacity(1 << 20, temp.as_file())).map_err(|e| match e {
-            ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
-            other @ ExportError::Artifact(_) => other,
-        })?;
+    let summary = export(store, id, format, io::BufWriter::with_capacity(1 << 20, temp.as_file())).map_err(named)?;
     // tempfile creates 0600; an export is as readable as any file the user writes.
     let mode = 0o666 & !umask();
     temp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(write_error(path))?;

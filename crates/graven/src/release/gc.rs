@@ -85,6 +85,9 @@ pub fn collect_garbage(
     options: &GcOptions,
     on_wait: &mut dyn FnMut(),
 ) -> Result<GcReport, GcError> {
+    // A shared store's bucket is append-only: what is collected is the
+    // local store in front of it (for a local store, the store itself).
+    let store: &dyn Store = store.local();
     let _lease = store.collect_lease(on_wait)?;
     let kept = kept_artifacts(ledger, options.keep)?;
     let mut live = Live::default();

@@ -464,7 +464,8 @@ impl S3Store {
         stream::iter(large)
             .map(|(digest, size)| async move {
                 self.put_blob(&digest, size).await?;
-                self.moved(1, size);
+                // A blob sent in parts has reported its bytes as it went.
+                self.moved(1, if size <= SINGLE_PUT_MAX { size } else { 0 });
                 Ok::<_, StoreError>(())
             })
             .buffer_unordered(REQUESTS_AT_ONCE / 2)
@@ -500,6 +501,7 @@ impl S3Store {
             }
             writer.wait_for_capacity(REQUESTS_AT_ONCE / 2).await.map_err(|e| self.error(&key, "could not write", e))?;
             writer.write(&buf[..read]);
+            self.moved(0, read as u64);
         }
         let parts = size.div_ceil(16 << 20);
         self.requests.fetch_add(parts + 1, Ordering::Relaxed);
@@ -705,8 +707,9 @@ impl S3Store {
         });
         let from_loose = stream::iter(loose).map(|digest| async move {
             let want = &wanted_ref[&digest];
+            // Its bytes were reported as they came.
             self.get_loose(&digest, want).await.map_err(|e| blob_error(&digest, e))?;
-            self.moved(1, want.size);
+            self.moved(1, 0);
             Ok::<_, ArtifactError>(())
         });
         from_packs
@@ -765,6 +768,7 @@ impl S3Store {
             }
             hasher.update(&chunk);
             temp.write_all(&chunk).map_err(io_error)?;
+            self.moved(0, chunk.len() as u64);
         }
         if found != want.size {
             return Err(StoreError::Mismatch {
