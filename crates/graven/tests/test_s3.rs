@@ -135,12 +135,12 @@ impl TeamHome {
 }
 
 /// The build command of an app that writes `small` small files (in 10
-/// directories), one big file, an executable and a symlink.
+/// directories), an empty one, one big file, an executable and a symlink.
 fn command(small: u32) -> String {
     format!(
         "mkdir -p out/big && for d in $(seq 0 9); do mkdir -p out/d$d; done && \
          for i in $(seq 1 {small}); do echo \"file $i\" > out/d$((i % 10))/f$i.txt; done && \
-         head -c 3000000 /dev/zero > out/big/blob && chmod +x out/d1/f1.txt && ln -s d1/f1.txt out/link"
+         head -c 3000000 /dev/zero > out/big/blob && : > out/empty && chmod +x out/d1/f1.txt && ln -s d1/f1.txt out/link"
     )
 }
 

@@ -104,9 +104,6 @@ impl PackIndex {
             if entry.offset != end {
                 return Err(IndexProblem::Layout("an entry does not start where the one before ends"));
             }
-            if entry.size == 0 {
-                return Err(IndexProblem::Layout("an entry is empty"));
-            }
             end = end.checked_add(entry.size).ok_or(IndexProblem::Layout("the sizes overflow"))?;
         }
         if end != file.size {
@@ -161,6 +158,8 @@ mod tests {
         let mut builder = PackBuilder::default();
         builder.push(Packed::Manifest, Digest::of(b"{}"), b"{}");
         builder.push(Packed::Blob, Digest::of(b"hello"), b"hello");
+        // An empty file is a blob like any other.
+        builder.push(Packed::Blob, Digest::of(b""), b"");
         builder.finish()
     }
 
