@@ -10,13 +10,9 @@ postgres_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n
 
 start_postgres() {
     if [ -z "$(postgres_bin)" ]; then
-        echo "==> installing PostgreSQL (Debian's postgresql)" >&2
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "error: this needs PostgreSQL: apt-get install postgresql (as root)" >&2
-            return 1
-        fi
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+        # shellcheck source=apt.sh
+        . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+        apt_install postgresql
     fi
     PG_BIN=$(postgres_bin)
     PG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/graven-postgres-XXXXXX")

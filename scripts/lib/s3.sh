@@ -16,12 +16,9 @@ install_moto() {
     [ -x "$venv/bin/moto_server" ] && return 0
     echo "==> installing moto $MOTO_VERSION (an S3 API server) into $venv" >&2
     if ! python3 -c 'import ensurepip' 2>/dev/null; then
-        if [ "$(id -u)" -ne 0 ]; then
-            echo "error: this needs python3-venv: apt-get install python3-venv (as root)" >&2
-            return 1
-        fi
-        apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+        # shellcheck source=apt.sh
+        . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
+        apt_install python3-venv
     fi
     rm -rf "$venv"
     python3 -m venv "$venv"
