@@ -135,6 +135,12 @@ impl From<BuildError> for CommandError {
             }
             BuildError::NotReproducible { .. } => Self::failed(error)
                 .hint("make the build deterministic: use SOURCE_DATE_EPOCH instead of the clock, sort what you list, avoid random names"),
+            BuildError::Sandbox(graven::build::sandbox::SandboxError::Missing) => Self::failed(error)
+                .hint("install bubblewrap: apt-get install bubblewrap (Debian, Ubuntu), dnf install bubblewrap (Fedora)")
+                .hint("or build without the sandbox: graven build --no-sandbox (the build is then marked unsandboxed for good)"),
+            BuildError::Sandbox(graven::build::sandbox::SandboxError::Unavailable { .. }) => Self::failed(error)
+                .hint("the kernel or its policy forbids this user new namespaces: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run graven as root")
+                .hint("or build without the sandbox: graven build --no-sandbox (the build is then marked unsandboxed for good)"),
             BuildError::Publish { .. } => Self::failed(error).hint(
                 "the build is stored on this machine and not yet in the ledger: run the same graven build again to send it (only what the shared store lacks is sent)",
             ),

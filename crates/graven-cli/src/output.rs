@@ -9,6 +9,8 @@ pub(crate) struct BuildJson<'a> {
     pub(crate) artifact: String,
     pub(crate) commit: &'a str,
     pub(crate) dirty: bool,
+    /// Whether the build command ran in the sandbox.
+    pub(crate) sandboxed: bool,
     pub(crate) files: u64,
     pub(crate) bytes: u64,
     pub(crate) new_bytes: u64,
@@ -39,6 +41,7 @@ impl<'a> BuildJson<'a> {
             artifact: build.artifact.to_string(),
             commit: &build.commit,
             dirty: build.dirty,
+            sandboxed: build.sandboxed,
             files: build.files,
             bytes: build.bytes,
             new_bytes: build.new_bytes,

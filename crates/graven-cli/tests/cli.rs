@@ -22,6 +22,7 @@ mod test_release;
 mod test_resources;
 mod test_run;
 mod test_runner;
+mod test_sandbox;
 mod test_secrets;
 mod test_status;
 mod test_team;

@@ -19,6 +19,13 @@ fn build_help() {
         output as an artifact. Building a commit that was already built with the
         same recipe reuses that artifact.
 
+        The command runs in a sandbox (bubblewrap): the export is at /app, its
+        working directory and the only writable place besides a private /tmp;
+        HOME is /tmp/home; the rest of the machine is visible read-only, so
+        toolchains work. No path of this machine reaches the build, so the same
+        commit gives the same artifact on every machine. [build] network = false
+        takes its network away.
+
         Examples:
           graven build                 # HEAD
           graven build v1.4.2 --json   # a tag, output for scripts
@@ -61,13 +68,20 @@ fn build_help() {
 
                   [env: GRAVEN_LEDGER]
 
-              --json
-                  Print the result as JSON on stdout
+              --no-sandbox
+                  Run the build command on the host, not in the sandbox at /app
+
+                  For machines that cannot make namespaces. The build can then write anywhere the user can,
+                  and see its host paths; it is marked unsandboxed for good, and never reused for a
+                  sandboxed build.
 
               --store-url <URL>
                   The store's URL [default: the home's local store; file:PATH for another directory]
 
                   [env: GRAVEN_STORE]
+
+              --json
+                  Print the result as JSON on stdout
 
           -h, --help
                   Print help (see a summary with '-h')

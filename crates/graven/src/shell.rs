@@ -17,19 +17,19 @@ const MAX_LINE_BYTES: u64 = 64 * 1024;
 /// reading end of its output. The command holds the pipe's writing end:
 /// drop it once spawned, or reading never ends.
 pub(crate) fn command(script: &str, dir: &Path, env: &BTreeMap<String, OsString>) -> io::Result<(Command, PipeReader)> {
-    let (reader, writer) = io::pipe()?;
     // An absolute path: with the environment cleared, a lookup of `sh`
     // would depend on the PATH given.
     let mut sh = Command::new("/bin/sh");
-    sh.arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .env_clear()
-        .envs(env)
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer);
-    Ok((sh, reader))
+    sh.arg("-c").arg(script).current_dir(dir);
+    piped(sh, env)
+}
+
+/// `program` with exactly `env`, stdin `/dev/null`, and stdout and stderr
+/// on one pipe, whose reading end comes with it (as for [`command`]).
+pub(crate) fn piped(mut program: Command, env: &BTreeMap<String, OsString>) -> io::Result<(Command, PipeReader)> {
+    let (reader, writer) = io::pipe()?;
+    program.env_clear().envs(env).stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer);
+    Ok((program, reader))
 }
 
 /// Calls `on_line` with each line of `output` until it ends: lossy UTF-8,

@@ -81,6 +81,7 @@ impl TestHome {
             allow_dirty: false,
             force: false,
             check_reproducible: false,
+            sandbox: true,
             author: "tester@example.com",
             host: "test-host",
         };

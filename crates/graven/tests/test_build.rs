@@ -266,7 +266,8 @@ fn check_reproducible_fails_listing_the_paths_that_differ() {
 fn check_reproducible_notices_an_empty_directory_in_one_build_only() {
     let home = TestHome::new();
     // The first build finds no marker and makes an empty directory; the
-    // second finds the marker (outside the checkout) and does not.
+    // second finds the marker (outside the checkout, so without the
+    // sandbox, which would keep the build from writing it) and does not.
     let marker = home.outside().join("built-once");
     let repo = app_with_command(
         &format!(
@@ -275,12 +276,18 @@ fn check_reproducible_notices_an_empty_directory_in_one_build_only() {
         ),
         "",
     );
-    let error = home.build_with(&repo, |request| request.check_reproducible = true).unwrap_err();
+    let error = home
+        .build_with(&repo, |request| {
+            request.check_reproducible = true;
+            request.sandbox = false;
+        })
+        .unwrap_err();
     assert!(matches!(&error, BuildError::NotReproducible { paths } if paths == &["empty/"]), "{error:?}");
 }
 
 #[test]
 fn hard_links_inside_the_output_are_moved_and_both_names_listed() {
+    // Without the sandbox: the build reports the inode outside itself.
     let home = TestHome::new();
     let inode_file = home.outside().join("inode");
     let repo = app_with_command(
@@ -290,7 +297,7 @@ fn hard_links_inside_the_output_are_moved_and_both_names_listed() {
         ),
         "",
     );
-    let id = home.built(&repo);
+    let id = home.build_with(&repo, |request| request.sandbox = false).unwrap().record.build.artifact;
     assert_eq!(home.tree(&id), ["a 0644 7", "x/", "x/b 0644 7"]);
     let digest = home.file_digest(&id, "a");
     assert_eq!(home.file_digest(&id, "x/b"), digest);
@@ -303,11 +310,13 @@ fn hard_links_inside_the_output_are_moved_and_both_names_listed() {
 
 #[test]
 fn files_linked_from_outside_the_output_are_copied_and_left_alone() {
+    // Without the sandbox, which shows the build no host directory it
+    // could link from writable.
     let home = TestHome::new();
     let outside = home.outside().join("shared.txt");
     fs::write(&outside, "outside\n").unwrap();
     let repo = app_with_command(&format!("mkdir out && ln '{}' out/shared.txt", outside.display()), "");
-    let id = home.built(&repo);
+    let id = home.build_with(&repo, |request| request.sandbox = false).unwrap().record.build.artifact;
     let digest = home.file_digest(&id, "shared.txt");
     let blob_path = home.store.blob_path(&digest);
     let (blob, meta) = (fs::metadata(&blob_path).unwrap(), fs::metadata(&outside).unwrap());

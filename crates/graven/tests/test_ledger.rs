@@ -15,6 +15,7 @@ fn build(thread: usize, n: usize) -> NewBuild {
         artifact: Digest::of(commit.as_bytes()),
         commit,
         dirty: false,
+        sandboxed: true,
         recipe: Digest::of(b"recipe"),
         author: format!("writer-{thread}@example.com"),
         host: "test-host".to_owned(),

@@ -105,6 +105,7 @@ impl TeamHome {
             allow_dirty: false,
             force,
             check_reproducible: false,
+            sandbox: true,
             author: "tester@example.com",
             host: "test-host",
         };

@@ -20,6 +20,13 @@ use crate::ui::{self, Ui};
 /// output as an artifact. Building a commit that was already built with the
 /// same recipe reuses that artifact.
 ///
+/// The command runs in a sandbox (bubblewrap): the export is at /app, its
+/// working directory and the only writable place besides a private /tmp;
+/// HOME is /tmp/home; the rest of the machine is visible read-only, so
+/// toolchains work. No path of this machine reaches the build, so the same
+/// commit gives the same artifact on every machine. [build] network = false
+/// takes its network away.
+///
 /// Examples:
 ///   graven build                 # HEAD
 ///   graven build v1.4.2 --json   # a tag, output for scripts
@@ -47,6 +54,14 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     check_reproducible: bool,
 
+    /// Run the build command on the host, not in the sandbox at /app
+    ///
+    /// For machines that cannot make namespaces. The build can then write
+    /// anywhere the user can, and see its host paths; it is marked
+    /// unsandboxed for good, and never reused for a sandboxed build.
+    #[arg(long)]
+    no_sandbox: bool,
+
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -69,6 +84,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         allow_dirty: args.allow_dirty,
         force: args.force,
         check_reproducible: args.check_reproducible,
+        sandbox: !args.no_sandbox,
         author: &author,
         host: &host,
     };
@@ -95,7 +111,12 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         return Ok(());
     }
     let build = &record.build;
-    let dirty = if build.dirty { " (dirty)" } else { "" };
+    let dirty = match (build.dirty, build.sandboxed) {
+        (false, true) => "",
+        (true, true) => " (dirty)",
+        (false, false) => " (unsandboxed)",
+        (true, false) => " (dirty, unsandboxed)",
+    };
     if outcome.reused {
         ui::out(format!(
             "reused {} from {}{dirty}: built {} by {}; --force builds again",

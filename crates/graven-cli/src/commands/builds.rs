@@ -73,11 +73,12 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
     let mut rows = vec![["ARTIFACT", "COMMIT", "FILES", "SIZE", "BUILT", "BY"].map(str::to_owned).to_vec()];
     for (record, &collected) in builds.iter().zip(&collected) {
         let build = &record.build;
-        let commit = if build.dirty {
-            format!("{}+dirty", ui::short_commit(&build.commit))
-        } else {
-            ui::short_commit(&build.commit).to_owned()
-        };
+        let commit = format!(
+            "{}{}{}",
+            ui::short_commit(&build.commit),
+            if build.dirty { "+dirty" } else { "" },
+            if build.sandboxed { "" } else { " (unsandboxed)" }
+        );
         rows.push(vec![
             build.artifact.short(),
             commit,
@@ -118,6 +119,14 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
             format!("{}{}", build.commit, if build.dirty { " + uncommitted changes (dirty)" } else { "" }),
         ],
         vec!["recipe".to_owned(), build.recipe.to_string()],
+        vec![
+            "sandbox".to_owned(),
+            if build.sandboxed {
+                format!("yes: built at {}", graven::build::sandbox::APP)
+            } else {
+                "no: unsandboxed (--no-sandbox, or built before the sandbox)".to_owned()
+            },
+        ],
         vec![
             "files".to_owned(),
             format!("{} files, {}, {} new", ui::count(build.files), ui::bytes(build.bytes), ui::bytes(build.new_bytes)),

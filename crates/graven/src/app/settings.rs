@@ -20,7 +20,7 @@ pub struct AppSettings {
 }
 
 /// How to turn a clean checkout into the artifact's tree.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BuildRecipe {
     /// Run by `sh -c` at the root of the checkout; none means the checkout is
     /// the artifact as it is.
@@ -34,6 +34,29 @@ pub struct BuildRecipe {
     pub env: BTreeMap<String, String>,
     /// Names of the caller's variables let through to the build command.
     pub pass_env: Vec<String>,
+    /// Whether the build command may use the network (package installs);
+    /// `false` gives its sandbox no network at all. Left out of the recipe's
+    /// digest when `true`, so recipes from before it keep their digests.
+    #[serde(skip_serializing_if = "is_true")]
+    pub network: bool,
+}
+
+impl Default for BuildRecipe {
+    fn default() -> Self {
+        Self {
+            command: None,
+            output: None,
+            exclude: Vec::new(),
+            env: BTreeMap::new(),
+            pass_env: Vec::new(),
+            network: true,
+        }
+    }
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_true(value: &bool) -> bool {
+    *value
 }
 
 /// How the runner runs the artifact. Part of the artifact, like the Procfile.
@@ -93,6 +116,7 @@ struct RawBuild {
     env: BTreeMap<Spanned<String>, String>,
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
+    network: Option<bool>,
 }
 
 impl AppSettings {
@@ -195,7 +219,8 @@ impl AppSettings {
             None => RunSettings::default(),
         };
 
-        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env }, run })
+        let network = raw.build.network.unwrap_or(true);
+        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network }, run })
     }
 }
 
@@ -272,7 +297,7 @@ health_timeout = 10
             ),
             (
                 "[build]\ncomand = \"make\"\n",
-                "graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`",
+                "graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`, `network`",
             ),
             (
                 "[app]\nname = \"Hello\"\n",

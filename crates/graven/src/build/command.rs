@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
+use super::sandbox::Sandbox;
 use super::{BuildError, BuildEvent, BuildObserver};
 
 /// The most of a build's output kept in its log; beyond it, the oldest lines
@@ -47,10 +48,12 @@ impl Log {
     }
 }
 
-/// Runs `command` in `dir` with exactly `env`; returns its log.
+/// Runs `command` in the checkout `dir` with exactly `env`, in `sandbox`
+/// (at `/app`) if there is one; returns its log.
 pub(crate) fn run(
     command: &str,
     dir: &Path,
+    sandbox: Option<&Sandbox>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<String, BuildError> {
@@ -59,12 +62,19 @@ pub(crate) fn run(
     // lines are logged in whatever order two readers get to them, and an
     // error printed last on stderr can be missing from a failure's tail.
     let (mut child, output) = {
-        let (mut sh, output) = crate::shell::command(command, dir, env).map_err(BuildError::CommandSpawn)?;
-        // Named `sh` in its own messages (`sh: 1: make: not found`), as
-        // build logs always have been.
-        (sh.arg0("sh").spawn().map_err(BuildError::CommandSpawn)?, output)
-        // `sh` drops our copies of the write end here, so that reading ends
-        // when the command (and whatever it started) closes its copies.
+        let (mut program, output) = match sandbox {
+            Some(sandbox) => crate::shell::piped(sandbox.command(command, dir), env),
+            None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
+                // Named `sh` in its own messages (`sh: 1: make: not
+                // found`), as build logs always have been.
+                sh.arg0("sh");
+                (sh, output)
+            }),
+        }
+        .map_err(BuildError::CommandSpawn)?;
+        (program.spawn().map_err(BuildError::CommandSpawn)?, output)
+        // `program` drops our copies of the write end here, so that reading
+        // ends when the command (and whatever it started) closes its copies.
     };
     let mut log = Log::default();
     crate::shell::for_each_line(output, |line| {

@@ -13,6 +13,7 @@
 mod command;
 mod ingest;
 mod resolve;
+pub mod sandbox;
 mod verify;
 mod workdir;
 
@@ -35,6 +36,7 @@ use crate::model::{ARTIFACT_FORMAT, Artifact, BuildRecord, NewBuild};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::{Digest, time};
 use ingest::{IngestOptions, Ingested};
+use sandbox::Sandbox;
 use workdir::WorkDir;
 
 /// What to build, and how.
@@ -55,6 +57,9 @@ pub struct BuildRequest<'a> {
     pub force: bool,
     /// Build twice and fail if the two outputs differ.
     pub check_reproducible: bool,
+    /// Run the build command in the sandbox (see [`sandbox`]); `false` is
+    /// `--no-sandbox`, and the build is marked unsandboxed for good.
+    pub sandbox: bool,
     /// Who is building.
     pub author: &'a str,
     /// The machine building.
@@ -172,6 +177,9 @@ pub enum BuildError {
     /// The output holds something an artifact cannot.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The sandbox cannot be made.
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::SandboxError),
     /// `--check-reproducible` found differences.
     #[error("the build is not reproducible: {} {} between two builds of the same commit:\n{}", plural(paths.len(), "path"), if paths.len() == 1 { "differs" } else { "differ" }, list_paths(paths))]
     NotReproducible {
@@ -250,7 +258,7 @@ pub fn build(
     let work = WorkDir::create(&home_dir)?;
     let source = read_source(request, &work)?;
     let app = request.app.map_or_else(|| app_name(request.repo, &source.settings), str::to_owned);
-    let recipe = recipe_digest(&source.settings);
+    let recipe = recipe_digest(&source.settings, request.sandbox);
     // From the first look at the store until the ledger records the build:
     // nothing found here and reused can be collected meanwhile.
     let _lease = store.lease()?;
@@ -268,15 +276,20 @@ pub fn build(
         return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed(), upload });
     }
 
-    // Only a build that runs needs the commit time.
+    // Only a build that runs needs the commit time, and the sandbox.
     let epoch = request.repo.commit_time(&source.commit)?;
-    let env = build_env(&source, epoch, &work);
-    let (output, command_time, log) = run_once(request, &source, &work, "a", &env, observer)?;
+    let sandbox = match &source.settings.build.command {
+        Some(_) if request.sandbox => Some(Sandbox::new(source.settings.build.network)?),
+        _ => None,
+    };
+    let env = build_env(&source, epoch, &work, sandbox.is_some());
+    let run = |name| run_once(request, &source, &work, name, sandbox.as_ref(), &env, observer);
+    let (output, command_time, log) = run("a")?;
     let exclude = exclude_set(&source.settings);
 
     let second = if request.check_reproducible {
         observer.on_event(&BuildEvent::SecondBuild);
-        let (output, _, _) = run_once(request, &source, &work, "b", &env, observer)?;
+        let (output, _, _) = run("b")?;
         Some(ingest::ingest(
             &output,
             &IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer },
@@ -334,6 +347,7 @@ pub fn build(
         artifact: id,
         commit: source.commit,
         dirty: source.dirty,
+        sandboxed: request.sandbox,
         recipe,
         author: request.author.to_owned(),
         host: request.host.to_owned(),
@@ -403,8 +417,16 @@ fn home_in_repo(repo: &Repo, home: &Home) -> Option<String> {
     (!relative.is_empty()).then(|| format!("{relative}/"))
 }
 
-fn recipe_digest(settings: &AppSettings) -> Digest {
-    Digest::of(&serde_json::to_vec(&settings.build).expect("recipes always serialise"))
+/// The digest of what makes a build: the recipe, and whether its command
+/// runs in the sandbox (a build without it is another build, never reused
+/// for one with it). Unsandboxed recipes keep the digests they had before
+/// the sandbox.
+fn recipe_digest(settings: &AppSettings, sandboxed: bool) -> Digest {
+    let mut bytes = serde_json::to_vec(&settings.build).expect("recipes always serialise");
+    if sandboxed {
+        bytes.splice(0..0, format!("sandbox {}\n", sandbox::APP).into_bytes());
+    }
+    Digest::of(&bytes)
 }
 
 fn exclude_set(settings: &AppSettings) -> globset::GlobSet {
@@ -422,14 +444,21 @@ fn exclude_set(settings: &AppSettings) -> globset::GlobSet {
     builder.build().unwrap_or_else(|_| globset::GlobSet::empty())
 }
 
-/// The build command's whole environment.
-fn build_env(source: &Source, epoch: u64, work: &WorkDir) -> BTreeMap<String, OsString> {
+/// The build command's whole environment. In the sandbox, `HOME`, `TMPDIR`
+/// and `PWD` are the same on every machine.
+fn build_env(source: &Source, epoch: u64, work: &WorkDir, sandboxed: bool) -> BTreeMap<String, OsString> {
     let mut env = BTreeMap::new();
     if let Some(path) = std::env::var_os("PATH") {
         env.insert("PATH".to_owned(), path);
     }
-    env.insert("HOME".to_owned(), work.home().into_os_string());
-    env.insert("TMPDIR".to_owned(), work.tmp().into_os_string());
+    if sandboxed {
+        env.insert("HOME".to_owned(), sandbox::HOME.into());
+        env.insert("TMPDIR".to_owned(), sandbox::TMPDIR.into());
+        env.insert("PWD".to_owned(), sandbox::APP.into());
+    } else {
+        env.insert("HOME".to_owned(), work.home().into_os_string());
+        env.insert("TMPDIR".to_owned(), work.tmp().into_os_string());
+    }
     env.insert("LANG".to_owned(), "C.UTF-8".into());
     env.insert(SOURCE_DATE_EPOCH.to_owned(), epoch.to_string().into());
     env.insert(GRAVEN_COMMIT.to_owned(), source.commit.clone().into());
@@ -451,6 +480,7 @@ fn run_once(
     source: &Source,
     work: &WorkDir,
     name: &str,
+    sandbox: Option<&Sandbox>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<(std::path::PathBuf, Duration, String), BuildError> {
@@ -459,7 +489,7 @@ fn run_once(
     request.repo.export(&source.tree_ish, &checkout)?;
     let started = Instant::now();
     let log = match &source.settings.build.command {
-        Some(command) => command::run(command, &checkout, env, observer)?,
+        Some(command) => command::run(command, &checkout, sandbox, env, observer)?,
         None => String::new(),
     };
     let command_time = started.elapsed();

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0003_run_state.sql"),
     include_str!("migrations/postgres/0004_formations.sql"),
     include_str!("migrations/postgres/0005_release_host.sql"),
+    include_str!("migrations/postgres/0006_build_sandbox.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).
@@ -338,8 +339,8 @@ impl Ledger for PostgresLedger {
         let seq: i64 = self.with("recording a build", |client| {
             let row = client.query_one(
                 "INSERT INTO builds (app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at,
-                                     files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING seq",
+                                     files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log, sandboxed)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING seq",
                 &[
                     &build.app,
                     &build.artifact.to_string(),
@@ -357,6 +358,7 @@ impl Ledger for PostgresLedger {
                     &signed(build.build_command_ms),
                     &signed(build.ingest_ms),
                     &build.log,
+                    &build.sandboxed,
                 ],
             )?;
             Ok(row.get(0))

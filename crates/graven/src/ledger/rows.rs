@@ -17,7 +17,7 @@ use crate::model::{
 
 /// The columns of builds, in the order [`build_from`] reads them.
 pub(super) const BUILD_COLUMNS: &str = "seq, app, artifact, commit_id, dirty, recipe, author, host, started_at, \
-     finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms";
+     finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, sandboxed";
 
 /// The columns of releases, in the order [`release_from`] reads them.
 pub(super) const RELEASE_COLUMNS: &str = "id, app, env, number, kind, artifact, config, parent, commit_id, author, \
@@ -87,6 +87,7 @@ pub(super) fn build_from(row: &impl Columns) -> Result<BuildRecord, LedgerError>
             duration_ms: count(row.int(13)?, &what, "duration_ms")?,
             build_command_ms: count(row.int(14)?, &what, "build_command_ms")?,
             ingest_ms: count(row.int(15)?, &what, "ingest_ms")?,
+            sandboxed: row.flag(16)?,
             log: String::new(),
         },
     })

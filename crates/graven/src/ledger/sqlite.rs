@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0003_run_state.sql"),
     include_str!("migrations/sqlite/0004_formations.sql"),
     include_str!("migrations/sqlite/0005_release_host.sql"),
+    include_str!("migrations/sqlite/0006_build_sandbox.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -346,8 +347,8 @@ impl Ledger for SqliteLedger {
             let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(query_error("recording a build"))?;
             transaction
                 .execute(
-                    "INSERT INTO builds (app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                    "INSERT INTO builds (app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files, bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log, sandboxed)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
                     params![
                         build.app,
                         build.artifact.to_string(),
@@ -365,6 +366,7 @@ impl Ledger for SqliteLedger {
                         signed(build.build_command_ms),
                         signed(build.ingest_ms),
                         build.log,
+                        build.sandboxed,
                     ],
                 )
                 .map_err(query_error("recording a build"))?;
@@ -489,6 +491,7 @@ mod tests {
             artifact: Digest::of(commit.as_bytes()),
             commit: commit.to_owned(),
             dirty: false,
+            sandboxed: true,
             recipe: Digest::of(b"recipe"),
             author: "dev@example.com".to_owned(),
             host: "build-1".to_owned(),
@@ -572,6 +575,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (5): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (6): upgrade graven"), "{error}");
     }
 }

@@ -15,6 +15,9 @@ pub struct NewBuild {
     pub commit: String,
     /// Whether the working tree's uncommitted changes were built.
     pub dirty: bool,
+    /// Whether the build command ran in the sandbox (`--no-sandbox` and
+    /// builds from before the sandbox: not).
+    pub sandboxed: bool,
     /// The digest of the build recipe (command, env, output, exclude).
     pub recipe: Digest,
     /// Who ran the build.

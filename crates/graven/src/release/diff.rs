@@ -530,6 +530,7 @@ mod tests {
                     artifact: artifact.id(),
                     commit: format!("{version:0>40}"),
                     dirty: false,
+                    sandboxed: true,
                     recipe: Digest::of(b"recipe"),
                     author: "dev@example.com".to_owned(),
                     host: "host".to_owned(),

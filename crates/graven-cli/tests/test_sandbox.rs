@@ -1,0 +1,110 @@
+//! The build sandbox: the build command runs at /app in namespaces made by
+//! bubblewrap, sees the machine read-only, and leaves no path of the
+//! machine in what it builds.
+
+use std::net::TcpListener;
+
+use crate::common::{Graven, shell_app};
+
+/// A repository whose build runs `command` and whose output is `out/`.
+fn app(command: &str, extra: &str) -> graven_testutils::TestRepo {
+    shell_app(&format!("[build]\ncommand = '''{command}'''\noutput = \"out\"\n{extra}"))
+}
+
+#[test]
+fn a_build_that_writes_outside_app_fails_read_only_and_stores_nothing() {
+    // Not under /tmp, which the sandbox replaces with its own.
+    let outside = tempfile::tempdir_in("/var/tmp").unwrap();
+    let leak = outside.path().join("leak");
+    let repo = app(&format!("mkdir -p out && echo built > out/a && touch '{}'", leak.display()), "");
+    let graven = Graven::in_repo(&repo);
+    let run = graven.run(["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("Read-only file system"), "{run}");
+    assert!(!leak.exists(), "the build wrote outside /app");
+    graven.assert_nothing_recorded();
+    // Nor can it write the user's home or the repository (here under the
+    // host's /tmp, which it cannot even see).
+    for target in [std::env::var("HOME").unwrap(), repo.path().display().to_string()] {
+        let repo = app(&format!("mkdir -p out && touch '{target}/leak-from-build'"), "");
+        let run = Graven::in_repo(&repo).run(["build"]);
+        assert_eq!(run.code, 1, "{run}");
+        assert!(!std::path::Path::new(&target).join("leak-from-build").exists());
+    }
+}
+
+#[test]
+fn one_commit_built_in_two_clones_at_different_paths_is_one_artifact() {
+    // The build records every path it can see of itself, and compiles
+    // Python, which embeds the source's path in each .pyc.
+    let repo = app(
+        "mkdir -p out && echo \"$HOME $TMPDIR $PWD $(pwd -P)\" > out/where && mkdir -p \"$HOME/x\" && \
+         echo 'print(1)' > out/app.py && python3 -m compileall -q out && \
+         python3 -c 'import os, sys, tempfile; print(os.getcwd(), sys.prefix, tempfile.gettempdir())' > out/python",
+        "",
+    );
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let clone = tempfile::Builder::new().prefix("graven-clone-").tempdir().unwrap();
+            let path = clone.path().join("deep/er/app");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            let output =
+                std::process::Command::new("git").arg("clone").arg("-q").arg(repo.path()).arg(&path).output().unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let graven = Graven::in_dir(&path);
+            let build = graven.build_json::<&str>([]);
+            assert_eq!(build["sandboxed"], true, "{build:#}");
+            build["artifact"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "two clones built two artifacts");
+    let tree = Graven::in_repo(&repo);
+    tree.build_json::<&str>([]);
+    let unpacked = tree.unpack("HEAD");
+    let where_ = std::fs::read_to_string(unpacked.path().join("tree/where")).unwrap();
+    assert_eq!(where_.trim(), "/tmp/home /tmp /app /app");
+}
+
+#[test]
+fn network_false_gives_the_build_no_network() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connect = format!(
+        "mkdir -p out && python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", {port}), timeout=2)' && echo reached > out/net"
+    );
+    let online = app(&connect, "");
+    let run = Graven::in_repo(&online).run(["build"]);
+    assert_eq!(run.code, 0, "the network is on by default: {run}");
+    let offline = app(&connect, "network = false\n");
+    let run = Graven::in_repo(&offline).run(["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("ConnectionRefusedError") || run.stderr.contains("Network is unreachable"), "{run}");
+}
+
+#[test]
+fn without_bwrap_the_build_stops_naming_the_package_and_no_sandbox_marks_it_for_good() {
+    let repo = app("mkdir -p out && echo a > out/a", "");
+    // A PATH with git and nothing else: no bwrap.
+    let bin = tempfile::tempdir().unwrap();
+    let git =
+        String::from_utf8(std::process::Command::new("sh").args(["-c", "command -v git"]).output().unwrap().stdout)
+            .unwrap();
+    std::os::unix::fs::symlink(git.trim(), bin.path().join("git")).unwrap();
+    let graven = Graven::in_repo(&repo);
+    let run = graven.command(["build"]).env("PATH", bin.path()).output().unwrap();
+    let run = graven.finish(&run);
+    assert_eq!(run.code, 1, "{run}");
+    assert!(run.stderr.contains("the build sandbox needs bubblewrap, and `bwrap` is not on PATH"), "{run}");
+    assert!(run.stderr.contains("apt-get install bubblewrap"), "{run}");
+    assert!(run.stderr.contains("--no-sandbox"), "{run}");
+    graven.assert_nothing_recorded();
+
+    // Built without: marked, shown, and not reused for a sandboxed build.
+    let unsandboxed = graven.build_json(["--no-sandbox"]);
+    assert_eq!(unsandboxed["sandboxed"], false);
+    let builds = graven.run(["builds"]);
+    assert!(builds.stdout.contains("(unsandboxed)"), "{builds}");
+    let sandboxed = graven.build_json::<&str>([]);
+    assert_eq!(sandboxed["reused"], false, "an unsandboxed build was reused for a sandboxed one");
+    assert_eq!(sandboxed["sandboxed"], true);
+}
