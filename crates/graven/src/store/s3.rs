@@ -455,7 +455,11 @@ impl S3Store {
                 let (bytes, index) = read?;
                 let (objects, size) = (index.entries.len() as u64, bytes.len() as u64);
                 self.put_new(&self.pack_key(&index.pack, "pack"), Bytes::from(bytes)).await?;
-                self.put_new(&self.pack_key(&index.pack, "index"), Bytes::from(index.to_canonical_json())).await?;
+                let index_bytes = index.to_canonical_json();
+                self.put_new(&self.pack_key(&index.pack, "index"), Bytes::from(index_bytes.clone())).await?;
+                // This machine's next publish or fetch reads it from here.
+                let copy = self.indexes.join(format!("{}.index", index.pack.hex()));
+                let _ = keep_copy(&self.indexes, &copy, &index_bytes);
                 self.moved(objects, size);
                 Ok::<_, StoreError>(())
             }
