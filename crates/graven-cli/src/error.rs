@@ -135,12 +135,9 @@ impl From<BuildError> for CommandError {
             }
             BuildError::NotReproducible { .. } => Self::failed(error)
                 .hint("make the build deterministic: use SOURCE_DATE_EPOCH instead of the clock, sort what you list, avoid random names"),
-            BuildError::Sandbox(graven::build::sandbox::SandboxError::Missing) => Self::failed(error)
-                .hint("install bubblewrap: apt-get install bubblewrap (Debian, Ubuntu), dnf install bubblewrap (Fedora)")
-                .hint("or build without the sandbox: graven build --no-sandbox (the build is then marked unsandboxed for good)"),
-            BuildError::Sandbox(graven::build::sandbox::SandboxError::Unavailable { .. }) => Self::failed(error)
-                .hint("the kernel or its policy forbids this user new namespaces: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run graven as root")
-                .hint("or build without the sandbox: graven build --no-sandbox (the build is then marked unsandboxed for good)"),
+            BuildError::Sandbox(error) => {
+                sandbox_error(error, "graven build --no-sandbox (the build is then marked unsandboxed for good)")
+            }
             BuildError::Publish { .. } => Self::failed(error).hint(
                 "the build is stored on this machine and not yet in the ledger: run the same graven build again to send it (only what the shared store lacks is sent)",
             ),
@@ -208,6 +205,20 @@ impl From<ReleaseError> for CommandError {
             ReleaseError::Ledger(e) => Self::failed(e),
         }
     }
+}
+
+/// The sandbox cannot be made: how to make it, or `without` to go on
+/// without it.
+pub(crate) fn sandbox_error(error: graven::sandbox::SandboxError, without: &str) -> CommandError {
+    let fix = match error {
+        graven::sandbox::SandboxError::Missing => {
+            "install bubblewrap: apt-get install bubblewrap (Debian, Ubuntu), dnf install bubblewrap (Fedora)"
+        }
+        graven::sandbox::SandboxError::Unavailable { .. } => {
+            "the kernel or its policy forbids this user new namespaces: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run graven as root"
+        }
+    };
+    CommandError::failed(error).hint(fix).hint(format!("or go on without the sandbox: {without}"))
 }
 
 /// A run-stage failure: damaged store content is a failed operation.

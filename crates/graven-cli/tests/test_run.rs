@@ -37,7 +37,7 @@ fn exec_runs_in_the_read_only_tree_with_only_the_release_environment() {
     insta::assert_snapshot!(run, @r"
         exit code: 0
         ----- stdout -----
-        [TEMP]/.graven/releases/shell/production/v1
+        /app
         GRAVEN_APP GRAVEN_ARTIFACT GRAVEN_COMMIT GRAVEN_ENV GRAVEN_PROCESS GRAVEN_RELEASE GREETING PATH PWD TMPDIR
         ----- stderr -----
         ");
@@ -57,6 +57,37 @@ fn exec_runs_in_the_read_only_tree_with_only_the_release_environment() {
         "echo $GREETING $GRAVEN_RELEASE $GRAVEN_PROCESS; ./bin/hi",
     ]);
     assert_eq!(run.stdout, "hello v1 run.1\nhi\n");
+}
+
+#[test]
+fn not_even_root_can_change_the_code_it_runs_or_the_store_behind_it() {
+    let (_repo, graven, tree) = released();
+    assert_eq!(graven.run(["exec", "--env", "production", "--", "true"]).code, 0, "lay the tree out");
+    let procfile = tree.join("Procfile");
+    let before = std::fs::read(&procfile).unwrap();
+    let store = graven.cwd().join(".graven/store");
+    for attack in [
+        "echo x >> Procfile",
+        "chmod 777 Procfile",
+        "rm Procfile",
+        "touch new-file",
+        "mount -o remount,rw /app",
+        &format!("chmod -R u+w '{0}' && echo x >> \"$(find '{0}/blobs' -type f | head -n 1)\"", store.display()),
+        &format!("echo x >> '{}'", procfile.display()),
+    ] {
+        let run = graven.run(["exec", "--env", "production", "--", "sh", "-c", attack]);
+        assert_ne!(run.code, 0, "`{attack}` succeeded: {run}");
+        assert!(
+            run.stderr.contains("Read-only file system") || run.stderr.contains("permission denied"),
+            "`{attack}`: {run}"
+        );
+    }
+    assert_eq!(std::fs::read(&procfile).unwrap(), before);
+    let run = graven.run(["verify", "HEAD"]);
+    assert_eq!(run.code, 0, "the store was changed: {run}");
+    // Without the sandbox, as before it: the tree is where it lies.
+    let run = graven.run(["exec", "--no-sandbox", "--env", "production", "--", "pwd"]);
+    assert_eq!(run.stdout.trim(), tree.display().to_string(), "{run}");
 }
 
 #[test]
@@ -166,12 +197,9 @@ fn two_apps_sharing_a_home_have_their_own_trees() {
         assert_eq!(run.code, 0, "{run}");
         pwds.push(run.stdout);
     }
-    let root = shared.path().display();
+    // Each at /app, and each its own tree there.
     assert_eq!(
         pwds,
-        [
-            format!("{root}/releases/alpha/production/v1\nProcfile\na.txt\ngraven.toml\n"),
-            format!("{root}/releases/beta/production/v1\nProcfile\nb.txt\ngraven.toml\n"),
-        ]
+        ["/app\nProcfile\na.txt\ngraven.toml\n".to_owned(), "/app\nProcfile\nb.txt\ngraven.toml\n".to_owned(),]
     );
 }

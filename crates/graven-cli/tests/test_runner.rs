@@ -301,6 +301,37 @@ fn on_sigterm_the_port_closes_at_once_and_open_connections_drain() {
 }
 
 #[test]
+fn a_process_that_writes_its_code_gets_erofs_and_the_release_keeps_running_without_drift() {
+    let (repo, graven) = shell_web("");
+    repo.write(
+        "Procfile",
+        "web: (echo x >> Procfile; rm graven.toml) 2> \"$TMPDIR/errors\"; exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n",
+    );
+    repo.commit("A web process that tries to change its code");
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(status["runner"]["read_only_app"], true, "{status:#}");
+    assert_eq!(status["drift"], false, "{status:#}");
+    let errors = std::fs::read_to_string(repo.path().join(".graven/run/shell/production/tmp/v2/web.1/errors")).unwrap();
+    assert_eq!(errors.matches("Read-only file system").count(), 2, "{errors}");
+    assert!(get(port, "/Procfile").is_some(), "the release does not serve");
+    assert_eq!(graven.run(["verify", "HEAD"]).code, 0, "the store changed");
+    let text = graven.run(["status", "--env", "production"]);
+    assert!(text.stdout.contains("read-only at /app for every process"), "{text}");
+    assert!(runner.terminate().success());
+
+    // Without the sandbox the runner says so.
+    let _runner = Runner::start(&graven, port, &["--no-sandbox"]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["runner"]["read_only_app"] == false);
+    assert_eq!(status["runner"]["read_only_app"], false);
+    let text = graven.run(["status", "--env", "production"]);
+    assert!(text.stdout.contains("writable: the runner runs without the read-only /app"), "{text}");
+}
+
+#[test]
 fn each_release_has_its_own_tmpdirs_which_go_when_its_processes_do() {
     let (repo, graven) = shell_web("stop_timeout = 20");
     repo.write(

@@ -94,7 +94,7 @@ fn without_bwrap_the_build_stops_naming_the_package_and_no_sandbox_marks_it_for_
     let run = graven.command(["build"]).env("PATH", bin.path()).output().unwrap();
     let run = graven.finish(&run);
     assert_eq!(run.code, 1, "{run}");
-    assert!(run.stderr.contains("the build sandbox needs bubblewrap, and `bwrap` is not on PATH"), "{run}");
+    assert!(run.stderr.contains("the sandbox needs bubblewrap, and `bwrap` is not on PATH"), "{run}");
     assert!(run.stderr.contains("apt-get install bubblewrap"), "{run}");
     assert!(run.stderr.contains("--no-sandbox"), "{run}");
     graven.assert_nothing_recorded();

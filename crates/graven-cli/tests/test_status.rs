@@ -50,7 +50,7 @@ fn report(repo: &TestRepo, graven: &Graven, number: u64) -> RunState {
         home: home(repo).display().to_string(),
         runner_pid: std::process::id(),
         state: graven::model::RunnerState::Running,
-        running: Some(RunningRelease { id, number, since: ago(7200) }),
+        running: Some(RunningRelease { id, number, since: ago(7200), read_only_app: true }),
         processes: vec![ProcessState {
             name: "web.1".to_owned(),
             kind: "web".to_owned(),
@@ -166,6 +166,7 @@ fn the_newest_release_running_and_up_is_in_sync() {
         running       v1  deploy  [C1]  artifact [DIGEST]  config [DIGEST]  started 2 hours ago
         in sync       yes
         runner        pid [PID] on [HOST], home [TEMP]/.graven: running, reported just now
+        code          read-only at /app for every process
         drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/shell/production/v1)
 
         PROCESS  TYPE  PID   STATE  RESTARTS  UPTIME
@@ -240,7 +241,8 @@ fn the_newest_release_running_and_up_is_in_sync() {
             "alive": true,
             "updated_at": "[TIME]",
             "release": "v1",
-            "in_sync": true
+            "in_sync": true,
+            "read_only_app": true
           },
           "runners": [
             {
@@ -251,7 +253,8 @@ fn the_newest_release_running_and_up_is_in_sync() {
               "alive": true,
               "updated_at": "[TIME]",
               "release": "v1",
-              "in_sync": true
+              "in_sync": true,
+              "read_only_app": true
             }
           ],
           "problems": []
@@ -285,6 +288,7 @@ fn a_runner_behind_the_newest_release_is_out_of_sync() {
         running       v1  deploy  [C1]  artifact [DIGEST]  config [DIGEST]  started 2 hours ago
         in sync       no: v2 is released, v1 runs
         runner        pid [PID] on [HOST], home [TEMP]/.graven: running, reported just now
+        code          read-only at /app for every process
         drift         unknown: the tree of v1 is not laid out on this machine ([TEMP]/.graven/releases/shell/production/v1)
         last failure  v2, just now: web.1 exited with code 1 before it was healthy
 
@@ -317,6 +321,7 @@ fn a_runner_that_stopped_reporting_is_not_running() {
         running       not running (last seen 1 minute ago)
         in sync       no: v1 is released, nothing runs
         runner        pid [PID] on [HOST], home [TEMP]/.graven: not running, reported 1 minute ago
+        code          read-only at /app for every process
         ----- stderr -----
         error: production is not running: its runner was last seen 1 minute ago
         hint: start one: graven run --env production
@@ -401,6 +406,7 @@ fn an_edited_release_tree_is_drift() {
         running       v1  deploy  [C1]  artifact [DIGEST]  config [DIGEST]  started 2 hours ago
         in sync       yes
         runner        pid [PID] on [HOST], home [TEMP]/.graven: running, reported just now
+        code          read-only at /app for every process
         drift         2 differences from the artifact: graven verify --env production lists them
 
         PROCESS  TYPE  PID   STATE  RESTARTS  UPTIME

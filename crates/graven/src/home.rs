@@ -49,11 +49,16 @@ impl Home {
         self.root.join("tmp")
     }
 
+    /// Where every release tree of every app and environment lives.
+    pub fn releases_root(&self) -> PathBuf {
+        self.root.join("releases")
+    }
+
     /// Where release trees of `app`'s environment `env` are materialised,
     /// one read-only directory per release (`v42/`). Per app, since one home
     /// can serve several: their v1s are different trees.
     pub fn releases_dir(&self, app: &str, env: &str) -> PathBuf {
-        self.root.join("releases").join(app).join(env)
+        self.releases_root().join(app).join(env)
     }
 
     /// The runner's directory for `app`'s environment `env`: its lock, the

@@ -43,6 +43,7 @@ pub mod ledger;
 pub mod model;
 pub mod release;
 pub mod run;
+pub mod sandbox;
 mod shell;
 pub mod store;
 pub mod time;

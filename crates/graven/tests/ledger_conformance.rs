@@ -217,7 +217,12 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
     assert_eq!(ledger.run_states("app", "production").unwrap(), [first]);
     let second = RunState {
         runner_pid: 200,
-        running: Some(RunningRelease { id: Digest::of(b"v2"), number: 2, since: "2026-01-01T00:00:01Z".to_owned() }),
+        running: Some(RunningRelease {
+            id: Digest::of(b"v2"),
+            number: 2,
+            since: "2026-01-01T00:00:01Z".to_owned(),
+            read_only_app: true,
+        }),
         processes: vec![
             ProcessState {
                 name: "web.1".to_owned(),

@@ -148,6 +148,7 @@ fn options() -> RunnerOptions {
         formation: graven::model::Formation::default(),
         port: Some(port),
         host: "test-host".to_owned(),
+        mount: None,
     }
 }
 

@@ -43,7 +43,12 @@ fn report(home: &TestHome, release: &Release, host: &str, seconds: u64) -> RunSt
         home: home.home.root().display().to_string(),
         runner_pid: std::process::id(),
         state: graven::model::RunnerState::Running,
-        running: Some(RunningRelease { id: release.id, number: release.number, since: ago(seconds + 60) }),
+        running: Some(RunningRelease {
+            id: release.id,
+            number: release.number,
+            since: ago(seconds + 60),
+            read_only_app: true,
+        }),
         processes: Vec::new(),
         last_failure: None,
         updated_at: ago(seconds),

@@ -122,7 +122,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         vec![
             "sandbox".to_owned(),
             if build.sandboxed {
-                format!("yes: built at {}", graven::build::sandbox::APP)
+                format!("yes: built at {}", graven::sandbox::APP)
             } else {
                 "no: unsandboxed (--no-sandbox, or built before the sandbox)".to_owned()
             },

@@ -33,6 +33,13 @@ pub(crate) struct ExecArgs {
     #[arg(long, value_name = "vN")]
     release: Option<String>,
 
+    /// Run it in the tree where it lies, not read-only at /app
+    ///
+    /// For machines that cannot make namespaces: the command can then
+    /// change the tree (and, as root, the store behind it).
+    #[arg(long)]
+    no_sandbox: bool,
+
     /// The command and its arguments
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -71,24 +78,53 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
     let mut environment = graven::run::process_environment(&release, &config, "run.1");
     environment.insert("TMPDIR".to_owned(), tmp.path().as_os_str().to_owned());
     let (program, rest) = args.command.split_first().expect("clap requires a command");
-    let status = std::process::Command::new(program)
-        .args(rest)
-        .current_dir(&tree.path)
-        .env_clear()
-        .envs(&environment)
-        .status()
-        .map_err(|e| {
-            let program = program.to_string_lossy();
-            match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
-                    CommandError::bad_input(format!("could not run {program}: {e}"))
-                        .hint("the command runs with the release's PATH; give a program that is on it, or its path")
-                }
-                _ => CommandError::failed(format!("could not run {program}: {}", graven::run::explain_spawn_error(e))),
-            }
-        })?;
+    let not_found = |e: &dyn std::fmt::Display| {
+        CommandError::bad_input(format!("could not run {}: {e}", program.to_string_lossy()))
+            .hint("the command runs with the release's PATH; give a program that is on it, or its path")
+    };
+    let mut command = if args.no_sandbox {
+        let mut command = std::process::Command::new(program);
+        command.args(rest).current_dir(&tree.path);
+        command
+    } else {
+        let sandbox = graven::sandbox::Sandbox::new()
+            .map_err(|e| crate::error::sandbox_error(e, "graven exec --no-sandbox -- CMD"))?;
+        // bwrap would say it could not find the program only as its own
+        // exit code: look first, as the shell would, from /app.
+        if !is_runnable(program, environment.get("PATH"), &tree.path) {
+            return Err(not_found(&"No such file or directory (os error 2)"));
+        }
+        graven::run::AppMount::new(sandbox, &settings.home).program(program, rest, &tree.path)
+    };
+    let status = command.env_clear().envs(&environment).status().map_err(|e| {
+        let program = program.to_string_lossy();
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => not_found(&e),
+            _ => CommandError::failed(format!("could not run {program}: {}", graven::run::explain_spawn_error(e))),
+        }
+    })?;
     // The command's own outcome is graven's: its exit code, or 128 + the
     // signal that ended it, as a shell reports it.
     let code = status.code().or_else(|| status.signal().map(|signal| 128 + signal)).unwrap_or(1);
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Whether `program` names an executable file: a path (relative to the
+/// tree, which is the working directory), or a name on `path`, as the
+/// command will see them with the tree at /app.
+fn is_runnable(program: &std::ffi::OsStr, path: Option<&OsString>, tree: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    // Where a path inside the sandbox is on this machine.
+    let on_host = |inside: &std::path::Path| match inside.strip_prefix(graven::sandbox::APP) {
+        Ok(rest) => tree.join(rest),
+        Err(_) => tree.join(inside),
+    };
+    let executable = |inside: &std::path::Path| {
+        std::fs::metadata(on_host(inside)).is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+    };
+    let program = std::path::Path::new(program);
+    if program.components().count() > 1 || program.is_absolute() {
+        return executable(program);
+    }
+    path.is_some_and(|path| std::env::split_paths(path).any(|dir| executable(&dir.join(program))))
 }

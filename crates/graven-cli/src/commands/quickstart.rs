@@ -83,7 +83,19 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
 
     let repo = Repo::discover(&dir)?;
     let settings = Settings::for_repo(repo);
-    for args in DEMONSTRATION {
+    // The quickstart needs nothing installed: without bubblewrap it shows
+    // graven without the sandbox, and says so.
+    let sandbox = match graven::sandbox::Sandbox::new() {
+        Ok(sandbox) => Some(sandbox),
+        Err(why) => {
+            ui::note(format!(
+                "==> {why}: the quickstart builds and runs without the sandbox (/app); apt-get install bubblewrap to see it with"
+            ));
+            None
+        }
+    };
+    let build: &[&str] = if sandbox.is_some() { &["build"] } else { &["build", "--no-sandbox"] };
+    for args in std::iter::once(build).chain(DEMONSTRATION.iter().copied()) {
         let shown: Vec<String> =
             args.iter().map(|arg| if arg.contains(' ') { format!("'{arg}'") } else { (*arg).to_owned() }).collect();
         ui::note(format!("\n==> graven {}", shown.join(" ")));
@@ -93,7 +105,7 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
             .map_err(|e| CommandError::failed(format!("the quickstart's own command is wrong: {e}")))?;
         dispatch(&settings, &cli.command)?;
     }
-    serve(&settings, args)?;
+    serve(&settings, args, sandbox)?;
     ui::note(format!(
         "\nThe example app's repository is {}: cd there and try graven config, rollback, diff, releases and run.",
         dir.display()
@@ -101,9 +113,8 @@ pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> 
     Ok(())
 }
 
-/// The commands the quickstart runs, in order.
+/// The commands the quickstart runs after `build`, in order.
 const DEMONSTRATION: &[&[&str]] = &[
-    &["build"],
     &["builds"],
     &["config", "set", "GREETING=Hello from graven", "--env", "staging"],
     &["release", "--env", "staging"],
@@ -112,7 +123,11 @@ const DEMONSTRATION: &[&[&str]] = &[
 
 /// Runs the staging release as `graven run` does, fetches its page, shows
 /// `graven status`, and serves until Ctrl-C (or stops, with `--no-serve`).
-fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError> {
+fn serve(
+    settings: &Settings,
+    args: &QuickstartArgs,
+    sandbox: Option<graven::sandbox::Sandbox>,
+) -> Result<(), CommandError> {
     let port = args.port;
     ui::note(format!("\n==> graven run --env staging --port {port}"));
     let ledger = settings.ledger()?;
@@ -125,6 +140,7 @@ fn serve(settings: &Settings, args: &QuickstartArgs) -> Result<(), CommandError>
         formation: graven::model::Formation::default(),
         port: Some(port),
         host: host(),
+        mount: sandbox.map(|sandbox| graven::run::AppMount::new(sandbox, &settings.home)),
     };
     let stop = crate::commands::run::stop_on_signals()?;
     let print = Arc::new(|line: &str| ui::out(line));

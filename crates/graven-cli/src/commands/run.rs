@@ -49,6 +49,14 @@ pub(crate) struct RunArgs {
     /// The public port [default: graven.toml's [run] port, else 8080]
     #[arg(long, value_name = "PORT")]
     port: Option<u16>,
+
+    /// Run processes with their tree where it lies, not read-only at /app
+    ///
+    /// For machines that cannot make namespaces: processes then run in the
+    /// tree's own directory, and one running as root can change it and the
+    /// store behind it. `graven status` says so.
+    #[arg(long)]
+    no_sandbox: bool,
 }
 
 pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), CommandError> {
@@ -83,7 +91,14 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
     }
 
     let stop = stop_on_signals()?;
-    let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host() };
+    let mount = if args.no_sandbox {
+        None
+    } else {
+        let sandbox =
+            graven::sandbox::Sandbox::new().map_err(|e| crate::error::sandbox_error(e, "graven run --no-sandbox"))?;
+        Some(graven::run::AppMount::new(sandbox, &settings.home))
+    };
+    let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host(), mount };
     let print = Arc::new(|line: &str| ui::out(line));
     let mut runner = Runner::new(ledger, store, &settings.home, options, print).map_err(CommandError::failed)?;
     runner.run(&stop).map_err(|e| match e {

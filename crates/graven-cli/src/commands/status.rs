@@ -263,18 +263,7 @@ fn text(status: &EnvStatus) -> String {
         lines.push(line("in sync", in_sync));
     }
     if let Some(runner) = &status.runner {
-        let state = &runner.state;
-        lines.push(line(
-            "runner",
-            format!(
-                "pid {} on {}, home {}: {}, reported {}",
-                state.runner_pid,
-                state.host,
-                state.home,
-                if runner.alive() { "running" } else { "not running" },
-                ui::age(&state.updated_at)
-            ),
-        ));
+        lines.extend(runner_lines(runner));
     }
     for other in &status.others {
         let state = &other.state;
@@ -328,6 +317,35 @@ fn text(status: &EnvStatus) -> String {
         lines.push(ui::table(&rows));
     }
     lines.join("\n")
+}
+
+/// This machine's runner: who and where, and how its processes see their
+/// code.
+fn runner_lines(runner: &RunnerReport) -> Vec<String> {
+    let mut lines = Vec::new();
+    let state = &runner.state;
+    lines.push(line(
+        "runner",
+        format!(
+            "pid {} on {}, home {}: {}, reported {}",
+            state.runner_pid,
+            state.host,
+            state.home,
+            if runner.alive() { "running" } else { "not running" },
+            ui::age(&state.updated_at)
+        ),
+    ));
+    if let Some(running) = &state.running {
+        lines.push(line(
+            "code",
+            if running.read_only_app {
+                "read-only at /app for every process".to_owned()
+            } else {
+                "writable: the runner runs without the read-only /app (--no-sandbox, or an older graven)".to_owned()
+            },
+        ));
+    }
+    lines
 }
 
 /// DESIGN.md's `status`.
@@ -442,6 +460,9 @@ struct RunnerJson<'a> {
     release: Option<String>,
     /// Whether it is alive and runs the desired release.
     in_sync: bool,
+    /// Whether its processes see their code read-only at /app; `null`
+    /// while it runs no release.
+    read_only_app: Option<bool>,
 }
 
 fn runner_json(r: &RunnerReport, desired: Option<u64>) -> RunnerJson<'_> {
@@ -455,6 +476,7 @@ fn runner_json(r: &RunnerReport, desired: Option<u64>) -> RunnerJson<'_> {
         updated_at: &r.state.updated_at,
         release: number.map(|n| format!("v{n}")),
         in_sync: r.alive() && number.is_some() && number == desired,
+        read_only_app: r.state.running.as_ref().map(|running| running.read_only_app),
     }
 }
 

@@ -7,8 +7,8 @@ use std::fmt::Write as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 
-use super::sandbox::Sandbox;
 use super::{BuildError, BuildEvent, BuildObserver};
+use crate::sandbox::Sandbox;
 
 /// The most of a build's output kept in its log; beyond it, the oldest lines
 /// are dropped.
@@ -49,11 +49,12 @@ impl Log {
 }
 
 /// Runs `command` in the checkout `dir` with exactly `env`, in `sandbox`
-/// (at `/app`) if there is one; returns its log.
+/// (at `/app`, with the network or without) if there is one; returns its
+/// log.
 pub(crate) fn run(
     command: &str,
     dir: &Path,
-    sandbox: Option<&Sandbox>,
+    sandbox: Option<(&Sandbox, bool)>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<String, BuildError> {
@@ -63,7 +64,7 @@ pub(crate) fn run(
     // error printed last on stderr can be missing from a failure's tail.
     let (mut child, output) = {
         let (mut program, output) = match sandbox {
-            Some(sandbox) => crate::shell::piped(sandbox.command(command, dir), env),
+            Some((sandbox, network)) => crate::shell::piped(sandbox.build_command(command, dir, network), env),
             None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
                 // Named `sh` in its own messages (`sh: 1: make: not
                 // found`), as build logs always have been.

@@ -13,7 +13,6 @@
 mod command;
 mod ingest;
 mod resolve;
-pub mod sandbox;
 mod verify;
 mod workdir;
 
@@ -33,10 +32,10 @@ use crate::git::{GitError, Repo};
 use crate::home::Home;
 use crate::ledger::{Ledger, LedgerError};
 use crate::model::{ARTIFACT_FORMAT, Artifact, BuildRecord, NewBuild};
+use crate::sandbox::{self, Sandbox};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::{Digest, time};
 use ingest::{IngestOptions, Ingested};
-use sandbox::Sandbox;
 use workdir::WorkDir;
 
 /// What to build, and how.
@@ -279,11 +278,12 @@ pub fn build(
     // Only a build that runs needs the commit time, and the sandbox.
     let epoch = request.repo.commit_time(&source.commit)?;
     let sandbox = match &source.settings.build.command {
-        Some(_) if request.sandbox => Some(Sandbox::new(source.settings.build.network)?),
+        Some(_) if request.sandbox => Some(Sandbox::new()?),
         _ => None,
     };
     let env = build_env(&source, epoch, &work, sandbox.is_some());
-    let run = |name| run_once(request, &source, &work, name, sandbox.as_ref(), &env, observer);
+    let isolation = sandbox.as_ref().map(|sandbox| (sandbox, source.settings.build.network));
+    let run = |name| run_once(request, &source, &work, name, isolation, &env, observer);
     let (output, command_time, log) = run("a")?;
     let exclude = exclude_set(&source.settings);
 
@@ -480,7 +480,7 @@ fn run_once(
     source: &Source,
     work: &WorkDir,
     name: &str,
-    sandbox: Option<&Sandbox>,
+    sandbox: Option<(&Sandbox, bool)>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<(std::path::PathBuf, Duration, String), BuildError> {

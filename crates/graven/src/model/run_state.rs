@@ -97,6 +97,10 @@ pub struct RunningRelease {
     pub number: u64,
     /// Since when it runs, RFC 3339.
     pub since: String,
+    /// Whether its processes see its tree read-only at `/app` (runners
+    /// from before the mount, and `--no-sandbox`, report `false`).
+    #[serde(default)]
+    pub read_only_app: bool,
 }
 
 /// One process of a runner.

@@ -20,6 +20,7 @@ pub use crate::shell::explain_spawn_error;
 pub use drift::{Drift, DriftKind, check_tree};
 pub use environment::process_environment;
 pub use materialise::{Tree, artifact_of, materialise, tree_path};
+pub use process::AppMount;
 
 use crate::Digest;
 use crate::store::ManifestError;

@@ -122,6 +122,39 @@ pub enum ProcessError {
     },
 }
 
+/// How every process of a release sees its tree: mounted read-only at
+/// `/app` in a mount namespace of its own, with graven's store and trees
+/// read-only too (see [`crate::sandbox`]), so that no process, root's
+/// included, can change the code it runs or the store behind it.
+#[derive(Debug, Clone)]
+pub struct AppMount {
+    sandbox: crate::sandbox::Sandbox,
+    protect: Vec<std::path::PathBuf>,
+}
+
+impl AppMount {
+    /// Processes of `home`'s releases, with its store and trees read-only.
+    pub fn new(sandbox: crate::sandbox::Sandbox, home: &crate::home::Home) -> Self {
+        Self { sandbox, protect: vec![home.store_dir(), home.releases_root()] }
+    }
+
+    /// `sh -c script` with `tree` at `/app`.
+    pub(crate) fn command(&self, script: &str, tree: &Path) -> std::process::Command {
+        self.sandbox.run_command(script, tree, &self.protected())
+    }
+
+    /// `program` with `args`, with `tree` at `/app` (its working
+    /// directory): for `graven exec`.
+    pub fn program(&self, program: &std::ffi::OsStr, args: &[OsString], tree: &Path) -> std::process::Command {
+        self.sandbox.run_program(program, args, tree, &self.protected())
+    }
+
+    /// What is made read-only: what exists of it (a bind needs its source).
+    fn protected(&self) -> Vec<&Path> {
+        self.protect.iter().map(std::path::PathBuf::as_path).filter(|path| path.exists()).collect()
+    }
+}
+
 /// One running process of a release, in its own process group.
 ///
 /// Dropping a `Process` that has not ended kills its group, so that none
@@ -144,13 +177,16 @@ pub struct Process {
 
 impl Process {
     /// Starts `sh -c command` in `dir` with exactly `env`, stdin `/dev/null`,
-    /// in a new process group. Stdout and stderr share one pipe, so their
-    /// order is kept; each line (lossy UTF-8, without its newline) goes to
-    /// `on_line(name, line)` from a thread of its own.
+    /// in a new process group; with `mount`, `dir` is mounted read-only at
+    /// `/app` for it (see [`AppMount`]) and it runs there. Stdout and stderr
+    /// share one pipe, so their order is kept; each line (lossy UTF-8,
+    /// without its newline) goes to `on_line(name, line)` from a thread of
+    /// its own.
     pub fn spawn(
         name: &str,
         command: &str,
         dir: &Path,
+        mount: Option<&AppMount>,
         env: &BTreeMap<String, OsString>,
         on_line: OnLine,
     ) -> Result<Self, ProcessError> {
@@ -160,7 +196,16 @@ impl Process {
             dir: dir.to_owned(),
             source: crate::shell::explain_spawn_error(source),
         };
-        let (mut sh, reader) = crate::shell::command(command, dir, env).map_err(spawn_error)?;
+        let (mut sh, reader) = match mount {
+            Some(mount) => {
+                if !dir.is_dir() {
+                    return Err(spawn_error(io::Error::from(io::ErrorKind::NotFound)));
+                }
+                crate::shell::piped(mount.command(command, dir), env)
+            }
+            None => crate::shell::command(command, dir, env),
+        }
+        .map_err(spawn_error)?;
         // The reader starts first: should the process fail to start, the
         // writing end is dropped with the command and the reader ends.
         let output = {
@@ -539,7 +584,7 @@ mod tests {
     }
 
     fn spawn(command: &str, on_line: OnLine) -> Process {
-        Process::spawn("web.1", command, Path::new("/"), &path_only(), on_line).unwrap()
+        Process::spawn("web.1", command, Path::new("/"), None, &path_only(), on_line).unwrap()
     }
 
     /// Polls `ready` until it holds; fails after a bound well above what a
@@ -573,7 +618,7 @@ mod tests {
         let mut env = path_only();
         env.insert("GRAVEN_PROCESS".to_owned(), "web.1".into());
         env.insert("SPACED".to_owned(), "a b  c".into());
-        let process = Process::spawn("web.1", "exec env", Path::new("/"), &env, on_line).unwrap();
+        let process = Process::spawn("web.1", "exec env", Path::new("/"), None, &env, on_line).unwrap();
         assert!(finish(process).success());
 
         let expected: BTreeSet<String> =
@@ -681,7 +726,8 @@ mod tests {
     #[test]
     fn a_command_that_cannot_start_names_itself() {
         let (_, on_line) = collector();
-        let error = Process::spawn("web.1", "true", Path::new("/no/such/dir"), &path_only(), on_line).unwrap_err();
+        let error =
+            Process::spawn("web.1", "true", Path::new("/no/such/dir"), None, &path_only(), on_line).unwrap_err();
         assert_eq!(error.to_string(), "could not start web.1 (`true`) in /no/such/dir");
     }
 

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::logs::LogSink;
-use super::process::{Backoff, Process, record_groups};
+use super::process::{AppMount, Backoff, Process, record_groups};
 use super::proxy::Proxy;
 use super::{RunError, artifact_of, materialise, process_environment};
 use crate::Digest;
@@ -68,6 +68,9 @@ pub struct RunnerOptions {
     pub port: Option<u16>,
     /// This machine's name, for the run state.
     pub host: String,
+    /// How processes see their tree: read-only at `/app`, or, with
+    /// `None` (`--no-sandbox`), where it lies, writable by root.
+    pub mount: Option<AppMount>,
 }
 
 /// One process slot of a deployment: restarted in place when it exits.
@@ -421,8 +424,8 @@ impl<'a> Runner<'a> {
         // both print, and each line says whose it is.
         let version = release.version();
         let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(&format!("{name} {version}"), line)));
-        let process =
-            Process::spawn(&slot.name, &slot.command, tree, &env, on_line).map_err(|e| crate::error_chain(&e))?;
+        let process = Process::spawn(&slot.name, &slot.command, tree, self.options.mount.as_ref(), &env, on_line)
+            .map_err(|e| crate::error_chain(&e))?;
         slot.process = Some(process);
         slot.started_at = Some(time::now_rfc3339());
         Ok(())
@@ -602,6 +605,7 @@ impl<'a> Runner<'a> {
                 id: d.release.id,
                 number: d.release.number,
                 since: d.since.clone(),
+                read_only_app: self.options.mount.is_some(),
             }),
             processes,
             last_failure: self.failure.clone(),

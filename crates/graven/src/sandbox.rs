@@ -1,0 +1,162 @@
+//! Namespaces for the build and for every process of a release, made by
+//! bubblewrap (`bwrap`, the sandbox Flatpak uses: one small program, in
+//! every distribution, that only sets up namespaces and mounts and then
+//! execs the command; graven has no namespace code of its own).
+//!
+//! - **Build** (`Sandbox::build_command`): the clean export of the commit
+//!   is at [`APP`], writable, and is the working directory; the host's
+//!   filesystem is visible read-only, so toolchains in `/usr`, `/opt` or a
+//!   user's home work; `/tmp` is private and empty, with `HOME` a fresh
+//!   directory in it. No host path or pid reaches the build: `HOME`,
+//!   `TMPDIR` and `PWD` are the same on every machine. The network is
+//!   shared unless the recipe turns it off.
+//! - **Run** (`Sandbox::run_command`): the machine as it is, except that
+//!   the release's tree is mounted read-only at [`APP`] (the working
+//!   directory), and graven's home (the store, every tree) read-only too;
+//!   the capability to mount is dropped, so not even root can undo that.
+//!   A write, `chmod` or `unlink` under `/app` fails with EROFS.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where the build's checkout is inside the sandbox, and where a release's
+/// tree is when it runs.
+pub const APP: &str = "/app";
+
+/// The build command's `HOME` inside the sandbox.
+pub const HOME: &str = "/tmp/home";
+
+/// The build command's `TMPDIR` inside the sandbox.
+pub const TMPDIR: &str = "/tmp";
+
+/// Why a sandbox cannot be made here.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// `bwrap` is not installed.
+    #[error("the sandbox needs bubblewrap, and `bwrap` is not on PATH")]
+    Missing,
+    /// `bwrap` is there but cannot make namespaces.
+    #[error("the sandbox cannot be made here: bwrap says: {why}")]
+    Unavailable {
+        /// What bwrap printed.
+        why: String,
+    },
+}
+
+/// Bubblewrap, found and known to work for this user.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    bwrap: PathBuf,
+}
+
+impl Sandbox {
+    /// The sandbox of this machine, checked by making one: `bwrap` on the
+    /// caller's `PATH`, able to make namespaces for this user.
+    pub fn new() -> Result<Self, SandboxError> {
+        let bwrap = find_on_path("bwrap").ok_or(SandboxError::Missing)?;
+        let sandbox = Self { bwrap };
+        let mut probe = sandbox.build_base(Path::new("/"), true);
+        match probe.args(["--", "/bin/true"]).output() {
+            Ok(output) if output.status.success() => Ok(sandbox),
+            Ok(output) => Err(SandboxError::Unavailable {
+                why: String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("bwrap: ").to_owned(),
+            }),
+            Err(error) => Err(SandboxError::Unavailable { why: error.to_string() }),
+        }
+    }
+
+    /// `sh -c script` in the build sandbox, with `checkout` at [`APP`],
+    /// ready to be given its environment and spawned.
+    pub(crate) fn build_command(&self, script: &str, checkout: &Path, network: bool) -> Command {
+        let mut command = self.build_base(checkout, network);
+        sh(&mut command, script);
+        command
+    }
+
+    fn build_base(&self, checkout: &Path, network: bool) -> Command {
+        let mut bwrap = Command::new(&self.bwrap);
+        bwrap.args(["--die-with-parent", "--new-session", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]);
+        bwrap.args(["--unshare-cgroup-try", "--hostname", "graven-build"]);
+        if !network {
+            bwrap.arg("--unshare-net");
+        }
+        // On an empty root, so that /app and /tmp can be made: the host's
+        // top-level entries, read-only, but for those made fresh.
+        host_root(&mut bwrap, "--ro-bind", &["proc", "dev", "tmp", "app", "sys"]);
+        bwrap.args(["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        bwrap.args(["--dir", HOME]);
+        bwrap.arg("--bind").arg(checkout).arg(APP);
+        bwrap.args(["--chdir", APP]);
+        bwrap
+    }
+
+    /// `sh -c script` with `tree` read-only at [`APP`] (its working
+    /// directory) and every path of `protect` read-only where it is: the
+    /// machine otherwise as the caller sees it.
+    pub(crate) fn run_command(&self, script: &str, tree: &Path, protect: &[&Path]) -> Command {
+        let mut bwrap = self.run_base(tree, protect);
+        sh(&mut bwrap, script);
+        bwrap
+    }
+
+    /// Like [`Sandbox::run_command`], for `program` with `args` rather
+    /// than a script.
+    pub(crate) fn run_program(
+        &self,
+        program: &std::ffi::OsStr,
+        args: &[OsString],
+        tree: &Path,
+        protect: &[&Path],
+    ) -> Command {
+        let mut bwrap = self.run_base(tree, protect);
+        bwrap.arg("--").arg(program).args(args);
+        bwrap
+    }
+
+    fn run_base(&self, tree: &Path, protect: &[&Path]) -> Command {
+        let mut bwrap = Command::new(&self.bwrap);
+        host_root(&mut bwrap, "--dev-bind", &["app"]);
+        for path in protect {
+            bwrap.arg("--ro-bind").arg(path).arg(path);
+        }
+        bwrap.arg("--ro-bind").arg(tree).arg(APP);
+        // Without it no mount can be undone, root's included; every other
+        // capability the caller has stays (a port under 1024, say).
+        bwrap.args(["--cap-drop", "CAP_SYS_ADMIN", "--chdir", APP]);
+        bwrap
+    }
+}
+
+/// Appends `-- /bin/sh -c script sh`: named `sh` in its own messages
+/// (`sh: 1: make: not found`), since the argument after the script is its
+/// `$0`.
+fn sh(bwrap: &mut Command, script: &str) {
+    bwrap.args(["--", "/bin/sh", "-c", script, "sh"]);
+}
+
+/// Mounts an empty root, then the host's top-level entries but `skip` on
+/// it with `bind` (`--ro-bind`, `--dev-bind`); symlinks (merged `/usr`'s
+/// `/bin -> usr/bin`) stay links.
+fn host_root(bwrap: &mut Command, bind: &str, skip: &[&str]) {
+    bwrap.args(["--tmpfs", "/"]);
+    let Ok(entries) = std::fs::read_dir("/") else { return };
+    let mut names: Vec<OsString> = entries.flatten().map(|entry| entry.file_name()).collect();
+    names.sort();
+    for name in names {
+        if name.to_str().is_some_and(|name| skip.contains(&name)) {
+            continue;
+        }
+        let host = Path::new("/").join(&name);
+        match std::fs::read_link(&host) {
+            Ok(target) => bwrap.arg("--symlink").arg(target).arg(&host),
+            Err(_) => bwrap.arg(bind).arg(&host).arg(&host),
+        };
+    }
+}
+
+/// The first `name` on the caller's `PATH` that is a file.
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
