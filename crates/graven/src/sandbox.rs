@@ -51,11 +51,17 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
+    /// `bwrap` on the caller's `PATH`, not yet known to work: for a
+    /// command that starts one process, where checking first would double
+    /// the cost; bwrap then says itself why it cannot make namespaces.
+    pub fn find() -> Result<Self, SandboxError> {
+        Ok(Self { bwrap: find_on_path("bwrap").ok_or(SandboxError::Missing)? })
+    }
+
     /// The sandbox of this machine, checked by making one: `bwrap` on the
     /// caller's `PATH`, able to make namespaces for this user.
     pub fn new() -> Result<Self, SandboxError> {
-        let bwrap = find_on_path("bwrap").ok_or(SandboxError::Missing)?;
-        let sandbox = Self { bwrap };
+        let sandbox = Self::find()?;
         let mut probe = sandbox.build_base(Path::new("/"), true);
         match probe.args(["--", "/bin/true"]).output() {
             Ok(output) if output.status.success() => Ok(sandbox),

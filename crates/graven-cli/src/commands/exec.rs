@@ -87,7 +87,8 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         command.args(rest).current_dir(&tree.path);
         command
     } else {
-        let sandbox = graven::sandbox::Sandbox::new()
+        // Not checked first: that would cost as much as the start itself.
+        let sandbox = graven::sandbox::Sandbox::find()
             .map_err(|e| crate::error::sandbox_error(e, "graven exec --no-sandbox -- CMD"))?;
         // bwrap would say it could not find the program only as its own
         // exit code: look first, as the shell would, from /app.
