@@ -21,10 +21,15 @@
 # Usage: bench/team.sh [WORK_DIR]
 # Environment: BENCH_RUNS=N (runs per figure, median reported; default 3),
 #              BENCH_GRAVEN_BIN=PATH (this binary instead of building one),
-#              BENCH_SKIP_RELEASE=1 (skip step 5).
+#              BENCH_SKIP_RELEASE=1 (skip step 5),
+#              BENCH_SETTLE=SECONDS (wait before each pull, default 35: see
+#              bench/build.sh's SETTLE; the build before it has just
+#              deleted 14,000 files, and ext4 without a journal makes the
+#              next 14,000 file creations slow for about 30 s).
 set -euo pipefail
 
 RUNS=${BENCH_RUNS:-3}
+SETTLE=${BENCH_SETTLE:-35}
 die() { echo "bench/team.sh: error: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 [[ "$RUNS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer (got '$RUNS')"
@@ -147,11 +152,15 @@ for ((i = 1; i <= RUNS; i++)); do
     # 3. Pull: a server with an empty local store lays the tree out.
     (cd "$APP" && ci release --env bench >/dev/null)
     server=$WORK/server-$i
+    sleep "$SETTLE"
+    sync
     t0=$(now_ns)
     GRAVEN_HOME=$server GRAVEN_LEDGER=$ledger GRAVEN_STORE=s3://$bucket/bench "$GRAVEN" --app bench exec --env bench -- true
     t1=$(now_ns)
     add_sample pull_graven "$(secs $((t1 - t0)))"
     mkdir -p "$WORK/seed-out-$i"
+    sleep "$SETTLE"
+    sync
     t0=$(now_ns)
     s3 cp-down "$bucket" seed.tar.gz "$WORK/seed-down-$i.tar.gz"
     tar -xzf "$WORK/seed-down-$i.tar.gz" -C "$WORK/seed-out-$i"
