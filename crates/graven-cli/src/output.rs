@@ -32,6 +32,22 @@ pub(crate) struct BuildJson<'a> {
     /// In `build` with a shared store: what was sent to it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) upload: Option<graven::store::Transfer>,
+    /// In `build` and `builds show`: the symlinks that lead out of /app.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) host_references: Option<Vec<HostReference>>,
+}
+
+/// A symlink of an artifact that leads out of /app.
+#[derive(serde::Serialize)]
+pub(crate) struct HostReference {
+    pub(crate) path: String,
+    pub(crate) target: String,
+}
+
+impl HostReference {
+    pub(crate) fn all(references: &[(String, String)]) -> Vec<Self> {
+        references.iter().map(|(path, target)| Self { path: path.clone(), target: target.clone() }).collect()
+    }
 }
 
 impl<'a> BuildJson<'a> {
@@ -53,6 +69,7 @@ impl<'a> BuildJson<'a> {
             app: &build.app,
             recipe: build.recipe.to_string(),
             upload: None,
+            host_references: None,
             author: &build.author,
             host: &build.host,
             started_at: &build.started_at,

@@ -170,7 +170,8 @@ fn build_json_keeps_the_design_field_names() {
           "author": "dev@example.com",
           "host": "[HOST]",
           "started_at": "[TIME]",
-          "finished_at": "[TIME]"
+          "finished_at": "[TIME]",
+          "host_references": []
         }
         ----- stderr -----
         exporting [C1]

@@ -108,3 +108,51 @@ fn without_bwrap_the_build_stops_naming_the_package_and_no_sandbox_marks_it_for_
     assert_eq!(sandboxed["reused"], false, "an unsandboxed build was reused for a sandboxed one");
     assert_eq!(sandboxed["sandboxed"], true);
 }
+
+#[test]
+fn a_virtualenv_at_app_is_built_the_same_everywhere_and_runs_from_app() {
+    // A venv made where it will run, its interpreter a host reference, a
+    // module in its site-packages, everything compiled.
+    let repo = shell_app(
+        "[build]\ncommand = '''python3 -m venv --without-pip /app/.venv && \
+         site=$(/app/.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()[\"purelib\"])') && \
+         echo 'HI = \"hi from the venv\"' > \"$site/greet.py\" && /app/.venv/bin/python -m compileall -q /app'''\n",
+    );
+    repo.write("Procfile", "web: .venv/bin/python -c 'import greet, sys; print(greet.HI, sys.prefix)'\n");
+    repo.commit("A venv");
+    let ids: Vec<String> = (0..2)
+        .map(|_| {
+            let clone = tempfile::Builder::new().prefix("graven-clone-").tempdir().unwrap();
+            let path = clone.path().join("app");
+            let output =
+                std::process::Command::new("git").arg("clone").arg("-q").arg(repo.path()).arg(&path).output().unwrap();
+            assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+            let build = Graven::in_dir(&path).build_json::<&str>([]);
+            let references = build["host_references"].as_array().unwrap().clone();
+            assert!(
+                references.iter().any(|r| r["path"].as_str().is_some_and(|p| p.starts_with(".venv/bin/python"))),
+                "the venv's interpreter is not a host reference: {build:#}"
+            );
+            build["artifact"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(ids[0], ids[1], "two clones built two artifacts");
+
+    let graven = Graven::in_repo(&repo);
+    let run = graven.run(["build"]);
+    assert!(run.stdout.contains("host reference"), "{run}");
+    let show = graven.run(["builds", "show", "HEAD"]);
+    assert!(show.stdout.contains("host references: 1 symlink leading out of /app"), "{show}");
+    assert!(show.stdout.contains("  .venv/bin/python3 -> /"), "{show}");
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let run = graven.run([
+        "exec",
+        "--env",
+        "production",
+        "--",
+        ".venv/bin/python",
+        "-c",
+        "import greet, sys; print(greet.HI, sys.prefix)",
+    ]);
+    assert_eq!((run.code, run.stdout.trim()), (0, "hi from the venv /app/.venv"), "{run}");
+}

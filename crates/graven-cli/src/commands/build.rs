@@ -107,6 +107,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         }
         json.new_manifest_bytes = Some(outcome.new_manifest_bytes);
         json.upload = settings.shared_store().map(|_| outcome.upload);
+        json.host_references = Some(crate::output::HostReference::all(&outcome.host_references));
         ui::out_json(&json);
         return Ok(());
     }
@@ -133,6 +134,15 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
             ui::count_of(build.files, "file"),
             ui::bytes(build.bytes),
             ui::bytes(build.new_bytes)
+        ));
+    }
+    if let Some((path, target)) = outcome.host_references.first() {
+        let n = outcome.host_references.len() as u64;
+        ui::out(format!(
+            "{} leading out of /app (like {path} -> {target}): the machine that runs it must have {}; graven builds show lists {}",
+            ui::count_of(n, "host reference"),
+            if n == 1 { "it" } else { "them" },
+            if n == 1 { "it" } else { "them" },
         ));
     }
     if let Some(url) = settings.shared_store() {

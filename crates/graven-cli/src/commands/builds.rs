@@ -101,6 +101,16 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let record = graven::build::resolve_build(ledger, &app, settings.repo.as_ref(), &args.build)?;
     let log = ledger.build_log(record.seq).map_err(CommandError::failed)?.unwrap_or_default();
     let collected = !store.has_object(ObjectKind::Artifact, &record.build.artifact).unwrap_or(false);
+    // What the artifact needs of the machine that runs it; unknown for a
+    // collected one.
+    let host_references = if collected {
+        None
+    } else {
+        let id = record.build.artifact;
+        store.fetch_listings(&id).map_err(CommandError::failed)?;
+        let artifact = graven::model::Artifact::load(store, &id).map_err(CommandError::failed)?;
+        Some(graven::store::host_references(store, &id, &artifact.root).map_err(CommandError::failed)?)
+    };
     if args.json {
         #[derive(serde::Serialize)]
         struct Show<'a> {
@@ -108,7 +118,12 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
             build: BuildJson<'a>,
             log: &'a str,
         }
-        ui::out_json(&Show { build: BuildJson { collected: Some(collected), ..BuildJson::new(&record) }, log: &log });
+        let build = BuildJson {
+            collected: Some(collected),
+            host_references: host_references.as_deref().map(crate::output::HostReference::all),
+            ..BuildJson::new(&record)
+        };
+        ui::out_json(&Show { build, log: &log });
         return Ok(());
     }
     let build = &record.build;
@@ -144,6 +159,15 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         ],
     ];
     ui::out(ui::table(&rows));
+    if let Some(references) = host_references.filter(|references| !references.is_empty()) {
+        ui::out(format!(
+            "\nhost references: {} leading out of /app, to what the machine that runs it must have:",
+            ui::count_of(references.len() as u64, "symlink")
+        ));
+        for (path, target) in references {
+            ui::out(format!("  {path} -> {target}"));
+        }
+    }
     if log.is_empty() {
         ui::out("\nthe build command printed nothing (or the app has no build command)");
     } else {

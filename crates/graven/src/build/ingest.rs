@@ -32,45 +32,13 @@ pub enum IngestError {
     },
     /// A fifo, socket or device file.
     #[error(
-        "'{path}' is a {kind}: artifacts hold only files, directories and relative symlinks, so remove it in the build or add it to [build] exclude"
+        "'{path}' is a {kind}: artifacts hold only files, directories and symlinks, so remove it in the build or add it to [build] exclude"
     )]
     Unsupported {
         /// The path, relative to the output.
         path: String,
         /// `fifo`, `socket`, `character device` or `block device`.
         kind: &'static str,
-    },
-    /// A symlink with an absolute target.
-    #[error(
-        "'{path}' is a symlink to the absolute path '{target}': artifacts hold only relative links inside the output, so make it relative, copy the file in, or add the link to [build] exclude"
-    )]
-    AbsoluteSymlink {
-        /// The link, relative to the output.
-        path: String,
-        /// Its target.
-        target: String,
-    },
-    /// A symlink that leads out of the output.
-    #[error(
-        "'{path}' is a symlink to '{target}', which leads outside the output: make it point inside the output, copy the file in, or add the link to [build] exclude"
-    )]
-    EscapingSymlink {
-        /// The link, relative to the output.
-        path: String,
-        /// Its target.
-        target: String,
-    },
-    /// A symlink whose target has `..` after a name: were that name a
-    /// symlink too, the `..` would climb from wherever it leads, and could
-    /// leave the output.
-    #[error(
-        "'{path}' is a symlink to '{target}', which has '..' after a name: through another symlink that can lead outside the output, so put '..' only at the start of the target (like '../lib/x'), or add the link to [build] exclude"
-    )]
-    SymlinkDotDotAfterName {
-        /// The link, relative to the output.
-        path: String,
-        /// Its target.
-        target: String,
     },
     /// A file that changed while it was read.
     #[error("'{path}' changed while graven read it: is a process started by the build still writing to it?")]
@@ -107,6 +75,10 @@ pub(crate) struct Ingested {
     pub new_manifest_bytes: u64,
     /// Every file and symlink by path, if asked for.
     pub flat: Option<FlatTree>,
+    /// The symlinks that lead out of the tree (see
+    /// [`crate::model::leaves_tree`]), by path, with their targets: the
+    /// artifact's host references.
+    pub host_references: Vec<(String, String)>,
 }
 
 /// How to ingest.
@@ -157,13 +129,22 @@ struct Walk<'a> {
     dirs: Vec<DirNode>,
     /// For inodes with several links: links seen in the tree, and in all.
     links: HashMap<(u64, u64), (u64, u64)>,
+    /// Symlinks that lead out of the tree, with their targets.
+    host_references: Vec<(String, String)>,
 }
 
 /// Ingests the tree at `root`.
 pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingested, IngestError> {
-    let mut walk = Walk { exclude: options.exclude, files: Vec::new(), dirs: Vec::new(), links: HashMap::new() };
+    let mut walk = Walk {
+        exclude: options.exclude,
+        files: Vec::new(),
+        dirs: Vec::new(),
+        links: HashMap::new(),
+        host_references: Vec::new(),
+    };
     walk.dir(root, "")?;
-    let Walk { mut files, dirs, links, .. } = walk;
+    let Walk { mut files, dirs, links, mut host_references, .. } = walk;
+    host_references.sort();
     // A file with more links than the tree holds shares its inode with
     // something outside the build: the store must copy it, or a change made
     // there would change the blob.
@@ -260,6 +241,7 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
         new_blob_bytes: new_blob_bytes.into_inner(),
         new_manifest_bytes,
         flat,
+        host_references,
     })
 }
 
@@ -333,7 +315,11 @@ impl Walk<'_> {
                 let Some(target) = target.to_str() else {
                     return Err(IngestError::NonUtf8Name { path: format!("{path} -> {}", target.to_string_lossy()) });
                 };
-                check_symlink(relative, &path, target)?;
+                // Targets are data, stored as they are and never followed:
+                // a venv's `bin/python -> /usr/bin/python3` is the machine's.
+                if crate::model::leaves_tree(relative, target) {
+                    self.host_references.push((path, target.to_owned()));
+                }
                 Pending::Symlink(target.to_owned())
             } else {
                 let kind = if file_type.is_fifo() {
@@ -354,33 +340,6 @@ impl Walk<'_> {
     }
 }
 
-/// Checks that a symlink in directory `dir` (relative to the root) with
-/// `target` stays inside the tree, judged on the path alone. That judgement
-/// holds only while `..` comes before every name: `lib/up/..` leaves the
-/// tree if `lib/up` is a symlink to `..`.
-fn check_symlink(dir: &str, path: &str, target: &str) -> Result<(), IngestError> {
-    if target.starts_with('/') {
-        return Err(IngestError::AbsoluteSymlink { path: path.to_owned(), target: target.to_owned() });
-    }
-    let escaping = || IngestError::EscapingSymlink { path: path.to_owned(), target: target.to_owned() };
-    if target.is_empty() {
-        return Err(escaping());
-    }
-    let mut depth = dir.split('/').filter(|part| !part.is_empty()).count();
-    let mut named = false;
-    for part in target.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if named => {
-                return Err(IngestError::SymlinkDotDotAfterName { path: path.to_owned(), target: target.to_owned() });
-            }
-            ".." => depth = depth.checked_sub(1).ok_or_else(escaping)?,
-            _ => named = true,
-        }
-    }
-    Ok(())
-}
-
 /// Whether the file at `absolute` changed since the walk saw it (or is gone).
 fn changed_since_walk(absolute: &Path, job: &FileJob) -> bool {
     fs::symlink_metadata(absolute).map_or(true, |meta| (meta.ctime(), meta.ctime_nsec()) != job.ctime)
@@ -399,22 +358,6 @@ fn hash_file(absolute: &Path, job: &FileJob) -> Result<Digest, IngestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn symlinks_must_stay_inside() {
-        assert!(check_symlink("", "a", "b").is_ok());
-        assert!(check_symlink("lib", "lib/a", "../bin/x").is_ok());
-        assert!(check_symlink("lib/py", "lib/py/a", "../../b").is_ok());
-        assert!(matches!(check_symlink("", "a", "../b"), Err(IngestError::EscapingSymlink { .. })));
-        assert!(matches!(
-            check_symlink("lib", "lib/a", "x/../../../b"),
-            Err(IngestError::SymlinkDotDotAfterName { .. })
-        ));
-        assert!(matches!(check_symlink("", "escape", "lib/up/.."), Err(IngestError::SymlinkDotDotAfterName { .. })));
-        assert!(check_symlink("lib", "lib/a", "./../bin/./x").is_ok());
-        assert!(matches!(check_symlink("", "a", "/etc/passwd"), Err(IngestError::AbsoluteSymlink { .. })));
-        assert!(matches!(check_symlink("", "a", ""), Err(IngestError::EscapingSymlink { .. })));
-    }
 
     #[test]
     fn a_write_after_the_walk_is_seen_through_the_ctime() {

@@ -78,6 +78,9 @@ pub struct BuildOutcome {
     pub duration: Duration,
     /// What was sent to a shared store (nothing for a local one).
     pub upload: crate::store::Transfer,
+    /// The artifact's host references: its symlinks that lead out of
+    /// `/app`, by path, with their targets.
+    pub host_references: Vec<(String, String)>,
 }
 
 /// Something worth telling the user while a build runs.
@@ -267,20 +270,12 @@ pub fn build(
         && let Some(record) = ledger.reusable_build(&app, &source.commit, &recipe)?
         && store.has_object(ObjectKind::Artifact, &record.build.artifact)?
     {
-        // A shared store has it whole once it has its record; a local copy
-        // whose upload was cut short is sent now.
-        let id = record.build.artifact;
-        let upload =
-            store.publish(&id, request.force).map_err(|source| BuildError::Publish { id, source: Box::new(source) })?;
-        return Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration: started.elapsed(), upload });
+        return reused(store, record, started.elapsed());
     }
 
     // Only a build that runs needs the commit time, and the sandbox.
     let epoch = request.repo.commit_time(&source.commit)?;
-    let sandbox = match &source.settings.build.command {
-        Some(_) if request.sandbox => Some(Sandbox::new()?),
-        _ => None,
-    };
+    let sandbox = (request.sandbox && source.settings.build.command.is_some()).then(Sandbox::new).transpose()?;
     let env = build_env(&source, epoch, &work, sandbox.is_some());
     let isolation = sandbox.as_ref().map(|sandbox| (sandbox, source.settings.build.network));
     let run = |name| run_once(request, &source, &work, name, isolation, &env, observer);
@@ -362,7 +357,21 @@ pub fn build(
         log,
     })?;
     drop(work);
-    Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration: started.elapsed(), upload })
+    let (duration, host_references) = (started.elapsed(), ingested.host_references);
+    Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration, upload, host_references })
+}
+
+/// The outcome of a build that reuses `record`'s artifact. A shared store
+/// has it whole once it has its record; a local copy whose upload was cut
+/// short is sent now.
+fn reused(store: &dyn Store, record: BuildRecord, duration: Duration) -> Result<BuildOutcome, BuildError> {
+    let id = record.build.artifact;
+    let unusable = |source| BuildError::Publish { id, source: Box::new(source) };
+    let upload = store.publish(&id, false).map_err(unusable)?;
+    store.fetch_listings(&id).map_err(unusable)?;
+    let artifact = Artifact::load(store, &id).map_err(unusable)?;
+    let host_references = crate::store::host_references(store, &id, &artifact.root).map_err(unusable)?;
+    Ok(BuildOutcome { record, reused: true, new_manifest_bytes: 0, duration, upload, host_references })
 }
 
 /// The app name: `graven.toml [app] name`, else the repository's directory.

@@ -139,6 +139,31 @@ impl<'de> serde::Deserialize<'de> for Entry {
 /// The most bytes one name may have: Linux's `NAME_MAX`.
 pub const MAX_NAME_BYTES: usize = 255;
 
+/// Whether a symlink in directory `dir` (relative to the tree's root,
+/// `""` for the root) with `target` leads out of the tree when the tree is
+/// at `/app`: an absolute target not under `/app`, or a relative one whose
+/// `..` climb above the root. Judged on the target's text alone, as the
+/// link is never followed: such a link is a **host reference**, to
+/// something the machine that runs the artifact must have.
+pub fn leaves_tree(dir: &str, target: &str) -> bool {
+    if let Some(rest) = target.strip_prefix('/') {
+        return rest != "app" && !rest.starts_with("app/");
+    }
+    let mut depth: Vec<&str> = dir.split('/').filter(|part| !part.is_empty()).collect();
+    for part in target.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                if depth.pop().is_none() {
+                    return true;
+                }
+            }
+            name => depth.push(name),
+        }
+    }
+    false
+}
+
 /// The most bytes a symlink's target may have: Linux's `PATH_MAX` less the
 /// terminating NUL.
 pub const MAX_TARGET_BYTES: usize = 4095;
@@ -274,6 +299,24 @@ pub type FlatTree = BTreeMap<String, EntryKind>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_leave_the_tree_by_their_text() {
+        for (dir, target, leaves) in [
+            ("", "b", false),
+            ("lib", "../bin/x", false),
+            ("lib/py", "../../b", false),
+            ("", "../b", true),
+            ("lib", "x/../../../b", true),
+            ("lib", "./../bin/./x", false),
+            ("", "/etc/passwd", true),
+            ("", "/app", false),
+            ("a", "/app/lib/x", false),
+            ("", "/application", true),
+        ] {
+            assert_eq!(leaves_tree(dir, target), leaves, "{dir} -> {target}");
+        }
+    }
 
     #[test]
     fn listings_are_canonical_json_with_sorted_keys() {

@@ -15,7 +15,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 pub use local::LocalStore;
-pub use objects::{ArtifactError, ManifestError, walk};
+pub use objects::{ArtifactError, ManifestError, host_references, walk};
 pub use pack::IndexProblem;
 pub use s3::{RemoteProblem, S3Store};
 

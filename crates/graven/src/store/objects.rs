@@ -145,3 +145,21 @@ pub fn walk<E: From<ArtifactError>>(
     }
     walk_dir(store, id, root, "", visit)
 }
+
+/// The host references of artifact `id`, whose tree is rooted at listing
+/// `root`: its symlinks that lead out of the tree at `/app` (see
+/// [`crate::model::leaves_tree`]), by path, with their targets, in tree
+/// order.
+pub fn host_references(store: &dyn Store, id: &Digest, root: &Digest) -> Result<Vec<(String, String)>, ArtifactError> {
+    let mut references = Vec::new();
+    walk(store, id, root, &mut |path, kind| {
+        if let EntryKind::Symlink { target } = kind {
+            let dir = path.rsplit_once('/').map_or("", |(dir, _)| dir);
+            if crate::model::leaves_tree(dir, target) {
+                references.push((path.to_owned(), target.clone()));
+            }
+        }
+        Ok::<_, ArtifactError>(())
+    })?;
+    Ok(references)
+}
