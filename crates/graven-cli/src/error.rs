@@ -133,8 +133,9 @@ impl From<BuildError> for CommandError {
                 }
                 e.hint("nothing was stored; fix the build and run graven build again")
             }
-            BuildError::NotReproducible { .. } => Self::failed(error)
-                .hint("make the build deterministic: use SOURCE_DATE_EPOCH instead of the clock, sort what you list, avoid random names"),
+            BuildError::NotReproducible { .. } => Self::failed(error).hint(
+                "look at the bytes named: a clock, a random name, a listing in no fixed order, or a path of the build machine (with --no-sandbox) are the usual sources",
+            ),
             BuildError::Sandbox(error) => {
                 sandbox_error(error, "graven build --no-sandbox (the build is then marked unsandboxed for good)")
             }

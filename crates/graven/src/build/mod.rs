@@ -31,7 +31,7 @@ use crate::env_vars::build::{GRAVEN_COMMIT, SOURCE_DATE_EPOCH};
 use crate::git::{GitError, Repo};
 use crate::home::Home;
 use crate::ledger::{Ledger, LedgerError};
-use crate::model::{ARTIFACT_FORMAT, Artifact, BuildRecord, NewBuild};
+use crate::model::{ARTIFACT_FORMAT, Artifact, BuildRecord, EntryKind, NewBuild};
 use crate::sandbox::{self, Sandbox};
 use crate::store::{ObjectKind, Store, StoreError};
 use crate::{Digest, time};
@@ -183,10 +183,13 @@ pub enum BuildError {
     #[error(transparent)]
     Sandbox(#[from] sandbox::SandboxError),
     /// `--check-reproducible` found differences.
-    #[error("the build is not reproducible: {} {} between two builds of the same commit:\n{}", plural(paths.len(), "path"), if paths.len() == 1 { "differs" } else { "differ" }, list_paths(paths))]
+    #[error("the build is not reproducible: {} {} between two builds of the same commit:\n{}", plural(paths.len(), "path"), if paths.len() == 1 { "differs" } else { "differ" }, list_paths(&paths.iter().zip(differences).map(|(path, what)| format!("{path}: {what}")).collect::<Vec<_>>()))]
     NotReproducible {
         /// Paths whose content, mode or presence differ.
         paths: Vec<String>,
+        /// For each, what differs: sizes and the first differing byte, a
+        /// mode, a link's target, or that only one build has it.
+        differences: Vec<String>,
     },
     /// The store failed.
     #[error(transparent)]
@@ -285,10 +288,8 @@ pub fn build(
     let second = if request.check_reproducible {
         observer.on_event(&BuildEvent::SecondBuild);
         let (output, _, _) = run("b")?;
-        Some(ingest::ingest(
-            &output,
-            &IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer },
-        )?)
+        let options = IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer };
+        Some((ingest::ingest(&output, &options)?, output))
     } else {
         None
     };
@@ -304,10 +305,18 @@ pub fn build(
         };
         ingest::ingest(&output, &options)
     })?;
-    if let Some(second) = second {
+    if let Some((second, second_output)) = second {
         let paths = differing_paths(&ingested, &second);
         if !paths.is_empty() {
-            return Err(BuildError::NotReproducible { paths });
+            let (first, second) = (ingested.flat.as_ref(), second.flat.as_ref());
+            let differences = paths
+                .iter()
+                .map(|path| {
+                    let (a, b) = (first.and_then(|f| f.get(path)), second.and_then(|f| f.get(path)));
+                    describe_difference(store, a, b, &second_output.join(path.trim_end_matches('/')))
+                })
+                .collect();
+            return Err(BuildError::NotReproducible { paths, differences });
         }
     }
 
@@ -515,6 +524,82 @@ fn run_once(
 
 fn output_is_dir(path: &Path) -> bool {
     std::fs::symlink_metadata(path).is_ok_and(|meta| meta.is_dir())
+}
+
+/// What differs at one path between the first build (stored) and the
+/// second (`second_file`, its path in the second build's output).
+fn describe_difference(
+    store: &dyn Store,
+    first: Option<&EntryKind>,
+    second: Option<&EntryKind>,
+    second_file: &Path,
+) -> String {
+    let kind = |entry: &EntryKind| match entry {
+        EntryKind::File { .. } => "a file",
+        EntryKind::Dir { .. } => "a directory",
+        EntryKind::Symlink { .. } => "a symlink",
+    };
+    match (first, second) {
+        (Some(_), None) => "only in the first build".to_owned(),
+        (None, Some(_)) => "only in the second build".to_owned(),
+        (Some(EntryKind::Symlink { target: a }), Some(EntryKind::Symlink { target: b })) => {
+            format!("links to '{a}' in the first build, '{b}' in the second")
+        }
+        (
+            Some(EntryKind::File { executable: xa, size: a, digest }),
+            Some(EntryKind::File { executable: xb, size: b, .. }),
+        ) => {
+            let mut what = Vec::new();
+            if xa != xb {
+                let mode = |x: &bool| if *x { "0755" } else { "0644" };
+                what.push(format!("mode {} vs {}", mode(xa), mode(xb)));
+            }
+            if a != b {
+                what.push(format!("{a} vs {b} bytes"));
+            }
+            let first_file = store.local().blob_path(digest);
+            if let Some(offset) = first_difference(&first_file, second_file) {
+                what.push(format!("first difference at byte {offset}"));
+            }
+            if what.is_empty() { "contents differ".to_owned() } else { what.join(", ") }
+        }
+        (Some(a), Some(b)) => format!("{} in the first build, {} in the second", kind(a), kind(b)),
+        (None, None) => "differs".to_owned(),
+    }
+}
+
+/// The offset of the first byte at which files `a` and `b` differ (one
+/// ending before the other counts); `None` if they are equal or unreadable.
+fn first_difference(a: &Path, b: &Path) -> Option<u64> {
+    use std::io::Read as _;
+    // Reads until `buf` is full or the file ends.
+    fn fill(file: &mut std::fs::File, buf: &mut [u8]) -> Option<usize> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read(&mut buf[filled..]).ok()? {
+                0 => break,
+                read => filled += read,
+            }
+        }
+        Some(filled)
+    }
+    let (mut a, mut b) = (std::fs::File::open(a).ok()?, std::fs::File::open(b).ok()?);
+    let (mut buf_a, mut buf_b) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut offset = 0u64;
+    loop {
+        let (read_a, read_b) = (fill(&mut a, &mut buf_a)?, fill(&mut b, &mut buf_b)?);
+        let common = read_a.min(read_b);
+        if let Some(at) = buf_a[..common].iter().zip(&buf_b[..common]).position(|(x, y)| x != y) {
+            return Some(offset + at as u64);
+        }
+        if read_a != read_b {
+            return Some(offset + common as u64);
+        }
+        if read_a == 0 {
+            return None;
+        }
+        offset += read_a as u64;
+    }
 }
 
 fn differing_paths(first: &Ingested, second: &Ingested) -> Vec<String> {
