@@ -38,7 +38,7 @@ fn exec_runs_in_the_read_only_tree_with_only_the_release_environment() {
         exit code: 0
         ----- stdout -----
         /app
-        GRAVEN_APP GRAVEN_ARTIFACT GRAVEN_COMMIT GRAVEN_ENV GRAVEN_PROCESS GRAVEN_RELEASE GREETING PATH PWD TMPDIR
+        GRAVEN_APP GRAVEN_ARTIFACT GRAVEN_COMMIT GRAVEN_ENV GRAVEN_PROCESS GRAVEN_RELEASE GREETING HOME PATH PWD TMPDIR
         ----- stderr -----
         ");
     for (path, mode) in [("Procfile", 0o444), ("bin", 0o555), ("bin/hi", 0o555), ("", 0o555)] {
@@ -88,6 +88,19 @@ fn not_even_root_can_change_the_code_it_runs_or_the_store_behind_it() {
     // Without the sandbox, as before it: the tree is where it lies.
     let run = graven.run(["exec", "--no-sandbox", "--env", "production", "--", "pwd"]);
     assert_eq!(run.stdout.trim(), tree.display().to_string(), "{run}");
+}
+
+#[test]
+fn processes_have_a_writable_home_of_their_environment_kept_across_releases() {
+    let (repo, graven, _tree) = released();
+    let run = graven.run(["exec", "--env", "production", "--", "sh", "-c", "echo kept > \"$HOME/note\" && echo $HOME"]);
+    assert_eq!(run.code, 0, "{run}");
+    let home = repo.path().join(".graven/run/shell/production/home");
+    assert_eq!(run.stdout.trim(), home.display().to_string());
+    assert_eq!(std::fs::metadata(&home).unwrap().mode() & 0o777, 0o700);
+    graven.run(["config", "set", "GREETING=changed", "--env", "production"]);
+    let run = graven.run(["exec", "--env", "production", "--", "sh", "-c", "cat \"$HOME/note\"; echo $GRAVEN_RELEASE"]);
+    assert_eq!(run.stdout, "kept\nv2\n", "{run}");
 }
 
 #[test]

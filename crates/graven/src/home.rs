@@ -67,6 +67,12 @@ impl Home {
     pub fn run_dir(&self, app: &str, env: &str) -> PathBuf {
         self.root.join("run").join(app).join(env)
     }
+
+    /// The `HOME` of `app`'s processes in environment `env`: writable,
+    /// outside every release tree, kept from release to release.
+    pub fn process_home(&self, app: &str, env: &str) -> PathBuf {
+        self.run_dir(app, env).join("home")
+    }
 }
 
 #[cfg(test)]

@@ -109,7 +109,8 @@ impl TeamHome {
             author: "tester@example.com",
             host: "test-host",
         };
-        graven::build::build(&request, &*self.store, &self.ledger, &Quiet).unwrap_or_else(|e| panic!("build: {e}"))
+        graven::build::build(&request, &*self.store, &self.ledger, &Quiet)
+            .unwrap_or_else(|e| panic!("build: {}", graven::error_chain(&e)))
     }
 
     fn export(&self, id: &Digest) -> Result<Vec<u8>, graven::export::ExportError> {

@@ -17,8 +17,9 @@ use crate::settings::Settings;
 /// Runs CMD with the release's read-only tree as its working directory and
 /// exactly the environment its processes get: the release's config,
 /// GRAVEN_APP, GRAVEN_ENV, GRAVEN_RELEASE, GRAVEN_COMMIT, GRAVEN_ARTIFACT,
-/// GRAVEN_PROCESS=run.1, PATH and a private TMPDIR; nothing else of your
-/// shell's. For migrations and consoles. Its exit code is graven's.
+/// GRAVEN_PROCESS=run.1, PATH, the environment's HOME and a private TMPDIR;
+/// nothing else of your shell's. For migrations and consoles. Its exit code
+/// is graven's.
 ///
 /// Examples:
 ///   graven exec --env production -- python3 manage.py migrate
@@ -77,6 +78,10 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         .map_err(|e| CommandError::failed(format!("could not create a TMPDIR for the command: {e}")))?;
     let mut environment = graven::run::process_environment(&release, &config, "run.1");
     environment.insert("TMPDIR".to_owned(), tmp.path().as_os_str().to_owned());
+    // The environment's processes' HOME, as the runner gives it.
+    let home = graven::run::process_home(&settings.home, &app, env)
+        .map_err(|e| CommandError::failed(format!("could not create the processes' HOME: {e}")))?;
+    environment.insert("HOME".to_owned(), home.into_os_string());
     let (program, rest) = args.command.split_first().expect("clap requires a command");
     let not_found = |e: &dyn std::fmt::Display| {
         CommandError::bad_input(format!("could not run {}: {e}", program.to_string_lossy()))

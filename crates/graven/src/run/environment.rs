@@ -25,3 +25,11 @@ pub fn process_environment(release: &Release, config: &ConfigVersion, process: &
     env.insert(GRAVEN_PROCESS.to_owned(), process.into());
     env
 }
+
+/// Creates (private, 0700) and returns the `HOME` of `app`'s processes in
+/// environment `env` (see [`Home::process_home`](crate::home::Home::process_home)).
+pub fn process_home(home: &crate::home::Home, app: &str, env: &str) -> std::io::Result<std::path::PathBuf> {
+    let dir = home.process_home(app, env);
+    crate::fs_tree::create_private_dir_all(&dir)?;
+    Ok(dir)
+}

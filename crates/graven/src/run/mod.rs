@@ -18,7 +18,7 @@ pub mod status;
 
 pub use crate::shell::explain_spawn_error;
 pub use drift::{Drift, DriftKind, check_tree};
-pub use environment::process_environment;
+pub use environment::{process_environment, process_home};
 pub use materialise::{Tree, artifact_of, materialise, tree_path};
 pub use process::AppMount;
 

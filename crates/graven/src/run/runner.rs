@@ -418,6 +418,9 @@ impl<'a> Runner<'a> {
         crate::fs_tree::remove_tree(&tmp);
         crate::fs_tree::create_private_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
+        let home = super::process_home(self.home, &self.options.app, &self.options.env)
+            .map_err(|e| format!("could not create the processes' HOME: {e}"))?;
+        env.insert("HOME".to_owned(), home.into_os_string());
         let sink = Arc::clone(&self.sink);
         let print = Arc::clone(&self.print);
         // `web.1 v5 |`: while a switch drains, v4's web.1 and v5's web.1
