@@ -156,3 +156,26 @@ fn a_virtualenv_at_app_is_built_the_same_everywhere_and_runs_from_app() {
     ]);
     assert_eq!((run.code, run.stdout.trim()), (0, "hi from the venv /app/.venv"), "{run}");
 }
+
+#[test]
+fn files_embedding_a_build_path_that_will_not_exist_at_run_time_are_named() {
+    // `[build] output` a subdirectory: built at /app/dist, run at /app.
+    let repo = app("mkdir -p out/bin && echo \"#!$PWD/out/bin/python\" > out/bin/tool && echo plain > out/plain", "");
+    let graven = Graven::in_repo(&repo);
+    let run = graven.run(["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert!(
+        run.stderr.contains("warning: 1 file holds /app/out, a path of the build that will not exist when it runs"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("\n  bin/tool\n"), "{run}");
+    assert!(!run.stderr.contains("  plain"), "{run}");
+    // Without the sandbox, the checkout's path on this machine.
+    let run = graven.run(["build", "--no-sandbox"]);
+    assert!(run.stderr.contains("warning: 1 file holds /"), "{run}");
+    assert!(run.stderr.contains("/checkout-a, a path of the build"), "{run}");
+    // The whole checkout as the output, in the sandbox: /app is /app.
+    let whole = shell_app("[build]\ncommand = \"echo \\\"#!$PWD/bin/python\\\" > tool\"\n");
+    let run = Graven::in_repo(&whole).run(["build"]);
+    assert!(!run.stderr.contains("warning"), "{run}");
+}

@@ -193,6 +193,20 @@ impl BuildObserver for Observer<'_> {
                     Some(self.ui.byte_progress("ingest", *bytes));
             }
             BuildEvent::Publishing => self.finish(),
+            BuildEvent::EmbeddedPath { path, files, count } => {
+                self.finish();
+                ui::note(format!(
+                    "warning: {} {} {path}, a path of the build that will not exist when it runs (the tree is at /app then):",
+                    ui::count_of(*count as u64, "file"),
+                    if *count == 1 { "holds" } else { "hold" }
+                ));
+                for file in *files {
+                    ui::note(format!("  {file}"));
+                }
+                if *count > files.len() {
+                    ui::note(format!("  … and {} more", count - files.len()));
+                }
+            }
             BuildEvent::IngestProgress { bytes } => {
                 if let Some(bar) = self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
                     bar.set_position(*bytes);

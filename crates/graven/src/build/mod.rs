@@ -12,6 +12,7 @@
 
 mod command;
 mod ingest;
+mod paths;
 mod resolve;
 mod verify;
 mod workdir;
@@ -118,6 +119,16 @@ pub enum BuildEvent<'a> {
     /// The artifact is stored locally; it goes to the shared store, if
     /// there is one, now.
     Publishing,
+    /// Files of the output hold `path`, a path the build saw that will not
+    /// exist when the artifact runs.
+    EmbeddedPath {
+        /// The path.
+        path: &'a str,
+        /// The files that hold it, relative to the output (the first few).
+        files: &'a [String],
+        /// How many files hold it.
+        count: usize,
+    },
 }
 
 /// Told of a build's progress. Called from several threads.
@@ -320,6 +331,8 @@ pub fn build(
         }
     }
 
+    warn_of_embedded_paths(&source, &output, sandbox.is_some(), observer);
+
     let artifact = Artifact {
         format: ARTIFACT_FORMAT,
         process_types: source.procfile.types().map(|t| (t.name.to_owned(), t.command.to_owned())).collect(),
@@ -368,6 +381,27 @@ pub fn build(
     drop(work);
     let (duration, host_references) = (started.elapsed(), ingested.host_references);
     Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration, upload, host_references })
+}
+
+/// Tells `observer` of files that hold a path the build saw for its output
+/// and that will not exist when the artifact runs: `/app/<output>` in the
+/// sandbox when `[build] output` is a subdirectory, the checkout's path on
+/// this machine without the sandbox.
+fn warn_of_embedded_paths(source: &Source, output: &Path, sandboxed: bool, observer: &dyn BuildObserver) {
+    let path = match (&source.settings.build.output, sandboxed) {
+        (Some(subdirectory), true) => format!("{}/{subdirectory}", sandbox::APP),
+        (subdirectory, false) => {
+            // The checkout: the output, less `[build] output`'s components.
+            let depth = subdirectory.as_deref().map_or(0, |sub| Path::new(sub).components().count());
+            output.ancestors().nth(depth).unwrap_or(output).display().to_string()
+        }
+        (None, true) => return,
+    };
+    let files = paths::files_embedding(output, std::slice::from_ref(&path));
+    if !files.is_empty() {
+        let shown = &files[..files.len().min(crate::LISTED_PATHS)];
+        observer.on_event(&BuildEvent::EmbeddedPath { path: &path, files: shown, count: files.len() });
+    }
 }
 
 /// The outcome of a build that reuses `record`'s artifact. A shared store
