@@ -48,6 +48,9 @@ pub enum SandboxError {
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     bwrap: PathBuf,
+    /// The machine's top-level entries, read once: every process start
+    /// mounts them, and `/` does not change under a runner.
+    root: std::sync::Arc<[RootEntry]>,
 }
 
 impl Sandbox {
@@ -55,7 +58,8 @@ impl Sandbox {
     /// command that starts one process, where checking first would double
     /// the cost; bwrap then says itself why it cannot make namespaces.
     pub fn find() -> Result<Self, SandboxError> {
-        Ok(Self { bwrap: find_on_path("bwrap").ok_or(SandboxError::Missing)? })
+        let bwrap = find_on_path("bwrap").ok_or(SandboxError::Missing)?;
+        Ok(Self { bwrap, root: root_entries().into() })
     }
 
     /// The sandbox of this machine, checked by making one: `bwrap` on the
@@ -89,7 +93,7 @@ impl Sandbox {
         }
         // On an empty root, so that /app and /tmp can be made: the host's
         // top-level entries, read-only, but for those made fresh.
-        host_root(&mut bwrap, "--ro-bind", &["proc", "dev", "tmp", "app", "sys"]);
+        self.host_root(&mut bwrap, "--ro-bind", &["proc", "dev", "tmp", "app", "sys"]);
         bwrap.args(["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
         bwrap.args(["--dir", HOME]);
         bwrap.arg("--bind").arg(checkout).arg(APP);
@@ -122,7 +126,7 @@ impl Sandbox {
 
     fn run_base(&self, tree: &Path, protect: &[&Path]) -> Command {
         let mut bwrap = Command::new(&self.bwrap);
-        host_root(&mut bwrap, "--dev-bind", &["app"]);
+        self.host_root(&mut bwrap, "--dev-bind", &["app"]);
         for path in protect {
             bwrap.arg("--ro-bind").arg(path).arg(path);
         }
@@ -141,23 +145,40 @@ fn sh(bwrap: &mut Command, script: &str) {
     bwrap.args(["--", "/bin/sh", "-c", script, "sh"]);
 }
 
-/// Mounts an empty root, then the host's top-level entries but `skip` on
-/// it with `bind` (`--ro-bind`, `--dev-bind`); symlinks (merged `/usr`'s
-/// `/bin -> usr/bin`) stay links.
-fn host_root(bwrap: &mut Command, bind: &str, skip: &[&str]) {
-    bwrap.args(["--tmpfs", "/"]);
-    let Ok(entries) = std::fs::read_dir("/") else { return };
-    let mut names: Vec<OsString> = entries.flatten().map(|entry| entry.file_name()).collect();
-    names.sort();
-    for name in names {
-        if name.to_str().is_some_and(|name| skip.contains(&name)) {
-            continue;
+/// One entry of the machine's `/`: its name, and its target if it is a
+/// symlink (merged `/usr`'s `/bin -> usr/bin`).
+#[derive(Debug)]
+struct RootEntry {
+    name: OsString,
+    link: Option<PathBuf>,
+}
+
+/// The entries of `/`, sorted by name.
+fn root_entries() -> Vec<RootEntry> {
+    let Ok(entries) = std::fs::read_dir("/") else { return Vec::new() };
+    let mut root: Vec<RootEntry> = entries
+        .flatten()
+        .map(|entry| RootEntry { link: std::fs::read_link(entry.path()).ok(), name: entry.file_name() })
+        .collect();
+    root.sort_by(|a, b| a.name.cmp(&b.name));
+    root
+}
+
+impl Sandbox {
+    /// Mounts an empty root, then the host's top-level entries but `skip`
+    /// on it with `bind` (`--ro-bind`, `--dev-bind`); symlinks stay links.
+    fn host_root(&self, bwrap: &mut Command, bind: &str, skip: &[&str]) {
+        bwrap.args(["--tmpfs", "/"]);
+        for entry in self.root.iter() {
+            if entry.name.to_str().is_some_and(|name| skip.contains(&name)) {
+                continue;
+            }
+            let host = Path::new("/").join(&entry.name);
+            match &entry.link {
+                Some(target) => bwrap.arg("--symlink").arg(target).arg(&host),
+                None => bwrap.arg(bind).arg(&host).arg(&host),
+            };
         }
-        let host = Path::new("/").join(&name);
-        match std::fs::read_link(&host) {
-            Ok(target) => bwrap.arg("--symlink").arg(target).arg(&host),
-            Err(_) => bwrap.arg(bind).arg(&host).arg(&host),
-        };
     }
 }
 
