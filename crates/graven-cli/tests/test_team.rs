@@ -48,6 +48,9 @@ fn ci_builds_a_person_releases_and_a_server_runs_from_one_postgres_ledger_and_on
     // an empty local store.
     let build = ci.build_json::<&str>([]);
     assert!(build["upload"]["objects"].as_u64().unwrap() > 0, "nothing was sent: {build:#}");
+    // A laptop that never built sees the build in the bucket, not collected.
+    let builds = laptop.run(["builds", "--json"]).json();
+    assert_eq!(builds[0]["collected"], false, "{builds:#}");
     let run = laptop.run(["release", "--env", "production"]);
     assert_eq!(run.code, 0, "{run}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();

@@ -55,8 +55,10 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
     let store = &*store;
     let builds = ledger.builds(&app).map_err(CommandError::failed)?;
     // A build whose artifact graven gc deleted stays listed, marked.
-    let collected: Vec<bool> =
-        builds.iter().map(|b| !store.has_object(ObjectKind::Artifact, &b.build.artifact).unwrap_or(false)).collect();
+    let ids: Vec<graven::Digest> = builds.iter().map(|b| b.build.artifact).collect();
+    let collected: Vec<bool> = store
+        .has_artifacts(&ids)
+        .map_or_else(|_| vec![true; ids.len()], |present| present.into_iter().map(|here| !here).collect());
     if args.json {
         let json: Vec<BuildJson<'_>> = builds
             .iter()

@@ -309,6 +309,13 @@ pub trait Store: Send + Sync {
     /// Whether an object is present.
     fn has_object(&self, kind: ObjectKind, digest: &Digest) -> Result<bool, StoreError>;
 
+    /// Whether each artifact record of `ids` is present, in order: one call
+    /// for a list of builds, which a remote store answers with one listing
+    /// rather than a request per build.
+    fn has_artifacts(&self, ids: &[Digest]) -> Result<Vec<bool>, StoreError> {
+        ids.iter().map(|id| self.has_object(ObjectKind::Artifact, id)).collect()
+    }
+
     /// Makes everything added so far durable. Called once per build, before
     /// the ledger records it, rather than once per file.
     fn sync(&self) -> Result<(), StoreError>;

@@ -1040,6 +1040,28 @@ impl Store for S3Store {
         }
     }
 
+    fn has_artifacts(&self, ids: &[Digest]) -> Result<Vec<bool>, StoreError> {
+        let mut present = self.cache.has_artifacts(ids)?;
+        if present.iter().all(|&here| here) {
+            return Ok(present);
+        }
+        // The bucket's records, in one listing (a page per 1,000).
+        let prefix = self.key("artifacts");
+        let in_bucket: std::collections::HashSet<String> = self.runtime.block_on(async {
+            self.count();
+            self.bucket
+                .list(Some(&prefix))
+                .map_ok(|meta| meta.location.filename().unwrap_or_default().to_owned())
+                .try_collect()
+                .await
+                .map_err(|source| self.error(&prefix, "could not list", source))
+        })?;
+        for (here, id) in present.iter_mut().zip(ids) {
+            *here = *here || in_bucket.contains(&id.hex());
+        }
+        Ok(present)
+    }
+
     fn sync(&self) -> Result<(), StoreError> {
         self.cache.sync()
     }
