@@ -14,15 +14,21 @@ impl Listing {
     /// [`Listing::parse`]). `path` is the directory it lists, relative to
     /// the tree's root (empty for the root), for the error.
     pub fn load(store: &dyn Store, digest: &Digest, path: &str) -> Result<Self, ManifestError> {
+        Self::load_with_bytes(store, digest, path).map(|(listing, _)| listing)
+    }
+
+    /// Like [`Listing::load`], with the listing's bytes as stored too.
+    pub fn load_with_bytes(store: &dyn Store, digest: &Digest, path: &str) -> Result<(Self, Vec<u8>), ManifestError> {
         let bytes = store.get_object(ObjectKind::Manifest, digest).map_err(|source| match source {
             StoreError::NotFound { .. } => ManifestError::Missing { listing: *digest, path: shown_dir(path) },
             source => ManifestError::Store(source),
         })?;
-        Self::parse(&bytes, digest).map_err(|problem| ManifestError::Invalid {
+        let listing = Self::parse(&bytes, digest).map_err(|problem| ManifestError::Invalid {
             listing: *digest,
             path: shown_dir(path),
             problem,
-        })
+        })?;
+        Ok((listing, bytes))
     }
 }
 

@@ -865,9 +865,8 @@ fn local_tree(cache: &LocalStore, id: &Digest, root: &Digest) -> Result<LocalTre
         if !seen.insert(digest) {
             continue;
         }
-        let listing = Listing::load(cache, &digest, &path)
+        let (listing, bytes) = Listing::load_with_bytes(cache, &digest, &path)
             .map_err(|source| ArtifactError::Tree { id: *id, source: Box::new(source) })?;
-        let bytes = cache.get_object(ObjectKind::Manifest, &digest)?;
         for entry in &listing.entries {
             match &entry.kind {
                 EntryKind::Dir { tree: child } => {
