@@ -142,6 +142,8 @@ impl From<BuildError> for CommandError {
             BuildError::Publish { .. } => Self::failed(error).hint(
                 "the build is stored on this machine and not yet in the ledger: run the same graven build again to send it (only what the shared store lacks is sent)",
             ),
+            BuildError::Cache { .. } => Self::failed(error)
+                .hint("nothing was stored; graven build --no-cache builds without the caches, and graven gc --caches deletes them"),
             BuildError::CommandSpawn(_) | BuildError::Store(_) | BuildError::Ledger(_) | BuildError::WorkDir { .. } => {
                 Self::failed(error)
             }

@@ -119,7 +119,7 @@ fn a_malformed_graven_toml() {
         exit code: 2
         ----- stdout -----
         ----- stderr -----
-        error: graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`, `network`
+        error: graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`, `network`, `cache`
         hint: fix graven.toml and commit it
         ");
     graven.assert_nothing_recorded();

@@ -26,6 +26,12 @@ fn build_help() {
         commit gives the same artifact on every machine. [build] network = false
         takes its network away.
 
+        [build] cache (a list, like ~/.cache/pip and ~/.npm) keeps those
+        directories of the sandbox's HOME (or of /tmp) from build to build, in the graven home
+        (cache/<app>/), outside /app: package downloads are reused, and never
+        reach the artifact. One build of an app uses its caches at a time.
+        `graven gc --caches` deletes them.
+
         Examples:
           graven build                 # HEAD
           graven build v1.4.2 --json   # a tag, output for scripts
@@ -79,6 +85,10 @@ fn build_help() {
                   The store's URL [default: the home's local store; file:PATH for another directory]
 
                   [env: GRAVEN_STORE]
+
+              --no-cache
+                  Leave the build caches ([build] cache) out: the build starts from an empty HOME, as on a
+                  new machine
 
               --json
                   Print the result as JSON on stdout

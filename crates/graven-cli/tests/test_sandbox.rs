@@ -179,3 +179,124 @@ fn files_embedding_a_build_path_that_will_not_exist_at_run_time_are_named() {
     let run = Graven::in_repo(&whole).run(["build"]);
     assert!(!run.stderr.contains("warning"), "{run}");
 }
+
+#[test]
+fn build_caches_outlive_builds_stay_out_of_artifacts_and_no_cache_and_gc_leave_them_out() {
+    // The command says whether it found its cache warm, and fills it; what
+    // it puts in out/ does not depend on the cache.
+    let repo = app(
+        "mkdir -p out && echo same > out/a && \
+         if [ -f ~/.cache/dl/stamp ]; then echo warm; else echo cold; echo fetched > ~/.cache/dl/stamp; fi && \
+         echo x >> /tmp/t/count",
+        "cache = [\"~/.cache/dl\", \"/tmp/t\"]\n",
+    );
+    let graven = Graven::in_repo(&repo);
+    let kept = repo.path().join(".graven/cache/shell");
+    let first = graven.run(["build"]);
+    assert_eq!(first.code, 0, "{first}");
+    assert!(first.stderr.contains("build | cold"), "{first}");
+    assert_eq!(std::fs::read_to_string(kept.join("home/.cache/dl/stamp")).unwrap(), "fetched\n");
+
+    repo.write("b", "b\n");
+    repo.commit("Another commit");
+    let second = graven.run(["build"]);
+    assert_eq!(second.code, 0, "{second}");
+    assert!(second.stderr.contains("build | warm"), "{second}");
+    assert_eq!(std::fs::read_to_string(kept.join("tmp/t/count")).unwrap(), "x\nx\n");
+    let unpacked = graven.unpack("HEAD");
+    let names: Vec<String> = std::fs::read_dir(unpacked.path().join("tree"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, ["a"], "only the output is in the artifact");
+    // A cache never changes what a deterministic build makes.
+    let builds = graven.builds();
+    assert_eq!(builds[0]["artifact"], builds[1]["artifact"]);
+
+    repo.write("c", "c\n");
+    repo.commit("A third commit");
+    let without = graven.run(["build", "--no-cache"]);
+    assert_eq!(without.code, 0, "{without}");
+    assert!(without.stderr.contains("build | cold"), "--no-cache gives empty directories: {without}");
+    assert_eq!(std::fs::read_to_string(kept.join("tmp/t/count")).unwrap(), "x\nx\n", "and leaves the caches alone");
+
+    // gc keeps them unless told.
+    assert_eq!(graven.run(["gc"]).code, 0);
+    assert!(kept.join("home/.cache/dl/stamp").exists());
+    let dry = graven.run(["gc", "--caches", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{dry}");
+    assert_eq!(dry.json()["caches"]["apps"], serde_json::json!(["shell"]));
+    assert!(kept.join("home/.cache/dl/stamp").exists());
+    let gc = graven.run(["gc", "--caches"]);
+    assert_eq!(gc.code, 0, "{gc}");
+    assert!(gc.stdout.contains("deleted the build caches of shell: 12 B freed"), "{gc}");
+    assert!(!kept.exists());
+    repo.write("d", "d\n");
+    repo.commit("A fourth commit");
+    let after = graven.run(["build"]);
+    assert!(after.stderr.contains("build | cold"), "{after}");
+}
+
+#[test]
+fn a_cache_outside_the_builds_home_and_tmp_is_refused_before_anything_runs() {
+    for (cache, why) in [
+        ("~/../escape", "has '..' in it"),
+        (".graven/store", "is not under the build's HOME or /tmp"),
+        ("/app/node_modules", "is not under the build's HOME or /tmp"),
+        ("~", "names the whole HOME"),
+    ] {
+        let repo = app("mkdir -p out && touch /app/ran", &format!("cache = [\"{cache}\"]\n"));
+        let graven = Graven::in_repo(&repo);
+        let run = graven.run(["build"]);
+        assert_eq!(run.code, 2, "{run}");
+        assert!(run.stderr.contains(&format!("[build] cache '{cache}' {why}")), "{run}");
+        assert!(run.stderr.contains("hint: fix graven.toml"), "{run}");
+        assert!(!repo.path().join(".graven/cache").exists());
+        repo.write("graven.toml", "[app]\nname = \"shell\"\n");
+        repo.commit("Fixed");
+        graven.assert_nothing_recorded();
+    }
+}
+
+#[test]
+fn two_builds_of_different_commits_at_once_take_turns_with_the_cache() {
+    let repo = app(
+        "mkdir -p out && echo \"start $(cat id)\" >> ~/.npm/log && sleep 1 && echo \"end $(cat id)\" >> ~/.npm/log && \
+         cp id out/id",
+        "cache = [\"~/.npm\"]\n",
+    );
+    repo.write("id", "one\n");
+    let one = repo.commit("One");
+    repo.write("id", "two\n");
+    let two = repo.commit("Two");
+    let graven = Graven::in_repo(&repo);
+    let children: Vec<_> = [&one, &two]
+        .iter()
+        .map(|commit| {
+            graven
+                .command(["build", commit.as_str()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let runs: Vec<_> = children.into_iter().map(|child| graven.finish(&child.wait_with_output().unwrap())).collect();
+    for run in &runs {
+        assert_eq!(run.code, 0, "{run}");
+    }
+    assert!(
+        runs.iter().any(|run| run.stderr.contains("waiting for another build of shell")),
+        "{}\n{}",
+        runs[0],
+        runs[1]
+    );
+    let log = std::fs::read_to_string(repo.path().join(".graven/cache/shell/home/.npm/log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    // Each build's start is followed by its own end: never interleaved.
+    for pair in lines.chunks(2) {
+        assert_eq!(pair[0].strip_prefix("start "), pair[1].strip_prefix("end "), "{log}");
+    }
+    assert_eq!(graven.builds().len(), 2);
+}

@@ -68,6 +68,23 @@ impl Home {
         self.root.join("run").join(app).join(env)
     }
 
+    /// Where the build caches of every app are kept (`[build] cache`).
+    pub fn caches_root(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+
+    /// The build caches of `app`, one directory per `[build] cache` entry
+    /// (`home/.cache/pip`), and the lock builds take while they use them.
+    pub fn build_cache_dir(&self, app: &str) -> PathBuf {
+        self.caches_root().join(app)
+    }
+
+    /// This machine's copies of a shared store's pack indexes. Beside the
+    /// build caches, under a name no app can have.
+    pub fn pack_index_dir(&self) -> PathBuf {
+        self.caches_root().join(".pack-indexes")
+    }
+
     /// The `HOME` of `app`'s processes in environment `env`: writable,
     /// outside every release tree, kept from release to release.
     pub fn process_home(&self, app: &str, env: &str) -> PathBuf {

@@ -76,10 +76,24 @@ impl Sandbox {
         }
     }
 
-    /// `sh -c script` in the build sandbox, with `checkout` at [`APP`],
-    /// ready to be given its environment and spawned.
-    pub(crate) fn build_command(&self, script: &str, checkout: &Path, network: bool) -> Command {
+    /// `sh -c script` in the build sandbox, with `checkout` at [`APP`] and
+    /// each cache `(kept at, path in the sandbox)` mounted read-write (an
+    /// empty directory if kept nowhere), ready to be given its environment
+    /// and spawned.
+    pub(crate) fn build_command(
+        &self,
+        script: &str,
+        checkout: &Path,
+        network: bool,
+        caches: &[(Option<PathBuf>, String)],
+    ) -> Command {
         let mut command = self.build_base(checkout, network);
+        for (kept, in_sandbox) in caches {
+            match kept {
+                Some(kept) => command.arg("--bind").arg(kept).arg(in_sandbox),
+                None => command.arg("--dir").arg(in_sandbox),
+            };
+        }
         sh(&mut command, script);
         command
     }

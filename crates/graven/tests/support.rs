@@ -82,6 +82,7 @@ impl TestHome {
             force: false,
             check_reproducible: false,
             sandbox: true,
+            cache: true,
             author: "tester@example.com",
             host: "test-host",
         };

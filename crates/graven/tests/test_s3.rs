@@ -28,7 +28,7 @@ fn server() -> Option<String> {
 
 fn open_s3(endpoint: &str, url: &str, home: &Home) -> S3Store {
     let cache = LocalStore::open(&home.store_dir()).expect("open the cache");
-    let indexes = home.root().join("cache/pack-indexes");
+    let indexes = home.pack_index_dir();
     S3Store::open(url, cache, indexes, Arc::new(Silent), &graven_testutils::s3::env(endpoint)).expect("open the store")
 }
 
@@ -106,6 +106,7 @@ impl TeamHome {
             force,
             check_reproducible: false,
             sandbox: true,
+            cache: true,
             author: "tester@example.com",
             host: "test-host",
         };

@@ -27,6 +27,12 @@ use crate::ui::{self, Ui};
 /// commit gives the same artifact on every machine. [build] network = false
 /// takes its network away.
 ///
+/// [build] cache (a list, like ~/.cache/pip and ~/.npm) keeps those
+/// directories of the sandbox's HOME (or of /tmp) from build to build, in the graven home
+/// (cache/<app>/), outside /app: package downloads are reused, and never
+/// reach the artifact. One build of an app uses its caches at a time.
+/// `graven gc --caches` deletes them.
+///
 /// Examples:
 ///   graven build                 # HEAD
 ///   graven build v1.4.2 --json   # a tag, output for scripts
@@ -62,6 +68,11 @@ pub(crate) struct BuildArgs {
     #[arg(long)]
     no_sandbox: bool,
 
+    /// Leave the build caches ([build] cache) out: the build starts from
+    /// an empty HOME, as on a new machine
+    #[arg(long)]
+    no_cache: bool,
+
     /// Print the result as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -85,6 +96,7 @@ pub(crate) fn cmd_build(settings: &Settings, args: &BuildArgs) -> Result<(), Com
         force: args.force,
         check_reproducible: args.check_reproducible,
         sandbox: !args.no_sandbox,
+        cache: !args.no_cache,
         author: &author,
         host: &host,
     };
@@ -186,6 +198,14 @@ impl BuildObserver for Observer<'_> {
             BuildEvent::CommandStarted { command } => ui::note(format!("running `{command}`")),
             BuildEvent::Output { line } => ui::note(format!("  build | {line}")),
             BuildEvent::SecondBuild => ui::note("building again to check that the build is reproducible"),
+            BuildEvent::CacheWait { app } => {
+                ui::note(format!("waiting for another build of {app} to finish with the build caches"));
+            }
+            BuildEvent::CachesUnused => {
+                ui::note(
+                    "note: [build] cache is mounted by the sandbox: this build without it runs without the caches",
+                );
+            }
             BuildEvent::IngestStarted { files, bytes } => {
                 self.finish();
                 ui::note(format!("storing {}, {}", ui::count_of(*files, "file"), ui::bytes(*bytes)));

@@ -22,9 +22,13 @@ use crate::ui;
 /// local copy only: the bucket is append-only, and what is collected here
 /// is fetched again when needed.
 ///
+/// Build caches ([build] cache) are not store content, and stay unless
+/// --caches is given; a cache a build is using is left alone.
+///
 /// Examples:
 ///   graven gc --dry-run
 ///   graven gc --keep 3
+///   graven gc --caches       # also every app's build caches
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct GcArgs {
@@ -40,6 +44,11 @@ pub(crate) struct GcArgs {
     /// in progress is never collected
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE.as_secs())]
     grace: u64,
+
+    /// Also delete every app's build caches: the next build of each
+    /// downloads again what its caches held
+    #[arg(long)]
+    caches: bool,
 
     /// Print the result as JSON on stdout
     #[arg(long)]
@@ -57,6 +66,15 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
         CommandError::failed(e)
             .hint("nothing kept was touched; run graven verify on the builds you need, then gc again")
     })?;
+    let caches = if args.caches {
+        let caches = graven::build::remove_caches(&settings.home, args.dry_run).map_err(|e| {
+            CommandError::failed(format!("could not delete the build caches: {e}"))
+                .hint(format!("delete what is left of {} by hand", settings.home.caches_root().display()))
+        })?;
+        Some(caches)
+    } else {
+        None
+    };
     if args.json {
         #[derive(serde::Serialize)]
         struct Json {
@@ -66,6 +84,8 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
             listings: u64,
             blobs: u64,
             bytes: u64,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            caches: Option<graven::build::CachesRemoved>,
         }
         ui::out_json(&Json {
             dry_run: args.dry_run,
@@ -74,6 +94,7 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
             listings: report.listings,
             blobs: report.blobs,
             bytes: report.bytes,
+            caches,
         });
         return Ok(());
     }
@@ -87,5 +108,16 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
         if args.dry_run { "to free" } else { "freed" },
         ui::count_of(report.kept_artifacts, "artifact"),
     ));
+    if let Some(caches) = caches {
+        let apps = if caches.apps.is_empty() { "no app".to_owned() } else { caches.apps.join(", ") };
+        ui::out(format!(
+            "{verb} the build caches of {apps}: {} {}",
+            ui::bytes(caches.bytes),
+            if args.dry_run { "to free" } else { "freed" }
+        ));
+        if !caches.in_use.is_empty() {
+            ui::note(format!("left the caches of {}: a build is using them", caches.in_use.join(", ")));
+        }
+    }
     Ok(())
 }

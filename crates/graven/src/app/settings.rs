@@ -39,6 +39,66 @@ pub struct BuildRecipe {
     /// digest when `true`, so recipes from before it keep their digests.
     #[serde(skip_serializing_if = "is_true")]
     pub network: bool,
+    /// `[build] cache`: directories of the build's `HOME` or `/tmp` kept
+    /// from build to build. Not part of the recipe's digest: a cache never
+    /// changes what a deterministic build makes.
+    #[serde(skip)]
+    pub cache: Vec<CachePath>,
+}
+
+/// One `[build] cache` entry: a directory inside the build sandbox, under
+/// its `HOME` or its `/tmp`, that outlives the build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachePath {
+    /// As `graven.toml` wrote it (`~/.cache/pip`).
+    pub written: String,
+    /// Where it is in the sandbox (`/tmp/home/.cache/pip`).
+    pub in_sandbox: String,
+    /// Where it is kept, relative to the app's cache directory
+    /// (`home/.cache/pip`, `tmp/go-build`).
+    pub key: String,
+}
+
+impl CachePath {
+    /// Reads one `[build] cache` entry: `~/…` (under the build's `HOME`) or
+    /// `/tmp/…`, with at least one component and no `.`, `..` or empty ones.
+    pub fn parse(written: &str) -> Result<Self, String> {
+        let home = crate::sandbox::HOME;
+        let (area, rest) = if written == "~" || written == home {
+            ("home", "")
+        } else if let Some(rest) = written.strip_prefix("~/") {
+            ("home", rest)
+        } else if let Some(rest) = written.strip_prefix(&format!("{home}/")) {
+            ("home", rest)
+        } else if let Some(rest) = written.strip_prefix("/tmp/") {
+            ("tmp", rest)
+        } else {
+            return Err(format!(
+                "[build] cache '{written}' is not under the build's HOME or /tmp: name a directory like \"~/.cache/pip\" or \"/tmp/cache\"; the build sees nothing else writable"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.is_empty() {
+            return Err(format!(
+                "[build] cache '{written}' names the whole {}: name a directory inside it, like \"~/.cache/pip\"",
+                if area == "home" { "HOME" } else { "/tmp" }
+            ));
+        }
+        if let Some(part) = rest.split('/').find(|part| part.is_empty() || *part == "." || *part == "..") {
+            let part = if part.is_empty() { "an empty component" } else { part };
+            return Err(format!(
+                "[build] cache '{written}' has '{part}' in it: write the directory's plain path, like \"~/.cache/pip\""
+            ));
+        }
+        let in_sandbox = if area == "home" { format!("{home}/{rest}") } else { format!("/tmp/{rest}") };
+        Ok(Self { written: written.to_owned(), in_sandbox, key: format!("{area}/{rest}") })
+    }
+
+    /// Whether one of the two is inside the other (or they are the same).
+    fn overlaps(&self, other: &Self) -> bool {
+        let inside = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+        inside(&self.key, &other.key) || inside(&other.key, &self.key)
+    }
 }
 
 impl Default for BuildRecipe {
@@ -50,6 +110,7 @@ impl Default for BuildRecipe {
             env: BTreeMap::new(),
             pass_env: Vec::new(),
             network: true,
+            cache: Vec::new(),
         }
     }
 }
@@ -117,6 +178,8 @@ struct RawBuild {
     #[serde(default)]
     pass_env: Vec<Spanned<String>>,
     network: Option<bool>,
+    #[serde(default)]
+    cache: Vec<Spanned<String>>,
 }
 
 impl AppSettings {
@@ -219,9 +282,32 @@ impl AppSettings {
             None => RunSettings::default(),
         };
 
+        let cache = parse_caches(raw.build.cache, &error)?;
         let network = raw.build.network.unwrap_or(true);
-        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network }, run })
+        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network, cache }, run })
     }
+}
+
+/// Reads `[build] cache`: every entry a [`CachePath`], none inside another.
+fn parse_caches(
+    entries: Vec<Spanned<String>>,
+    error: &dyn Fn(usize, String) -> SettingsError,
+) -> Result<Vec<CachePath>, SettingsError> {
+    let mut cache: Vec<CachePath> = Vec::new();
+    for entry in entries {
+        let path = CachePath::parse(entry.get_ref()).map_err(|why| error(entry.span().start, why))?;
+        if let Some(other) = cache.iter().find(|other| other.overlaps(&path)) {
+            return Err(error(
+                entry.span().start,
+                format!(
+                    "[build] cache '{}' overlaps '{}': one is inside the other; keep the one you mean",
+                    path.written, other.written
+                ),
+            ));
+        }
+        cache.push(path);
+    }
+    Ok(cache)
 }
 
 /// Whether `name` can be an environment variable's name.
@@ -282,6 +368,18 @@ health_timeout = 10
     }
 
     #[test]
+    fn cache_paths_are_kept_by_where_they_are_in_the_sandbox() {
+        let settings =
+            AppSettings::parse("[build]\ncache = [\"~/.cache/pip/\", \"/tmp/home/.npm\", \"/tmp/go\"]\n").unwrap();
+        let keys: Vec<(&str, &str)> =
+            settings.build.cache.iter().map(|c| (c.in_sandbox.as_str(), c.key.as_str())).collect();
+        assert_eq!(
+            keys,
+            [("/tmp/home/.cache/pip", "home/.cache/pip"), ("/tmp/home/.npm", "home/.npm"), ("/tmp/go", "tmp/go")]
+        );
+    }
+
+    #[test]
     fn an_empty_file_is_all_defaults() {
         assert_eq!(AppSettings::parse("").unwrap(), AppSettings::default());
         let dot = AppSettings::parse("[build]\noutput = \".\"\n").unwrap();
@@ -297,7 +395,7 @@ health_timeout = 10
             ),
             (
                 "[build]\ncomand = \"make\"\n",
-                "graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`, `network`",
+                "graven.toml line 2, column 1: unknown field `comand`, expected one of `command`, `output`, `exclude`, `env`, `pass_env`, `network`, `cache`",
             ),
             (
                 "[app]\nname = \"Hello\"\n",
@@ -316,6 +414,30 @@ health_timeout = 10
                 "graven.toml line 2, column 9: [build] env key '1X' is not a variable name: use letters, digits and '_', not starting with a digit",
             ),
             ("[run]\nport = 99999\n", "graven.toml line 2, column 8: invalid value: integer `99999`, expected u16"),
+            (
+                "[build]\ncache = [\"~/../x\"]\n",
+                "graven.toml line 2, column 10: [build] cache '~/../x' has '..' in it: write the directory's plain path, like \"~/.cache/pip\"",
+            ),
+            (
+                "[build]\ncache = [\"/root/.graven/store\"]\n",
+                "graven.toml line 2, column 10: [build] cache '/root/.graven/store' is not under the build's HOME or /tmp: name a directory like \"~/.cache/pip\" or \"/tmp/cache\"; the build sees nothing else writable",
+            ),
+            (
+                "[build]\ncache = [\"/app/.cache\"]\n",
+                "graven.toml line 2, column 10: [build] cache '/app/.cache' is not under the build's HOME or /tmp: name a directory like \"~/.cache/pip\" or \"/tmp/cache\"; the build sees nothing else writable",
+            ),
+            (
+                "[build]\ncache = [\"~\"]\n",
+                "graven.toml line 2, column 10: [build] cache '~' names the whole HOME: name a directory inside it, like \"~/.cache/pip\"",
+            ),
+            (
+                "[build]\ncache = [\"/tmp/home\"]\n",
+                "graven.toml line 2, column 10: [build] cache '/tmp/home' names the whole HOME: name a directory inside it, like \"~/.cache/pip\"",
+            ),
+            (
+                "[build]\ncache = [\"~/.cache\", \"/tmp/home/.cache/pip\"]\n",
+                "graven.toml line 2, column 22: [build] cache '/tmp/home/.cache/pip' overlaps '~/.cache': one is inside the other; keep the one you mean",
+            ),
         ];
         for (text, expected) in cases {
             assert_eq!(AppSettings::parse(text).unwrap_err().to_string(), expected, "{text:?}");

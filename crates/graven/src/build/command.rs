@@ -48,13 +48,24 @@ impl Log {
     }
 }
 
-/// Runs `command` in the checkout `dir` with exactly `env`, in `sandbox`
-/// (at `/app`, with the network or without) if there is one; returns its
-/// log.
+/// How a sandboxed build command is isolated.
+#[derive(Clone, Copy)]
+pub(crate) struct Isolation<'a> {
+    pub(crate) sandbox: &'a Sandbox,
+    /// Whether it has the network.
+    pub(crate) network: bool,
+    /// Build caches: `(kept at, path in the sandbox)`; kept nowhere is an
+    /// empty directory (`--no-cache`).
+    pub(crate) caches: &'a [(Option<std::path::PathBuf>, String)],
+}
+
+/// Runs `command` in the checkout `dir` with exactly `env`, isolated (at
+/// `/app`, with the network or without, its caches mounted) if `sandbox`
+/// says so; returns its log.
 pub(crate) fn run(
     command: &str,
     dir: &Path,
-    sandbox: Option<(&Sandbox, bool)>,
+    sandbox: Option<Isolation<'_>>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<String, BuildError> {
@@ -64,7 +75,9 @@ pub(crate) fn run(
     // error printed last on stderr can be missing from a failure's tail.
     let (mut child, output) = {
         let (mut program, output) = match sandbox {
-            Some((sandbox, network)) => crate::shell::piped(sandbox.build_command(command, dir, network), env),
+            Some(Isolation { sandbox, network, caches }) => {
+                crate::shell::piped(sandbox.build_command(command, dir, network, caches), env)
+            }
             None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
                 // Named `sh` in its own messages (`sh: 1: make: not
                 // found`), as build logs always have been.

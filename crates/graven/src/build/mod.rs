@@ -10,6 +10,7 @@
 //!    record; make the store durable; only then record the build in the
 //!    ledger. A build stopped at any point publishes nothing.
 
+mod cache;
 mod command;
 mod ingest;
 mod paths;
@@ -23,6 +24,7 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
+pub use cache::{CachesRemoved, remove_caches};
 pub use ingest::IngestError;
 pub use resolve::{ResolveError, resolve_build};
 pub use verify::{BlobProblem, VerifyReport, verify_artifact};
@@ -60,6 +62,9 @@ pub struct BuildRequest<'a> {
     /// Run the build command in the sandbox (see [`sandbox`]); `false` is
     /// `--no-sandbox`, and the build is marked unsandboxed for good.
     pub sandbox: bool,
+    /// Mount the app's build caches (`[build] cache`) in the sandbox;
+    /// `false` is `--no-cache`.
+    pub cache: bool,
     /// Who is building.
     pub author: &'a str,
     /// The machine building.
@@ -104,6 +109,14 @@ pub enum BuildEvent<'a> {
     },
     /// The second build of `--check-reproducible` is starting.
     SecondBuild,
+    /// Another build of `app` is using its build caches; this one waits.
+    CacheWait {
+        /// The app.
+        app: &'a str,
+    },
+    /// The recipe names build caches, and this build runs without the
+    /// sandbox, which is what mounts them: it runs without them.
+    CachesUnused,
     /// Ingest started.
     IngestStarted {
         /// Files to ingest.
@@ -217,6 +230,15 @@ pub enum BuildError {
         #[source]
         source: Box<crate::store::ArtifactError>,
     },
+    /// A build cache could not be prepared.
+    #[error("could not prepare the build cache {}", path.display())]
+    Cache {
+        /// The directory or lock file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
     /// Scratch space could not be prepared.
     #[error("could not prepare {}", path.display())]
     WorkDir {
@@ -291,7 +313,14 @@ pub fn build(
     let epoch = request.repo.commit_time(&source.commit)?;
     let sandbox = (request.sandbox && source.settings.build.command.is_some()).then(Sandbox::new).transpose()?;
     let env = build_env(&source, epoch, &work, sandbox.is_some());
-    let isolation = sandbox.as_ref().map(|sandbox| (sandbox, source.settings.build.network));
+    let caches = take_caches(request, &source, &app, sandbox.is_some(), observer)?;
+    // With --no-cache, the same directories, empty.
+    let empty: Vec<_> = source.settings.build.cache.iter().map(|path| (None, path.in_sandbox.clone())).collect();
+    let isolation = sandbox.as_ref().map(|sandbox| command::Isolation {
+        sandbox,
+        network: source.settings.build.network,
+        caches: caches.as_ref().map_or(&empty, |caches| &caches.mounts),
+    });
     let run = |name| run_once(request, &source, &work, name, isolation, &env, observer);
     let (output, command_time, log) = run("a")?;
     let exclude = exclude_set(&source.settings);
@@ -304,6 +333,8 @@ pub fn build(
     } else {
         None
     };
+    // The commands are done with the caches: the next build may have them.
+    drop(caches);
 
     let ingest_started = Instant::now();
     let ingested = with_early_writeback(store, || {
@@ -317,18 +348,7 @@ pub fn build(
         ingest::ingest(&output, &options)
     })?;
     if let Some((second, second_output)) = second {
-        let paths = differing_paths(&ingested, &second);
-        if !paths.is_empty() {
-            let (first, second) = (ingested.flat.as_ref(), second.flat.as_ref());
-            let differences = paths
-                .iter()
-                .map(|path| {
-                    let (a, b) = (first.and_then(|f| f.get(path)), second.and_then(|f| f.get(path)));
-                    describe_difference(store, a, b, &second_output.join(path.trim_end_matches('/')))
-                })
-                .collect();
-            return Err(BuildError::NotReproducible { paths, differences });
-        }
+        check_same(store, &ingested, &second, &second_output)?;
     }
 
     warn_of_embedded_paths(&source, &output, sandbox.is_some(), observer);
@@ -381,6 +401,44 @@ pub fn build(
     drop(work);
     let (duration, host_references) = (started.elapsed(), ingested.host_references);
     Ok(BuildOutcome { record, reused: false, new_manifest_bytes, duration, upload, host_references })
+}
+
+/// Fails if the second build of `--check-reproducible` (ingested without
+/// storing, its output at `second_output`) differs from the first.
+fn check_same(store: &dyn Store, first: &Ingested, second: &Ingested, second_output: &Path) -> Result<(), BuildError> {
+    let paths = differing_paths(first, second);
+    if paths.is_empty() {
+        return Ok(());
+    }
+    let (first, second) = (first.flat.as_ref(), second.flat.as_ref());
+    let differences = paths
+        .iter()
+        .map(|path| {
+            let (a, b) = (first.and_then(|f| f.get(path)), second.and_then(|f| f.get(path)));
+            describe_difference(store, a, b, &second_output.join(path.trim_end_matches('/')))
+        })
+        .collect();
+    Err(BuildError::NotReproducible { paths, differences })
+}
+
+/// The app's build caches, for a build that runs its command in the
+/// sandbox with caches allowed; the others run without.
+fn take_caches(
+    request: &BuildRequest<'_>,
+    source: &Source,
+    app: &str,
+    sandboxed: bool,
+    observer: &dyn BuildObserver,
+) -> Result<Option<cache::Caches>, BuildError> {
+    let paths = &source.settings.build.cache;
+    if !request.cache || paths.is_empty() || source.settings.build.command.is_none() {
+        return Ok(None);
+    }
+    if !sandboxed {
+        observer.on_event(&BuildEvent::CachesUnused);
+        return Ok(None);
+    }
+    cache::take(request.home, app, paths, observer).map(Some)
 }
 
 /// Tells `observer` of files that hold a path the build saw for its output
@@ -532,7 +590,7 @@ fn run_once(
     source: &Source,
     work: &WorkDir,
     name: &str,
-    sandbox: Option<(&Sandbox, bool)>,
+    sandbox: Option<command::Isolation<'_>>,
     env: &BTreeMap<String, OsString>,
     observer: &dyn BuildObserver,
 ) -> Result<(std::path::PathBuf, Duration, String), BuildError> {

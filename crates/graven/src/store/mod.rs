@@ -377,7 +377,7 @@ pub fn open_store(
                 .ok_or_else(|| StoreError::BadUrl { url: crate::url::redacted(url), why: "it names no directory" })?,
             Some("s3") => {
                 let cache = LocalStore::open(&home.store_dir())?;
-                let indexes = home.root().join("cache").join("pack-indexes");
+                let indexes = home.pack_index_dir();
                 let aws_vars: Vec<(String, String)> =
                     std::env::vars().filter(|(key, _)| key.starts_with("AWS_")).collect();
                 return Ok(Box::new(S3Store::open(url, cache, indexes, observer, &aws_vars)?));
