@@ -4,81 +4,15 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use graven_testutils::TestRepo;
 
+use crate::common::runner::{PATIENCE, Runner, free_port, get, wait_for_page};
 use crate::common::{Graven, shell_app};
-
-/// How long a test waits for something the runner should do within seconds.
-const PATIENCE: Duration = Duration::from_secs(30);
-
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap().local_addr().unwrap().port()
-}
-
-/// `GET path` on the port; the response body, or `None` on any failure.
-fn get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.0 200").then(|| body.to_owned())
-}
-
-/// Waits until `GET /?format=text` answers something containing `text`.
-#[track_caller]
-fn wait_for_page(port: u16, text: &str) {
-    let start = Instant::now();
-    loop {
-        if get(port, "/?format=text").is_some_and(|body| body.contains(text)) {
-            return;
-        }
-        assert!(start.elapsed() < PATIENCE, "the page never showed '{text}'; last: {:?}", get(port, "/?format=text"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A background `graven run`; SIGTERMed and reaped when dropped.
-struct Runner {
-    child: Child,
-}
-
-impl Runner {
-    fn start(graven: &Graven, port: u16, extra: &[&str]) -> Self {
-        let port = port.to_string();
-        let mut args = vec!["run", "--env", "production", "--port", &port];
-        args.extend_from_slice(extra);
-        let child = graven.command(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start graven run");
-        Self { child }
-    }
-
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(start.elapsed() < PATIENCE, "graven run did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        if self.child.try_wait().ok().flatten().is_none() {
-            self.terminate();
-        }
-    }
-}
 
 /// The example app, built and released to production.
 fn hello() -> (TestRepo, Graven) {

@@ -21,6 +21,8 @@ use std::time::Duration;
 use graven_testutils::TestRepo;
 use tempfile::TempDir;
 
+pub(crate) mod runner;
+
 /// The author every build is recorded with.
 const AUTHOR: &str = "dev@example.com";
 
