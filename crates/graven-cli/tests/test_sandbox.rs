@@ -300,3 +300,29 @@ fn two_builds_of_different_commits_at_once_take_turns_with_the_cache() {
     }
     assert_eq!(graven.builds().len(), 2);
 }
+
+#[test]
+fn bytecode_compiled_during_the_build_is_still_valid_when_the_release_runs() {
+    // `import` writes a timestamp .pyc (as Django's collectstatic does for
+    // every module it loads); compileall, with SOURCE_DATE_EPOCH set, a
+    // hash-checked one.
+    let repo = shell_app("[build]\ncommand = \"python3 -c 'import imported' && python3 -m compileall -q .\"\n");
+    repo.write("imported.py", "X = 1\n");
+    repo.write("compiled.py", "Y = 2\n");
+    repo.commit("Two modules");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let run = graven.run(["exec", "--env", "production", "--", "python3", "-v", "-c", "import imported, compiled"]);
+    assert_eq!(run.code, 0, "{run}");
+    for module in ["imported", "compiled"] {
+        let valid = format!("/app/__pycache__/{module}.cpython-");
+        assert!(
+            run.stderr
+                .lines()
+                .any(|line| line.contains(&valid) && line.ends_with(&format!("matches /app/{module}.py"))),
+            "{module}.pyc from the build is not used:\n{run}"
+        );
+    }
+    assert_eq!(graven.run(["verify", "HEAD"]).code, 0);
+}

@@ -55,6 +55,19 @@ pub(crate) fn set_normalised_mtime(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives every entry of the tree at `root`, `root` included, the normalised
+/// modification time; symlinks are not followed, and each directory is done
+/// after what is in it (whose creation would change its mtime).
+pub(crate) fn normalise_mtimes(root: &Path) -> io::Result<()> {
+    let meta = fs::symlink_metadata(root)?;
+    if meta.is_dir() {
+        for entry in fs::read_dir(root)? {
+            normalise_mtimes(&entry?.path())?;
+        }
+    }
+    set_normalised_mtime(root)
+}
+
 /// Removes the tree at `path`, making its directories writable first where
 /// needed. Best effort: what cannot be removed stays.
 pub(crate) fn remove_tree(path: &Path) {

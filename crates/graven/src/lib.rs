@@ -69,9 +69,14 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// The constant modification time of every file graven writes into a store,
-/// a materialised tree or an export: 1970-01-01T00:00:01Z.
+/// a materialised tree or an export, and of the clean export a build starts
+/// from: 1970-01-01T00:00:01Z.
 ///
-/// One constant, rather than the commit time, so that an artifact looks the
-/// same whichever commit produced it. It is 1 rather than 0 because some tools
-/// read an mtime of 0 as "unknown" (Nix made the same choice).
+/// One constant, rather than the commit time, because a stored file is
+/// shared by every artifact that holds the same bytes, hard-linked into
+/// each of their trees: one inode cannot carry two commits' times. And the
+/// build sees the time the tree will have when it runs, so what it derives
+/// from a source's mtime (a timestamp `.pyc`) is still valid then. It is 1
+/// rather than 0 because some tools read an mtime of 0 as "unknown" (Nix
+/// made the same choice).
 pub const NORMALISED_MTIME: u64 = 1;

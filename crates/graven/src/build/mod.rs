@@ -597,6 +597,10 @@ fn run_once(
     let checkout = work.checkout(name)?;
     observer.on_event(&BuildEvent::Exporting { source: if source.dirty { "working tree" } else { &source.commit } });
     request.repo.export(&source.tree_ish, &checkout)?;
+    // The times the files will have in the store and at run time, so that
+    // what the build derives from them (a `.pyc`'s source mtime) holds then.
+    crate::fs_tree::normalise_mtimes(&checkout)
+        .map_err(|source| BuildError::WorkDir { path: checkout.clone(), source })?;
     let started = Instant::now();
     let log = match &source.settings.build.command {
         Some(command) => command::run(command, &checkout, sandbox, env, observer)?,
