@@ -53,6 +53,8 @@ fn init_writes_graven_toml_and_ignores_the_home() {
         # `release` runs once per release, before the new processes start.
         # An HTTP path that answers 2xx once a web process is ready.
         # health = "/healthz"
+        # Whom the processes run as when graven runs as root (else root).
+        # user = "www-data"
         "#);
     let ignore = std::fs::read_to_string(repo.path().join(".gitignore")).unwrap();
     insta::assert_snapshot!(ignore, @r"

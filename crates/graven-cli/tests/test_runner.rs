@@ -565,3 +565,109 @@ fn wait_blocks_until_every_runner_serves_the_release_or_fails_it() {
     assert_eq!(run.json()["version"], "v5");
     assert!(run.stderr.contains("): serves v5"), "{run}");
 }
+
+/// Whether this test runs as root, which running as another user needs;
+/// says so when it does not.
+fn as_root() -> bool {
+    let root = rustix::process::geteuid().is_root();
+    if !root {
+        eprintln!("skipped: running processes as another user needs root");
+    }
+    root
+}
+
+#[test]
+fn with_user_every_process_runs_as_that_user_with_its_own_home_and_no_way_to_the_store() {
+    if !as_root() {
+        return;
+    }
+    let repo = shell_app("");
+    // The machine's own Python: a user's toolchain under /root is out of
+    // nobody's reach.
+    repo.write(
+        "Procfile",
+        "web: id -un > \"$HOME/whoami\"; (touch /app/x; ls \"$STORE\"; touch \"$TMPDIR/mine\") 2> \"$TMPDIR/errors\"; \
+         cp \"$TMPDIR/errors\" \"$HOME/errors\"; ls \"$TMPDIR\" > \"$HOME/tmp\"; exec /usr/bin/python3 -m http.server \"$PORT\" --bind 127.0.0.1\n\
+         release: id -un > \"$HOME/release-phase\"\n",
+    );
+    repo.commit("A web process that looks around");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let store = repo.path().join(".graven/store").display().to_string();
+    assert_eq!(graven.run(["config", "set", "--env", "production", &format!("STORE={store}")]).code, 0);
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &["--user", "nobody"]);
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert_eq!(status["runner"]["user"], "nobody", "{status:#}");
+    assert!(get(port, "/Procfile").is_some(), "the release does not serve");
+    let home = repo.path().join(".graven/run/shell/production/home");
+    assert_eq!(std::fs::read_to_string(home.join("whoami")).unwrap(), "nobody\n");
+    assert_eq!(std::fs::read_to_string(home.join("release-phase")).unwrap(), "nobody\n");
+    assert_eq!(std::fs::read_to_string(home.join("tmp")).unwrap(), "errors\nmine\n", "its TMPDIR is its own");
+    let errors = std::fs::read_to_string(home.join("errors")).unwrap();
+    assert!(errors.contains("/app/x': Read-only file system"), "{errors}");
+    assert!(errors.contains(&format!("{store}': No such file or directory")), "the store is out of sight: {errors}");
+    let text = graven.run(["status", "--env", "production"]);
+    assert!(text.stdout.contains("read-only at /app for every process, run as nobody"), "{text}");
+    assert!(runner.terminate().success());
+    assert_eq!(graven.run(["verify", "HEAD"]).code, 0);
+}
+
+#[test]
+fn run_user_in_graven_toml_is_whom_exec_and_the_runner_run_as_and_a_missing_user_is_refused() {
+    if !as_root() {
+        return;
+    }
+    let (repo, graven) = shell_web("user = \"nobody\"");
+    let run = graven.run(["exec", "--env", "production", "--", "id", "-un"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(run.stdout, "nobody\n");
+    let root = graven.run(["exec", "--env", "production", "--user", "root", "--", "id", "-un"]);
+    assert_eq!(root.stdout, "root\n", "--user wins over [run] user: {root}");
+
+    for command in [
+        &["run", "--env", "production", "--user", "no-such-user"][..],
+        &["exec", "--env", "production", "--user", "no-such-user", "--", "true"],
+    ] {
+        let run = graven.run(command);
+        assert_eq!(run.code, 2, "{run}");
+        assert!(run.stderr.contains("--user: there is no user 'no-such-user' on this machine"), "{run}");
+        assert!(run.stderr.contains("useradd --system --no-create-home no-such-user"), "{run}");
+    }
+    let status = graven.run(["status", "--env", "production", "--json"]).json();
+    assert_eq!(status["runners"], serde_json::json!([]), "nothing started: {status:#}");
+
+    // A release whose [run] user this machine lacks is not switched to.
+    repo.write("graven.toml", "[app]\nname = \"shell\"\n\n[run]\nuser = \"no-such-user\"\n");
+    repo.commit("An unknown user");
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let status = wait_for_status(&graven, |s| !s["last_failure"].is_null());
+    let failure = status["last_failure"]["reason"].as_str().unwrap_or_default().to_owned();
+    assert!(failure.contains("[run] user: there is no user 'no-such-user'"), "{status:#}");
+}
+
+#[test]
+fn run_as_root_without_a_user_warns_once() {
+    if !as_root() {
+        return;
+    }
+    let (_repo, graven) = shell_web("");
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let port = free_port().to_string();
+    let child = graven
+        .command(["run", "--env", "production", "--port", &port])
+        .stdout(Stdio::null())
+        .stderr(log.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let mut runner = Runner { child };
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+    assert!(runner.terminate().success());
+    let stderr = std::fs::read_to_string(log.path()).unwrap();
+    assert_eq!(stderr.matches("warning: graven runs as root").count(), 1, "{stderr}");
+    assert!(stderr.contains("name one, like --user www-data"), "{stderr}");
+}

@@ -50,7 +50,7 @@ fn report(repo: &TestRepo, graven: &Graven, number: u64) -> RunState {
         home: home(repo).display().to_string(),
         runner_pid: std::process::id(),
         state: graven::model::RunnerState::Running,
-        running: Some(RunningRelease { id, number, since: ago(7200), read_only_app: true }),
+        running: Some(RunningRelease { id, number, since: ago(7200), read_only_app: true, user: None }),
         processes: vec![ProcessState {
             name: "web.1".to_owned(),
             kind: "web".to_owned(),

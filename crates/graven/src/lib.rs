@@ -48,6 +48,7 @@ mod shell;
 pub mod store;
 pub mod time;
 pub mod url;
+pub mod user;
 
 pub use digest::Digest;
 

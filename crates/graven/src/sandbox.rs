@@ -117,10 +117,20 @@ impl Sandbox {
 
     /// `sh -c script` with `tree` read-only at [`APP`] (its working
     /// directory) and every path of `protect` read-only where it is: the
-    /// machine otherwise as the caller sees it.
-    pub(crate) fn run_command(&self, script: &str, tree: &Path, protect: &[&Path]) -> Command {
-        let mut bwrap = self.run_base(tree, protect);
-        sh(&mut bwrap, script);
+    /// machine otherwise as the caller sees it; as `user`, if given.
+    pub(crate) fn run_command(
+        &self,
+        script: &str,
+        tree: &Path,
+        protect: &[&Path],
+        user: Option<&AsUser<'_>>,
+    ) -> Command {
+        let mut bwrap = self.run_base(tree, protect, user);
+        bwrap.arg("--");
+        if let Some(user) = user {
+            bwrap.args(user.user.setpriv_args());
+        }
+        bwrap.args(["/bin/sh", "-c", script, "sh"]);
         bwrap
     }
 
@@ -132,17 +142,51 @@ impl Sandbox {
         args: &[OsString],
         tree: &Path,
         protect: &[&Path],
+        user: Option<&AsUser<'_>>,
     ) -> Command {
-        let mut bwrap = self.run_base(tree, protect);
-        bwrap.arg("--").arg(program).args(args);
+        let mut bwrap = self.run_base(tree, protect, user);
+        bwrap.arg("--");
+        if let Some(user) = user {
+            bwrap.args(user.user.setpriv_args());
+        }
+        bwrap.arg(program).args(args);
         bwrap
     }
 
-    fn run_base(&self, tree: &Path, protect: &[&Path]) -> Command {
+    fn run_base(&self, tree: &Path, protect: &[&Path], user: Option<&AsUser<'_>>) -> Command {
         let mut bwrap = Command::new(&self.bwrap);
         self.host_root(&mut bwrap, "--dev-bind", &["app"]);
         for path in protect {
             bwrap.arg("--ro-bind").arg(path).arg(path);
+        }
+        if let Some(user) = user {
+            // The user's own directories lie in graven's home, which only
+            // root may enter: each directory on the way that the user
+            // cannot pass is an empty one for it (what is in it was out of
+            // its reach anyway), with its own directories mounted in.
+            let mut hidden: Vec<&Path> = Vec::new();
+            for dir in user.writable {
+                if let Some(wall) = first_closed(dir, user.user)
+                    && !hidden.iter().any(|h| wall.starts_with(h))
+                {
+                    hidden.retain(|h| !h.starts_with(wall));
+                    hidden.push(wall);
+                }
+            }
+            for wall in &hidden {
+                bwrap.args(["--perms", "0711", "--tmpfs"]).arg(wall);
+            }
+            for dir in user.writable {
+                // The way down to it, passable (bwrap would make it 0700).
+                if let Some(wall) = hidden.iter().find(|wall| dir.starts_with(wall)) {
+                    let mut way: Vec<&Path> = dir.ancestors().skip(1).take_while(|a| a != wall).collect();
+                    way.reverse();
+                    for step in way {
+                        bwrap.args(["--perms", "0711", "--dir"]).arg(step);
+                    }
+                }
+                bwrap.arg("--bind").arg(dir).arg(dir);
+            }
         }
         bwrap.arg("--ro-bind").arg(tree).arg(APP);
         // Without it no mount can be undone, root's included; every other
@@ -150,6 +194,25 @@ impl Sandbox {
         bwrap.args(["--cap-drop", "CAP_SYS_ADMIN", "--chdir", APP]);
         bwrap
     }
+}
+
+/// A user to run a process as, with the directories of its own it must
+/// reach and write (its `HOME`, its `TMPDIR`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AsUser<'a> {
+    pub(crate) user: &'a crate::user::RunAs,
+    pub(crate) writable: &'a [&'a Path],
+}
+
+/// The first directory on the way to `dir` (`dir`'s ancestors, from the
+/// top) that `user` cannot pass through.
+fn first_closed<'p>(dir: &'p Path, user: &crate::user::RunAs) -> Option<&'p Path> {
+    let mut ancestors: Vec<&Path> = dir.ancestors().skip(1).collect();
+    ancestors.reverse();
+    ancestors
+        .into_iter()
+        .filter(|a| a.parent().is_some())
+        .find(|a| std::fs::metadata(a).is_ok_and(|meta| !user.may_enter(&meta)))
 }
 
 /// Appends `-- /bin/sh -c script sh`: named `sh` in its own messages
@@ -197,7 +260,7 @@ impl Sandbox {
 }
 
 /// The first `name` on the caller's `PATH` that is a file.
-fn find_on_path(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
 }

@@ -222,6 +222,7 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
             number: 2,
             since: "2026-01-01T00:00:01Z".to_owned(),
             read_only_app: true,
+            user: Some("www-data".to_owned()),
         }),
         processes: vec![
             ProcessState {

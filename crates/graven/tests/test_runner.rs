@@ -149,6 +149,7 @@ fn options() -> RunnerOptions {
         port: Some(port),
         host: "test-host".to_owned(),
         mount: None,
+        user: None,
     }
 }
 

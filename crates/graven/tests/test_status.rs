@@ -48,6 +48,7 @@ fn report(home: &TestHome, release: &Release, host: &str, seconds: u64) -> RunSt
             number: release.number,
             since: ago(seconds + 60),
             read_only_app: true,
+            user: None,
         }),
         processes: Vec::new(),
         last_failure: None,

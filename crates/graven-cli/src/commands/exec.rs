@@ -41,6 +41,11 @@ pub(crate) struct ExecArgs {
     #[arg(long)]
     no_sandbox: bool,
 
+    /// Run it as this user (a name or a uid), over the release's [run]
+    /// user; needs graven to run as root
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+
     /// The command and its arguments
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<OsString>,
@@ -48,6 +53,7 @@ pub(crate) struct ExecArgs {
 
 pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode, CommandError> {
     let env = args.env.name()?;
+    let flag_user = crate::commands::run::user_arg(args.user.as_deref(), args.no_sandbox)?;
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let ledger = &*ledger;
@@ -71,6 +77,14 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
             .hint("run graven verify --ledger")
     })?;
     let artifact = graven::run::artifact_of(store, &release).map_err(crate::error::run_error)?;
+    let user = match (flag_user, &artifact.run.user) {
+        (Some(user), _) => Some(user),
+        (None, Some(name)) if !args.no_sandbox => graven::user::RunAs::lookup(name).map(Some).map_err(|e| {
+            CommandError::failed(format!("{}'s [run] user: {e}", release.version()))
+                .hint("create that user on this machine, or give another with --user")
+        })?,
+        (None, _) => None,
+    };
     let tree = graven::run::materialise(store, &settings.home, &release, &artifact).map_err(crate::error::run_error)?;
     let tmp = tempfile::Builder::new()
         .prefix("graven-exec-")
@@ -100,7 +114,17 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         if !is_runnable(program, environment.get("PATH"), &tree.path) {
             return Err(not_found(&"No such file or directory (os error 2)"));
         }
-        graven::run::AppMount::new(sandbox, &settings.home).program(program, rest, &tree.path)
+        let mount = graven::run::AppMount::new(sandbox, &settings.home);
+        let mount = match &user {
+            Some(user) => {
+                let home = environment.get("HOME").map(std::path::PathBuf::from).unwrap_or_default();
+                mount.as_user(user, &[&home, tmp.path()]).map_err(|e| {
+                    CommandError::failed(format!("could not give {} its HOME and TMPDIR: {e}", user.name))
+                })?
+            }
+            None => mount,
+        };
+        mount.program(program, rest, &tree.path)
     };
     let status = command.env_clear().envs(&environment).status().map_err(|e| {
         let program = program.to_string_lossy();

@@ -331,5 +331,7 @@ fn template(name: &str, procfile: Option<&Procfile>, build: Option<&Template>) -
     }
     let _ = writeln!(text, "# An HTTP path that answers 2xx once a web process is ready.");
     let _ = writeln!(text, "# health = \"/healthz\"");
+    let _ = writeln!(text, "# Whom the processes run as when graven runs as root (else root).");
+    let _ = writeln!(text, "# user = \"www-data\"");
     text
 }

@@ -141,6 +141,8 @@ fn serve(
         port: Some(port),
         host: host(),
         mount: sandbox.map(|sandbox| graven::run::AppMount::new(sandbox, &settings.home)),
+        // The example, on the user's own machine: as whoever runs it.
+        user: None,
     };
     let stop = crate::commands::run::stop_on_signals()?;
     let print = Arc::new(|line: &str| ui::out(line));

@@ -29,10 +29,16 @@ use crate::ui;
 /// set with graven scale and applied live; --formation overrides it for
 /// this runner.
 ///
+/// Run as root, graven runs the processes as the user that --user or the
+/// release's graven.toml [run] user names (its uid, its groups, no
+/// capabilities), with a HOME and TMPDIR of its own; without one they run
+/// as root, and graven run says so once.
+///
 /// Needs only the ledger and the store (--home, --app), not the repository.
 ///
 /// Examples:
 ///   graven run --env production
+///   graven run --env production --user www-data
 ///   graven run --env staging --formation web=2,worker=1 --port 9000
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
@@ -57,6 +63,53 @@ pub(crate) struct RunArgs {
     /// store behind it. `graven status` says so.
     #[arg(long)]
     no_sandbox: bool,
+
+    /// Run every process as this user (a name or a uid), over the
+    /// release's [run] user; needs graven to run as root
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+}
+
+/// The user `--user` names, checked before anything starts.
+pub(crate) fn user_arg(name: Option<&str>, no_sandbox: bool) -> Result<Option<graven::user::RunAs>, CommandError> {
+    let Some(name) = name else { return Ok(None) };
+    if no_sandbox {
+        return Err(CommandError::bad_input("--user needs the sandbox, which gives the user its own HOME and TMPDIR")
+            .hint("leave out --no-sandbox, or --user"));
+    }
+    graven::user::RunAs::lookup(name).map(Some).map_err(|e| match e {
+        graven::user::UserError::NoSuchUser { .. } => CommandError::bad_input(format!("--user: {e}"))
+            .hint(format!("create it (useradd --system --no-create-home {name}), or name one that exists")),
+        graven::user::UserError::NotRoot { .. } => CommandError::bad_input(format!("--user: {e}"))
+            .hint("run graven as root to run processes as another user, or leave out --user"),
+        graven::user::UserError::Missing { .. } => CommandError::failed(format!("--user: {e}")),
+    })
+}
+
+/// Warns, once, when root's processes would run as root: no `--user`, and
+/// the current release names no `[run] user`.
+fn warn_if_root(
+    user: Option<&graven::user::RunAs>,
+    ledger: &dyn graven::ledger::Ledger,
+    store: &dyn graven::store::Store,
+    app: &str,
+    env: &str,
+) {
+    if user.is_some() || !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let named = ledger
+        .current_release(app, env)
+        .ok()
+        .flatten()
+        .and_then(|release| graven::run::artifact_of(store, &release).ok())
+        .is_some_and(|artifact| artifact.run.user.is_some());
+    if !named {
+        ui::note(
+            "warning: graven runs as root, and neither --user nor the release's [run] user names a user: \
+             the app's processes run as root (with /app read-only); name one, like --user www-data",
+        );
+    }
 }
 
 pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), CommandError> {
@@ -67,6 +120,7 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
         })?,
         None => graven::model::Formation::default(),
     };
+    let user = user_arg(args.user.as_deref(), args.no_sandbox)?;
     let app = settings.app()?;
     let ledger = settings.ledger()?;
     let ledger = &*ledger;
@@ -98,7 +152,8 @@ pub(crate) fn cmd_run(settings: &Settings, args: &RunArgs) -> Result<(), Command
             graven::sandbox::Sandbox::new().map_err(|e| crate::error::sandbox_error(e, "graven run --no-sandbox"))?;
         Some(graven::run::AppMount::new(sandbox, &settings.home))
     };
-    let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host(), mount };
+    warn_if_root(user.as_ref(), ledger, store, &app, env);
+    let options = RunnerOptions { app, env: env.to_owned(), formation, port: args.port, host: host(), mount, user };
     let print = Arc::new(|line: &str| ui::out(line));
     let mut runner = Runner::new(ledger, store, &settings.home, options, print).map_err(CommandError::failed)?;
     runner.run(&stop).map_err(|e| match e {

@@ -339,7 +339,10 @@ fn runner_lines(runner: &RunnerReport) -> Vec<String> {
         lines.push(line(
             "code",
             if running.read_only_app {
-                "read-only at /app for every process".to_owned()
+                match &running.user {
+                    Some(user) => format!("read-only at /app for every process, run as {user}"),
+                    None => "read-only at /app for every process".to_owned(),
+                }
             } else {
                 "writable: the runner runs without the read-only /app (--no-sandbox, or an older graven)".to_owned()
             },
@@ -463,6 +466,9 @@ struct RunnerJson<'a> {
     /// Whether its processes see their code read-only at /app; `null`
     /// while it runs no release.
     read_only_app: Option<bool>,
+    /// The user its processes run as, if not graven's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
 }
 
 fn runner_json(r: &RunnerReport, desired: Option<u64>) -> RunnerJson<'_> {
@@ -477,6 +483,7 @@ fn runner_json(r: &RunnerReport, desired: Option<u64>) -> RunnerJson<'_> {
         release: number.map(|n| format!("v{n}")),
         in_sync: r.alive() && number.is_some() && number == desired,
         read_only_app: r.state.running.as_ref().map(|running| running.read_only_app),
+        user: r.state.running.as_ref().and_then(|running| running.user.as_deref()),
     }
 }
 

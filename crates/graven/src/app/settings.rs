@@ -137,6 +137,9 @@ pub struct RunSettings {
     /// Seconds between SIGTERM and SIGKILL when stopping a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// The user the processes run as, when graven runs as root.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// A `graven.toml` that does not parse or does not make sense.
@@ -277,6 +280,14 @@ impl AppSettings {
                         format!("[run] health '{health}' must be an HTTP path starting with '/', like \"/healthz\""),
                     ));
                 }
+                if let Some(user) = &run.user
+                    && (user.is_empty() || user.contains(|c: char| c.is_whitespace() || c == ':' || c == '/'))
+                {
+                    return Err(error(
+                        start,
+                        format!("[run] user '{user}' is not a user name: give one like \"www-data\", or a uid"),
+                    ));
+                }
                 run
             }
             None => RunSettings::default(),
@@ -414,6 +425,10 @@ health_timeout = 10
                 "graven.toml line 2, column 9: [build] env key '1X' is not a variable name: use letters, digits and '_', not starting with a digit",
             ),
             ("[run]\nport = 99999\n", "graven.toml line 2, column 8: invalid value: integer `99999`, expected u16"),
+            (
+                "[run]\nuser = \"www data\"\n",
+                "graven.toml line 1, column 1: [run] user 'www data' is not a user name: give one like \"www-data\", or a uid",
+            ),
             (
                 "[build]\ncache = [\"~/../x\"]\n",
                 "graven.toml line 2, column 10: [build] cache '~/../x' has '..' in it: write the directory's plain path, like \"~/.cache/pip\"",

@@ -101,6 +101,9 @@ pub struct RunningRelease {
     /// from before the mount, and `--no-sandbox`, report `false`).
     #[serde(default)]
     pub read_only_app: bool,
+    /// The user its processes run as, if not graven's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
 }
 
 /// One process of a runner.

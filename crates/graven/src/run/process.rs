@@ -130,23 +130,50 @@ pub enum ProcessError {
 pub struct AppMount {
     sandbox: crate::sandbox::Sandbox,
     protect: Vec<std::path::PathBuf>,
+    /// The user to run as, and the directories it must write.
+    user: Option<(crate::user::RunAs, Vec<std::path::PathBuf>)>,
 }
 
 impl AppMount {
     /// Processes of `home`'s releases, with its store and trees read-only.
     pub fn new(sandbox: crate::sandbox::Sandbox, home: &crate::home::Home) -> Self {
-        Self { sandbox, protect: vec![home.store_dir(), home.releases_root()] }
+        Self { sandbox, protect: vec![home.store_dir(), home.releases_root()], user: None }
+    }
+
+    /// The same, for a process that runs as `user`, which is given
+    /// `writable` (its HOME and TMPDIR, made by graven) to write.
+    pub fn as_user(&self, user: &crate::user::RunAs, writable: &[&Path]) -> io::Result<Self> {
+        if user.is_self() {
+            return Ok(self.clone());
+        }
+        for dir in writable {
+            user.give(dir)?;
+        }
+        let writable = writable.iter().map(|dir| dir.to_path_buf()).collect();
+        Ok(Self { user: Some((user.clone(), writable)), ..self.clone() })
     }
 
     /// `sh -c script` with `tree` at `/app`.
     pub(crate) fn command(&self, script: &str, tree: &Path) -> std::process::Command {
-        self.sandbox.run_command(script, tree, &self.protected())
+        let writable = self.writable();
+        let user = self.as_user_of(&writable);
+        self.sandbox.run_command(script, tree, &self.protected(), user.as_ref())
     }
 
     /// `program` with `args`, with `tree` at `/app` (its working
     /// directory): for `graven exec`.
     pub fn program(&self, program: &std::ffi::OsStr, args: &[OsString], tree: &Path) -> std::process::Command {
-        self.sandbox.run_program(program, args, tree, &self.protected())
+        let writable = self.writable();
+        let user = self.as_user_of(&writable);
+        self.sandbox.run_program(program, args, tree, &self.protected(), user.as_ref())
+    }
+
+    fn writable(&self) -> Vec<&Path> {
+        self.user.iter().flat_map(|(_, dirs)| dirs.iter().map(std::path::PathBuf::as_path)).collect()
+    }
+
+    fn as_user_of<'a>(&'a self, writable: &'a [&'a Path]) -> Option<crate::sandbox::AsUser<'a>> {
+        self.user.as_ref().map(|(user, _)| crate::sandbox::AsUser { user, writable })
     }
 
     /// What is made read-only: what exists of it (a bind needs its source).

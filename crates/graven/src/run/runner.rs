@@ -71,6 +71,9 @@ pub struct RunnerOptions {
     /// How processes see their tree: read-only at `/app`, or, with
     /// `None` (`--no-sandbox`), where it lies, writable by root.
     pub mount: Option<AppMount>,
+    /// `--user`: whom every release's processes run as, over its
+    /// `[run] user`.
+    pub user: Option<crate::user::RunAs>,
 }
 
 /// One process slot of a deployment: restarted in place when it exits.
@@ -91,6 +94,8 @@ struct Deployment {
     config: ConfigVersion,
     tree: PathBuf,
     run: RunSettings,
+    /// Whom its processes run as: `--user`, else its `[run] user`.
+    user: Option<crate::user::RunAs>,
     /// The formation its slots were made for.
     formation: Formation,
     slots: Vec<Slot>,
@@ -334,11 +339,23 @@ impl<'a> Runner<'a> {
             .config_version(&release.config)
             .map_err(|e| crate::error_chain(&e))?
             .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
+        let user = match (&self.options.user, &artifact.run.user) {
+            (Some(user), _) => Some(user.clone()),
+            (None, Some(name)) => Some(crate::user::RunAs::lookup(name).map_err(|e| format!("[run] user: {e}"))?),
+            (None, None) => None,
+        };
+        if user.as_ref().is_some_and(|user| !user.is_self()) && self.options.mount.is_none() {
+            return Err(
+                "a user to run as needs the sandbox, which gives it a HOME of its own: run without --no-sandbox"
+                    .to_owned(),
+            );
+        }
         let mut deployment = Deployment {
             release: release.clone(),
             config,
             tree: tree.path,
             run: artifact.run.clone(),
+            user,
             formation: self.formation.clone(),
             slots: Vec::new(),
             since: time::now_rfc3339(),
@@ -364,14 +381,14 @@ impl<'a> Runner<'a> {
     /// Starts every slot of `deployment`, stopping at the first that fails.
     fn start_all(&self, deployment: &mut Deployment) -> Result<(), String> {
         for slot in &mut deployment.slots {
-            self.start(&deployment.release, &deployment.config, &deployment.tree, slot)?;
+            self.start(&deployment.release, &deployment.config, &deployment.tree, deployment.user.as_ref(), slot)?;
         }
         Ok(())
     }
 
     fn release_phase(&mut self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
         let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, command, None);
-        self.start(&deployment.release, &deployment.config, &deployment.tree, &mut slot)?;
+        self.start(&deployment.release, &deployment.config, &deployment.tree, deployment.user.as_ref(), &mut slot)?;
         let mut process = slot.process.take().expect("a started slot has a process");
         loop {
             match process.try_wait() {
@@ -407,7 +424,14 @@ impl<'a> Runner<'a> {
     }
 
     /// Starts `slot`'s process, with a fresh private TMPDIR.
-    fn start(&self, release: &Release, config: &ConfigVersion, tree: &Path, slot: &mut Slot) -> Result<(), String> {
+    fn start(
+        &self,
+        release: &Release,
+        config: &ConfigVersion,
+        tree: &Path,
+        user: Option<&crate::user::RunAs>,
+        slot: &mut Slot,
+    ) -> Result<(), String> {
         let mut env = process_environment(release, config, &slot.name);
         if let Some(port) = slot.port {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
@@ -417,9 +441,17 @@ impl<'a> Runner<'a> {
         let tmp = self.tmp_dir(release).join(&slot.name);
         crate::fs_tree::remove_tree(&tmp);
         crate::fs_tree::create_private_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
-        env.insert("TMPDIR".to_owned(), tmp.into_os_string());
         let home = super::process_home(self.home, &self.options.app, &self.options.env)
             .map_err(|e| format!("could not create the processes' HOME: {e}"))?;
+        let mount = match (self.options.mount.as_ref(), user) {
+            (Some(mount), Some(user)) => Some(
+                mount
+                    .as_user(user, &[&home, &tmp])
+                    .map_err(|e| format!("could not give {} its HOME and TMPDIR: {e}", user.name))?,
+            ),
+            (mount, _) => mount.cloned(),
+        };
+        env.insert("TMPDIR".to_owned(), tmp.into_os_string());
         env.insert("HOME".to_owned(), home.into_os_string());
         let sink = Arc::clone(&self.sink);
         let print = Arc::clone(&self.print);
@@ -427,7 +459,7 @@ impl<'a> Runner<'a> {
         // both print, and each line says whose it is.
         let version = release.version();
         let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(&format!("{name} {version}"), line)));
-        let process = Process::spawn(&slot.name, &slot.command, tree, self.options.mount.as_ref(), &env, on_line)
+        let process = Process::spawn(&slot.name, &slot.command, tree, mount.as_ref(), &env, on_line)
             .map_err(|e| crate::error_chain(&e))?;
         slot.process = Some(process);
         slot.started_at = Some(time::now_rfc3339());
@@ -549,7 +581,13 @@ impl<'a> Runner<'a> {
             }
             if slot.process.is_none() && slot.restart_at.is_some_and(|at| Instant::now() >= at) {
                 slot.restart_at = None;
-                if let Err(e) = self.start(&deployment.release, &deployment.config, &deployment.tree, slot) {
+                if let Err(e) = self.start(
+                    &deployment.release,
+                    &deployment.config,
+                    &deployment.tree,
+                    deployment.user.as_ref(),
+                    slot,
+                ) {
                     let delay = slot.backoff.next_delay(Duration::ZERO);
                     slot.restart_at = Some(Instant::now() + delay);
                     self.say(&format!("{} could not be restarted: {e}", slot.name));
@@ -609,6 +647,7 @@ impl<'a> Runner<'a> {
                 number: d.release.number,
                 since: d.since.clone(),
                 read_only_app: self.options.mount.is_some(),
+                user: d.user.as_ref().map(|user| user.name.clone()),
             }),
             processes,
             last_failure: self.failure.clone(),
