@@ -93,26 +93,11 @@ rm_tree() {
 }
 
 # ---------------------------------------------------------------------------
-# 2. Corpus. A marker file *outside* the corpus records a complete install and
-#    the requirements it was made from; anything else is rebuilt from scratch.
+# 2. Corpus (bench/corpus.sh, shared with bench/materialise.sh).
 # ---------------------------------------------------------------------------
-CORPUS_MARK=$WORK/corpus.ok
-reqs_sum=$(sha256sum "$REQS" | cut -d' ' -f1)
-corpus_create_s="(existing)"
-if [[ -x "$CORPUS/bin/python" && -f "$CORPUS_MARK" && "$(cat "$CORPUS_MARK")" == "$reqs_sum" ]]; then
-    log "corpus present: $CORPUS"
-else
-    log "creating corpus in $CORPUS (downloads ~350 MB of packages)"
-    rm_tree "$CORPUS"
-    rm -f "$CORPUS_MARK"
-    t0=$(date +%s%N)
-    python3 -m venv "$CORPUS" >&2
-    "$CORPUS/bin/pip" install -r "$REQS" >&2     # progress to stderr; stdout is the report
-    t1=$(date +%s%N)
-    corpus_create_s=$(awk -v n=$((t1 - t0)) 'BEGIN { printf "%.1f s", n / 1e9 }')
-    echo "$reqs_sum" > "$CORPUS_MARK"
-    log "corpus created in $corpus_create_s"
-fi
+# shellcheck source=corpus.sh
+. "$SCRIPT_DIR/corpus.sh"
+ensure_corpus "$CORPUS" "$REQS"
 corpus_bytes=$(du -s --apparent-size -B1 "$CORPUS" | cut -f1)
 corpus_files=$(find "$CORPUS" -type f | wc -l)
 corpus_entries=$(find "$CORPUS" | wc -l)

@@ -1,5 +1,6 @@
 //! Drift: how a tree on disk differs from the manifest it was laid out
-//! from. Every file is re-hashed; modes must be the read-only ones graven
+//! from. Every file is re-hashed (but, right after laying a tree out, those
+//! that are the store's own blobs); modes must be the read-only ones graven
 //! set (files 0444 or 0555, directories 0555).
 
 use std::collections::BTreeSet;
@@ -63,11 +64,30 @@ impl fmt::Display for Drift {
     }
 }
 
-/// Compares the tree at `dir` with the manifest rooted at listing `root`.
+/// Compares the tree at `dir` with the manifest rooted at listing `root`,
+/// every file's contents re-hashed.
 pub fn check_tree(store: &dyn Store, root: &Digest, dir: &Path) -> Result<Vec<Drift>, RunError> {
+    compare(store, root, dir, Hash::Every)
+}
+
+/// Like [`check_tree`], for a tree just laid out: a file that is its blob
+/// in the local store (the same inode, hard-linked) is not re-hashed, since
+/// it holds what the store holds; every other file is.
+pub(crate) fn check_laid_out(store: &dyn Store, root: &Digest, dir: &Path) -> Result<Vec<Drift>, RunError> {
+    compare(store, root, dir, Hash::AllButBlobs)
+}
+
+/// Which files [`compare`] re-hashes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Every,
+    AllButBlobs,
+}
+
+fn compare(store: &dyn Store, root: &Digest, dir: &Path, hash_files: Hash) -> Result<Vec<Drift>, RunError> {
     let mut drift = Vec::new();
     let mut to_hash = Vec::new();
-    check_dir(store, root, dir, "", &mut drift, &mut to_hash)?;
+    check_dir(store, root, dir, "", hash_files, &mut drift, &mut to_hash)?;
     let changed: Vec<Drift> = to_hash
         .par_iter()
         .filter(|(path, _, digest)| hash(path).is_none_or(|found| found != *digest))
@@ -96,6 +116,7 @@ fn check_dir(
     tree: &Digest,
     dir: &Path,
     prefix: &str,
+    hash_files: Hash,
     drift: &mut Vec<Drift>,
     to_hash: &mut Vec<(PathBuf, String, Digest)>,
 ) -> Result<(), RunError> {
@@ -129,10 +150,10 @@ fn check_dir(
                 if mode != expected {
                     drift.push(Drift { path: relative.clone(), kind: DriftKind::Mode { found: mode, expected } });
                 }
-                if meta.len() == *size {
-                    to_hash.push((path, relative, *digest));
-                } else {
+                if meta.len() != *size {
                     drift.push(Drift { path: relative, kind: DriftKind::Changed });
+                } else if hash_files == Hash::Every || !is_blob(store, digest, &meta) {
+                    to_hash.push((path, relative, *digest));
                 }
             }
             EntryKind::Dir { tree } => {
@@ -140,7 +161,7 @@ fn check_dir(
                     drift
                         .push(Drift { path: relative.clone(), kind: DriftKind::Mode { found: mode, expected: 0o555 } });
                 }
-                check_dir(store, tree, &path, &relative, drift, to_hash)?;
+                check_dir(store, tree, &path, &relative, hash_files, drift, to_hash)?;
             }
             EntryKind::Symlink { target } => {
                 if fs::read_link(&path).ok().as_deref().and_then(Path::to_str) != Some(target.as_str()) {
@@ -159,6 +180,11 @@ fn check_dir(
         }
     }
     Ok(())
+}
+
+/// Whether the file of `meta` is blob `digest` of the local store itself.
+fn is_blob(store: &dyn Store, digest: &Digest, meta: &fs::Metadata) -> bool {
+    fs::metadata(store.local().blob_path(digest)).is_ok_and(|blob| blob.dev() == meta.dev() && blob.ino() == meta.ino())
 }
 
 /// The sha256 of a file's contents; `None` if it cannot be read.

@@ -2,8 +2,10 @@
 //!
 //! Files are hard links to the store's blobs where the blob has the file's
 //! mode (no copy, no I/O beyond the directory entries), copies otherwise.
-//! The tree is built under a temporary name, checked against the manifest,
-//! and renamed into place: `releases/<app>/<env>/v<N>/` is whole or absent. Trees
+//! The tree is built under a temporary name, checked against the manifest
+//! (every name, kind, mode, size and link; copies are hashed as they are
+//! made, and a hard link must be the store's blob itself), and renamed
+//! into place: `releases/<app>/<env>/v<N>/` is whole or absent. Trees
 //! stay after use, so a rollback to a recent release costs no I/O.
 
 use std::fs;
@@ -12,9 +14,11 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use rustix::fs::{AtFlags, CWD, Mode, OFlags, Timestamps};
 
-use super::{RunError, check_tree};
+use super::RunError;
+use super::drift::check_laid_out;
 use crate::Digest;
 use crate::home::Home;
 use crate::model::Release;
@@ -56,7 +60,7 @@ pub fn materialise(store: &dyn Store, home: &Home, release: &Release, artifact: 
     fs::create_dir(&temp).map_err(io_error("create", &temp))?;
 
     let result = lay_out(store, &release.artifact, &artifact.root, &temp).and_then(|()| {
-        let drift = check_tree(store, &artifact.root, &temp)?;
+        let drift = check_laid_out(store, &artifact.root, &temp)?;
         if !drift.is_empty() {
             return Err(RunError::Damaged { version: release.version(), id: release.artifact, drift });
         }
@@ -110,6 +114,10 @@ impl TreeWriter<'_> {
     fn dir(&self, dir: &OwnedFd, listing: &Digest, prefix: &str) -> Result<(), RunError> {
         let listing = Listing::load(self.store, listing, prefix)
             .map_err(|source| ArtifactError::Tree { id: *self.id, source: Box::new(source) })?;
+        // This directory's own entries first, then its subdirectories, on
+        // as many threads as there are cores: each writes in directories
+        // of its own, which the kernel serves in parallel.
+        let mut subdirs = Vec::new();
         for entry in &listing.entries {
             let path = if prefix.is_empty() { entry.name.clone() } else { format!("{prefix}/{}", entry.name) };
             let shown = self.root.join(&path);
@@ -127,10 +135,7 @@ impl TreeWriter<'_> {
                 EntryKind::Dir { tree } => {
                     rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)).map_err(io_error("create", &shown))?;
                     let child = open_dir(dir, Path::new(name)).map_err(io_error("open", &shown))?;
-                    self.dir(&child, tree, &path)?;
-                    // Sealed once its contents are in: adding an entry
-                    // changes a directory's mtime.
-                    seal_dir(&child).map_err(io_error("seal", &shown))?;
+                    subdirs.push((child, *tree, path, shown));
                 }
                 EntryKind::Symlink { target } => {
                     rustix::fs::symlinkat(target.as_str(), dir, name).map_err(io_error("create the link", &shown))?;
@@ -143,12 +148,18 @@ impl TreeWriter<'_> {
                 }
             }
         }
-        Ok(())
+        subdirs.into_par_iter().try_for_each(|(child, tree, path, shown)| {
+            self.dir(&child, &tree, &path)?;
+            // Sealed once its contents are in: adding an entry changes a
+            // directory's mtime.
+            seal_dir(&child).map_err(io_error("seal", &shown))
+        })
     }
 
     /// One file: a hard link to its blob if the blob has the right mode and
     /// size, else a read-only copy read through its listing's size and
-    /// digest. (Linked blobs are re-hashed by the check that follows.)
+    /// digest. (A linked file is the store's blob itself: it holds what
+    /// the store holds, which `graven verify` re-hashes.)
     fn file(&self, dir: &OwnedFd, name: &str, digest: &Digest, size: u64, executable: bool) -> Result<(), FileError> {
         let mode = if executable { 0o555 } else { 0o444 };
         let blob = self.store.local().blob_path(digest);
