@@ -202,6 +202,20 @@ fn the_python_template_builds_a_virtualenv_at_app_with_the_pip_cache_and_runs_fr
     let references = show["host_references"].as_array().unwrap();
     assert!(references.iter().any(|r| r["path"] == ".venv/bin/python3"), "{show:#}");
     runner.terminate();
+
+    // The same commit, built in two clones at other paths: one artifact,
+    // virtualenv, pip and all.
+    let built = show["artifact"].as_str().unwrap().to_owned();
+    for n in 0..2 {
+        let clone = tempfile::Builder::new().prefix("graven-clone-").tempdir().unwrap();
+        let path = clone.path().join(format!("elsewhere-{n}/app"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let output =
+            std::process::Command::new("git").arg("clone").arg("-q").arg(repo.path()).arg(&path).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let build = Graven::in_dir(&path).build_json::<&str>([]);
+        assert_eq!(build["artifact"], built, "a clone at {} built another artifact", path.display());
+    }
 }
 
 /// Whether some app's cache directory has `key` in it.
