@@ -2,7 +2,7 @@
 //! HTTP on loopback. Each test starts a runner in the background and stops
 //! it with SIGTERM.
 
-use std::io::{Read as _, Write as _};
+use std::io::Write as _;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -105,11 +105,30 @@ fn a_failing_release_phase_or_crashing_web_keeps_the_old_release_serving() {
 
 /// A shell app whose web process serves with python3's http.server unless
 /// the config says otherwise.
+/// A web server for the tests: the files of `/app`, and `GET /slow?s=N`,
+/// answered after N seconds (a request in flight for that long).
+const SERVER_PY: &str = r#"import http.server, os, time
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(float(self.path.partition("s=")[2] or 30))
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"slow\n")
+            return
+        super().do_GET()
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
 fn shell_web(run_settings: &str) -> (TestRepo, Graven) {
     let repo = shell_app(&format!("[run]\n{run_settings}\n"));
+    repo.write("server.py", SERVER_PY);
     repo.write(
         "Procfile",
-        "web: if [ -n \"$CRASH\" ]; then exit 3; elif [ -n \"$HANG\" ]; then exec sleep 600; else exec python3 -m http.server \"$PORT\" --bind 127.0.0.1; fi\n\
+        "web: if [ -n \"$CRASH\" ]; then exit 3; elif [ -n \"$HANG\" ]; then exec sleep 600; else exec python3 server.py; fi\n\
          worker: if [ -n \"$CRASH_WORKER\" ]; then exit 1; else exec sleep 600; fi\n",
     );
     repo.commit("A web process");
@@ -190,11 +209,10 @@ fn the_new_release_is_reported_while_the_old_one_drains() {
     let old_web =
         status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "web.1").unwrap()["pid"].as_u64().unwrap();
 
-    // A client that connected to v1's web and keeps its connection open:
-    // v1's web is only stopped once it drains, or after stop_timeout.
-    let held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    // A whole request on a later connection: the proxy accepts in order, so
-    // by its answer the held one has been taken and given v1's web.
+    // A request in flight on v1's web: v1's web is only stopped once it
+    // is answered, or after stop_timeout.
+    let slow = std::thread::spawn(move || get(port, "/slow?s=3"));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(get(port, "/").is_some(), "v1 serves");
     assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
     let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 2);
@@ -203,7 +221,7 @@ fn the_new_release_is_reported_while_the_old_one_drains() {
         "v2 was reported running while v1's web still drained: {status:#}"
     );
     assert!(get(port, "/").is_some(), "v2 serves");
-    drop(held);
+    assert_eq!(slow.join().unwrap().as_deref(), Some("slow\n"), "the request in flight was answered by v1");
 }
 
 #[test]
@@ -214,8 +232,8 @@ fn on_sigterm_the_port_closes_at_once_and_open_connections_drain() {
     let status = wait_for_status(&graven, |s| s["in_sync"] == true);
     let web =
         status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "web.1").unwrap()["pid"].as_u64().unwrap();
-    let mut held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    assert!(get(port, "/").is_some(), "the held connection is taken");
+    let slow = std::thread::spawn(move || get(port, "/slow?s=2"));
+    std::thread::sleep(Duration::from_millis(500));
 
     let pid = rustix::process::Pid::from_raw(i32::try_from(runner.child.id()).unwrap()).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
@@ -224,13 +242,9 @@ fn on_sigterm_the_port_closes_at_once_and_open_connections_drain() {
         assert!(start.elapsed() < PATIENCE, "the port stayed open");
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(runner.child.try_wait().unwrap().is_none(), "the runner waits for the held connection");
-    assert!(std::path::Path::new(&format!("/proc/{web}")).exists(), "web.1 serves what is open");
-    held.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-    let mut response = String::new();
-    held.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
-    drop(held);
+    assert!(runner.child.try_wait().unwrap().is_none(), "the runner waits for the request in flight");
+    assert!(std::path::Path::new(&format!("/proc/{web}")).exists(), "web.1 answers what is in flight");
+    assert_eq!(slow.join().unwrap().as_deref(), Some("slow\n"));
     assert!(runner.terminate().success());
 }
 
@@ -268,10 +282,7 @@ fn a_process_that_writes_its_code_gets_erofs_and_the_release_keeps_running_witho
 #[test]
 fn each_release_has_its_own_tmpdirs_which_go_when_its_processes_do() {
     let (repo, graven) = shell_web("stop_timeout = 20");
-    repo.write(
-        "Procfile",
-        "web: echo \"$GRAVEN_RELEASE\" > \"$TMPDIR/mark\" && exec python3 -m http.server \"$PORT\" --bind 127.0.0.1\n",
-    );
+    repo.write("Procfile", "web: echo \"$GRAVEN_RELEASE\" > \"$TMPDIR/mark\" && exec python3 server.py\n");
     repo.commit("A web process that leaves a mark in its TMPDIR");
     graven.build_json::<&str>([]);
     assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
@@ -281,16 +292,16 @@ fn each_release_has_its_own_tmpdirs_which_go_when_its_processes_do() {
     let tmp = repo.path().join(".graven/run/shell/production/tmp");
     assert_eq!(std::fs::read_to_string(tmp.join("v2/web.1/mark")).unwrap(), "v2\n");
 
-    // v3 starts while v2's web drains a held connection: both marks stay.
-    let held = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).unwrap();
-    assert!(get(port, "/").is_some(), "the held connection is taken");
+    // v3 starts while v2's web answers a request in flight: both marks stay.
+    let slow = std::thread::spawn(move || get(port, "/slow?s=3"));
+    std::thread::sleep(Duration::from_millis(500));
     assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
     wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 3);
     assert_eq!(std::fs::read_to_string(tmp.join("v2/web.1/mark")).unwrap(), "v2\n");
     assert_eq!(std::fs::read_to_string(tmp.join("v3/web.1/mark")).unwrap(), "v3\n");
 
     // Once v2's web is stopped, its TMPDIR goes.
-    drop(held);
+    assert_eq!(slow.join().unwrap().as_deref(), Some("slow\n"));
     let start = Instant::now();
     while tmp.join("v2").exists() {
         assert!(start.elapsed() < PATIENCE, "v2's TMPDIRs were never removed");

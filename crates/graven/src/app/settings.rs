@@ -131,15 +131,44 @@ pub struct RunSettings {
     /// Seconds a new web process has to become healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<u64>,
+    /// Seconds the proxy gives a client for a request's headers, and for
+    /// the next request on an idle keep-alive connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_timeout: Option<u64>,
+    /// Client connections the proxy serves at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// The largest request head (request line and headers), in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_header_bytes: Option<u64>,
     /// The public port the runner listens on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// `http` (the default: routed per request) or `tcp` (bytes, per
+    /// connection, for services that do not speak HTTP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<ProxyMode>,
     /// Seconds between SIGTERM and SIGKILL when stopping a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
+    /// Seconds a web process has to answer a request before the client
+    /// gets a 504.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
     /// The user the processes run as, when graven runs as root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+}
+
+/// What the runner's proxy speaks (`[run] proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyMode {
+    /// HTTP/1.1, routed per request.
+    #[default]
+    Http,
+    /// Bytes, routed per connection.
+    Tcp,
 }
 
 /// A `graven.toml` that does not parse or does not make sense.
@@ -271,24 +300,7 @@ impl AppSettings {
         let run = match raw.run {
             Some(run) => {
                 let start = run.span().start;
-                let run = run.into_inner();
-                if let Some(health) = &run.health
-                    && !health.starts_with('/')
-                {
-                    return Err(error(
-                        start,
-                        format!("[run] health '{health}' must be an HTTP path starting with '/', like \"/healthz\""),
-                    ));
-                }
-                if let Some(user) = &run.user
-                    && (user.is_empty() || user.contains(|c: char| c.is_whitespace() || c == ':' || c == '/'))
-                {
-                    return Err(error(
-                        start,
-                        format!("[run] user '{user}' is not a user name: give one like \"www-data\", or a uid"),
-                    ));
-                }
-                run
+                check_run(run.into_inner()).map_err(|why| error(start, why))?
             }
             None => RunSettings::default(),
         };
@@ -297,6 +309,32 @@ impl AppSettings {
         let network = raw.build.network.unwrap_or(true);
         Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network, cache }, run })
     }
+}
+
+/// Checks `[run]`'s values; the message says which and why.
+fn check_run(run: RunSettings) -> Result<RunSettings, String> {
+    if let Some(health) = &run.health
+        && !health.starts_with('/')
+    {
+        return Err(format!("[run] health '{health}' must be an HTTP path starting with '/', like \"/healthz\""));
+    }
+    for (name, value) in
+        [("header_timeout", run.header_timeout), ("max_connections", run.max_connections), ("timeout", run.timeout)]
+    {
+        if value == Some(0) {
+            return Err(format!("[run] {name} is 0: give a positive number, or leave it out"));
+        }
+    }
+    if run.max_header_bytes.is_some_and(|bytes| !(8192..=1 << 20).contains(&bytes)) {
+        return Err("[run] max_header_bytes must be between 8192 and 1048576: the default, 65536, fits every browser"
+            .to_owned());
+    }
+    if let Some(user) = &run.user
+        && (user.is_empty() || user.contains(|c: char| c.is_whitespace() || c == ':' || c == '/'))
+    {
+        return Err(format!("[run] user '{user}' is not a user name: give one like \"www-data\", or a uid"));
+    }
+    Ok(run)
 }
 
 /// Reads `[build] cache`: every entry a [`CachePath`], none inside another.

@@ -76,6 +76,26 @@ pub struct RunnerOptions {
     pub user: Option<crate::user::RunAs>,
 }
 
+/// The proxy's mode and limits: the first release's `[run]` settings,
+/// defaults for what it leaves out. A runner keeps them until it restarts.
+fn proxy_settings(run: Option<&RunSettings>) -> (super::proxy::ProxyMode, super::proxy::ProxyLimits) {
+    let mut limits = super::proxy::ProxyLimits::default();
+    let Some(run) = run else { return (super::proxy::ProxyMode::default(), limits) };
+    if let Some(max) = run.max_connections {
+        limits.max_connections = usize::try_from(max).unwrap_or(usize::MAX);
+    }
+    if let Some(seconds) = run.header_timeout {
+        limits.header_timeout = Duration::from_secs(seconds);
+    }
+    if let Some(bytes) = run.max_header_bytes {
+        limits.max_header_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+    }
+    if let Some(seconds) = run.timeout {
+        limits.response_timeout = Duration::from_secs(seconds);
+    }
+    (run.proxy.unwrap_or_default(), limits)
+}
+
 /// One process slot of a deployment: restarted in place when it exits.
 struct Slot {
     name: String,
@@ -206,7 +226,12 @@ impl<'a> Runner<'a> {
             }
             (None, None) => DEFAULT_PORT,
         };
-        let proxy = Proxy::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+        // A descriptor per client and one per backend connection: as many
+        // as the machine lets this process have.
+        super::proxy::raise_open_file_limit();
+        let settings = first.as_ref().and_then(|release| artifact_of(self.store, release).ok()).map(|a| a.run);
+        let (mode, limits) = proxy_settings(settings.as_ref());
+        let proxy = Proxy::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)), mode, limits)
             .map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
         proxy.start().map_err(|e| RunError::Proxy { port, why: e.to_string() })?;
         self.say(&format!("listening on port {port} for {} {}", self.options.app, self.options.env));
@@ -513,10 +538,10 @@ impl<'a> Runner<'a> {
             .filter_map(|s| s.port)
             .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
             .collect();
-        if let Some(proxy) = &self.proxy {
-            proxy.switch(backends);
-        }
         let version = deployment.release.version();
+        if let Some(proxy) = &self.proxy {
+            proxy.switch(&version, backends);
+        }
         if let Some(old) = self.current.replace(deployment) {
             self.say(&format!("{version} is serving; stopping {}", old.release.version()));
             self.retire(old);

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# bench/proxy.sh: graven's proxy against nginx's, with wrk.
+#
+# The app is nginx itself answering a fixed body (a Python server tops out
+# near a thousand requests/s here, for every proxy, which would measure
+# the app), run once as the web process of `graven run`, and once beside
+# it for the peers. wrk (2 threads, BENCH_CONNECTIONS keep-alive
+# connections, BENCH_DURATION seconds) then measures, in this order:
+#
+#   direct:   the app itself;
+#   graven:   through `graven run`'s proxy (HTTP, routed per request);
+#   tcp:      through `graven run` with `[run] proxy = "tcp"` (bytes);
+#   nginx:    through nginx as a reverse proxy to the same app (upstream
+#             keepalive, HTTP/1.1, as a team would configure it).
+#
+# Targets (the run-stage issue): graven's requests/s at least nginx's,
+# graven's p99 at most nginx's. Everything is on loopback.
+#
+# Usage: bench/proxy.sh [WORK_DIR]
+# Environment: BENCH_DURATION=S (default 20), BENCH_CONNECTIONS=N (default
+#              64), BENCH_GRAVEN_BIN=PATH.
+set -euo pipefail
+
+DURATION=${BENCH_DURATION:-20}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+die() { echo "bench/proxy.sh: error: $*" >&2; exit 1; }
+log() { echo "==> $*" >&2; }
+[[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer (got '$DURATION')"
+[[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer (got '$CONNECTIONS')"
+
+REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
+# shellcheck source=../scripts/lib/apt.sh
+. "$REPO/scripts/lib/apt.sh"
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+command -v curl >/dev/null || missing+=(curl)
+((${#missing[@]} == 0)) || apt_install "${missing[@]}" || die "needs ${missing[*]}"
+NGINX=$(command -v nginx)
+
+WORK=${1:-$REPO/bench/.work/proxy}
+if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
+    GRAVEN=$BENCH_GRAVEN_BIN
+else
+    log "building graven (cargo build --release)"
+    (cd "$REPO" && cargo build --release >&2)
+    GRAVEN=${CARGO_TARGET_DIR:-$REPO/target}/release/graven
+fi
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+rm -rf "$WORK" && mkdir -p "$WORK/app"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# nginx_conf FILE DIR SERVER_BLOCK: a foreground nginx, its files in DIR.
+nginx_conf() {
+    cat >"$1" <<EOF
+worker_processes 1;
+daemon off;
+pid $2/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $2/body;
+    proxy_temp_path $2/proxy;
+    fastcgi_temp_path $2/fastcgi;
+    uwsgi_temp_path $2/uwsgi;
+    scgi_temp_path $2/scgi;
+    keepalive_requests 1000000;
+$3
+}
+EOF
+}
+APP_BLOCK='server { listen 127.0.0.1:PORT; location / { return 200 "hello from nginx\n"; } }'
+
+# The app as graven runs it: its config made at start, for its $PORT.
+cd "$WORK/app"
+git init -q
+cat >serve.sh <<'SH'
+#!/bin/sh
+# The web process: nginx answering a fixed body on $PORT, its files in $TMPDIR.
+set -e
+d=$TMPDIR
+cat >"$d/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $d/nginx.pid;
+error_log stderr error;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/body;
+    proxy_temp_path $d/proxy;
+    fastcgi_temp_path $d/fastcgi;
+    uwsgi_temp_path $d/uwsgi;
+    scgi_temp_path $d/scgi;
+    keepalive_requests 1000000;
+    server { listen 127.0.0.1:$PORT; location / { return 200 "hello from nginx\n"; } }
+}
+EOF
+exec nginx -c "$d/nginx.conf"
+SH
+chmod +x serve.sh
+echo 'web: ./serve.sh' >Procfile
+export GRAVEN_AUTHOR=bench@example.invalid
+git add -A && git -c user.name=bench -c user.email=bench@example.invalid commit -qm app
+# Two environments of it, one per proxy mode.
+"$GRAVEN" build >/dev/null 2>&1 || die "graven build failed"
+"$GRAVEN" release --env http >/dev/null 2>&1 || die "graven release failed"
+printf '[run]\nproxy = "tcp"\n' >graven.toml
+git add -A && git -c user.name=bench -c user.email=bench@example.invalid commit -qm "tcp mode"
+"$GRAVEN" build >/dev/null 2>&1 || die "graven build failed"
+"$GRAVEN" release --env tcp >/dev/null 2>&1 || die "graven release failed"
+HTTP_PORT=$(free_port)
+TCP_PORT=$(free_port)
+"$GRAVEN" run --env http --port "$HTTP_PORT" >"$WORK/graven-http.log" 2>&1 &
+PIDS+=($!)
+"$GRAVEN" run --env tcp --port "$TCP_PORT" >"$WORK/graven-tcp.log" 2>&1 &
+PIDS+=($!)
+
+# The same app beside it, and nginx proxying to it.
+APP_PORT=$(free_port)
+PROXY_PORT=$(free_port)
+mkdir -p "$WORK/direct" "$WORK/nginx-proxy"
+nginx_conf "$WORK/direct/nginx.conf" "$WORK/direct" "${APP_BLOCK/PORT/$APP_PORT}"
+nginx_conf "$WORK/nginx-proxy/nginx.conf" "$WORK/nginx-proxy" "
+    upstream app { server 127.0.0.1:$APP_PORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$PROXY_PORT;
+        location / {
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+    }"
+"$NGINX" -c "$WORK/direct/nginx.conf" 2>"$WORK/direct/stderr" &
+PIDS+=($!)
+"$NGINX" -c "$WORK/nginx-proxy/nginx.conf" 2>"$WORK/nginx-proxy/stderr" &
+PIDS+=($!)
+
+wait_up() {
+    for _ in $(seq 100); do
+        curl -fs "http://127.0.0.1:$1/" | grep -q "hello from nginx" && return 0
+        sleep 0.2
+    done
+    die "nothing answers on port $1 ($2)"
+}
+wait_up "$APP_PORT" "the app"
+wait_up "$PROXY_PORT" "nginx's proxy"
+wait_up "$HTTP_PORT" "graven run (see $WORK/graven-http.log)"
+wait_up "$TCP_PORT" "graven run (see $WORK/graven-tcp.log)"
+
+# measure LABEL PORT: one wrk run; prints "requests/s p99".
+measure() {
+    log "wrk: $1 (${DURATION} s, $CONNECTIONS connections)"
+    local out
+    out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
+    echo "$out" >"$WORK/wrk-$1.txt"
+    local rps p99 errors
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+    p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+    errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
+    echo "$rps $p99 ${errors:-none}"
+}
+read -r direct_rps direct_p99 direct_err <<<"$(measure direct "$APP_PORT")"
+read -r graven_rps graven_p99 graven_err <<<"$(measure graven "$HTTP_PORT")"
+read -r tcp_rps tcp_p99 tcp_err <<<"$(measure graven-tcp "$TCP_PORT")"
+read -r nginx_rps nginx_p99 nginx_err <<<"$(measure nginx "$PROXY_PORT")"
+
+# ms P: a wrk latency ("3.10ms", "850.00us", "1.02s") in ms.
+ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
+ratio=$(awk -v g="$graven_rps" -v n="$nginx_rps" 'BEGIN { printf "%.2f", g / n }')
+rps_verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 1 ? "PASS" : "MISS") }')
+p99_verdict=$(awk -v g="$(ms "$graven_p99")" -v n="$(ms "$nginx_p99")" 'BEGIN { print (g <= n ? "PASS" : "MISS") }')
+cat <<EOF
+
+wrk -t2 -c$CONNECTIONS -d${DURATION}s, a fixed body from nginx as the app
+
+| | requests/s | p99 | errors |
+| --- | --- | --- | --- |
+| the app directly | $direct_rps | $direct_p99 | $direct_err |
+| through graven run (HTTP proxy) | $graven_rps | $graven_p99 | $graven_err |
+| through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_err |
+| through nginx (reverse proxy, upstream keepalive) | $nginx_rps | $nginx_p99 | $nginx_err |
+
+graven / nginx requests/s: ${ratio}x (target >= 1.0: $rps_verdict); p99 at most nginx's: $p99_verdict
+EOF

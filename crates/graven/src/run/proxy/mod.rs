@@ -1,0 +1,448 @@
+//! The runner's proxy: what makes a switch zero-downtime.
+//!
+//! The runner owns the public port; the `web` processes listen on private
+//! ones. The proxy is an HTTP/1.1 reverse proxy (hyper, on a tokio runtime
+//! of its own) that routes **each request** to one of the current backends,
+//! the one with the fewest requests in flight. A switch replaces the
+//! backend set at once: the next request goes to the new release, also on
+//! a keep-alive connection opened before the switch, while requests in
+//! flight finish on the old one; the runner waits until an old backend has
+//! nothing in flight ([`Proxy::wait_drained`]) before it stops its process.
+//!
+//! - `Upgrade` requests (WebSocket) become tunnels to the backend that
+//!   accepted them, counted in flight until they close.
+//! - The app sees `X-Forwarded-For`, `X-Forwarded-Proto`,
+//!   `X-Forwarded-Host`, and an `X-Request-Id` when the client sent none.
+//! - With no backend, a request gets `503` with `Retry-After` at once; a
+//!   backend that refuses gets the request retried on another, or a `502`
+//!   naming the release; one that does not answer in time, a `504`.
+//! - Limits: at most [`ProxyLimits::max_connections`] client connections
+//!   (more wait in the kernel's backlog); a request's headers, and the
+//!   idle time before the next one on a keep-alive connection, within
+//!   [`ProxyLimits::header_timeout`] (a slowloris client is closed); headers
+//!   at most [`ProxyLimits::max_header_bytes`]. hyper refuses malformed and
+//!   ambiguous requests (request smuggling) with `400` before any of it
+//!   reaches the app.
+//!
+//! [`ProxyMode::Tcp`] forwards bytes instead, per connection, for services
+//! that do not speak HTTP, on the same event loop.
+//!
+//! It owns sockets and tasks only: it does not start, watch or stop
+//! processes, and, like the rest of the library, never prints.
+
+mod http;
+mod tcp;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long connecting to a backend may take before the next is tried: a
+/// backend that drops packets must not hold a client for the kernel's
+/// minutes.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the accept loop pauses after a failed accept, so that running
+/// out of file descriptors does not turn it into a busy loop.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+/// How long, once the proxy stops, connections still open may finish their
+/// requests before their tasks are dropped.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// A failure of the proxy.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Something else already listens on the public port.
+    #[error(
+        "port {} on {} is already in use: stop whatever listens there, or give graven another port with --port or graven.toml [run] port",
+        addr.port(),
+        addr.ip()
+    )]
+    AddrInUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
+    /// The public address could not be listened on for another reason.
+    #[error("could not listen on {addr}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `start` was called on a proxy already started or stopped.
+    #[error("the proxy on {addr} has already been started or stopped")]
+    Started {
+        /// The public address.
+        addr: SocketAddr,
+    },
+    /// The proxy's event loop could not be started.
+    #[error("could not start the proxy's event loop on {addr}")]
+    Runtime {
+        /// The public address.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub use crate::app::ProxyMode;
+
+/// The proxy's limits; each has a `[run]` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyLimits {
+    /// Client connections open at once; more wait in the backlog.
+    pub max_connections: usize,
+    /// For a request's headers to arrive, and for the next request on an
+    /// idle keep-alive connection to begin.
+    pub header_timeout: Duration,
+    /// The largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// For a backend to answer a request (its response's head) before the
+    /// client gets a `504`.
+    pub response_timeout: Duration,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+            response_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// As many client connections as the process's open-file limit allows:
+/// each takes one descriptor and one to its backend, and a reserve stays
+/// for the runner's own files.
+pub fn default_max_connections() -> usize {
+    let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 20);
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+    (soft.saturating_sub(128) / 2).max(16)
+}
+
+/// Raises the process's soft limit on open files to its hard limit, as a
+/// server that holds a descriptor per client should; returns the limit.
+pub fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
+    }
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// The proxy from the public port to the current `web` processes.
+///
+/// Dropping it stops it, like [`Proxy::stop`].
+pub struct Proxy {
+    shared: Arc<Shared>,
+    mode: ProxyMode,
+    limits: ProxyLimits,
+    /// The listening socket, until `start` hands it to the event loop.
+    listener: Mutex<Option<std::net::TcpListener>>,
+    running: Mutex<Option<Running>>,
+}
+
+/// A started proxy: its event loop, and what tells it to stop.
+struct Running {
+    runtime: tokio::runtime::Runtime,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Signalled by the accept loop once the listener is closed.
+    closed: std::sync::mpsc::Receiver<()>,
+}
+
+/// What the proxy's handle and its tasks share.
+struct Shared {
+    local_addr: SocketAddr,
+    routes: Mutex<Routes>,
+    /// Signalled whenever a backend's load goes down or the backends change.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Routes {
+    /// The release the backends run, for error pages (`v42`).
+    release: String,
+    backends: Vec<SocketAddr>,
+    /// Ties go round robin from here.
+    next: usize,
+    /// Requests (or tunnels, or TCP connections) in flight per backend;
+    /// absent means none.
+    load: HashMap<SocketAddr, usize>,
+    /// Client connections open.
+    connections: usize,
+}
+
+impl Proxy {
+    /// Binds the public address; nothing is accepted before [`Proxy::start`].
+    pub fn bind(addr: SocketAddr, mode: ProxyMode, limits: ProxyLimits) -> Result<Self, ProxyError> {
+        let bind_error = |source: io::Error| {
+            if source.kind() == io::ErrorKind::AddrInUse {
+                ProxyError::AddrInUse { addr }
+            } else {
+                ProxyError::Bind { addr, source }
+            }
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        let local_addr = listener.local_addr().map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
+        let shared = Arc::new(Shared { local_addr, routes: Mutex::new(Routes::default()), changed: Condvar::new() });
+        Ok(Self { shared, mode, limits, listener: Mutex::new(Some(listener)), running: Mutex::new(None) })
+    }
+
+    /// The address actually bound (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Starts accepting on the proxy's own event loop; returns immediately.
+    pub fn start(&self) -> Result<(), ProxyError> {
+        let addr = self.shared.local_addr;
+        let listener = lock(&self.listener).take().ok_or(ProxyError::Started { addr })?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("graven-proxy")
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| ProxyError::Runtime { addr, source })?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let (closed_tx, closed) = std::sync::mpsc::channel();
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(|source| ProxyError::Runtime { addr, source })?
+        };
+        let shared = Arc::clone(&self.shared);
+        let (mode, limits) = (self.mode, self.limits);
+        runtime.spawn(async move {
+            accept_loop(shared, listener, mode, limits, stopped).await;
+            let _ = closed_tx.send(());
+        });
+        *lock(&self.running) = Some(Running { runtime, stop, closed });
+        Ok(())
+    }
+
+    /// Replaces the backends with those of `release` (`v42`): every request
+    /// that starts after this returns goes to one of them; requests in
+    /// flight finish where they are.
+    pub fn switch(&self, release: &str, backends: Vec<SocketAddr>) {
+        {
+            let mut routes = self.shared.lock();
+            release.clone_into(&mut routes.release);
+            routes.backends = backends;
+        }
+        self.shared.changed.notify_all();
+    }
+
+    /// The current backends.
+    pub fn backends(&self) -> Vec<SocketAddr> {
+        self.shared.lock().backends.clone()
+    }
+
+    /// Requests (or tunnels, or TCP connections) in flight to `backend`,
+    /// including one being connected: the runner stops a switched-out
+    /// process once this reaches 0.
+    pub fn open_connections(&self, backend: SocketAddr) -> usize {
+        self.shared.lock().load.get(&backend).copied().unwrap_or(0)
+    }
+
+    /// Client connections open now.
+    pub fn client_connections(&self) -> usize {
+        self.shared.lock().connections
+    }
+
+    /// Waits until nothing is in flight to `backend`, or `timeout` passes;
+    /// whether it drained.
+    pub fn wait_drained(&self, backend: SocketAddr, timeout: Duration) -> bool {
+        let deadline = Instant::now().checked_add(timeout);
+        let mut routes = self.shared.lock();
+        loop {
+            if !routes.load.contains_key(&backend) {
+                return true;
+            }
+            let left = deadline.and_then(|deadline| deadline.checked_duration_since(Instant::now()));
+            match left {
+                Some(left) if !left.is_zero() => {
+                    routes = self.shared.changed.wait_timeout(routes, left).unwrap_or_else(PoisonError::into_inner).0;
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// Stops accepting and releases the public port before it returns;
+    /// open connections finish their requests (for up to 30 s, on a thread
+    /// of their own) and then close.
+    pub fn stop(&self) {
+        lock(&self.listener).take();
+        let Some(running) = lock(&self.running).take() else { return };
+        let _ = running.stop.send(true);
+        // The accept loop drops the listener when it sees the stop.
+        let _ = running.closed.recv_timeout(CONNECT_TIMEOUT);
+        let shared = Arc::clone(&self.shared);
+        let finish = move || {
+            let deadline = Instant::now() + STOP_GRACE;
+            let mut routes = shared.lock();
+            while routes.connections > 0 && Instant::now() < deadline {
+                routes = shared
+                    .changed
+                    .wait_timeout(routes, Duration::from_millis(100))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            drop(routes);
+            running.runtime.shutdown_background();
+        };
+        // Out of threads: the connections end now rather than never.
+        if std::thread::Builder::new().name("graven-proxy-stop".into()).spawn(finish).is_err() {
+            // `finish` was moved into the failed spawn and dropped with it,
+            // which drops the runtime and its tasks.
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Proxy")
+            .field("local_addr", &self.shared.local_addr)
+            .field("mode", &self.mode)
+            .field("backends", &self.backends())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Accepts until told to stop, at most `limits.max_connections` at once;
+/// the listener is dropped when this returns, which frees the public port.
+async fn accept_loop(
+    shared: Arc<Shared>,
+    listener: tokio::net::TcpListener,
+    mode: ProxyMode,
+    limits: ProxyLimits,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
+    let client = http::backend_client();
+    loop {
+        let permit = tokio::select! {
+            _ = stopped.changed() => return,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return,
+            },
+        };
+        let accepted = tokio::select! {
+            _ = stopped.changed() => return,
+            accepted = listener.accept() => accepted,
+        };
+        // Aborted handshakes and exhausted descriptors are transient.
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(ACCEPT_PAUSE).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let guard = ConnectionGuard::new(&shared);
+        let shared = Arc::clone(&shared);
+        let stopped = stopped.clone();
+        match mode {
+            ProxyMode::Http => {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    http::serve(shared, client, stream, peer, limits, stopped).await;
+                    drop((permit, guard));
+                });
+            }
+            ProxyMode::Tcp => {
+                tokio::spawn(async move {
+                    tcp::serve(&shared, stream).await;
+                    drop((permit, guard));
+                });
+            }
+        }
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Routes> {
+        lock(&self.routes)
+    }
+
+    /// The backend with the least in flight, not among `tried`, counted in
+    /// flight (under the same lock as the choice: once `switch` returns, a
+    /// request still headed for an old backend already shows in its load,
+    /// so the runner cannot see it drained and stop it too early). `None`
+    /// when there is none; the release's name either way.
+    fn lease(self: &Arc<Self>, tried: &[SocketAddr]) -> (Option<Lease>, String) {
+        let mut routes = self.lock();
+        let len = routes.backends.len();
+        let start = routes.next;
+        routes.next = routes.next.wrapping_add(1);
+        let chosen = (0..len)
+            .map(|i| routes.backends[(start + i) % len])
+            .filter(|backend| !tried.contains(backend))
+            .min_by_key(|backend| routes.load.get(backend).copied().unwrap_or(0));
+        let release = routes.release.clone();
+        let Some(backend) = chosen else { return (None, release) };
+        *routes.load.entry(backend).or_default() += 1;
+        (Some(Lease { shared: Arc::clone(self), backend }), release)
+    }
+}
+
+/// One request's (or tunnel's, or TCP connection's) claim on a backend,
+/// counted in its load while it lives.
+struct Lease {
+    shared: Arc<Shared>,
+    backend: SocketAddr,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let mut routes = self.shared.lock();
+        if let Some(load) = routes.load.get_mut(&self.backend) {
+            *load -= 1;
+            if *load == 0 {
+                routes.load.remove(&self.backend);
+            }
+        }
+        drop(routes);
+        self.shared.changed.notify_all();
+    }
+}
+
+/// One client connection, counted while it lives.
+struct ConnectionGuard(Arc<Shared>);
+
+impl ConnectionGuard {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.lock().connections += 1;
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.lock().connections -= 1;
+        self.0.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests;

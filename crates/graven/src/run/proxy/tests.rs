@@ -1,0 +1,453 @@
+//! The proxy against real sockets: small backends on loopback, and clients
+//! that write HTTP/1.1 by hand, so that what is on the wire is what is
+//! tested.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use super::{Proxy, ProxyError, ProxyLimits, ProxyMode};
+
+const PATIENCE: Duration = Duration::from_secs(5);
+
+fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// An HTTP/1.1 backend that keeps connections alive and answers each
+/// request with `tag`, its method and path, and the headers it got, one
+/// per line. By path: `/slow` answers after 500 ms, `/never` never,
+/// `/close` closes the connection unanswered, `/ws` (with `Upgrade`)
+/// switches protocols and then echoes bytes. Counts the requests it saw.
+fn backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind(localhost()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&seen);
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let seen = Arc::clone(&counter);
+            thread::spawn(move || serve_backend(tag, stream, &seen));
+        }
+    });
+    (addr, seen)
+}
+
+fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    loop {
+        let Some((request_line, headers)) = read_head(&mut reader) else { return };
+        seen.fetch_add(1, Ordering::SeqCst);
+        let mut parts = request_line.split(' ');
+        let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
+        if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+            if !skip_chunks(&mut reader) {
+                return;
+            }
+        } else {
+            let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let mut body = vec![0; length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+        }
+        match path.as_str() {
+            "/slow" => thread::sleep(Duration::from_millis(500)),
+            "/never" => thread::sleep(Duration::from_secs(3600)),
+            "/close" => return,
+            "/ws" => {
+                let _ = writer
+                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
+                let mut buffer = [0; 1024];
+                while let Ok(n) = reader.read(&mut buffer) {
+                    if n == 0 || writer.write_all(&buffer[..n]).is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            _ => {}
+        }
+        let mut text = format!("{tag} {method} {path}\n");
+        let mut names: Vec<_> = headers.iter().collect();
+        names.sort();
+        for (name, value) in names {
+            let _ = writeln!(text, "{name}: {value}");
+        }
+        let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{text}", text.len());
+        if writer.write_all(response.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads a chunked body to its end; whether it was well formed.
+fn skip_chunks(reader: &mut impl std::io::BufRead) -> bool {
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return false;
+        }
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return false };
+        let mut chunk = vec![0; size + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return false;
+        }
+        if size == 0 {
+            return true;
+        }
+    }
+}
+
+/// A request or response head: its first line, and its headers by
+/// lowercase name. `None` at the end of the stream.
+fn read_head(reader: &mut impl std::io::BufRead) -> Option<(String, HashMap<String, String>)> {
+    let mut first = String::new();
+    if reader.read_line(&mut first).ok()? == 0 {
+        return None;
+    }
+    let mut headers = HashMap::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Some((first.trim_end().to_owned(), headers));
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
+        }
+    }
+}
+
+/// An address nothing listens on: connecting is refused. Port 1 (tcpmux)
+/// is privileged, so no test binds it, and no system serves it.
+fn refused() -> SocketAddr {
+    let dead = SocketAddr::from(([127, 0, 0, 1], 1));
+    assert!(TcpStream::connect(dead).is_err(), "something listens on {dead}");
+    dead
+}
+
+fn started_with(mode: ProxyMode, limits: ProxyLimits, backends: Vec<SocketAddr>) -> Proxy {
+    let proxy = Proxy::bind(localhost(), mode, limits).unwrap();
+    proxy.switch("v1", backends);
+    proxy.start().unwrap();
+    proxy
+}
+
+fn started(backends: Vec<SocketAddr>) -> Proxy {
+    started_with(ProxyMode::Http, ProxyLimits::default(), backends)
+}
+
+/// A keep-alive client connection.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+/// A response: status, headers by lowercase name, body.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Client {
+    fn open(proxy: SocketAddr) -> Self {
+        let stream = TcpStream::connect(proxy).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        Self { reader: BufReader::new(stream.try_clone().unwrap()), writer: stream }
+    }
+
+    /// Sends `raw` as it is and reads one response.
+    fn send(&mut self, raw: &str) -> Option<Answer> {
+        self.writer.write_all(raw.as_bytes()).ok()?;
+        self.read()
+    }
+
+    fn read(&mut self) -> Option<Answer> {
+        let (status_line, headers) = read_head(&mut self.reader)?;
+        let status = status_line.split(' ').nth(1)?.parse().ok()?;
+        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).ok()?;
+        Some(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    }
+
+    fn get(&mut self, path: &str) -> Answer {
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: app.example\r\n\r\n")).expect("an answer")
+    }
+}
+
+fn get(proxy: SocketAddr, path: &str) -> Answer {
+    Client::open(proxy).get(path)
+}
+
+#[test]
+fn each_request_goes_to_the_current_release_also_on_a_connection_opened_before_the_switch() {
+    let ((a, _), (b, _)) = (backend("a"), backend("b"));
+    let proxy = started(vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    assert!(client.get("/one").body.starts_with("a GET /one"));
+    proxy.switch("v2", vec![b]);
+    assert_eq!(proxy.backends(), [b]);
+    assert!(client.get("/two").body.starts_with("b GET /two"), "the next request on the same connection");
+    assert_eq!(proxy.open_connections(a), 0);
+}
+
+#[test]
+fn the_app_is_told_who_asked_and_every_request_gets_an_id() {
+    let (a, _) = backend("a");
+    let proxy = started(vec![a]);
+    let answer = get(proxy.local_addr(), "/");
+    for line in ["x-forwarded-for: 127.0.0.1", "x-forwarded-proto: http", "x-forwarded-host: app.example"] {
+        assert!(answer.body.contains(line), "{line} missing: {}", answer.body);
+    }
+    let id = |body: &str| body.lines().find_map(|l| l.strip_prefix("x-request-id: ")).map(str::to_owned);
+    let first = id(&answer.body).expect("an x-request-id");
+    assert_ne!(Some(first), id(&get(proxy.local_addr(), "/").body), "ids repeat");
+    let mut client = Client::open(proxy.local_addr());
+    let kept = client
+        .send("GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: mine\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n")
+        .unwrap();
+    assert!(kept.body.contains("x-request-id: mine\n"), "{}", kept.body);
+    assert!(kept.body.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1\n"), "{}", kept.body);
+    assert!(!kept.body.contains("x-secret"), "a header Connection names is hop-by-hop: {}", kept.body);
+}
+
+#[test]
+fn with_nothing_serving_a_request_gets_503_at_once_and_a_refusing_backend_502_naming_the_release() {
+    let proxy = started(Vec::new());
+    let started_at = Instant::now();
+    let answer = get(proxy.local_addr(), "/");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.headers.get("retry-after").map(String::as_str), Some("1"));
+    assert!(started_at.elapsed() < Duration::from_secs(2));
+
+    // A refusing backend beside a good one: skipped.
+    let (a, _) = backend("a");
+    let dead = refused();
+    proxy.switch("v7", vec![dead, a]);
+    for _ in 0..4 {
+        assert!(get(proxy.local_addr(), "/").body.starts_with("a GET"));
+    }
+    proxy.switch("v7", vec![dead]);
+    let answer = get(proxy.local_addr(), "/");
+    assert_eq!(answer.status, 502, "{answer:?}");
+    assert!(answer.body.starts_with("v7's web process at 127.0.0.1:1 refused the request"), "{}", answer.body);
+
+    // One that closes without answering.
+    proxy.switch("v8", vec![a]);
+    let answer = get(proxy.local_addr(), "/close");
+    assert_eq!(answer.status, 502, "{answer:?}");
+    assert!(answer.body.starts_with("v8's web process"), "{}", answer.body);
+}
+
+#[test]
+fn a_backend_that_never_answers_gets_the_client_a_504() {
+    let (a, _) = backend("a");
+    let limits = ProxyLimits { response_timeout: Duration::from_millis(300), ..ProxyLimits::default() };
+    let proxy = started_with(ProxyMode::Http, limits, vec![a]);
+    let answer = get(proxy.local_addr(), "/never");
+    assert_eq!(answer.status, 504, "{answer:?}");
+    assert!(answer.body.contains("did not answer within 0.3 s ([run] timeout)"), "{}", answer.body);
+    assert!(proxy.wait_drained(a, PATIENCE), "the request is no longer in flight");
+}
+
+#[test]
+fn requests_in_flight_finish_on_the_old_release_which_then_drains() {
+    let ((a, _), (b, _)) = (backend("a"), backend("b"));
+    let proxy = started(vec![a]);
+    let addr = proxy.local_addr();
+    let slow = thread::spawn(move || get(addr, "/slow"));
+    let deadline = Instant::now() + PATIENCE;
+    while proxy.open_connections(a) == 0 {
+        assert!(Instant::now() < deadline, "the slow request never reached a");
+        thread::sleep(Duration::from_millis(5));
+    }
+    proxy.switch("v2", vec![b]);
+    assert!(get(addr, "/").body.starts_with("b GET"));
+    assert_eq!(proxy.open_connections(a), 1, "the slow request is still in flight on a");
+    assert!(proxy.wait_drained(a, PATIENCE));
+    assert!(slow.join().unwrap().body.starts_with("a GET /slow"), "it finished on the old release");
+}
+
+#[test]
+fn requests_go_to_the_backend_with_the_least_in_flight() {
+    let ((a, _), (b, b_seen)) = (backend("a"), backend("b"));
+    let proxy = started(vec![a, b]);
+    let addr = proxy.local_addr();
+    // Hold one slow request on whichever gets it; the next five go to the
+    // other.
+    let slow = thread::spawn(move || get(addr, "/slow"));
+    let deadline = Instant::now() + PATIENCE;
+    while proxy.open_connections(a) + proxy.open_connections(b) == 0 {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(5));
+    }
+    let busy = if proxy.open_connections(a) == 1 { "a" } else { "b" };
+    let before = b_seen.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert!(!get(addr, "/").body.starts_with(busy), "a request went to the busy backend");
+    }
+    let slow = slow.join().unwrap();
+    assert!(slow.body.starts_with(busy));
+    let to_b = b_seen.load(Ordering::SeqCst) - before;
+    assert_eq!(to_b, if busy == "a" { 5 } else { 0 });
+}
+
+#[test]
+fn ambiguous_and_oversized_requests_are_refused_and_never_reach_the_app() {
+    let (a, seen) = backend("a");
+    let limits = ProxyLimits { max_header_bytes: 8192, ..ProxyLimits::default() };
+    let proxy = started_with(ProxyMode::Http, limits, vec![a]);
+    let attempts = [
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 4x\r\n\r\nabcd",
+        "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.0\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for attempt in attempts {
+        let answer = Client::open(proxy.local_addr()).send(attempt);
+        assert!(answer.as_ref().is_none_or(|a| a.status == 400), "{attempt:?}: {answer:?}");
+    }
+    let huge = format!("GET / HTTP/1.1\r\nHost: h\r\nX-Big: {}\r\n\r\n", "x".repeat(20_000));
+    let answer = Client::open(proxy.local_addr()).send(&huge);
+    assert!(answer.as_ref().is_none_or(|a| a.status == 431 || a.status == 400), "{answer:?}");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "the app saw one of them");
+
+    // Both a length and chunked: read as chunked alone, as RFC 9112 says,
+    // and the length never passed on, so the app frames the request as the
+    // proxy did; the connection is closed after its response.
+    let mut client = Client::open(proxy.local_addr());
+    let answer = client
+        .send("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .expect("an answer");
+    assert!(answer.body.starts_with("a POST /\n"), "{}", answer.body);
+    assert!(!answer.body.contains("content-length"), "{}", answer.body);
+    assert_eq!(answer.headers.get("connection").map(String::as_str), Some("close"), "{answer:?}");
+    assert!(client.read().is_none(), "the connection stays open");
+    assert!(get(proxy.local_addr(), "/").body.starts_with("a GET"), "and the proxy still serves");
+}
+
+#[test]
+fn a_client_that_sends_its_headers_forever_or_idles_is_closed_after_the_header_timeout() {
+    let (a, seen) = backend("a");
+    let limits = ProxyLimits { header_timeout: Duration::from_millis(300), ..ProxyLimits::default() };
+    let proxy = started_with(ProxyMode::Http, limits, vec![a]);
+    let mut slow = TcpStream::connect(proxy.local_addr()).unwrap();
+    slow.set_read_timeout(Some(PATIENCE)).unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n").unwrap();
+    let started_at = Instant::now();
+    let mut rest = Vec::new();
+    // A byte now and then, never the end of the head.
+    let _ = slow.write_all(b"X-A: 1\r\n");
+    let _ = slow.read_to_end(&mut rest);
+    assert!(started_at.elapsed() < Duration::from_secs(3), "closed only after {:?}", started_at.elapsed());
+    assert_eq!(seen.load(Ordering::SeqCst), 0);
+
+    // An idle keep-alive connection, after its request: closed too.
+    let mut idle = Client::open(proxy.local_addr());
+    assert!(idle.get("/").body.starts_with("a GET"));
+    let started_at = Instant::now();
+    let mut rest = Vec::new();
+    let _ = idle.reader.read_to_end(&mut rest);
+    assert!(started_at.elapsed() < Duration::from_secs(3), "idle for {:?}", started_at.elapsed());
+}
+
+#[test]
+fn at_most_max_connections_are_served_at_once_and_the_others_wait() {
+    let (a, _) = backend("a");
+    let limits = ProxyLimits { max_connections: 2, ..ProxyLimits::default() };
+    let proxy = started_with(ProxyMode::Http, limits, vec![a]);
+    let mut first = Client::open(proxy.local_addr());
+    let mut second = Client::open(proxy.local_addr());
+    assert!(first.get("/").body.starts_with("a GET"));
+    assert!(second.get("/").body.starts_with("a GET"));
+    let addr = proxy.local_addr();
+    let third = thread::spawn(move || get(addr, "/"));
+    thread::sleep(Duration::from_millis(300));
+    assert!(!third.is_finished(), "a third connection was served beside two");
+    assert_eq!(proxy.client_connections(), 2);
+    drop(first);
+    assert!(third.join().unwrap().body.starts_with("a GET"));
+}
+
+#[test]
+fn an_upgrade_becomes_a_tunnel_counted_in_flight_until_it_closes() {
+    let (a, _) = backend("a");
+    let proxy = started(vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    let answer =
+        client.send("GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n").expect("an answer");
+    assert_eq!(answer.status, 101, "{answer:?}");
+    client.writer.write_all(b"ping\n").unwrap();
+    let mut line = String::new();
+    client.reader.read_line(&mut line).unwrap();
+    assert_eq!(line, "ping\n");
+    assert_eq!(proxy.open_connections(a), 1);
+    client.writer.shutdown(Shutdown::Both).unwrap();
+    assert!(proxy.wait_drained(a, PATIENCE));
+}
+
+#[test]
+fn tcp_mode_forwards_bytes_per_connection_and_skips_a_refusing_backend() {
+    // The HTTP backend speaks lines well enough for a TCP round trip.
+    let (a, _) = backend("a");
+    let proxy = started_with(ProxyMode::Tcp, ProxyLimits::default(), vec![refused(), a]);
+    for _ in 0..3 {
+        let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.write_all(b"GET /raw HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(stream);
+        let (status, _) = read_head(&mut reader).unwrap();
+        assert_eq!(status, "HTTP/1.1 200 OK");
+    }
+    // Nothing is added in TCP mode: the app sees the bytes as sent.
+    let mut stream = TcpStream::connect(proxy.local_addr()).unwrap();
+    stream.set_read_timeout(Some(PATIENCE)).unwrap();
+    stream.write_all(b"GET /raw HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    let (_, headers) = read_head(&mut reader).unwrap();
+    let length: usize = headers["content-length"].parse().unwrap();
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    assert!(!String::from_utf8_lossy(&body).contains("x-forwarded-for"));
+}
+
+#[test]
+fn bind_on_a_port_in_use_names_the_port() {
+    let taken = TcpListener::bind(localhost()).unwrap();
+    let addr = taken.local_addr().unwrap();
+    let error = Proxy::bind(addr, ProxyMode::Http, ProxyLimits::default()).unwrap_err();
+    assert!(matches!(error, ProxyError::AddrInUse { addr: a } if a == addr), "{error:?}");
+    let message = error.to_string();
+    assert!(message.starts_with(&format!("port {} on 127.0.0.1 is already in use", addr.port())), "{message}");
+    assert!(message.contains("--port"), "{message}");
+}
+
+#[test]
+fn stop_frees_the_port_at_once_and_lets_a_request_in_flight_finish() {
+    let (a, _) = backend("a");
+    let proxy = started(vec![a]);
+    let addr = proxy.local_addr();
+    let slow = thread::spawn(move || get(addr, "/slow"));
+    let deadline = Instant::now() + PATIENCE;
+    while proxy.open_connections(a) == 0 {
+        assert!(Instant::now() < deadline);
+        thread::sleep(Duration::from_millis(5));
+    }
+    proxy.stop();
+    assert!(TcpStream::connect(addr).is_err(), "still accepting after stop");
+    assert!(matches!(proxy.start(), Err(ProxyError::Started { .. })));
+    assert!(slow.join().unwrap().body.starts_with("a GET /slow"));
+}
