@@ -252,9 +252,11 @@ graven_build() {
     json_get "$out" ingest_ms >/dev/null || die "graven --json output is not valid JSON: $out"
 }
 
-# bench_graven KEY APP: cold-store builds, a fresh --home each run.
+# bench_graven KEY APP [BUILD_ARGS...]: cold-store builds, a fresh --home
+# each run.
 bench_graven() {
     local key=$1 app=$2 i home t0 t1 out=$WORK/graven-$1.json v
+    shift 2
     log "timing graven $key ($RUNS runs, cold store)"
     warm_cache
     for ((i = 1; i <= RUNS; i++)); do
@@ -264,7 +266,7 @@ bench_graven() {
         sync
         sleep "$SETTLE"
         t0=$(now_ns)
-        graven_build "$app" "$home" "$out" --force
+        graven_build "$app" "$home" "$out" --force "$@"
         t1=$(now_ns)
         add_sample "$key.wall" "$(ns_to_s $((t1 - t0)))"
         for f in ingest_ms build_command_ms duration_ms; do
@@ -280,7 +282,9 @@ bench_graven() {
 if [[ -n "$GRAVEN" ]]; then
     make_app "$WORK/app" "cp -al"      # build output shares inodes with the corpus
     make_app "$WORK/app-cp" "cp -a"    # build output is private to the build
-    bench_graven shared "$WORK/app"
+    # Only a build without the sandbox can hard-link the machine's files
+    # into its output: in the sandbox they are on another, read-only mount.
+    bench_graven shared "$WORK/app" --no-sandbox
     bench_graven private "$WORK/app-cp"
 fi
 
@@ -303,7 +307,7 @@ if [[ -n "$GRAVEN" ]]; then
     home=$WORK/home-incr
     rm_tree "$home"; mkdir -p "$home"
     make_app "$WORK/app" "cp -al"
-    graven_build "$WORK/app" "$home" "$WORK/graven-incr-base.json" --force
+    graven_build "$WORK/app" "$home" "$WORK/graven-incr-base.json" --force --no-sandbox
 
     rm_tree "$CORPUS2"
     cp -al "$CORPUS" "$CORPUS2"
@@ -345,7 +349,7 @@ PY
 
     write_app_toml "$WORK/app" "cp -al" "$CORPUS2"
     git_commit "$WORK/app" -am "bench: corpus2"
-    graven_build "$WORK/app" "$home" "$WORK/graven-incr.json"
+    graven_build "$WORK/app" "$home" "$WORK/graven-incr.json" --no-sandbox
     inc_new=$(json_get "$WORK/graven-incr.json" new_bytes)
     inc_manifest=$(json_get "$WORK/graven-incr.json" new_manifest_bytes)
     inc_reused=$(json_get "$WORK/graven-incr.json" reused)
