@@ -135,6 +135,48 @@ pub fn of_reader(mut reader: impl std::io::Read) -> std::io::Result<(Digest, u64
     })
 }
 
+/// Like [`of_reader`], and, in the same pass, whether the bytes hold a
+/// match of `finder` (a needle at most `longest` bytes, which may straddle
+/// two reads).
+pub(crate) fn of_reader_finding(
+    mut reader: impl std::io::Read,
+    finder: &aho_corasick::AhoCorasick,
+    longest: usize,
+) -> std::io::Result<(Digest, u64, bool)> {
+    BUFFER.with_borrow_mut(|buffer| {
+        let mut hasher = Hasher::default();
+        let (mut total, mut found) = (0u64, false);
+        // The last bytes read, where a match may begin.
+        let keep = longest.saturating_sub(1);
+        let mut tail: Vec<u8> = Vec::with_capacity(2 * keep);
+        loop {
+            let read = match reader.read(buffer) {
+                Ok(0) => return Ok((hasher.finish(), total, found)),
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            let chunk = &buffer[..read];
+            hasher.update(chunk);
+            total += read as u64;
+            if !found {
+                // The end of what came before, and the start of this read:
+                // a match across the two.
+                let before = tail.len();
+                tail.extend_from_slice(&chunk[..chunk.len().min(keep)]);
+                found = (before > 0 && finder.is_match(&tail[..])) || finder.is_match(chunk);
+                if chunk.len() >= keep {
+                    tail.clear();
+                    tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+                } else {
+                    let excess = tail.len().saturating_sub(keep);
+                    tail.drain(..excess);
+                }
+            }
+        }
+    })
+}
+
 /// Whether `text` could be a (prefix of a) digest: 7 to 64 lowercase hex
 /// digits, with or without `sha256:`.
 pub fn is_hex_prefix(text: &str) -> bool {
@@ -145,6 +187,38 @@ pub fn is_hex_prefix(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Gives its bytes `step` at a time, as a slow pipe would.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.bytes.len().min(self.step).min(out.len());
+            out[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_path_is_found_while_hashing_also_across_reads_and_the_digest_is_the_same() {
+        let finder = aho_corasick::AhoCorasick::new(["/app/out"]).unwrap();
+        let text = b"#!/app/out/bin/python\nprint(1)\n";
+        for step in 1..=text.len() {
+            let (digest, total, found) = of_reader_finding(Trickle { bytes: text, step }, &finder, 8).unwrap();
+            assert!(found, "missed with reads of {step}");
+            assert_eq!((digest, total), (Digest::of(text), text.len() as u64));
+        }
+        for step in [1, 3, 7, 100] {
+            let near = b"/app/ou /app/outX".to_vec();
+            let miss = b"/app/o ut /ap p/out";
+            assert!(!of_reader_finding(Trickle { bytes: miss, step }, &finder, 8).unwrap().2, "{step}");
+            assert!(of_reader_finding(Trickle { bytes: &near, step }, &finder, 8).unwrap().2, "{step}");
+        }
+    }
 
     #[test]
     fn round_trips_through_text() {

@@ -79,6 +79,8 @@ pub(crate) struct Ingested {
     /// [`crate::model::leaves_tree`]), by path, with their targets: the
     /// artifact's host references.
     pub host_references: Vec<(String, String)>,
+    /// The files that hold one of [`IngestOptions::find`]'s paths, sorted.
+    pub embedding: Vec<String>,
 }
 
 /// How to ingest.
@@ -94,6 +96,10 @@ pub(crate) struct IngestOptions<'a> {
     pub repair: bool,
     /// Told of progress.
     pub observer: &'a dyn BuildObserver,
+    /// Paths to look for in every file while it is hashed (see
+    /// [`super::paths`]); the files that hold one are in
+    /// [`Ingested::embedding`].
+    pub find: Option<&'a aho_corasick::AhoCorasick>,
 }
 
 struct FileJob {
@@ -160,11 +166,11 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
     options.observer.on_event(&BuildEvent::IngestStarted { files: files.len() as u64, bytes: total_bytes });
     let done_bytes = AtomicU64::new(0);
     let new_blob_bytes = AtomicU64::new(0);
-    let digests: Vec<Digest> = files
+    let hashed: Vec<(Digest, bool)> = files
         .par_iter()
         .map(|job| {
             let absolute = root.join(&job.path);
-            let digest = hash_file(&absolute, job)?;
+            let (digest, embeds) = hash_file(&absolute, job, options.find)?;
             if let Some(store) = options.store {
                 if options.repair {
                     crate::store::remove_if_corrupt_blob(store, &digest)?;
@@ -182,9 +188,13 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
             }
             let done = done_bytes.fetch_add(job.size, Ordering::Relaxed) + job.size;
             options.observer.on_event(&BuildEvent::IngestProgress { bytes: done });
-            Ok(digest)
+            Ok((digest, embeds))
         })
         .collect::<Result<_, IngestError>>()?;
+    let digests: Vec<Digest> = hashed.iter().map(|(digest, _)| *digest).collect();
+    let mut embedding: Vec<String> =
+        files.iter().zip(&hashed).filter(|(_, (_, embeds))| *embeds).map(|(job, _)| job.path.clone()).collect();
+    embedding.sort();
     crate::fail_point::check("ingest-after-blobs");
 
     // Listings bottom up: a directory's index is always below its children's.
@@ -209,18 +219,7 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
         trees[index] = Digest::of(&bytes);
         encoded.push((trees[index], bytes));
     }
-    let new_manifest_bytes = match options.store {
-        Some(store) => encoded
-            .par_iter()
-            .map(|(digest, bytes)| {
-                if options.repair {
-                    crate::store::remove_if_corrupt_object(store, ObjectKind::Manifest, digest)?;
-                }
-                Ok(if store.put_object(ObjectKind::Manifest, digest, bytes)? { bytes.len() as u64 } else { 0 })
-            })
-            .sum::<Result<u64, StoreError>>()?,
-        None => 0,
-    };
+    let new_manifest_bytes = store_listings(options, &encoded)?;
 
     let flat = options.flat.then(|| {
         let mut flat = FlatTree::new();
@@ -242,7 +241,22 @@ pub(crate) fn ingest(root: &Path, options: &IngestOptions<'_>) -> Result<Ingeste
         new_manifest_bytes,
         flat,
         host_references,
+        embedding,
     })
+}
+
+/// Stores the listings the store lacks; their bytes.
+fn store_listings(options: &IngestOptions<'_>, encoded: &[(Digest, Vec<u8>)]) -> Result<u64, StoreError> {
+    let Some(store) = options.store else { return Ok(0) };
+    encoded
+        .par_iter()
+        .map(|(digest, bytes)| {
+            if options.repair {
+                crate::store::remove_if_corrupt_object(store, ObjectKind::Manifest, digest)?;
+            }
+            Ok(if store.put_object(ObjectKind::Manifest, digest, bytes)? { bytes.len() as u64 } else { 0 })
+        })
+        .sum()
 }
 
 /// Adds the symlinks and directories under `dirs[index]` to `flat`. A
@@ -345,14 +359,22 @@ fn changed_since_walk(absolute: &Path, job: &FileJob) -> bool {
     fs::symlink_metadata(absolute).map_or(true, |meta| (meta.ctime(), meta.ctime_nsec()) != job.ctime)
 }
 
-fn hash_file(absolute: &Path, job: &FileJob) -> Result<Digest, IngestError> {
+/// The file's digest, and whether it holds one of `find`'s paths: one read.
+fn hash_file(
+    absolute: &Path,
+    job: &FileJob,
+    find: Option<&aho_corasick::AhoCorasick>,
+) -> Result<(Digest, bool), IngestError> {
     let io_error = |source| IngestError::Io { path: absolute.to_owned(), source };
     let file = File::open(absolute).map_err(io_error)?;
-    let (digest, total) = crate::digest::of_reader(file).map_err(io_error)?;
+    let (digest, total, embeds) = match find {
+        Some(finder) => crate::digest::of_reader_finding(file, finder, finder.max_pattern_len()).map_err(io_error)?,
+        None => crate::digest::of_reader(file).map(|(digest, total)| (digest, total, false)).map_err(io_error)?,
+    };
     if total != job.size {
         return Err(IngestError::Changed { path: job.path.clone() });
     }
-    Ok(digest)
+    Ok((digest, embeds))
 }
 
 #[cfg(test)]

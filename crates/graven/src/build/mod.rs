@@ -328,7 +328,7 @@ pub fn build(
     let second = if request.check_reproducible {
         observer.on_event(&BuildEvent::SecondBuild);
         let (output, _, _) = run("b")?;
-        let options = IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer };
+        let options = IngestOptions { exclude: &exclude, store: None, flat: true, repair: false, observer, find: None };
         Some((ingest::ingest(&output, &options)?, output))
     } else {
         None
@@ -336,6 +336,8 @@ pub fn build(
     // The commands are done with the caches: the next build may have them.
     drop(caches);
 
+    let embedded = paths::build_time_path(source.settings.build.output.as_deref(), &output, sandbox.is_some());
+    let finder = embedded.as_deref().map(paths::finder);
     let ingest_started = Instant::now();
     let ingested = with_early_writeback(store, || {
         let options = IngestOptions {
@@ -344,6 +346,7 @@ pub fn build(
             flat: second.is_some(),
             repair: request.force,
             observer,
+            find: finder.as_ref(),
         };
         ingest::ingest(&output, &options)
     })?;
@@ -351,7 +354,7 @@ pub fn build(
         check_same(store, &ingested, &second, &second_output)?;
     }
 
-    warn_of_embedded_paths(&source, &output, sandbox.is_some(), observer);
+    report_embedded(embedded.as_deref(), &ingested.embedding, observer);
 
     let artifact = Artifact {
         format: ARTIFACT_FORMAT,
@@ -441,24 +444,14 @@ fn take_caches(
     cache::take(request.home, app, paths, observer).map(Some)
 }
 
-/// Tells `observer` of files that hold a path the build saw for its output
-/// and that will not exist when the artifact runs: `/app/<output>` in the
-/// sandbox when `[build] output` is a subdirectory, the checkout's path on
-/// this machine without the sandbox.
-fn warn_of_embedded_paths(source: &Source, output: &Path, sandboxed: bool, observer: &dyn BuildObserver) {
-    let path = match (&source.settings.build.output, sandboxed) {
-        (Some(subdirectory), true) => format!("{}/{subdirectory}", sandbox::APP),
-        (subdirectory, false) => {
-            // The checkout: the output, less `[build] output`'s components.
-            let depth = subdirectory.as_deref().map_or(0, |sub| Path::new(sub).components().count());
-            output.ancestors().nth(depth).unwrap_or(output).display().to_string()
-        }
-        (None, true) => return,
-    };
-    let files = paths::files_embedding(output, std::slice::from_ref(&path));
-    if !files.is_empty() {
+/// Tells `observer` of the files that hold `path`, a path the build saw for
+/// its output that will not exist when the artifact runs.
+fn report_embedded(path: Option<&str>, files: &[String], observer: &dyn BuildObserver) {
+    if let Some(path) = path
+        && !files.is_empty()
+    {
         let shown = &files[..files.len().min(crate::LISTED_PATHS)];
-        observer.on_event(&BuildEvent::EmbeddedPath { path: &path, files: shown, count: files.len() });
+        observer.on_event(&BuildEvent::EmbeddedPath { path, files: shown, count: files.len() });
     }
 }
 
