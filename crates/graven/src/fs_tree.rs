@@ -55,6 +55,19 @@ pub(crate) fn set_normalised_mtime(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `flock`s `file`, again if a signal interrupts; `false` if a
+/// non-blocking lock is held elsewhere.
+pub(crate) fn lock(file: &fs::File, operation: rustix::fs::FlockOperation) -> io::Result<bool> {
+    loop {
+        match rustix::fs::flock(file, operation) {
+            Ok(()) => return Ok(true),
+            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(errno) => return Err(errno.into()),
+        }
+    }
+}
+
 /// Gives every entry of the tree at `root`, `root` included, the normalised
 /// modification time; symlinks are not followed, and each directory is done
 /// after what is in it (whose creation would change its mtime).

@@ -126,10 +126,6 @@ impl Sandbox {
         user: Option<&AsUser<'_>>,
     ) -> Command {
         let mut bwrap = self.run_base(tree, protect, user);
-        bwrap.arg("--");
-        if let Some(user) = user {
-            bwrap.args(user.user.setpriv_args());
-        }
         bwrap.args(["/bin/sh", "-c", script, "sh"]);
         bwrap
     }
@@ -145,14 +141,12 @@ impl Sandbox {
         user: Option<&AsUser<'_>>,
     ) -> Command {
         let mut bwrap = self.run_base(tree, protect, user);
-        bwrap.arg("--");
-        if let Some(user) = user {
-            bwrap.args(user.user.setpriv_args());
-        }
         bwrap.arg(program).args(args);
         bwrap
     }
 
+    /// bwrap's options, then `--` and, for a user, the `setpriv` that
+    /// becomes it: what follows is the command.
     fn run_base(&self, tree: &Path, protect: &[&Path], user: Option<&AsUser<'_>>) -> Command {
         let mut bwrap = Command::new(&self.bwrap);
         self.host_root(&mut bwrap, "--dev-bind", &["app"]);
@@ -191,7 +185,10 @@ impl Sandbox {
         bwrap.arg("--ro-bind").arg(tree).arg(APP);
         // Without it no mount can be undone, root's included; every other
         // capability the caller has stays (a port under 1024, say).
-        bwrap.args(["--cap-drop", "CAP_SYS_ADMIN", "--chdir", APP]);
+        bwrap.args(["--cap-drop", "CAP_SYS_ADMIN", "--chdir", APP, "--"]);
+        if let Some(user) = user {
+            bwrap.args(user.user.setpriv_args());
+        }
         bwrap
     }
 }

@@ -74,6 +74,16 @@ impl RunAs {
         Ok(Self { name: name.to_owned(), uid, gid, setpriv })
     }
 
+    /// Whom a release's processes run as: `chosen` (`--user`) if given,
+    /// else the user its `[run] user` names, else graven's own (`None`).
+    pub fn of_release(chosen: Option<&Self>, named: Option<&str>) -> Result<Option<Self>, UserError> {
+        match (chosen, named) {
+            (Some(user), _) => Ok(Some(user.clone())),
+            (None, Some(name)) => Self::lookup(name).map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Whether this is the user graven runs as: nothing to change.
     pub fn is_self(&self) -> bool {
         self.uid == rustix::process::geteuid().as_raw()

@@ -77,14 +77,12 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
             .hint("run graven verify --ledger")
     })?;
     let artifact = graven::run::artifact_of(store, &release).map_err(crate::error::run_error)?;
-    let user = match (flag_user, &artifact.run.user) {
-        (Some(user), _) => Some(user),
-        (None, Some(name)) if !args.no_sandbox => graven::user::RunAs::lookup(name).map(Some).map_err(|e| {
-            CommandError::failed(format!("{}'s [run] user: {e}", release.version()))
-                .hint("create that user on this machine, or give another with --user")
-        })?,
-        (None, _) => None,
-    };
+    // Without the sandbox there is no HOME of its own to give a user.
+    let named = artifact.run.user.as_deref().filter(|_| !args.no_sandbox);
+    let user = graven::user::RunAs::of_release(flag_user.as_ref(), named).map_err(|e| {
+        CommandError::failed(format!("{}'s [run] user: {e}", release.version()))
+            .hint("create that user on this machine, or give another with --user")
+    })?;
     let tree = graven::run::materialise(store, &settings.home, &release, &artifact).map_err(crate::error::run_error)?;
     let tmp = tempfile::Builder::new()
         .prefix("graven-exec-")

@@ -54,9 +54,9 @@ pub(crate) fn take(
         .truncate(false)
         .open(&lock_path)
         .map_err(error(&lock_path))?;
-    if !try_lock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(error(&lock_path))? {
+    if !crate::fs_tree::lock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(error(&lock_path))? {
         observer.on_event(&BuildEvent::CacheWait { app });
-        try_lock(&lock, FlockOperation::LockExclusive).map_err(error(&lock_path))?;
+        crate::fs_tree::lock(&lock, FlockOperation::LockExclusive).map_err(error(&lock_path))?;
     }
     let mut mounts = Vec::with_capacity(paths.len());
     for path in paths {
@@ -65,18 +65,6 @@ pub(crate) fn take(
         mounts.push((Some(kept), path.in_sandbox.clone()));
     }
     Ok(Caches { _lock: lock, mounts })
-}
-
-/// Locks `file`; `false` if a non-blocking lock is held elsewhere.
-fn try_lock(file: &File, operation: FlockOperation) -> io::Result<bool> {
-    loop {
-        match rustix::fs::flock(file, operation) {
-            Ok(()) => return Ok(true),
-            Err(rustix::io::Errno::WOULDBLOCK) => return Ok(false),
-            Err(rustix::io::Errno::INTR) => {}
-            Err(errno) => return Err(errno.into()),
-        }
-    }
 }
 
 /// What `graven gc --caches` did, or would do.
@@ -115,7 +103,7 @@ pub fn remove_caches(home: &Home, dry_run: bool) -> io::Result<CachesRemoved> {
             Err(e) => return Err(e),
         };
         if let Some(lock) = &lock
-            && !try_lock(lock, FlockOperation::NonBlockingLockExclusive)?
+            && !crate::fs_tree::lock(lock, FlockOperation::NonBlockingLockExclusive)?
         {
             report.in_use.push(app);
             continue;

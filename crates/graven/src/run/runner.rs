@@ -364,11 +364,8 @@ impl<'a> Runner<'a> {
             .config_version(&release.config)
             .map_err(|e| crate::error_chain(&e))?
             .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
-        let user = match (&self.options.user, &artifact.run.user) {
-            (Some(user), _) => Some(user.clone()),
-            (None, Some(name)) => Some(crate::user::RunAs::lookup(name).map_err(|e| format!("[run] user: {e}"))?),
-            (None, None) => None,
-        };
+        let user = crate::user::RunAs::of_release(self.options.user.as_ref(), artifact.run.user.as_deref())
+            .map_err(|e| format!("[run] user: {e}"))?;
         if user.as_ref().is_some_and(|user| !user.is_self()) && self.options.mount.is_none() {
             return Err(
                 "a user to run as needs the sandbox, which gives it a HOME of its own: run without --no-sandbox"

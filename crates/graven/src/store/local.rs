@@ -223,18 +223,11 @@ impl LocalStore {
     }
 
     fn lock(&self, file: &File, operation: rustix::fs::FlockOperation) -> Result<(), StoreError> {
-        loop {
-            match rustix::fs::flock(file, operation) {
-                Err(rustix::io::Errno::INTR) => {}
-                result => {
-                    return result.map_err(|errno| StoreError::Io {
-                        action: "could not lock",
-                        path: self.root.join(".lease"),
-                        source: errno.into(),
-                    });
-                }
-            }
-        }
+        crate::fs_tree::lock(file, operation).map(drop).map_err(|source| StoreError::Io {
+            action: "could not lock",
+            path: self.root.join(".lease"),
+            source,
+        })
     }
 }
 
