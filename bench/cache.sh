@@ -40,13 +40,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || die "python3 cannot make a vi
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 WORK=${1:-$REPO/bench/.work/cache}
 WHEELS=$REPO/bench/.work/cache-wheels
-if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
-    GRAVEN=$BENCH_GRAVEN_BIN
-else
-    log "building graven (cargo build --release)"
-    (cd "$REPO" && cargo build --release >&2)
-    GRAVEN=${CARGO_TARGET_DIR:-$REPO/target}/release/graven
-fi
+# shellcheck source=common.sh
+. "$REPO/bench/common.sh"
+graven_binary
 
 rm -rf "$WORK" && mkdir -p "$WORK/app"
 cd "$WORK/app"
@@ -83,7 +79,7 @@ trap stop_index EXIT
 # start_index RATE: the index on a free port, and the recipe pointed at it.
 start_index() {
     stop_index
-    PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    PORT=$(free_port)
     python3 "$REPO/bench/pyindex.py" "$WHEELS" "$PORT" "$1" &
     INDEX_PID=$!
     for _ in $(seq 50); do

@@ -37,13 +37,9 @@ WORK=${1:-$REPO/bench/.work}
 mkdir -p "$WORK"
 WORK=$(cd "$WORK" && pwd)
 case "$WORK" in *[\"\\\$\`\ ]*) die "work dir path must not contain quotes, backslashes, \$, \` or spaces: $WORK" ;; esac
-if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
-    GRAVEN=$BENCH_GRAVEN_BIN
-else
-    log "building graven (cargo build --release)"
-    (cd "$REPO" && cargo build --release >&2)
-    GRAVEN=${CARGO_TARGET_DIR:-$REPO/target}/release/graven
-fi
+# shellcheck source=common.sh
+. "$REPO/bench/common.sh"
+graven_binary
 
 rm_tree() {
     if [[ -e "$1" || -L "$1" ]]; then

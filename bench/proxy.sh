@@ -39,14 +39,9 @@ command -v curl >/dev/null || missing+=(curl)
 NGINX=$(command -v nginx)
 
 WORK=${1:-$REPO/bench/.work/proxy}
-if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
-    GRAVEN=$BENCH_GRAVEN_BIN
-else
-    log "building graven (cargo build --release)"
-    (cd "$REPO" && cargo build --release >&2)
-    GRAVEN=${CARGO_TARGET_DIR:-$REPO/target}/release/graven
-fi
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# shellcheck source=common.sh
+. "$REPO/bench/common.sh"
+graven_binary
 
 rm -rf "$WORK" && mkdir -p "$WORK/app"
 PIDS=()

@@ -22,13 +22,9 @@ command -v bwrap >/dev/null || die "bwrap not found: apt-get install bubblewrap"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 WORK=${1:-$REPO/bench/.work/sandbox}
-if [[ -n "${BENCH_GRAVEN_BIN:-}" ]]; then
-    GRAVEN=$BENCH_GRAVEN_BIN
-else
-    log "building graven (cargo build --release)"
-    (cd "$REPO" && cargo build --release >&2)
-    GRAVEN=${CARGO_TARGET_DIR:-$REPO/target}/release/graven
-fi
+# shellcheck source=common.sh
+. "$REPO/bench/common.sh"
+graven_binary
 
 rm -rf "$WORK" && mkdir -p "$WORK/app"
 cp -r "$REPO/examples/hello/." "$WORK/app/"
