@@ -20,6 +20,7 @@ mod test_private;
 mod test_quickstart;
 mod test_release;
 mod test_resources;
+mod test_rollout;
 mod test_run;
 mod test_runner;
 mod test_sandbox;

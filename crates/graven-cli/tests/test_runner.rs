@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use graven_testutils::TestRepo;
 
-use crate::common::runner::{PATIENCE, Runner, free_port, get, wait_for_page};
+use crate::common::runner::{PATIENCE, Runner, free_port, get, shell_web, wait_for_page, wait_for_status};
 use crate::common::{Graven, shell_app};
 
 /// The example app, built and released to production.
@@ -22,20 +22,6 @@ fn hello() -> (TestRepo, Graven) {
     let run = graven.run(["release", "--env", "production"]);
     assert_eq!(run.code, 0, "{run}");
     (repo, graven)
-}
-
-/// The status as JSON, once `check` holds (or the patience runs out).
-#[track_caller]
-fn wait_for_status(graven: &Graven, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let status = graven.run(["status", "--env", "production", "--json"]).json();
-        if check(&status) {
-            return status;
-        }
-        assert!(start.elapsed() < PATIENCE, "the status never got there: {status:#}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -103,41 +89,6 @@ fn a_failing_release_phase_or_crashing_web_keeps_the_old_release_serving() {
     assert_eq!(graven.run(["status", "--env", "production"]).code, 0);
 }
 
-/// A shell app whose web process serves with python3's http.server unless
-/// the config says otherwise.
-/// A web server for the tests: the files of `/app`, and `GET /slow?s=N`,
-/// answered after N seconds (a request in flight for that long).
-const SERVER_PY: &str = r#"import http.server, os, time
-
-class Handler(http.server.SimpleHTTPRequestHandler):
-    def do_GET(self):
-        if self.path.startswith("/slow"):
-            time.sleep(float(self.path.partition("s=")[2] or 30))
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"slow\n")
-            return
-        super().do_GET()
-
-http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
-"#;
-
-fn shell_web(run_settings: &str) -> (TestRepo, Graven) {
-    let repo = shell_app(&format!("[run]\n{run_settings}\n"));
-    repo.write("server.py", SERVER_PY);
-    repo.write(
-        "Procfile",
-        "web: if [ -n \"$CRASH\" ]; then exit 3; elif [ -n \"$HANG\" ]; then exec sleep 600; else exec python3 server.py; fi\n\
-         worker: if [ -n \"$CRASH_WORKER\" ]; then exit 1; else exec sleep 600; fi\n",
-    );
-    repo.commit("A web process");
-    let graven = Graven::in_repo(&repo);
-    graven.build_json::<&str>([]);
-    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
-    (repo, graven)
-}
-
 #[test]
 fn a_web_process_that_exits_or_never_listens_is_not_switched_to() {
     let (_repo, graven) = shell_web("health_timeout = 2");
@@ -158,15 +109,31 @@ fn a_web_process_that_exits_or_never_listens_is_not_switched_to() {
 }
 
 #[test]
-fn a_crashing_worker_is_restarted_with_backoff() {
-    let (_repo, graven) = shell_web("");
-    assert_eq!(graven.run(["config", "set", "CRASH_WORKER=1", "--env", "production"]).code, 0);
+fn a_worker_that_crashes_at_start_fails_its_rollout_and_one_that_crashes_later_is_restarted_with_backoff() {
+    let (_repo, graven) = shell_web("settle = 1");
     let port = free_port();
     let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true);
+
+    // Crashing at once: the rollout sees it, and v1 keeps serving.
+    assert_eq!(graven.run(["config", "set", "CRASH_WORKER=0", "--env", "production"]).code, 0);
+    let status = wait_for_status(&graven, |s| s["last_failure"]["number"] == 2);
+    let reason = status["last_failure"]["reason"].as_str().unwrap();
+    // Before the web process was healthy, or while settling: either way
+    // before the switch.
+    assert!(reason.contains("worker.1 exited"), "{status:#}");
+    assert_eq!(status["last_failure"]["cause"], "release", "{status:#}");
+    assert_eq!(status["running"]["number"], 1);
+    let run = graven.run(["status", "--env", "production"]);
+    assert_ne!(run.code, 0, "a failed rollout is not a healthy status: {run}");
+
+    // Crashing after it settled: restarted, with a growing delay.
+    assert_eq!(graven.run(["config", "set", "CRASH_WORKER=3", "--env", "production"]).code, 0);
     let status = wait_for_status(&graven, |s| {
-        s["processes"]
-            .as_array()
-            .is_some_and(|ps| ps.iter().any(|p| p["name"] == "worker.1" && p["restarts"].as_u64() >= Some(2)))
+        s["running"]["number"] == 3
+            && s["processes"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["name"] == "worker.1" && p["restarts"].as_u64() >= Some(2)))
     });
     let worker = status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "worker.1").unwrap();
     assert!(["restarting", "up"].contains(&worker["state"].as_str().unwrap()), "{worker:#}");
@@ -211,7 +178,7 @@ fn the_new_release_is_reported_while_the_old_one_drains() {
 
     // A request in flight on v1's web: v1's web is only stopped once it
     // is answered, or after stop_timeout.
-    let slow = std::thread::spawn(move || get(port, "/slow?s=3"));
+    let slow = std::thread::spawn(move || get(port, "/slow?s=8"));
     std::thread::sleep(Duration::from_millis(500));
     assert!(get(port, "/").is_some(), "v1 serves");
     assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
@@ -293,7 +260,7 @@ fn each_release_has_its_own_tmpdirs_which_go_when_its_processes_do() {
     assert_eq!(std::fs::read_to_string(tmp.join("v2/web.1/mark")).unwrap(), "v2\n");
 
     // v3 starts while v2's web answers a request in flight: both marks stay.
-    let slow = std::thread::spawn(move || get(port, "/slow?s=3"));
+    let slow = std::thread::spawn(move || get(port, "/slow?s=8"));
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
     wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["number"] == 3);

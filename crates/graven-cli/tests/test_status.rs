@@ -50,7 +50,15 @@ fn report(repo: &TestRepo, graven: &Graven, number: u64) -> RunState {
         home: home(repo).display().to_string(),
         runner_pid: std::process::id(),
         state: graven::model::RunnerState::Running,
-        running: Some(RunningRelease { id, number, since: ago(7200), read_only_app: true, user: None }),
+        running: Some(RunningRelease {
+            id,
+            number,
+            since: ago(7200),
+            read_only_app: true,
+            user: None,
+            formation: graven::model::Formation::default(),
+            restart: 0,
+        }),
         processes: vec![ProcessState {
             name: "web.1".to_owned(),
             kind: "web".to_owned(),
@@ -60,6 +68,7 @@ fn report(repo: &TestRepo, graven: &Graven, number: u64) -> RunState {
             started_at: Some(ago(7200)),
         }],
         last_failure: None,
+        rollout: None,
         updated_at: ago(0),
     }
 }
@@ -109,6 +118,7 @@ fn an_env_without_a_release_is_not_running_anything() {
           "drift": null,
           "drift_files": null,
           "last_failure": null,
+          "rollout": null,
           "processes": [],
           "runner": null,
           "runners": [],
@@ -222,6 +232,7 @@ fn the_newest_release_running_and_up_is_in_sync() {
           "drift": null,
           "drift_files": null,
           "last_failure": null,
+          "rollout": null,
           "processes": [
             {
               "name": "web.1",
@@ -270,8 +281,13 @@ fn a_runner_behind_the_newest_release_is_out_of_sync() {
     let run = graven.run(["config", "set", "GREETING=hello", "--env", "production"]);
     assert_eq!(run.code, 0, "{run}");
     let mut state = report(&repo, &graven, 1);
-    state.last_failure =
-        Some(Failure { number: 2, reason: "web.1 exited with code 1 before it was healthy".to_owned(), at: ago(30) });
+    state.last_failure = Some(Failure {
+        number: 2,
+        reason: "web.1 exited with code 1 before it was healthy".to_owned(),
+        at: ago(30),
+        cause: graven::model::FailureCause::Release,
+        retry_at: None,
+    });
     state.processes.push(ProcessState {
         name: "worker.1".to_owned(),
         kind: "worker".to_owned(),
@@ -297,7 +313,7 @@ fn a_runner_behind_the_newest_release_is_out_of_sync() {
         worker.1  worker  -     restarting  3         -
         ----- stderr -----
         error: production is not in sync: v2 is released, v1 runs; production is not healthy: worker.1 is restarting
-        hint: the rollout of v2 failed (web.1 exited with code 1 before it was healthy): graven logs --env production shows what its processes printed
+        hint: the rollout of v2 failed (web.1 exited with code 1 before it was healthy): graven logs --env production shows what its processes printed; release a fix, or try v2 again with graven restart --env production
         hint: graven logs --env production shows what they printed
         ");
     let json = graven.run(["status", "--env", "production", "--json"]).json();

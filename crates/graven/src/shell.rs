@@ -17,11 +17,16 @@ const MAX_LINE_BYTES: u64 = 64 * 1024;
 /// reading end of its output. The command holds the pipe's writing end:
 /// drop it once spawned, or reading never ends.
 pub(crate) fn command(script: &str, dir: &Path, env: &BTreeMap<String, OsString>) -> io::Result<(Command, PipeReader)> {
+    piped(sh(script, dir), env)
+}
+
+/// `/bin/sh -c script` in `dir`, nothing else set.
+pub(crate) fn sh(script: &str, dir: &Path) -> Command {
     // An absolute path: with the environment cleared, a lookup of `sh`
     // would depend on the PATH given.
     let mut sh = Command::new("/bin/sh");
     sh.arg("-c").arg(script).current_dir(dir);
-    piped(sh, env)
+    sh
 }
 
 /// `program` with exactly `env`, stdin `/dev/null`, and stdout and stderr
@@ -69,5 +74,26 @@ pub fn explain_spawn_error(error: std::io::Error) -> std::io::Error {
         }
         _ => return error,
     };
-    std::io::Error::new(error.kind(), format!("{why} ({error})"))
+    std::io::Error::new(error.kind(), Explained { why, errno: error })
+}
+
+/// What an errno means where a process is started, with the errno kept as
+/// the cause, so that a caller can still tell a passing shortage from the
+/// rest (see the rollout's failure causes).
+#[derive(Debug)]
+struct Explained {
+    why: &'static str,
+    errno: std::io::Error,
+}
+
+impl std::fmt::Display for Explained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.why)
+    }
+}
+
+impl std::error::Error for Explained {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.errno)
+    }
 }

@@ -5,7 +5,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Now, as an RFC 3339 UTC timestamp (`2026-11-27T12:00:00Z`).
 pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    rfc3339(SystemTime::now())
+}
+
+/// `time` as an RFC 3339 UTC timestamp.
+pub fn rfc3339(time: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(time).to_string()
 }
 
 /// Seconds between an RFC 3339 timestamp and now; `None` if it does not parse.

@@ -161,6 +161,25 @@ fn formations_are_per_environment_and_the_newest_counts(factory: Factory<'_>) {
     assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "scaling makes no release");
 }
 
+fn restart_requests_grow_per_environment_and_wake_a_watch(factory: Factory<'_>) {
+    let ledger = factory();
+    assert_eq!(ledger.last_restart("app", "production").unwrap(), None);
+    let mut watch = ledger.watch("app", "production").unwrap();
+    let first = ledger.request_restart("app", "production", "dev@example.com", NOW).unwrap();
+    assert!(watch.wait(std::time::Duration::from_secs(5)).unwrap(), "a watch wakes for a restart");
+    let other = ledger.request_restart("app", "staging", "ops@example.com", NOW).unwrap();
+    let second = ledger.request_restart("app", "production", "ops@example.com", "2026-01-01T00:00:09Z").unwrap();
+    assert!(first < second && first != other, "{first} {other} {second}");
+    let newest = ledger.last_restart("app", "production").unwrap().unwrap();
+    assert_eq!(
+        (newest.seq, newest.author.as_str(), newest.created_at.as_str()),
+        (second, "ops@example.com", "2026-01-01T00:00:09Z")
+    );
+    assert_eq!(ledger.last_restart("app", "staging").unwrap().unwrap().seq, other);
+    assert_eq!(ledger.last_restart("other", "production").unwrap(), None);
+    assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "a restart makes no release");
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -205,6 +224,7 @@ fn run_state(app: &str, env: &str, host: &str, updated_at: &str) -> RunState {
         running: None,
         processes: Vec::new(),
         last_failure: None,
+        rollout: None,
         updated_at: updated_at.to_owned(),
     }
 }
@@ -223,6 +243,8 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
             since: "2026-01-01T00:00:01Z".to_owned(),
             read_only_app: true,
             user: Some("www-data".to_owned()),
+            formation: graven::model::Formation::parse(["web=2", "worker=0"]).unwrap(),
+            restart: 4,
         }),
         processes: vec![
             ProcessState {
@@ -246,6 +268,13 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
             number: 3,
             reason: "web.1 exited with code 1 before it was healthy".to_owned(),
             at: "2026-01-01T00:00:02Z".to_owned(),
+            cause: graven::model::FailureCause::Passing,
+            retry_at: Some("2026-01-01T00:00:04Z".to_owned()),
+        }),
+        rollout: Some(graven::model::RolloutReport {
+            number: 3,
+            stage: graven::model::RolloutStage::Failed,
+            attempt: 2,
         }),
         ..run_state("app", "production", "web-1", "2026-01-01T00:00:03Z")
     };
@@ -303,6 +332,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     the_state_read_outside_is_the_state_decided_on_inside(factory);
     a_watch_wakes_for_an_append(factory);
     formations_are_per_environment_and_the_newest_counts(factory);
+    restart_requests_grow_per_environment_and_wake_a_watch(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

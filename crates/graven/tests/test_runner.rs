@@ -71,6 +71,13 @@ impl Ledger for FlakyLedger<'_> {
         self.check()?;
         self.inner.formation(app, env)
     }
+    fn request_restart(&self, app: &str, env: &str, author: &str, at: &str) -> Result<u64, LedgerError> {
+        self.inner.request_restart(app, env, author, at)
+    }
+    fn last_restart(&self, app: &str, env: &str) -> Result<Option<graven::model::RestartRecord>, LedgerError> {
+        self.check()?;
+        self.inner.last_restart(app, env)
+    }
     fn apps(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.apps()
     }

@@ -49,9 +49,12 @@ fn report(home: &TestHome, release: &Release, host: &str, seconds: u64) -> RunSt
             since: ago(seconds + 60),
             read_only_app: true,
             user: None,
+            formation: graven::model::Formation::default(),
+            restart: 0,
         }),
         processes: Vec::new(),
         last_failure: None,
+        rollout: None,
         updated_at: ago(seconds),
     }
 }

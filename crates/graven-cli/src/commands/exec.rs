@@ -128,7 +128,10 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         let program = program.to_string_lossy();
         match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => not_found(&e),
-            _ => CommandError::failed(format!("could not run {program}: {}", graven::run::explain_spawn_error(e))),
+            _ => CommandError::failed(format!(
+                "could not run {program}: {}",
+                graven::error_chain(&graven::run::explain_spawn_error(e))
+            )),
         }
     })?;
     // The command's own outcome is graven's: its exit code, or 128 + the

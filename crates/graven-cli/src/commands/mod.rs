@@ -14,6 +14,7 @@ mod promote;
 mod quickstart;
 mod release;
 mod releases;
+mod restart;
 mod rollback;
 mod run;
 mod scale;
@@ -80,6 +81,7 @@ pub(crate) enum Command {
     Promote(promote::PromoteArgs),
     Run(run::RunArgs),
     Scale(scale::ScaleArgs),
+    Restart(restart::RestartArgs),
     Exec(exec::ExecArgs),
     Status(status::StatusArgs),
     Verify(verify::VerifyArgs),
@@ -113,6 +115,7 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Promote(args) => promote::cmd_promote(settings, args),
         Command::Run(args) => run::cmd_run(settings, args),
         Command::Scale(args) => scale::cmd_scale(settings, args),
+        Command::Restart(args) => restart::cmd_restart(settings, args),
         Command::Exec(args) => return exec::cmd_exec(settings, args),
         Command::Status(args) => status::cmd_status(settings, args),
         Command::Verify(args) => verify::cmd_verify(settings, args),

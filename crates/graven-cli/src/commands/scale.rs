@@ -19,6 +19,7 @@ use crate::ui;
 ///
 /// Examples:
 ///   graven scale web=2 worker=1 --env production
+///   graven scale web=3 --env production --wait   # until every runner runs 3
 ///   graven scale worker=0 --env staging
 ///   graven scale --env production --json
 #[derive(Args, Debug)]
@@ -34,6 +35,9 @@ pub(crate) struct ScaleArgs {
     /// Print the formation as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    #[command(flatten)]
+    wait: crate::commands::wait::WaitArgs,
 }
 
 pub(crate) fn cmd_scale(settings: &Settings, args: &ScaleArgs) -> Result<(), CommandError> {
@@ -42,6 +46,10 @@ pub(crate) fn cmd_scale(settings: &Settings, args: &ScaleArgs) -> Result<(), Com
         .map_err(|e| CommandError::bad_input(e).hint("write it like graven scale web=2 worker=1 --env ENV"))?;
     let app = settings.app()?;
     if args.counts.is_empty() {
+        if args.wait.given() {
+            return Err(CommandError::bad_input("--wait waits for a change, and none was given")
+                .hint("name the counts to set, like graven scale web=2 --env ENV --wait"));
+        }
         let ledger = settings.ledger_for_reading()?;
         let current = ledger.formation(&app, env).map_err(CommandError::failed)?;
         show(env, current.as_ref().map(|record| &record.formation), args.json);
@@ -59,10 +67,19 @@ pub(crate) fn cmd_scale(settings: &Settings, args: &ScaleArgs) -> Result<(), Com
     ledger.set_formation(&app, env, &record).map_err(CommandError::failed)?;
     if args.json {
         show(env, Some(&formation), true);
+    } else {
+        ui::out(format!("scaled {app} in {env} to {formation}; its runners apply it now"));
+    }
+    if !args.wait.given() {
         return Ok(());
     }
-    ui::out(format!("scaled {app} in {env} to {formation}; its runners apply it now"));
-    Ok(())
+    let Some(release) = ledger.current_release(&app, env).map_err(CommandError::failed)? else {
+        return Err(CommandError::failed(format!("{env} has no release: there is nothing to scale"))
+            .hint(format!("release a build first: graven release --env {env}")));
+    };
+    let goal =
+        graven::run::status::Goal::Formation { release: &release, counts: &change, asked_at: &record.created_at };
+    args.wait.wait_for_goal(settings, &*ledger, &app, env, goal, args.json)
 }
 
 fn show(env: &str, formation: Option<&Formation>, json: bool) {

@@ -95,9 +95,16 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
     }
     let failed = status.last_failure().filter(|f| f.number == desired.number);
     let sync_hint = match failed {
+        Some(failure) if failure.is_final() => format!(
+            "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed; \
+             release a fix, or try v{} again with graven restart --env {env}",
+            failure.number, failure.reason, failure.number
+        ),
         Some(failure) => format!(
-            "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed",
-            failure.number, failure.reason
+            "the rollout of v{} failed for a passing cause ({}); the runner tries again{}",
+            failure.number,
+            failure.reason,
+            failure.retry_at.as_deref().map_or_else(String::new, |at| format!(" at {at}"))
         ),
         None => format!(
             "the runner switches to a new release within a second of it, once its processes are healthy: wait, or see graven logs --env {env}"
@@ -297,8 +304,19 @@ fn text(status: &EnvStatus) -> String {
         Some(DriftCheck::Unknown(why)) => lines.push(line("drift", format!("unknown: {why}"))),
         None => {}
     }
+    if let Some(rollout) = status.rollout() {
+        let attempt = if rollout.attempt > 1 { format!(" (attempt {})", rollout.attempt) } else { String::new() };
+        lines.push(line("rollout", format!("v{}: {}{attempt}", rollout.number, rollout.stage)));
+    }
     if let Some(failure) = status.last_failure() {
-        lines.push(line("last failure", format!("v{}, {}: {}", failure.number, ui::age(&failure.at), failure.reason)));
+        let retry = match &failure.retry_at {
+            Some(at) if !failure.is_final() => format!(" (a passing cause: tried again at {at})"),
+            _ => String::new(),
+        };
+        lines.push(line(
+            "last failure",
+            format!("v{}, {}: {}{retry}", failure.number, ui::age(&failure.at), failure.reason),
+        ));
     }
     let processes = status.processes();
     if !processes.is_empty() {
@@ -363,6 +381,8 @@ struct StatusJson<'a> {
     drift: Option<bool>,
     drift_files: Option<usize>,
     last_failure: Option<FailureJson<'a>>,
+    /// The rollout under way (or failed), if any.
+    rollout: Option<RolloutJson>,
     processes: Vec<ProcessJson<'a>>,
     runner: Option<RunnerJson<'a>>,
     /// Every runner of the environment, this machine's (or the newest) first.
@@ -437,6 +457,19 @@ struct FailureJson<'a> {
     version: String,
     reason: &'a str,
     at: &'a str,
+    /// `release` (final) or `passing` (tried again at `retry_at`).
+    cause: &'static str,
+    retry_at: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct RolloutJson {
+    number: u64,
+    version: String,
+    /// `preparing`, `release phase`, `starting`, `health`, `settling`,
+    /// `switched`, `draining` or `failed`.
+    stage: &'static str,
+    attempt: u32,
 }
 
 #[derive(serde::Serialize)]
@@ -505,6 +538,14 @@ fn json<'a>(status: &'a EnvStatus, problems: &[(String, String)]) -> StatusJson<
             version: format!("v{}", f.number),
             reason: &f.reason,
             at: &f.at,
+            cause: f.cause.name(),
+            retry_at: f.retry_at.as_deref(),
+        }),
+        rollout: status.rollout().map(|r| RolloutJson {
+            number: r.number,
+            version: format!("v{}", r.number),
+            stage: r.stage.name(),
+            attempt: r.attempt,
         }),
         processes: status
             .processes()

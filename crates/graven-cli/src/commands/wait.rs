@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use graven::ledger::Ledger;
 use graven::model::Release;
-use graven::run::status::{RolloutOutcome, Vantage, rollout_of};
+use graven::run::status::{Goal, RolloutOutcome, Vantage, rollout_of};
 
 use crate::error::CommandError;
 use crate::settings::Settings;
@@ -15,7 +15,7 @@ use crate::ui;
 /// `--wait` and `--wait-timeout`.
 #[derive(Args, Debug, Clone, Copy)]
 pub(crate) struct WaitArgs {
-    /// Wait until every runner of the environment serves the new release, or
+    /// Wait until every runner of the environment serves the change, or
     /// fails it; say how each did; exit 0 only if all serve it
     #[arg(long)]
     wait: bool,
@@ -23,6 +23,13 @@ pub(crate) struct WaitArgs {
     /// How long --wait waits, in seconds
     #[arg(long, value_name = "SECONDS", default_value_t = 120, requires = "wait")]
     wait_timeout: u64,
+}
+
+impl WaitArgs {
+    /// Whether `--wait` was given.
+    pub(crate) fn given(self) -> bool {
+        self.wait
+    }
 }
 
 /// How often the runners' reports are read while waiting.
@@ -40,16 +47,29 @@ impl WaitArgs {
         release: &Release,
         json: bool,
     ) -> Result<(), CommandError> {
+        self.wait_for_goal(settings, ledger, app, env, Goal::Release(release), json)
+    }
+
+    /// Waits for `goal` if `--wait` was given, as [`WaitArgs::wait_for`].
+    pub(crate) fn wait_for_goal(
+        self,
+        settings: &Settings,
+        ledger: &dyn Ledger,
+        app: &str,
+        env: &str,
+        goal: Goal<'_>,
+        json: bool,
+    ) -> Result<(), CommandError> {
         if !self.wait {
             return Ok(());
         }
         let host = crate::settings::host();
         let vantage = Vantage { host: &host, home: &settings.home };
         let deadline = Instant::now() + Duration::from_secs(self.wait_timeout);
-        let version = release.version();
+        let version = what(goal);
         let say = |text: String| if json { ui::note(text) } else { ui::out(text) };
         loop {
-            let runners = rollout_of(ledger, app, env, release, vantage).map_err(CommandError::failed)?;
+            let runners = rollout_of(ledger, app, env, goal, vantage).map_err(CommandError::failed)?;
             let done = !runners.is_empty() && runners.iter().all(|r| r.outcome != RolloutOutcome::Pending);
             if done || Instant::now() >= deadline {
                 if runners.is_empty() {
@@ -62,7 +82,7 @@ impl WaitArgs {
                 let mut failed = Vec::new();
                 for runner in &runners {
                     let outcome = match &runner.outcome {
-                        RolloutOutcome::Serving => format!("serves {version}"),
+                        RolloutOutcome::Serving => reached(goal),
                         RolloutOutcome::Failed(reason) => {
                             failed.push(runner.host.clone());
                             format!("failed {version}: {reason}")
@@ -85,5 +105,23 @@ impl WaitArgs {
             }
             std::thread::sleep(LOOK_EVERY);
         }
+    }
+}
+
+/// What a goal is, as the outcome lines name it: `v5`, or `web=2`.
+fn what(goal: Goal<'_>) -> String {
+    match goal {
+        Goal::Release(release) | Goal::Restart { release, .. } => release.version(),
+        Goal::Formation { counts, .. } => counts.to_string(),
+    }
+}
+
+/// What a runner that reached `goal` does: `serves v5`, `serves v5,
+/// restarted`, `runs web=2`.
+fn reached(goal: Goal<'_>) -> String {
+    match goal {
+        Goal::Release(release) => format!("serves {}", release.version()),
+        Goal::Restart { release, .. } => format!("serves {}, restarted", release.version()),
+        Goal::Formation { counts, .. } => format!("runs {counts}"),
     }
 }

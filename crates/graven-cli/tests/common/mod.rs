@@ -265,6 +265,12 @@ impl Graven {
     /// Starts graven with fail point `name` armed and waits until it stops
     /// there; returns the stopped process, for the test to kill.
     pub(crate) fn spawn_to_fail_point(&self, args: &[&str], name: &str) -> Child {
+        self.spawn_armed(args, name).reached()
+    }
+
+    /// Starts graven with fail point `name` armed, for the test to make it
+    /// get there (see [`Armed::reached`]).
+    pub(crate) fn spawn_armed(&self, args: &[&str], name: &str) -> Armed {
         let mut child = self
             .command(args)
             .env("GRAVEN_FAIL_POINT", name)
@@ -289,17 +295,7 @@ impl Graven {
             }
             let _ = sender.send(Err(seen));
         });
-        match receiver.recv_timeout(FAIL_POINT_TIMEOUT) {
-            Ok(Ok(())) => child,
-            Ok(Err(stderr)) => {
-                let status = child.wait().expect("wait for graven");
-                panic!("graven ended ({status}) before fail point {name}; its stderr:\n{stderr}")
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("graven did not reach fail point {name} within {FAIL_POINT_TIMEOUT:?}")
-            }
-        }
+        Armed { child, receiver, name: name.to_owned() }
     }
 
     /// Exports `build` as a tar and unpacks it into a new directory.
@@ -397,4 +393,30 @@ fn git(dir: &Path, args: &[&str]) -> String {
 /// This machine's host name, as graven records it.
 pub(crate) fn host() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+/// A graven process with a fail point armed.
+pub(crate) struct Armed {
+    pub(crate) child: Child,
+    receiver: mpsc::Receiver<Result<(), String>>,
+    name: String,
+}
+
+impl Armed {
+    /// Waits until graven stops at the fail point; returns it, for the test
+    /// to kill.
+    pub(crate) fn reached(mut self) -> Child {
+        let name = &self.name;
+        match self.receiver.recv_timeout(FAIL_POINT_TIMEOUT) {
+            Ok(Ok(())) => self.child,
+            Ok(Err(stderr)) => {
+                let status = self.child.wait().expect("wait for graven");
+                panic!("graven ended ({status}) before fail point {name}; its stderr:\n{stderr}")
+            }
+            Err(_) => {
+                let _ = self.child.kill();
+                panic!("graven did not reach fail point {name} within {FAIL_POINT_TIMEOUT:?}")
+            }
+        }
+    }
 }

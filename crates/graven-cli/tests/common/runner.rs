@@ -6,7 +6,9 @@ use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use super::Graven;
+use graven_testutils::TestRepo;
+
+use super::{Graven, shell_app};
 
 /// How long a test waits for something the runner should do within seconds.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(30);
@@ -81,4 +83,55 @@ impl Drop for Runner {
             self.terminate();
         }
     }
+}
+
+/// The status as JSON, once `check` holds (or the patience runs out).
+#[track_caller]
+pub(crate) fn wait_for_status(graven: &Graven, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        let status = graven.run(["status", "--env", "production", "--json"]).json();
+        if check(&status) {
+            return status;
+        }
+        assert!(start.elapsed() < PATIENCE, "the status never got there: {status:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A web server for the tests: the files of `/app`, and `GET /slow?s=N`,
+/// answered after N seconds (a request in flight for that long).
+pub(crate) const SERVER_PY: &str = r#"import http.server, os, time
+
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            time.sleep(float(self.path.partition("s=")[2] or 30))
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"slow\n")
+            return
+        super().do_GET()
+
+http.server.ThreadingHTTPServer(("127.0.0.1", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+/// A shell app whose web process serves with `SERVER_PY` unless the
+/// config says otherwise (`CRASH`, `HANG`; `CRASH_WORKER=N` makes the
+/// worker exit after N seconds), built and released to production, with
+/// `run_settings` in `[run]`.
+pub(crate) fn shell_web(run_settings: &str) -> (TestRepo, Graven) {
+    let repo = shell_app(&format!("[run]\n{run_settings}\n"));
+    repo.write("server.py", SERVER_PY);
+    repo.write(
+        "Procfile",
+        "web: if [ -n \"$CRASH\" ]; then exit 3; elif [ -n \"$HANG\" ]; then exec sleep 600; else exec python3 server.py; fi\n\
+         worker: if [ -n \"$CRASH_WORKER\" ]; then sleep \"$CRASH_WORKER\"; exit 1; else exec sleep 600; fi\n",
+    );
+    repo.commit("A web process");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    (repo, graven)
 }

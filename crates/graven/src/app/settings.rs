@@ -148,6 +148,11 @@ pub struct RunSettings {
     /// connection, for services that do not speak HTTP).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<ProxyMode>,
+    /// Seconds every new process must stay up, once the web processes are
+    /// healthy, before the switch: a process that exits meanwhile fails
+    /// the rollout. `0` switches at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settle: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when stopping a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<u64>,
@@ -325,6 +330,12 @@ fn check_run(run: RunSettings) -> Result<RunSettings, String> {
             return Err(format!("[run] {name} is 0: give a positive number, or leave it out"));
         }
     }
+    if run.settle.is_some_and(|seconds| seconds > 3600) {
+        return Err(
+            "[run] settle is over an hour: a few seconds (the default is 3) show a process that crashes at start"
+                .to_owned(),
+        );
+    }
     if run.max_header_bytes.is_some_and(|bytes| !(8192..=1 << 20).contains(&bytes)) {
         return Err("[run] max_header_bytes must be between 8192 and 1048576: the default, 65536, fits every browser"
             .to_owned());
@@ -403,6 +414,7 @@ pass_env = ["CI"]
 port = 8000
 health = "/healthz"
 health_timeout = 10
+settle = 0
 "#,
         )
         .unwrap();
@@ -414,6 +426,7 @@ health_timeout = 10
         assert_eq!(settings.build.pass_env, ["CI"]);
         assert_eq!(settings.run.port, Some(8000));
         assert_eq!(settings.run.health_timeout, Some(10));
+        assert_eq!(settings.run.settle, Some(0));
     }
 
     #[test]
@@ -466,6 +479,10 @@ health_timeout = 10
             (
                 "[run]\nuser = \"www data\"\n",
                 "graven.toml line 1, column 1: [run] user 'www data' is not a user name: give one like \"www-data\", or a uid",
+            ),
+            (
+                "[run]\nsettle = 7200\n",
+                "graven.toml line 1, column 1: [run] settle is over an hour: a few seconds (the default is 3) show a process that crashes at start",
             ),
             (
                 "[build]\ncache = [\"~/../x\"]\n",

@@ -18,7 +18,7 @@ pub use sqlite::SqliteLedger;
 
 use crate::Digest;
 use crate::home::Home;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
+use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
 
 /// The backend's own error behind a [`LedgerError`], kept as its source:
 /// no backend type appears in the trait.
@@ -248,4 +248,12 @@ pub trait Ledger: Send + Sync {
 
     /// The environment's formation: its newest, if it was ever scaled.
     fn formation(&self, app: &str, env: &str) -> Result<Option<FormationRecord>, LedgerError>;
+
+    /// Records that `author` asks every runner of the environment to roll
+    /// its release out again (`graven restart`); returns the request's
+    /// number, which grows with each request.
+    fn request_restart(&self, app: &str, env: &str, author: &str, created_at: &str) -> Result<u64, LedgerError>;
+
+    /// The environment's newest restart request, if any.
+    fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError>;
 }

@@ -18,7 +18,7 @@ use postgres::{Client, GenericClient, NoTls};
 use super::rows::{self, BUILD_COLUMNS, CONFIG_COLUMNS, RELEASE_COLUMNS, RUN_STATE_COLUMNS, to_json};
 use super::{Append, Decide, EnvState, Ledger, LedgerError, Watch};
 use crate::Digest;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
+use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
 
 /// The schema, one migration per file, applied in order.
 const MIGRATIONS: &[&str] = &[
@@ -28,6 +28,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0004_formations.sql"),
     include_str!("migrations/postgres/0005_release_host.sql"),
     include_str!("migrations/postgres/0006_build_sandbox.sql"),
+    include_str!("migrations/postgres/0007_rollouts.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).
@@ -532,11 +533,11 @@ impl Ledger for PostgresLedger {
         self.with("recording a runner's state", |client| {
             client.execute(
                 &format!(
-                    "INSERT INTO run_state ({RUN_STATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    "INSERT INTO run_state ({RUN_STATE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
                      ON CONFLICT (app, env, host, home) DO UPDATE SET
                          runner_pid = excluded.runner_pid, state = excluded.state, running = excluded.running,
                          processes = excluded.processes, last_failure = excluded.last_failure,
-                         updated_at = excluded.updated_at"
+                         updated_at = excluded.updated_at, rollout = excluded.rollout"
                 ),
                 &[
                     &state.app,
@@ -549,6 +550,7 @@ impl Ledger for PostgresLedger {
                     &to_json(&state.processes),
                     &state.last_failure.as_ref().map(to_json),
                     &state.updated_at,
+                    &state.rollout.as_ref().map(to_json),
                 ],
             )?;
             Ok(())
@@ -585,6 +587,28 @@ impl Ledger for PostgresLedger {
                 "SELECT counts, author, created_at FROM formations WHERE app = $1 AND env = $2 ORDER BY seq DESC LIMIT 1",
                 &[&app, &env],
                 |row| rows::formation_from(row, env),
+            )
+        })??;
+        Ok(found.into_iter().next())
+    }
+
+    fn request_restart(&self, app: &str, env: &str, author: &str, created_at: &str) -> Result<u64, LedgerError> {
+        self.with("recording a restart", |client| {
+            let row = client.query_one(
+                "INSERT INTO restarts (app, env, author, created_at) VALUES ($1, $2, $3, $4) RETURNING seq",
+                &[&app, &env, &author, &created_at],
+            )?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or_default())
+        })
+    }
+
+    fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError> {
+        let found = self.with("reading the restarts", |client| {
+            parsed(
+                client,
+                "SELECT seq, author, created_at FROM restarts WHERE app = $1 AND env = $2 ORDER BY seq DESC LIMIT 1",
+                &[&app, &env],
+                rows::restart_from,
             )
         })??;
         Ok(found.into_iter().next())

@@ -12,7 +12,7 @@ use super::LedgerError;
 use crate::Digest;
 use crate::model::{
     BuildRecord, ConfigVersion, Formation, FormationRecord, MAX_PROCESSES, NewBuild, PromotedFrom, Release,
-    ReleaseKind, RunState, RunnerState,
+    ReleaseKind, RestartRecord, RunState, RunnerState,
 };
 
 /// The columns of builds, in the order [`build_from`] reads them.
@@ -28,7 +28,7 @@ pub(super) const CONFIG_COLUMNS: &str = "id, app, env, number, parent, vars, sec
 
 /// The columns of run states, in the order [`run_state_from`] reads them.
 pub(super) const RUN_STATE_COLUMNS: &str =
-    "app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at";
+    "app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at, rollout";
 
 /// One row, read by column index.
 pub(super) trait Columns {
@@ -154,6 +154,7 @@ pub(super) fn run_state_from(row: &impl Columns) -> Result<RunState, LedgerError
         processes: json(&row.text(7)?, &what, "processes")?,
         last_failure: row.maybe_text(8)?.map(|text| json(&text, &what, "last_failure")).transpose()?,
         updated_at: row.text(9)?,
+        rollout: row.maybe_text(10)?.map(|text| json(&text, &what, "rollout")).transpose()?,
         env,
         host,
         home,
@@ -168,6 +169,13 @@ pub(super) fn formation_from(row: &impl Columns, env: &str) -> Result<FormationR
         return Err(corrupt(&what, format!("{kind}={n} is over {MAX_PROCESSES}")));
     }
     Ok(FormationRecord { formation, author: row.text(1)?, created_at: row.text(2)? })
+}
+
+/// A row of `restarts` (`seq, author, created_at`).
+pub(super) fn restart_from(row: &impl Columns) -> Result<RestartRecord, LedgerError> {
+    let seq = row.int(0)?;
+    let seq = u64::try_from(seq).map_err(|_| corrupt("restart", format!("seq {seq}")))?;
+    Ok(RestartRecord { seq, author: row.text(1)?, created_at: row.text(2)? })
 }
 
 /// JSON for a column: what the model serialises always does.

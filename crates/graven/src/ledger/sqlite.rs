@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use super::rows::{self, BUILD_COLUMNS};
 use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RunState};
+use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0004_formations.sql"),
     include_str!("migrations/sqlite/0005_release_host.sql"),
     include_str!("migrations/sqlite/0006_build_sandbox.sql"),
+    include_str!("migrations/sqlite/0007_rollouts.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -479,6 +480,17 @@ impl Ledger for SqliteLedger {
     fn formation(&self, app: &str, env: &str) -> Result<Option<FormationRecord>, LedgerError> {
         self.with(|connection| sqlite_run::formation(connection, app, env))
     }
+
+    fn request_restart(&self, app: &str, env: &str, author: &str, created_at: &str) -> Result<u64, LedgerError> {
+        let seq = self.with(|connection| sqlite_run::request_restart(connection, app, env, author, created_at))?;
+        // A runner watching through this handle must see it, as an append.
+        self.appends.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(seq)
+    }
+
+    fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError> {
+        self.with(|connection| sqlite_run::last_restart(connection, app, env))
+    }
 }
 
 #[cfg(test)]
@@ -575,6 +587,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (6): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (7): upgrade graven"), "{error}");
     }
 }

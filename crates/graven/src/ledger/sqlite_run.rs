@@ -1,28 +1,30 @@
 //! The SQLite ledger's record of what runs: the run state, one mutable row
 //! per runner, overwritten by each report and not part of the history (see
 //! `0003_run_state.sql`); and each environment's formation, append-only
-//! (`0004_formations.sql`).
+//! (`0004_formations.sql`); and restart requests, append-only
+//! (`0007_rollouts.sql`).
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::LedgerError;
 use super::rows::{self, RUN_STATE_COLUMNS, to_json};
 use super::sqlite::query_error;
-use crate::model::{FormationRecord, RunState};
+use crate::model::{FormationRecord, RestartRecord, RunState};
 
 pub(super) fn set_run_state(connection: &Connection, state: &RunState) -> Result<(), LedgerError> {
     const DOING: &str = "recording a runner's state";
     connection
         .execute(
-            "INSERT INTO run_state (app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+            "INSERT INTO run_state (app, env, host, home, runner_pid, state, running, processes, last_failure, updated_at, rollout)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (app, env, host, home) DO UPDATE SET
                  runner_pid = excluded.runner_pid,
                  state = excluded.state,
                  running = excluded.running,
                  processes = excluded.processes,
                  last_failure = excluded.last_failure,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at,
+                 rollout = excluded.rollout",
             params![
                 state.app,
                 state.env,
@@ -34,6 +36,7 @@ pub(super) fn set_run_state(connection: &Connection, state: &RunState) -> Result
                 to_json(&state.processes),
                 state.last_failure.as_ref().map(to_json),
                 state.updated_at,
+                state.rollout.as_ref().map(to_json),
             ],
         )
         .map_err(query_error(DOING))?;
@@ -82,5 +85,39 @@ pub(super) fn formation(connection: &Connection, app: &str, env: &str) -> Result
         )
         .optional()
         .map_err(query_error("reading the formation"))?
+        .transpose()
+}
+
+/// Records a restart request of one environment; returns its number.
+pub(super) fn request_restart(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    author: &str,
+    created_at: &str,
+) -> Result<u64, LedgerError> {
+    connection
+        .execute(
+            "INSERT INTO restarts (app, env, author, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![app, env, author, created_at],
+        )
+        .map_err(query_error("recording a restart"))?;
+    Ok(u64::try_from(connection.last_insert_rowid()).unwrap_or_default())
+}
+
+/// The newest restart request of one environment.
+pub(super) fn last_restart(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+) -> Result<Option<RestartRecord>, LedgerError> {
+    connection
+        .query_row(
+            "SELECT seq, author, created_at FROM restarts WHERE app = ?1 AND env = ?2 ORDER BY seq DESC LIMIT 1",
+            params![app, env],
+            |row| Ok(rows::restart_from(row)),
+        )
+        .optional()
+        .map_err(query_error("reading the restarts"))?
         .transpose()
 }

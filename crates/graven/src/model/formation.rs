@@ -95,3 +95,14 @@ mod tests {
         assert_eq!(merged.to_string(), "web=1 worker=3");
     }
 }
+
+/// A restart request (`graven restart`) as the ledger recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartRecord {
+    /// Its number: a later request has a greater one.
+    pub seq: u64,
+    /// Who asked.
+    pub author: String,
+    /// When, RFC 3339.
+    pub created_at: String,
+}

@@ -27,6 +27,9 @@ pub struct RunState {
     pub processes: Vec<ProcessState>,
     /// The last rollout that failed, if any.
     pub last_failure: Option<Failure>,
+    /// The rollout under way, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutReport>,
     /// When the runner last wrote this, RFC 3339.
     pub updated_at: String,
 }
@@ -104,6 +107,18 @@ pub struct RunningRelease {
     /// The user its processes run as, if not graven's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// The formation its processes were started in (the environment's,
+    /// under the runner's `--formation`).
+    #[serde(default)]
+    pub formation: crate::model::Formation,
+    /// The newest `graven restart` request it was rolled out for (0: none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart: u64,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One process of a runner.
@@ -133,4 +148,98 @@ pub struct Failure {
     pub reason: String,
     /// When, RFC 3339.
     pub at: String,
+    /// Whether the release is at fault (final) or the machine was, for now
+    /// (tried again). Reports from before the distinction are the
+    /// release's.
+    #[serde(default)]
+    pub cause: FailureCause,
+    /// With a passing cause: when the rollout is tried again, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+}
+
+impl Failure {
+    /// Whether the runner has given this release up: only a new release or
+    /// `graven restart` makes it try again.
+    pub fn is_final(&self) -> bool {
+        self.cause == FailureCause::Release
+    }
+}
+
+/// Why a rollout failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCause {
+    /// The release: its release phase failed, a process exited before it
+    /// was healthy or while settling, or it never became healthy. Final.
+    #[default]
+    Release,
+    /// The machine, for now: no file descriptors, a full disk, a ledger that
+    /// does not answer. Tried again with a backoff.
+    Passing,
+}
+
+impl FailureCause {
+    /// The cause's name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Release => "release",
+            Self::Passing => "passing",
+        }
+    }
+}
+
+/// Where a rollout is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutStage {
+    /// Laying out the tree, reading the config.
+    Preparing,
+    /// Running the release phase.
+    ReleasePhase,
+    /// Starting the new processes.
+    Starting,
+    /// Waiting for the new web processes to be healthy.
+    Health,
+    /// Waiting for every new process to stay up for `[run] settle`.
+    Settling,
+    /// The proxy sends every new request to the new release.
+    Switched,
+    /// The old release's processes finish their requests and stop.
+    Draining,
+    /// It failed; see the failure.
+    Failed,
+}
+
+impl RolloutStage {
+    /// The stage's name, as stored and shown.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Preparing => "preparing",
+            Self::ReleasePhase => "release phase",
+            Self::Starting => "starting",
+            Self::Health => "health",
+            Self::Settling => "settling",
+            Self::Switched => "switched",
+            Self::Draining => "draining",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for RolloutStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The rollout a runner is in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    /// The release rolled out.
+    pub number: u64,
+    /// Where it is.
+    pub stage: RolloutStage,
+    /// The attempt, 1 for the first; more after passing failures.
+    pub attempt: u32,
 }

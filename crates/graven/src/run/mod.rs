@@ -13,6 +13,7 @@ pub mod logs;
 mod materialise;
 pub mod process;
 pub mod proxy;
+mod rollout;
 pub mod runner;
 pub mod status;
 

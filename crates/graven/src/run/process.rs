@@ -200,6 +200,9 @@ pub struct Process {
     ended: Option<(ExitStatus, Instant)>,
     /// The thread passing the output on; `None` once drained.
     output: Option<JoinHandle<()>>,
+    /// The writing end of the pipe the process waits on before its
+    /// command runs; `None` once it was told to go.
+    gate: Option<io::PipeWriter>,
 }
 
 impl Process {
@@ -209,6 +212,12 @@ impl Process {
     /// share one pipe, so their order is kept; each line (lossy UTF-8,
     /// without its newline) goes to `on_line(name, line)` from a thread of
     /// its own.
+    ///
+    /// The process is held: its group exists, but `command` runs only once
+    /// [`go`](Process::go) is called, so that the caller can record the
+    /// group first. Should the caller die before that, the process ends
+    /// without running anything: no process of graven's ever runs
+    /// unrecorded.
     pub fn spawn(
         name: &str,
         command: &str,
@@ -223,16 +232,18 @@ impl Process {
             dir: dir.to_owned(),
             source: crate::shell::explain_spawn_error(source),
         };
-        let (mut sh, reader) = match mount {
+        let program = match mount {
             Some(mount) => {
                 if !dir.is_dir() {
                     return Err(spawn_error(io::Error::from(io::ErrorKind::NotFound)));
                 }
-                crate::shell::piped(mount.command(command, dir), env)
+                mount.command(command, dir)
             }
-            None => crate::shell::command(command, dir, env),
-        }
-        .map_err(spawn_error)?;
+            None => crate::shell::sh(command, dir),
+        };
+        let (gate_reader, gate) = io::pipe().map_err(spawn_error)?;
+        let (mut sh, reader) = crate::shell::piped(held(&program), env).map_err(spawn_error)?;
+        sh.stdin(gate_reader);
         // The reader starts first: should the process fail to start, the
         // writing end is dropped with the command and the reader ends.
         let output = {
@@ -253,7 +264,22 @@ impl Process {
             started: Instant::now(),
             ended: None,
             output: Some(output),
+            gate: Some(gate),
         })
+    }
+
+    /// Whether it is held, not yet told to [`go`](Process::go).
+    pub fn is_held(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Lets a held process run its command (see [`spawn`](Process::spawn)).
+    /// A process that has ended meanwhile is not an error here: the next
+    /// [`try_wait`](Process::try_wait) sees it.
+    pub fn go(&mut self) {
+        if let Some(mut gate) = self.gate.take() {
+            let _ = std::io::Write::write_all(&mut gate, b"go\n");
+        }
     }
 
     /// The leader's pid.
@@ -295,35 +321,8 @@ impl Process {
     /// member to exit, then sends SIGKILL to the group; returns how the
     /// leader ended. Leaves no member of the group behind, and, unless one
     /// left the group, has passed on every line of output when it returns.
-    pub fn stop(mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
-        let status = match self.ended {
-            Some((status, _)) => status,
-            None => self.end_group(timeout)?,
-        };
-        self.drain_output();
-        Ok(status)
-    }
-
-    fn end_group(&mut self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
-        // Until the leader is reaped, below, the group id is ours: neither
-        // the signals nor the waiting can reach anyone else.
-        signal_group(self.pgid, Signal::TERM)?;
-        let deadline = Instant::now() + timeout;
-        // The cheap check first: members are looked for only once the
-        // leader has gone.
-        while !(self.leader_exited()? && live_members(self.pgid()).is_empty()) {
-            if Instant::now() >= deadline {
-                break;
-            }
-            thread::sleep(POLL_INTERVAL);
-        }
-        // Whatever is left after the timeout, or that `/proc` did not show.
-        signal_group(self.pgid, Signal::KILL)?;
-        let deadline = Instant::now() + KILL_WAIT;
-        while !live_members(self.pgid()).is_empty() && Instant::now() < deadline {
-            thread::sleep(POLL_INTERVAL);
-        }
-        self.reap()
+    pub fn stop(self, timeout: Duration) -> Result<ExitStatus, ProcessError> {
+        stop_all(vec![self], timeout).pop().expect("one process in, one result out")
     }
 
     /// Whether the leader has exited, leaving it unreaped.
@@ -346,9 +345,9 @@ impl Process {
         ProcessError::Wait { name: self.name.clone(), pid: self.pid(), source }
     }
 
-    fn drain_output(&mut self) {
+    /// Waits until `deadline` at most for the last lines.
+    fn drain_output(&mut self, deadline: Instant) {
         let Some(output) = self.output.take() else { return };
-        let deadline = Instant::now() + OUTPUT_DRAIN_WAIT;
         while !output.is_finished() && Instant::now() < deadline {
             thread::sleep(POLL_INTERVAL);
         }
@@ -368,6 +367,95 @@ impl Drop for Process {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Stops `processes` as [`Process::stop`] stops one, all at once: SIGTERM
+/// to every group, then one look at `/proc` per round for all of them, and
+/// SIGKILL to what is left after `timeout`. Stopping a thousand processes
+/// takes as long as stopping the slowest. Returns how each leader ended, in
+/// the order given.
+pub fn stop_all(mut processes: Vec<Process>, timeout: Duration) -> Vec<Result<ExitStatus, ProcessError>> {
+    // Until a leader is reaped, at the end, its group id is ours: neither
+    // the signals nor the waiting can reach anyone else.
+    let mut failed: Vec<Option<ProcessError>> = processes
+        .iter()
+        .map(|process| process.ended.is_none().then(|| signal_group(process.pgid, Signal::TERM).err()).flatten())
+        .collect();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let mut leaders_gone = Vec::new();
+        for process in processes.iter().filter(|process| process.ended.is_none()) {
+            match process.leader_exited() {
+                Ok(true) => leaders_gone.push(process.pgid()),
+                // Still running, or not to be waited for: SIGKILL settles it.
+                Ok(false) | Err(_) => break,
+            }
+        }
+        let unended = processes.iter().filter(|process| process.ended.is_none()).count();
+        // The cheap check first: members are looked for only once every
+        // leader has gone.
+        if leaders_gone.len() == unended {
+            let live = live_groups();
+            if leaders_gone.iter().all(|pgid| !live.contains(pgid)) {
+                break;
+            }
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    // Whatever is left after the timeout, or that `/proc` did not show.
+    for (process, failure) in processes.iter().zip(&mut failed) {
+        if process.ended.is_none()
+            && let Err(error) = signal_group(process.pgid, Signal::KILL)
+        {
+            failure.get_or_insert(error);
+        }
+    }
+    let ours: Vec<i32> = processes.iter().filter(|process| process.ended.is_none()).map(Process::pgid).collect();
+    let deadline = Instant::now() + KILL_WAIT;
+    while Instant::now() < deadline && {
+        let live = live_groups();
+        ours.iter().any(|pgid| live.contains(pgid))
+    } {
+        thread::sleep(POLL_INTERVAL);
+    }
+    let statuses: Vec<Result<ExitStatus, ProcessError>> = processes
+        .iter_mut()
+        .zip(failed)
+        .map(|(process, failure)| {
+            let status = match process.ended {
+                Some((status, _)) => Ok(status),
+                None => process.reap(),
+            };
+            match failure {
+                Some(error) => Err(error),
+                None => status,
+            }
+        })
+        .collect();
+    let deadline = Instant::now() + OUTPUT_DRAIN_WAIT;
+    for process in &mut processes {
+        process.drain_output(deadline);
+    }
+    statuses
+}
+
+/// What a held process runs first: it waits for a line on stdin, the gate,
+/// then becomes `program` with stdin `/dev/null`. At the end of the gate's
+/// pipe without a line (the runner died before it said go), it exits 125.
+const GATE: &str = r#"read -r go || exit 125; exec "$0" "$@" </dev/null"#;
+
+/// `program` behind the gate: `/bin/sh -c GATE program args…`, in its
+/// directory. The environment and stdio are set on what this returns.
+fn held(program: &std::process::Command) -> std::process::Command {
+    let mut gate = std::process::Command::new("/bin/sh");
+    gate.arg("-c").arg(GATE).arg(program.get_program()).args(program.get_args());
+    if let Some(dir) = program.get_current_dir() {
+        gate.current_dir(dir);
+    }
+    gate
 }
 
 /// Sends `signal` to group `pgid`; a group that is already gone is not an
@@ -426,11 +514,23 @@ fn parse_stat(stat: &[u8]) -> Option<ProcStat> {
 /// The processes of group `pgid` that have not exited; none if `/proc`
 /// cannot be read.
 fn live_members(pgid: i32) -> Vec<i32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
+    live_processes().filter(|(_, stat)| stat.pgrp == pgid).map(|(pid, _)| pid).collect()
+}
+
+/// The groups with a process that has not exited, from one look at
+/// `/proc`; none if it cannot be read.
+fn live_groups() -> std::collections::BTreeSet<i32> {
+    live_processes().map(|(_, stat)| stat.pgrp).collect()
+}
+
+/// Every process that has not exited, with its `stat`.
+fn live_processes() -> impl Iterator<Item = (i32, ProcStat)> {
+    fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
-        .filter(|&pid| proc_stat(pid).is_some_and(|stat| stat.pgrp == pgid && stat.is_live()))
-        .collect()
+        .filter_map(|pid| Some((pid, proc_stat(pid)?)))
+        .filter(|(_, stat)| stat.is_live())
 }
 
 /// Restart delays: [`FIRST_RESTART_DELAY`], doubling up to
@@ -611,7 +711,9 @@ mod tests {
     }
 
     fn spawn(command: &str, on_line: OnLine) -> Process {
-        Process::spawn("web.1", command, Path::new("/"), None, &path_only(), on_line).unwrap()
+        let mut process = Process::spawn("web.1", command, Path::new("/"), None, &path_only(), on_line).unwrap();
+        process.go();
+        process
     }
 
     /// Polls `ready` until it holds; fails after a bound well above what a
@@ -645,7 +747,8 @@ mod tests {
         let mut env = path_only();
         env.insert("GRAVEN_PROCESS".to_owned(), "web.1".into());
         env.insert("SPACED".to_owned(), "a b  c".into());
-        let process = Process::spawn("web.1", "exec env", Path::new("/"), None, &env, on_line).unwrap();
+        let mut process = Process::spawn("web.1", "exec env", Path::new("/"), None, &env, on_line).unwrap();
+        process.go();
         assert!(finish(process).success());
 
         let expected: BTreeSet<String> =

@@ -1,13 +1,20 @@
 //! The runner: makes the running processes match the environment's current
 //! release, and keeps them running.
 //!
-//! A rollout lays out the new release's tree, runs its release phase, starts
-//! its processes, waits until every new `web` process is healthy, switches
-//! the proxy to them in one step and only then stops the old processes
-//! (after their open connections drain). If anything before the switch
-//! fails, the new processes are stopped, the failure is recorded, and the
-//! old release keeps serving, untouched. A release that failed is not tried
-//! again; the next release is.
+//! A rollout (its states are in the `rollout` module) lays out the new
+//! release's tree, runs its release phase, starts its processes, waits
+//! until every new `web` process is healthy and every new process has
+//! stayed up for `[run] settle`, switches the proxy to them in one step and
+//! only then stops the old processes (after their requests drain). If
+//! anything before the switch fails, the new processes are stopped, the
+//! failure is recorded, and the old release keeps serving, untouched. A
+//! release that failed is not tried again, unless the failure was passing
+//! (no file descriptors, a full disk) or `graven restart` asks; the next
+//! release is. A newer release supersedes a rollout still under way.
+//!
+//! Every process is recorded in the groups file before its command runs
+//! (see [`Process::spawn`]), so that a runner killed at any moment leaves
+//! nothing that the next one does not stop.
 
 use std::ffi::OsString;
 use std::io::{Read as _, Write as _};
@@ -20,6 +27,7 @@ use std::time::{Duration, Instant};
 use super::logs::LogSink;
 use super::process::{AppMount, Backoff, Process, record_groups};
 use super::proxy::Proxy;
+use super::rollout::{self, Failed, Prepared, Rollout, Steps};
 use super::{RunError, artifact_of, materialise, process_environment};
 use crate::Digest;
 use crate::app::RunSettings;
@@ -27,7 +35,9 @@ use crate::home::Home;
 use crate::ledger::Ledger;
 use crate::model::{Artifact, Formation};
 use crate::model::{ConfigVersion, Release};
-use crate::model::{Failure, ProcessState, ProcessStatus, RunState, RunnerState, RunningRelease};
+use crate::model::{
+    Failure, FailureCause, ProcessState, ProcessStatus, RolloutReport, RunState, RunnerState, RunningRelease,
+};
 use crate::store::Store;
 use crate::time;
 
@@ -39,12 +49,18 @@ pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a process has between SIGTERM and SIGKILL, unless `[run]
 /// stop_timeout` says.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long every new process must stay up before the switch, unless
+/// `[run] settle` says.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(3);
 /// How many release trees stay on disk after a switch (the running one
 /// among them), so that a rollback to a recent release costs no I/O.
 pub const KEEP_TREES: usize = 5;
 /// The longest the runner waits for its watch between two turns of its
 /// loop (supervising, reporting).
 const POLL: Duration = Duration::from_millis(200);
+/// The same while a rollout waits for its release phase, its health checks
+/// or its settle period.
+const ROLLOUT_POLL: Duration = Duration::from_millis(50);
 
 /// How often the runner reads the ledger even if its watch says nothing
 /// changed: the fallback should a notification be lost.
@@ -116,10 +132,40 @@ struct Deployment {
     run: RunSettings,
     /// Whom its processes run as: `--user`, else its `[run] user`.
     user: Option<crate::user::RunAs>,
-    /// The formation its slots were made for.
-    formation: Formation,
+    /// What it was rolled out for: see [`Target`].
+    target: Target,
     slots: Vec<Slot>,
     since: String,
+}
+
+/// What the runner is to run: a release, in a formation, as of a restart
+/// request. A rollout is due whenever the running deployment was made for
+/// another target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    release: Digest,
+    formation: Formation,
+    /// The newest `graven restart` request seen (0: none).
+    restart: u64,
+}
+
+/// A rollout under way, or failed, and its work.
+struct Attempt {
+    machine: Rollout,
+    work: Work,
+}
+
+/// What a rollout has made so far.
+struct Work {
+    release: Release,
+    target: Target,
+    /// Whether it only scales or restarts the running release: no release
+    /// phase then.
+    same_release: bool,
+    artifact: Option<Artifact>,
+    /// The new deployment, until the switch hands it over.
+    pending: Option<Deployment>,
+    release_phase: Option<Process>,
 }
 
 /// The runner of one app's environment.
@@ -137,8 +183,11 @@ pub struct Runner<'a> {
     /// Processes of releases switched away from, being stopped in the
     /// background once their connections drain.
     retiring: Vec<Retiring>,
+    /// The rollout under way, or the one that failed for good.
+    attempt: Option<Attempt>,
+    /// The newest `graven restart` request seen.
+    restart: u64,
     failure: Option<Failure>,
-    failed: Option<Digest>,
     /// The process groups last written to the groups file.
     recorded: Vec<i32>,
     /// When the run state was last recorded in the ledger.
@@ -204,8 +253,9 @@ impl<'a> Runner<'a> {
             proxy: None,
             current: None,
             retiring: Vec::new(),
+            attempt: None,
+            restart: 0,
             failure: None,
-            failed: None,
             recorded: Vec::new(),
             last_report: None,
             ledger_error: Trouble::default(),
@@ -243,6 +293,9 @@ impl<'a> Runner<'a> {
         // What a killed runner's processes left in their TMPDIRs: nothing
         // of theirs runs any more (the caller stopped the leftovers).
         crate::fs_tree::remove_tree(&self.home.run_dir(&self.options.app, &self.options.env).join("tmp"));
+        // A restart asked for before this runner started is not for it:
+        // its processes are fresh.
+        self.restart = self.ledger.last_restart(&self.options.app, &self.options.env)?.map_or(0, |r| r.seq);
         // The ledger wakes the loop when it changes; a slow poll stays as
         // a fallback, and a failed read is tried again at every turn.
         let ledger = self.ledger;
@@ -251,27 +304,12 @@ impl<'a> Runner<'a> {
         let mut changed = true;
         while !stop.load(Ordering::Relaxed) {
             if changed || read_at.is_none_or(|at| at.elapsed() >= SLOW_POLL) {
-                let desired = ledger.current_release(&self.options.app, &self.options.env).and_then(|release| {
-                    let formation = ledger.formation(&self.options.app, &self.options.env)?;
-                    Ok((release, formation.map(|record| record.formation).unwrap_or_default()))
-                });
-                match desired {
-                    Ok((desired, formation)) => {
+                match self.read_desired() {
+                    Ok(desired) => {
                         read_at = Some(Instant::now());
                         self.ledger_trouble(None);
-                        let formation = formation.overridden_by(&self.options.formation);
-                        if formation != self.formation {
-                            self.say(&format!("formation: {formation}"));
-                            self.formation = formation;
-                            // Scaling again is a new chance for a release that failed.
-                            self.failed = None;
-                        }
                         if let Some(desired) = desired {
-                            let running = self.current.as_ref().map(|d| (d.release.id, &d.formation));
-                            let wanted = (desired.id, &self.formation);
-                            if running != Some(wanted) && self.failed != Some(desired.id) {
-                                self.rollout(&desired, stop);
-                            }
+                            self.aim_at(&desired);
                         }
                     }
                     // What runs keeps running: a ledger that cannot be read
@@ -283,8 +321,10 @@ impl<'a> Runner<'a> {
                     }
                 }
             }
+            self.advance_rollout();
             self.keep_up();
-            changed = watch.wait(POLL).unwrap_or_else(|_| {
+            let busy = self.attempt.as_ref().is_some_and(|attempt| attempt.machine.failure().is_none());
+            changed = watch.wait(if busy { ROLLOUT_POLL } else { POLL }).unwrap_or_else(|_| {
                 // The watch failed with the ledger: look again after a pause.
                 std::thread::sleep(POLL);
                 true
@@ -332,100 +372,120 @@ impl<'a> Runner<'a> {
         (self.print)(&line);
     }
 
-    /// Switches to `release`, or records why it could not.
-    fn rollout(&mut self, release: &Release, stop: &AtomicBool) {
-        if self.current.as_ref().is_some_and(|current| current.release.id == release.id) {
+    /// The current release and formation from the ledger, and the newest
+    /// restart request; says when the formation changed.
+    fn read_desired(&mut self) -> Result<Option<(Release, Target)>, crate::ledger::LedgerError> {
+        let (app, env) = (&self.options.app, &self.options.env);
+        let release = self.ledger.current_release(app, env)?;
+        let formation = self.ledger.formation(app, env)?.map(|record| record.formation).unwrap_or_default();
+        let restart = self.ledger.last_restart(app, env)?;
+        let formation = formation.overridden_by(&self.options.formation);
+        if formation != self.formation {
+            self.say(&format!("formation: {formation}"));
+            self.formation = formation;
+        }
+        if let Some(restart) = restart
+            && restart.seq > self.restart
+        {
+            self.say(&format!("restart asked by {} at {}", restart.author, restart.created_at));
+            self.restart = restart.seq;
+        }
+        let target = |release: &Release| Target {
+            release: release.id,
+            formation: self.formation.clone(),
+            restart: self.restart,
+        };
+        Ok(release.map(|release| {
+            let target = target(&release);
+            (release, target)
+        }))
+    }
+
+    /// Starts a rollout to `desired` unless it runs, or is being rolled
+    /// out, or failed for good; a rollout to anything else that has not
+    /// switched yet is cancelled: the newer release supersedes it.
+    fn aim_at(&mut self, (release, target): &(Release, Target)) {
+        if self.current.as_ref().is_some_and(|current| &current.target == target) {
+            if let Some(mut attempt) = self.attempt.take_if(|attempt| !attempt.machine.switched()) {
+                self.say(&format!(
+                    "{} is wanted again: the rollout of {} is cancelled",
+                    release.version(),
+                    attempt.work.release.version()
+                ));
+                self.cancel(&mut attempt);
+            }
+            return;
+        }
+        if self.attempt.as_ref().is_some_and(|attempt| &attempt.work.target == target) {
+            return;
+        }
+        if let Some(mut attempt) = self.attempt.take() {
+            if !attempt.machine.switched() {
+                self.say(&format!(
+                    "{} supersedes the rollout of {}, which is cancelled",
+                    release.version(),
+                    attempt.work.release.version()
+                ));
+            }
+            self.cancel(&mut attempt);
+        }
+        let same_release = self.current.as_ref().is_some_and(|current| current.release.id == release.id);
+        if !same_release {
+            self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
+        } else if self.current.as_ref().is_some_and(|current| current.target.formation != target.formation) {
             self.say(&format!("scaling {} to {}", release.version(), self.formation));
         } else {
-            self.say(&format!("rolling out {}: {} ({})", release.version(), release.description, release.kind));
+            self.say(&format!("restarting {}", release.version()));
         }
-        match self.prepare(release, stop) {
-            Ok(deployment) => self.switch(deployment),
-            Err(reason) => {
-                self.say(&format!("rollout of {} failed: {reason}", release.version()));
-                match &self.current {
-                    Some(current) => self.say(&format!("{} keeps serving", current.release.version())),
-                    None => self.say("nothing is serving"),
+        self.attempt = Some(Attempt {
+            machine: Rollout::new(&release.version()),
+            work: Work {
+                release: release.clone(),
+                target: target.clone(),
+                same_release,
+                artifact: None,
+                pending: None,
+                release_phase: None,
+            },
+        });
+    }
+
+    fn cancel(&mut self, attempt: &mut Attempt) {
+        let Attempt { machine, work } = attempt;
+        machine.cancel(&mut Act { runner: self, work });
+    }
+
+    /// Takes the rollout as far as it can go now, and says what happened.
+    fn advance_rollout(&mut self) {
+        let Some(mut attempt) = self.attempt.take() else { return };
+        let Attempt { machine, work } = &mut attempt;
+        let events = machine.advance(Instant::now(), &mut Act { runner: self, work });
+        let version = work.release.version();
+        // Stages are shown by `graven status`; failures are said here too.
+        for event in events {
+            if let rollout::Event::Failed { failed, retry_at } = event {
+                self.say(&format!("rollout of {version} failed: {}", failed.reason));
+                let retry = retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+                match (&self.current, retry) {
+                    (_, Some(delay)) => self.say(&format!(
+                        "that is a passing cause: {version} is tried again in {} s",
+                        delay.as_secs_f64().ceil()
+                    )),
+                    (Some(current), None) => self.say(&format!("{} keeps serving", current.release.version())),
+                    (None, None) => self.say("nothing is serving"),
                 }
-                self.failure = Some(Failure { number: release.number, reason, at: time::now_rfc3339() });
-                self.failed = Some(release.id);
+                self.failure = Some(Failure {
+                    number: work.release.number,
+                    reason: failed.reason,
+                    at: time::now_rfc3339(),
+                    cause: failed.cause,
+                    retry_at: retry.map(|delay| time::rfc3339(std::time::SystemTime::now() + delay)),
+                });
                 self.report(RunnerState::Running);
             }
         }
-    }
-
-    /// Everything before the switch: tree, release phase, new processes,
-    /// health. On failure, whatever was started is stopped again.
-    fn prepare(&mut self, release: &Release, stop: &AtomicBool) -> Result<Deployment, String> {
-        let artifact = artifact_of(self.store, release).map_err(|e| crate::error_chain(&e))?;
-        let tree = materialise(self.store, self.home, release, &artifact).map_err(|e| crate::error_chain(&e))?;
-        let config = self
-            .ledger
-            .config_version(&release.config)
-            .map_err(|e| crate::error_chain(&e))?
-            .ok_or_else(|| format!("config version {} is missing from the ledger", release.config.short()))?;
-        let user = crate::user::RunAs::of_release(self.options.user.as_ref(), artifact.run.user.as_deref())
-            .map_err(|e| format!("[run] user: {e}"))?;
-        if user.as_ref().is_some_and(|user| !user.is_self()) && self.options.mount.is_none() {
-            return Err(
-                "a user to run as needs the sandbox, which gives it a HOME of its own: run without --no-sandbox"
-                    .to_owned(),
-            );
-        }
-        let mut deployment = Deployment {
-            release: release.clone(),
-            config,
-            tree: tree.path,
-            run: artifact.run.clone(),
-            user,
-            formation: self.formation.clone(),
-            slots: Vec::new(),
-            since: time::now_rfc3339(),
-        };
-        // The release phase runs once per release: not again when the
-        // running release is only scaled.
-        let scaling = self.current.as_ref().is_some_and(|current| current.release.id == release.id);
-        if let Some(command) = artifact.process_types.get(crate::app::RELEASE_PHASE)
-            && !scaling
-        {
-            self.release_phase(&deployment, command, stop)?;
-        }
-        deployment.slots = self.slots(&artifact);
-        let started = self.start_all(&mut deployment);
-        if let Err(reason) = started.and_then(|()| self.wait_healthy(&mut deployment, stop)) {
-            self.stop_all(std::mem::take(&mut deployment.slots), &deployment.run);
-            crate::fs_tree::remove_tree(&self.tmp_dir(&deployment.release));
-            return Err(reason);
-        }
-        Ok(deployment)
-    }
-
-    /// Starts every slot of `deployment`, stopping at the first that fails.
-    fn start_all(&self, deployment: &mut Deployment) -> Result<(), String> {
-        for slot in &mut deployment.slots {
-            self.start(&deployment.release, &deployment.config, &deployment.tree, deployment.user.as_ref(), slot)?;
-        }
-        Ok(())
-    }
-
-    fn release_phase(&mut self, deployment: &Deployment, command: &str, stop: &AtomicBool) -> Result<(), String> {
-        let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, command, None);
-        self.start(&deployment.release, &deployment.config, &deployment.tree, deployment.user.as_ref(), &mut slot)?;
-        let mut process = slot.process.take().expect("a started slot has a process");
-        loop {
-            match process.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => return Err(format!("the release phase `{command}` failed ({status})")),
-                Ok(None) if stop.load(Ordering::Relaxed) => {
-                    let _ = process.stop(stop_timeout(&deployment.run));
-                    return Err("the runner was stopped during the release phase".to_owned());
-                }
-                Ok(None) => {
-                    self.keep_up();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(e) => return Err(e.to_string()),
-            }
+        if machine.stage().is_some() {
+            self.attempt = Some(attempt);
         }
     }
 
@@ -445,7 +505,9 @@ impl<'a> Runner<'a> {
         slots
     }
 
-    /// Starts `slot`'s process, with a fresh private TMPDIR.
+    /// Starts `slot`'s process, with a fresh private TMPDIR, held: it runs
+    /// its command once [`Slot::go`] is called, after its group is
+    /// recorded.
     fn start(
         &self,
         release: &Release,
@@ -453,7 +515,7 @@ impl<'a> Runner<'a> {
         tree: &Path,
         user: Option<&crate::user::RunAs>,
         slot: &mut Slot,
-    ) -> Result<(), String> {
+    ) -> Result<(), Failed> {
         let mut env = process_environment(release, config, &slot.name);
         if let Some(port) = slot.port {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
@@ -462,15 +524,19 @@ impl<'a> Runner<'a> {
         // run, and neither may lose its files to the other's start.
         let tmp = self.tmp_dir(release).join(&slot.name);
         crate::fs_tree::remove_tree(&tmp);
-        crate::fs_tree::create_private_dir_all(&tmp).map_err(|e| format!("could not create {}: {e}", tmp.display()))?;
+        let io_failure = |action, path: &Path| {
+            let path = path.to_owned();
+            move |source| Failed::of(&RunError::Io { action, path, source })
+        };
+        crate::fs_tree::create_private_dir_all(&tmp).map_err(io_failure("create", &tmp))?;
+        let home_dir = self.home.run_dir(&self.options.app, &self.options.env);
         let home = super::process_home(self.home, &self.options.app, &self.options.env)
-            .map_err(|e| format!("could not create the processes' HOME: {e}"))?;
+            .map_err(io_failure("create the processes' HOME in", &home_dir))?;
         let mount = match (self.options.mount.as_ref(), user) {
-            (Some(mount), Some(user)) => Some(
-                mount
-                    .as_user(user, &[&home, &tmp])
-                    .map_err(|e| format!("could not give {} its HOME and TMPDIR: {e}", user.name))?,
-            ),
+            (Some(mount), Some(user)) => Some(mount.as_user(user, &[&home, &tmp]).map_err(|e| Failed {
+                reason: format!("could not give {} its HOME and TMPDIR: {e}", user.name),
+                cause: Failed::of(&e).cause,
+            })?),
             (mount, _) => mount.cloned(),
         };
         env.insert("TMPDIR".to_owned(), tmp.into_os_string());
@@ -482,7 +548,7 @@ impl<'a> Runner<'a> {
         let version = release.version();
         let on_line = Arc::new(move |name: &str, line: &str| print(&sink.line(&format!("{name} {version}"), line)));
         let process = Process::spawn(&slot.name, &slot.command, tree, mount.as_ref(), &env, on_line)
-            .map_err(|e| crate::error_chain(&e))?;
+            .map_err(|e| Failed::of(&e))?;
         slot.process = Some(process);
         slot.started_at = Some(time::now_rfc3339());
         Ok(())
@@ -491,39 +557,6 @@ impl<'a> Runner<'a> {
     /// Where `release`'s processes get their TMPDIRs (one each, by name).
     fn tmp_dir(&self, release: &Release) -> PathBuf {
         self.home.run_dir(&self.options.app, &self.options.env).join("tmp").join(release.version())
-    }
-
-    /// Waits until every web process accepts connections (or answers 2xx on
-    /// `[run] health`), failing if one exits or the time runs out.
-    fn wait_healthy(&mut self, deployment: &mut Deployment, stop: &AtomicBool) -> Result<(), String> {
-        let timeout = deployment.run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs);
-        let deadline = Instant::now() + timeout;
-        let health = deployment.run.health.clone();
-        for slot in deployment.slots.iter_mut().filter(|slot| slot.port.is_some()) {
-            let port = slot.port.expect("web slots have ports");
-            loop {
-                let process = slot.process.as_mut().expect("started");
-                if let Ok(Some(status)) = process.try_wait() {
-                    return Err(format!("{} exited before it was healthy ({status})", slot.name));
-                }
-                if healthy(port, health.as_deref()) {
-                    break;
-                }
-                if stop.load(Ordering::Relaxed) {
-                    return Err("the runner was stopped while the new processes started".to_owned());
-                }
-                if Instant::now() >= deadline {
-                    let check = health.as_deref().map_or_else(
-                        || format!("accept connections on port {port}"),
-                        |path| format!("answer 2xx on {path}"),
-                    );
-                    return Err(format!("{} did not {check} within {} s", slot.name, timeout.as_secs()));
-                }
-                self.keep_up();
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        Ok(())
     }
 
     /// Points the proxy at the new web processes, then stops the old ones
@@ -546,7 +579,7 @@ impl<'a> Runner<'a> {
             self.say(&format!("{version} is serving"));
         }
         self.failure = None;
-        self.record_groups();
+        self.record_groups(&[]);
         self.report(RunnerState::Running);
         self.prune_trees();
     }
@@ -603,7 +636,7 @@ impl<'a> Runner<'a> {
             }
             if slot.process.is_none() && slot.restart_at.is_some_and(|at| Instant::now() >= at) {
                 slot.restart_at = None;
-                if let Err(e) = self.start(
+                if let Err(failed) = self.start(
                     &deployment.release,
                     &deployment.config,
                     &deployment.tree,
@@ -612,16 +645,35 @@ impl<'a> Runner<'a> {
                 ) {
                     let delay = slot.backoff.next_delay(Duration::ZERO);
                     slot.restart_at = Some(Instant::now() + delay);
-                    self.say(&format!("{} could not be restarted: {e}", slot.name));
+                    self.say(&format!("{} could not be restarted: {}", slot.name, failed.reason));
                 }
             }
         }
         self.current = Some(deployment);
-        self.record_groups();
+        // Restarted processes run once their groups are on record; without
+        // a record they are stopped, and tried again later.
+        let recorded = self.record_groups(&[]);
+        let mut unrecorded = Vec::new();
+        for slot in self.current.iter_mut().flat_map(|d| d.slots.iter_mut()) {
+            if recorded {
+                slot.go();
+            } else if slot.process.as_ref().is_some_and(Process::is_held) {
+                slot.process = None;
+                slot.restart_at = Some(Instant::now() + slot.backoff.next_delay(Duration::ZERO));
+                unrecorded.push(slot.name.clone());
+            }
+        }
+        if !unrecorded.is_empty() {
+            let file = groups_file(self.home, &self.options.app, &self.options.env);
+            self.say(&format!("could not record {} in {}: tried again later", unrecorded.join(", "), file.display()));
+        }
     }
 
-    /// Writes the groups file when the set of process groups changed.
-    fn record_groups(&mut self) {
+    /// Writes the groups file when the set of process groups changed: the
+    /// running release's, those being stopped, the rollout's, and `extra`
+    /// (a rollout's while it is out of `self`). Whether it could be written
+    /// says whether held processes may go.
+    fn record_groups(&mut self, extra: &[i32]) -> bool {
         self.retiring.retain(|retiring| !retiring.handle.is_finished());
         let pgids: Vec<i32> = self
             .current
@@ -629,11 +681,18 @@ impl<'a> Runner<'a> {
             .flat_map(|d| d.slots.iter())
             .filter_map(|slot| slot.process.as_ref().map(Process::pgid))
             .chain(self.retiring.iter().flat_map(|retiring| retiring.pgids.iter().copied()))
+            .chain(self.attempt.iter().flat_map(|attempt| attempt.work.pgids()))
+            .chain(extra.iter().copied())
             .collect();
-        if pgids != self.recorded
-            && record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids).is_ok()
-        {
-            self.recorded = pgids;
+        if pgids == self.recorded {
+            return true;
+        }
+        match record_groups(&groups_file(self.home, &self.options.app, &self.options.env), &pgids) {
+            Ok(()) => {
+                self.recorded = pgids;
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -670,9 +729,18 @@ impl<'a> Runner<'a> {
                 since: d.since.clone(),
                 read_only_app: self.options.mount.is_some(),
                 user: d.user.as_ref().map(|user| user.name.clone()),
+                formation: d.target.formation.clone(),
+                restart: d.target.restart,
             }),
             processes,
             last_failure: self.failure.clone(),
+            rollout: self.attempt.as_ref().and_then(|attempt| {
+                Some(RolloutReport {
+                    number: attempt.work.release.number,
+                    stage: attempt.machine.stage()?,
+                    attempt: attempt.machine.attempt(),
+                })
+            }),
             updated_at: time::now_rfc3339(),
         };
         let error = self.ledger.set_run_state(&run_state).err().map(|e| e.to_string());
@@ -690,6 +758,9 @@ impl<'a> Runner<'a> {
         if let Some(proxy) = &self.proxy {
             proxy.stop();
         }
+        if let Some(mut attempt) = self.attempt.take() {
+            self.cancel(&mut attempt);
+        }
         if let Some(deployment) = self.current.take() {
             let run = deployment.run.clone();
             self.stop_all(deployment.slots, &run);
@@ -705,7 +776,199 @@ impl<'a> Runner<'a> {
     }
 }
 
+impl Work {
+    /// The process groups it has started.
+    fn pgids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.pending
+            .iter()
+            .flat_map(|d| d.slots.iter())
+            .filter_map(|slot| slot.process.as_ref().map(Process::pgid))
+            .chain(self.release_phase.as_ref().map(Process::pgid))
+    }
+}
+
+/// The steps of a rollout, done by the runner on its work.
+struct Act<'r, 'a> {
+    runner: &'r mut Runner<'a>,
+    work: &'r mut Work,
+}
+
+impl Act<'_, '_> {
+    /// Records the runner's groups with the rollout's, then lets held
+    /// processes run; without a record they are stopped instead.
+    /// `held` names them for the fail point: `rollout-v5-held-processes`.
+    fn record_and_go(&mut self, held: &str) -> Result<(), Failed> {
+        crate::fail_point::check(&format!("rollout-{}-held-{held}", self.work.release.version()));
+        let pgids: Vec<i32> = self.work.pgids().collect();
+        if !self.runner.record_groups(&pgids) {
+            let file = groups_file(self.runner.home, &self.runner.options.app, &self.runner.options.env);
+            return Err(Failed {
+                reason: format!("could not record the new processes in {}", file.display()),
+                cause: FailureCause::Passing,
+            });
+        }
+        if let Some(process) = self.work.release_phase.as_mut() {
+            process.go();
+        }
+        for slot in self.work.pending.iter_mut().flat_map(|d| d.slots.iter_mut()) {
+            slot.go();
+        }
+        Ok(())
+    }
+
+    fn deployment(&mut self) -> &mut Deployment {
+        self.work.pending.as_mut().expect("prepared before it is started")
+    }
+}
+
+impl Steps for Act<'_, '_> {
+    fn prepare(&mut self) -> Result<Prepared, Failed> {
+        let runner = &*self.runner;
+        let release = &self.work.release;
+        let artifact = artifact_of(runner.store, release).map_err(|e| Failed::of(&e))?;
+        let tree = materialise(runner.store, runner.home, release, &artifact).map_err(|e| Failed::of(&e))?;
+        let config = runner.ledger.config_version(&release.config).map_err(|e| Failed::of(&e))?.ok_or_else(|| {
+            Failed::release(format!("config version {} is missing from the ledger", release.config.short()))
+        })?;
+        let user = crate::user::RunAs::of_release(runner.options.user.as_ref(), artifact.run.user.as_deref())
+            .map_err(|e| Failed::release(format!("[run] user: {e}")))?;
+        if user.as_ref().is_some_and(|user| !user.is_self()) && runner.options.mount.is_none() {
+            return Err(Failed::release(
+                "a user to run as needs the sandbox, which gives it a HOME of its own: run without --no-sandbox",
+            ));
+        }
+        let run = &artifact.run;
+        let prepared = Prepared {
+            // Once per release: not again when the running release is
+            // only scaled or restarted.
+            release_phase: artifact.process_types.contains_key(crate::app::RELEASE_PHASE) && !self.work.same_release,
+            health_timeout: run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs),
+            settle: run.settle.map_or(DEFAULT_SETTLE, Duration::from_secs),
+        };
+        self.work.pending = Some(Deployment {
+            release: release.clone(),
+            config,
+            tree: tree.path,
+            run: artifact.run.clone(),
+            user,
+            target: self.work.target.clone(),
+            slots: Vec::new(),
+            since: time::now_rfc3339(),
+        });
+        self.work.artifact = Some(artifact);
+        Ok(prepared)
+    }
+
+    fn start_release_phase(&mut self) -> Result<(), Failed> {
+        let command = self.work.artifact.as_ref().and_then(|a| a.process_types.get(crate::app::RELEASE_PHASE));
+        let command = command.expect("prepare saw a release phase").clone();
+        let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, &command, None);
+        let d = self.work.pending.as_ref().expect("prepared before it is started");
+        self.runner.start(&d.release, &d.config, &d.tree, d.user.as_ref(), &mut slot)?;
+        self.work.release_phase = slot.process.take();
+        self.record_and_go("release-phase")
+    }
+
+    fn release_phase_ended(&mut self) -> Option<Result<(), Failed>> {
+        let process = self.work.release_phase.as_mut()?;
+        let ended = match process.try_wait() {
+            Ok(None) => return None,
+            Ok(Some(status)) if status.success() => Ok(()),
+            Ok(Some(status)) => {
+                let command = self.work.artifact.as_ref().and_then(|a| a.process_types.get(crate::app::RELEASE_PHASE));
+                Err(Failed::release(format!(
+                    "the release phase `{}` failed ({status})",
+                    command.map_or("", String::as_str)
+                )))
+            }
+            Err(e) => Err(Failed::of(&e)),
+        };
+        // Ended: what is left is its last lines.
+        if let Some(process) = self.work.release_phase.take() {
+            let _ = process.stop(Duration::ZERO);
+        }
+        Some(ended)
+    }
+
+    fn start_processes(&mut self) -> Result<(), Failed> {
+        let artifact = self.work.artifact.as_ref().expect("prepared before it is started");
+        let slots = self.runner.slots(artifact);
+        self.deployment().slots = slots;
+        let d = self.work.pending.as_mut().expect("prepared before it is started");
+        for slot in &mut d.slots {
+            self.runner.start(&d.release, &d.config, &d.tree, d.user.as_ref(), slot)?;
+        }
+        self.record_and_go("processes")
+    }
+
+    fn healthy(&mut self) -> Result<Option<String>, Failed> {
+        if let Some(failed) = self.exited("before it was healthy") {
+            return Err(failed);
+        }
+        let d = self.deployment();
+        let health = d.run.health.clone();
+        for slot in d.slots.iter().filter(|slot| slot.port.is_some()) {
+            let port = slot.port.expect("web slots have ports");
+            if !healthy(port, health.as_deref()) {
+                let check = health.as_deref().map_or_else(
+                    || format!("accept connections on port {port}"),
+                    |path| format!("answer 2xx on {path}"),
+                );
+                return Ok(Some(format!("{} did not {check}", slot.name)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn exited(&mut self) -> Option<Failed> {
+        self.exited("while settling")
+    }
+
+    fn switch(&mut self) {
+        let deployment = self.work.pending.take().expect("switched once, after it started");
+        self.runner.switch(deployment);
+    }
+
+    fn drained(&mut self) -> bool {
+        self.runner.retiring.retain(|retiring| !retiring.handle.is_finished());
+        self.runner.retiring.is_empty()
+    }
+
+    fn abandon(&mut self) {
+        let timeout = self.work.pending.as_ref().map_or(DEFAULT_STOP_TIMEOUT, |d| stop_timeout(&d.run));
+        if let Some(process) = self.work.release_phase.take() {
+            let pgid = process.pgid();
+            let handle = std::thread::spawn(move || drop(process.stop(timeout)));
+            self.runner.retiring.push(Retiring { pgids: vec![pgid], handle });
+        }
+        if let Some(deployment) = self.work.pending.take() {
+            // In the background, as a release switched away from: the loop
+            // goes on supervising what serves meanwhile.
+            self.runner.retire(deployment);
+        }
+        self.runner.record_groups(&[]);
+    }
+}
+
+impl Act<'_, '_> {
+    /// A failure naming the first new process that has exited, `when`.
+    fn exited(&mut self, when: &str) -> Option<Failed> {
+        let d = self.work.pending.as_mut()?;
+        d.slots.iter_mut().find_map(|slot| {
+            let status = slot.process.as_mut()?.try_wait().ok()??;
+            Some(Failed::release(format!("{} exited {when} ({status})", slot.name)))
+        })
+    }
+}
+
 impl Slot {
+    /// Lets its held process run (see [`Runner::start`]).
+    fn go(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            process.go();
+        }
+    }
+
     fn new(name: &str, kind: &str, command: &str, port: Option<u16>) -> Self {
         Self {
             name: name.to_owned(),
@@ -726,11 +989,13 @@ struct Retiring {
     handle: std::thread::JoinHandle<()>,
 }
 
-/// Stops `slots` in parallel: a web process once its connections through
-/// `proxy` have drained (or `timeout` passed), the others at once.
+/// Stops `slots`: a web process once its requests through `proxy` have
+/// drained (or `timeout` passed), each on a thread of its own; the others
+/// at once, all together (see [`super::process::stop_all`]).
 fn stop_slots(proxy: Option<&Proxy>, slots: Vec<Slot>, timeout: Duration) {
+    let (web, others): (Vec<Slot>, Vec<Slot>) = slots.into_iter().partition(|slot| slot.port.is_some());
     std::thread::scope(|scope| {
-        for slot in slots {
+        for slot in web {
             let Some(process) = slot.process else { continue };
             scope.spawn(move || {
                 if let (Some(proxy), Some(port)) = (proxy, slot.port) {
@@ -739,6 +1004,7 @@ fn stop_slots(proxy: Option<&Proxy>, slots: Vec<Slot>, timeout: Duration) {
                 let _ = process.stop(timeout);
             });
         }
+        super::process::stop_all(others.into_iter().filter_map(|slot| slot.process).collect(), timeout);
     });
 }
 

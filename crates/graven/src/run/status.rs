@@ -125,6 +125,11 @@ impl EnvStatus {
         self.runner.as_ref().and_then(|r| r.state.last_failure.as_ref())
     }
 
+    /// The rollout the runner is in, if any.
+    pub fn rollout(&self) -> Option<&crate::model::RolloutReport> {
+        self.runner.as_ref().and_then(|r| r.state.rollout.as_ref())
+    }
+
     /// The differences found in the running release's tree, if it was
     /// checked.
     pub fn drifted(&self) -> Option<&[Drift]> {
@@ -259,7 +264,8 @@ fn check_drift(runner: &RunState, release: &Release, vantage: Vantage<'_>) -> Dr
 pub enum RolloutOutcome {
     /// It serves the release (or a newer one, which superseded it).
     Serving,
-    /// Its rollout of the release failed, and why.
+    /// Its rollout of the release failed for good (not for a passing
+    /// cause, which is tried again), and why.
     Failed(String),
     /// Not yet either.
     Pending,
@@ -276,28 +282,80 @@ pub struct RunnerRollout {
     pub outcome: RolloutOutcome,
 }
 
+/// What `--wait` waits for.
+#[derive(Debug, Clone, Copy)]
+pub enum Goal<'a> {
+    /// The release served, or a newer one (which superseded it).
+    Release(&'a Release),
+    /// The release rolled out again for restart request `seq`, made at
+    /// `asked_at` (RFC 3339).
+    Restart {
+        /// The environment's current release.
+        release: &'a Release,
+        /// The request's number.
+        seq: u64,
+        /// When it was made.
+        asked_at: &'a str,
+    },
+    /// Processes running in these counts (`graven scale`), asked at
+    /// `asked_at`.
+    Formation {
+        /// The environment's current release.
+        release: &'a Release,
+        /// The counts asked for, by type; other types are not looked at.
+        counts: &'a crate::model::Formation,
+        /// When they were asked for.
+        asked_at: &'a str,
+    },
+}
+
+impl Goal<'_> {
+    /// How one runner's report stands with the goal.
+    pub fn outcome(&self, state: &RunState) -> RolloutOutcome {
+        let (release, asked_at) = match *self {
+            Goal::Release(release) => (release, None),
+            Goal::Restart { release, asked_at, .. } | Goal::Formation { release, asked_at, .. } => {
+                (release, Some(asked_at))
+            }
+        };
+        let reached = state.running.as_ref().is_some_and(|running| match *self {
+            Goal::Release(release) => running.number >= release.number,
+            Goal::Restart { release, seq, .. } => {
+                running.number > release.number || (running.number == release.number && running.restart >= seq)
+            }
+            Goal::Formation { counts, .. } => counts.0.iter().all(|(kind, n)| running.formation.count(kind) == *n),
+        });
+        if reached {
+            return RolloutOutcome::Serving;
+        }
+        // A passing failure is tried again: still to come. One from before
+        // the request is not about it.
+        match &state.last_failure {
+            Some(failure)
+                if failure.number == release.number
+                    && failure.is_final()
+                    && asked_at.is_none_or(|at| failure.at.as_str() >= at) =>
+            {
+                RolloutOutcome::Failed(failure.reason.clone())
+            }
+            _ => RolloutOutcome::Pending,
+        }
+    }
+}
+
 /// How every alive runner of `app`'s environment `env` stands with
-/// `release`: what `--wait` waits on. Empty when no runner is alive.
+/// `goal`: what `--wait` waits on. Empty when no runner is alive.
 pub fn rollout_of(
     ledger: &dyn Ledger,
     app: &str,
     env: &str,
-    release: &Release,
+    goal: Goal<'_>,
     vantage: Vantage<'_>,
 ) -> Result<Vec<RunnerRollout>, LedgerError> {
     Ok(ledger
         .run_states(app, env)?
         .into_iter()
         .filter(|state| liveness(state, vantage) == Liveness::Alive)
-        .map(|state| {
-            let outcome = match (&state.running, &state.last_failure) {
-                (Some(running), _) if running.number >= release.number => RolloutOutcome::Serving,
-                (_, Some(failure)) if failure.number == release.number => {
-                    RolloutOutcome::Failed(failure.reason.clone())
-                }
-                _ => RolloutOutcome::Pending,
-            };
-            RunnerRollout { host: state.host, home: state.home, outcome }
-        })
+        .map(|state| RunnerRollout { outcome: goal.outcome(&state), host: state.host, home: state.home })
         .collect())
 }
