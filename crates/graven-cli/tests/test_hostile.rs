@@ -353,7 +353,7 @@ fn a_start_the_kernel_refuses_says_which_process_and_why_in_status_releases_and_
     assert_eq!(status["running"]["version"], "v1");
 
     let releases = scene.graven.run(["releases", "--env", "production"]);
-    assert!(releases.stdout.contains(&format!("! v{number} failed to roll out on ")), "{releases}");
+    assert!(releases.stdout.contains(&format!("! v{number}'s rollout failed on ")), "{releases}");
     assert!(releases.stdout.contains("E2BIG"), "{releases}");
     let json = scene.graven.run(["releases", "--env", "production", "--json"]).json();
     assert!(json[0]["rollout_failures"][0]["reason"].as_str().unwrap().contains("E2BIG"), "{json:#}");

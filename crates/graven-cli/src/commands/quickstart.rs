@@ -55,7 +55,8 @@ pub(crate) struct QuickstartArgs {
 pub(crate) fn cmd_quickstart(args: &QuickstartArgs) -> Result<(), CommandError> {
     // Before anything is built: a port another program holds would make the
     // demonstration fetch that program's page.
-    if let Err(error) = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, args.port)) {
+    // Where the runner will listen: every address.
+    if let Err(error) = std::net::TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, args.port)) {
         return Err(CommandError::bad_input(format!("port {} is not free: {error}", args.port))
             .hint("another program listens there: run the quickstart with --port and a free port, e.g. --port 18080"));
     }

@@ -147,7 +147,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
             .unwrap_or(false),
             rollout_failures: failures
                 .iter()
-                .map(|(host, f)| serde_json::json!({"host": host, "reason": f.reason, "at": f.at}))
+                .map(|(host, f)| crate::commands::releases::failure_json(host, f))
                 .collect(),
         };
         ui::out_json(&show);
@@ -173,7 +173,7 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         rows.push(vec!["rollback of".to_owned(), format!("v{number}")]);
     }
     for (host, failure) in &failures {
-        rows.push(vec!["rollout".to_owned(), format!("failed on {host}: {}", failure.reason)]);
+        rows.push(vec!["rollout".to_owned(), crate::commands::releases::failure_words(host, failure)]);
     }
     if let Some(from) = &release.promoted_from {
         rows.push(vec!["promoted from".to_owned(), format!("{} v{}", from.env, from.number)]);

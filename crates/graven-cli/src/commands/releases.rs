@@ -42,6 +42,26 @@ pub(crate) fn rollout_failures(
         .collect())
 }
 
+/// A runner's failed rollout, as `releases --json` and `release show
+/// --json` give it.
+pub(crate) fn failure_json(host: &str, failure: &graven::model::Failure) -> serde_json::Value {
+    serde_json::json!({
+        "host": host,
+        "reason": failure.reason,
+        "at": failure.at,
+        "cause": failure.cause.name(),
+        "retry_at": failure.retry_at,
+    })
+}
+
+/// `failed on HOST: REASON`, and when a passing cause is tried again.
+pub(crate) fn failure_words(host: &str, failure: &graven::model::Failure) -> String {
+    match (&failure.retry_at, failure.is_final()) {
+        (Some(at), false) => format!("failed on {host} (a passing cause, tried again at {at}): {}", failure.reason),
+        _ => format!("failed on {host}: {}", failure.reason),
+    }
+}
+
 pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
@@ -50,12 +70,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
     let releases = ledger.releases(&app, env, args.limit).map_err(CommandError::failed)?;
     let current = releases.first().map(|r| r.number);
     // Each runner's last failed rollout, by release number.
-    let failures: Vec<(String, graven::model::Failure)> = ledger
-        .run_states(&app, env)
-        .map_err(CommandError::failed)?
-        .into_iter()
-        .filter_map(|state| state.last_failure.map(|failure| (state.host, failure)))
-        .collect();
+    let failures = rollout_failures(ledger, &app, env)?;
     let failures_of = |number: u64| failures.iter().filter(move |(_, failure)| failure.number == number);
     if args.json {
         let json: Vec<serde_json::Value> = releases
@@ -63,11 +78,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
             .map(|r| {
                 let mut json =
                     serde_json::to_value(ReleaseJson::new(r, Some(r.number) == current)).expect("a release serialises");
-                json["rollout_failures"] = failures_of(r.number)
-                    .map(
-                        |(host, failure)| serde_json::json!({"host": host, "reason": failure.reason, "at": failure.at}),
-                    )
-                    .collect();
+                json["rollout_failures"] = failures_of(r.number).map(|(host, f)| failure_json(host, f)).collect();
                 json
             })
             .collect();
@@ -90,7 +101,7 @@ pub(crate) fn cmd_releases(settings: &Settings, args: &ReleasesArgs) -> Result<(
             if !mark.contains('!') {
                 mark.push('!');
             }
-            said.push(format!("{} failed to roll out on {host}: {}", release.version(), failure.reason));
+            said.push(format!("{}'s rollout {}", release.version(), failure_words(host, failure)));
         }
         rows.push(vec![
             mark,

@@ -168,9 +168,10 @@ pub fn diff_configs(old: &ConfigVersion, new: &ConfigVersion) -> ConfigDiff {
 
 /// Where a release phase ran between two releases.
 ///
-/// A release phase runs when a release brings a new artifact — its artifact
-/// differs from its parent's (or it has no parent) — and that artifact's
-/// Procfile has a [`RELEASE_PHASE`](crate::app::RELEASE_PHASE) process.
+/// A release phase runs for every release whose artifact's Procfile has a
+/// [`RELEASE_PHASE`](crate::app::RELEASE_PHASE) process, as the runner
+/// runs it: once per release it rolls out, a config change and a rollback
+/// included (Heroku's rule), not when it only scales or restarts.
 /// Releases counted are those of the newer release's environment after the
 /// older release, up to and including the newer one. The newer is the one with the larger number
 /// when both are in one environment, else the one created later (of two
@@ -225,24 +226,12 @@ pub fn release_phase_between(
         None
     };
     let releases = ledger.releases(&newer.app, &newer.env, limit)?;
-    let artifact_of: BTreeMap<u64, Digest> = releases.iter().map(|r| (r.number, r.artifact)).collect();
     let counted = releases.iter().rev().filter(|r| {
         r.number <= newer.number
             && if same_env { r.number > older.number } else { r.created_at.as_str() >= older.created_at.as_str() }
     });
     let mut has_release_process: BTreeMap<Digest, Option<bool>> = BTreeMap::new();
     for release in counted {
-        let parent_artifact = match release.number.checked_sub(1).filter(|n| *n > 0) {
-            None => None,
-            Some(parent) => match artifact_of.get(&parent) {
-                Some(artifact) => Some(*artifact),
-                // Appended while we read: ask for it.
-                None => ledger.release(&release.app, &release.env, parent)?.map(|r| r.artifact),
-            },
-        };
-        if parent_artifact == Some(release.artifact) {
-            continue;
-        }
         let known = if let Some(known) = has_release_process.get(&release.artifact) {
             *known
         } else {
@@ -559,7 +548,7 @@ mod tests {
     }
 
     #[test]
-    fn a_release_phase_runs_where_a_migrating_artifact_arrives() {
+    fn a_release_phase_runs_for_every_release_of_a_migrating_artifact() {
         let env = Env::new();
         let stage = env.stage();
         let plain = env.artifact("1", false);
@@ -567,17 +556,17 @@ mod tests {
         let set = ConfigChange { set: vec![("PORT".to_owned(), "80".to_owned())], ..ConfigChange::default() };
         stage.deploy("production", &plain, None).unwrap(); // v1
         stage.deploy("production", &migrating, None).unwrap(); // v2: migrates
-        stage.change_config("production", &set).unwrap(); // v3: same artifact
+        stage.change_config("production", &set).unwrap(); // v3: same artifact, migrates again
         stage.rollback("production", Some(1)).unwrap(); // v4: the plain artifact
         stage.rollback("production", Some(3)).unwrap(); // v5: migrates again
 
         assert_eq!(env.phase("production", 1, 2), [2]);
         assert_eq!(env.phase("production", 2, 1), [2], "either order");
-        assert_eq!(env.phase("production", 2, 3), Vec::<u64>::new(), "a config change runs no release phase");
-        assert_eq!(env.phase("production", 3, 4), Vec::<u64>::new());
-        assert_eq!(env.phase("production", 2, 5), [5], "same artifact at both ends, migrated in between");
-        assert_eq!(env.phase("production", 1, 5), [2, 5]);
-        assert_eq!(env.phase("production", 3, 3), Vec::<u64>::new());
+        assert_eq!(env.phase("production", 2, 3), [3], "a config change runs it, as the runner does");
+        assert_eq!(env.phase("production", 3, 4), Vec::<u64>::new(), "the plain artifact has none");
+        assert_eq!(env.phase("production", 3, 5), [5]);
+        assert_eq!(env.phase("production", 1, 5), [2, 3, 5]);
+        assert_eq!(env.phase("production", 3, 3), Vec::<u64>::new(), "nothing between a release and itself");
 
         let diff = diff_releases(&env.ledger, &env.store, &env.release("production", 1), &env.release("production", 3))
             .unwrap();
