@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::{CONNECT_TIMEOUT, Lease, ProxyLimits, Shared};
+use super::{CONNECT_TIMEOUT, ClientConn, InFlight, Lease, ProxyLimits, Shared};
 
 /// The body of every request to a backend and every response to a client.
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -39,7 +39,8 @@ pub(super) fn backend_client() -> BackendClient {
 }
 
 /// Serves one client connection until it closes, or, once the proxy
-/// stops, until its request in flight is answered.
+/// stops, until its request in flight is answered, or, idle, until the
+/// accept loop closes it to make room (see [`ClientConn`]).
 pub(super) async fn serve(
     shared: Arc<Shared>,
     client: BackendClient,
@@ -47,10 +48,17 @@ pub(super) async fn serve(
     peer: SocketAddr,
     limits: ProxyLimits,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    conn: &Arc<ClientConn>,
 ) {
+    let in_flight_on = Arc::clone(conn);
     let service = hyper::service::service_fn(move |request| {
         let (shared, client) = (Arc::clone(&shared), client.clone());
-        async move { Ok::<_, Infallible>(handle(&shared, &client, request, peer, limits).await) }
+        // In flight from its head to the end of its response's body.
+        let busy = in_flight_on.busy();
+        async move {
+            let response = handle(&shared, &client, request, peer, limits).await;
+            Ok::<_, Infallible>(response.map(|body| Busy { body, _busy: busy }.boxed_unsync()))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -62,10 +70,36 @@ pub(super) async fn serve(
     tokio::pin!(connection);
     tokio::select! {
         _ = connection.as_mut() => {}
+        // Idle: dropped, which closes it.
+        () = conn.close.notified() => {}
         _ = stopped.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
+    }
+}
+
+/// A response's body, holding its request in flight on its client
+/// connection until it is sent whole (or dropped).
+struct Busy {
+    body: ProxyBody,
+    _busy: InFlight,
+}
+
+impl Body for Busy {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

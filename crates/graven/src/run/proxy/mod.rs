@@ -16,8 +16,12 @@
 //! - With no backend, a request gets `503` with `Retry-After` at once; a
 //!   backend that refuses gets the request retried on another, or a `502`
 //!   naming the release; one that does not answer in time, a `504`.
-//! - Limits: at most [`ProxyLimits::max_connections`] client connections
-//!   (more wait in the kernel's backlog); a request's headers, and the
+//! - Limits: at most [`ProxyLimits::max_connections`] client connections.
+//!   At the cap, a new connection takes the place of the one that has been
+//!   idle longest (waiting for its headers, or for its next request), so
+//!   that idle connections, however many, cannot keep requests out; only
+//!   when every connection has a request in flight do new ones wait in the
+//!   kernel's backlog. A request's headers, and the
 //!   idle time before the next one on a keep-alive connection, within
 //!   [`ProxyLimits::header_timeout`] (a slowloris client is closed); headers
 //!   at most [`ProxyLimits::max_header_bytes`]. hyper refuses malformed and
@@ -37,6 +41,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -48,6 +53,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the accept loop pauses after a failed accept, so that running
 /// out of file descriptors does not turn it into a busy loop.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
+
+/// How often, at the connection cap with no connection idle, the accept
+/// loop looks again for one that has become idle.
+const EVICT_AGAIN: Duration = Duration::from_millis(100);
 
 /// How long, once the proxy stops, connections still open may finish their
 /// requests before their tasks are dropped.
@@ -341,14 +350,8 @@ async fn accept_loop(
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let client = http::backend_client();
+    let mut open: Vec<Arc<ClientConn>> = Vec::new();
     loop {
-        let permit = tokio::select! {
-            _ = stopped.changed() => return,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             _ = stopped.changed() => return,
             accepted = listener.accept() => accepted,
@@ -358,6 +361,30 @@ async fn accept_loop(
             tokio::time::sleep(ACCEPT_PAUSE).await;
             continue;
         };
+        let permit = loop {
+            if let Ok(permit) = Arc::clone(&permits).try_acquire_owned() {
+                break permit;
+            }
+            // At the cap, the connection idle longest makes room for this
+            // one: it is closed, and its permit comes back as its task
+            // ends. With none idle, look again shortly.
+            open.retain(|conn| !conn.ended.load(Ordering::Relaxed));
+            if let Some(idle) = longest_idle(&open) {
+                idle.ended.store(true, Ordering::Relaxed);
+                idle.close.notify_one();
+            }
+            tokio::select! {
+                _ = stopped.changed() => return,
+                permit = Arc::clone(&permits).acquire_owned() => match permit {
+                    Ok(permit) => break permit,
+                    Err(_) => return,
+                },
+                () = tokio::time::sleep(EVICT_AGAIN) => {}
+            }
+        };
+        if open.len() > 2 * limits.max_connections {
+            open.retain(|conn| !conn.ended.load(Ordering::Relaxed));
+        }
         let _ = stream.set_nodelay(true);
         let guard = ConnectionGuard::new(&shared);
         let shared = Arc::clone(&shared);
@@ -365,8 +392,11 @@ async fn accept_loop(
         match mode {
             ProxyMode::Http => {
                 let client = client.clone();
+                let conn = Arc::new(ClientConn::new());
+                open.push(Arc::clone(&conn));
                 tokio::spawn(async move {
-                    http::serve(shared, client, stream, peer, limits, stopped).await;
+                    http::serve(shared, client, stream, peer, limits, stopped, &conn).await;
+                    conn.ended.store(true, Ordering::Relaxed);
                     drop((permit, guard));
                 });
             }
@@ -425,6 +455,52 @@ impl Drop for Lease {
         drop(routes);
         self.shared.changed.notify_all();
     }
+}
+
+/// An HTTP client connection as the accept loop sees it: whether it has a
+/// request in flight and since when it has none, and how to close it.
+struct ClientConn {
+    in_flight: AtomicUsize,
+    idle_since: Mutex<Instant>,
+    /// Told when the connection is to be closed to make room.
+    close: tokio::sync::Notify,
+    /// Closed, or being closed.
+    ended: AtomicBool,
+}
+
+impl ClientConn {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            close: tokio::sync::Notify::new(),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts a request in flight on it until the guard is dropped.
+    fn busy(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+}
+
+/// A request in flight on a client connection (see [`ClientConn::busy`]).
+struct InFlight(Arc<ClientConn>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
+            *lock(&self.0.idle_since) = Instant::now();
+        }
+    }
+}
+
+/// Of `open`, the connection with nothing in flight for the longest.
+fn longest_idle(open: &[Arc<ClientConn>]) -> Option<&Arc<ClientConn>> {
+    open.iter()
+        .filter(|conn| !conn.ended.load(Ordering::Relaxed) && conn.in_flight.load(Ordering::Relaxed) == 0)
+        .min_by_key(|conn| *lock(&conn.idle_since))
 }
 
 /// One client connection, counted while it lives.

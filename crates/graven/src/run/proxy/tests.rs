@@ -365,20 +365,32 @@ fn a_client_that_sends_its_headers_forever_or_idles_is_closed_after_the_header_t
 }
 
 #[test]
-fn at_most_max_connections_are_served_at_once_and_the_others_wait() {
+fn at_the_connection_cap_the_longest_idle_connection_makes_room_and_busy_ones_are_kept() {
     let (a, _) = backend("a");
     let limits = ProxyLimits { max_connections: 2, ..ProxyLimits::default() };
     let proxy = started_with(ProxyMode::Http, limits, vec![a]);
-    let mut first = Client::open(proxy.local_addr());
-    let mut second = Client::open(proxy.local_addr());
-    assert!(first.get("/").body.starts_with("a GET"));
-    assert!(second.get("/").body.starts_with("a GET"));
     let addr = proxy.local_addr();
+
+    // Two idle connections (one has never sent a byte): a third closes the
+    // one idle longest and is served; the other stays.
+    let mut never_spoke = TcpStream::connect(addr).unwrap();
+    never_spoke.set_read_timeout(Some(PATIENCE)).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let mut idle = Client::open(addr);
+    assert!(idle.get("/").body.starts_with("a GET"));
+    assert!(get(addr, "/").body.starts_with("a GET"), "served in place of an idle one");
+    let mut rest = Vec::new();
+    assert_eq!(never_spoke.read_to_end(&mut rest).unwrap(), 0, "the longest idle was closed");
+    assert!(idle.get("/").body.starts_with("a GET"), "the other idle one is still open");
+
+    // Both busy: a third waits until one of them is done.
+    let slow = |addr| thread::spawn(move || get(addr, "/slow"));
+    let (first, second) = (slow(addr), slow(addr));
+    thread::sleep(Duration::from_millis(100));
+    drop(idle);
     let third = thread::spawn(move || get(addr, "/"));
-    thread::sleep(Duration::from_millis(300));
-    assert!(!third.is_finished(), "a third connection was served beside two");
-    assert_eq!(proxy.client_connections(), 2);
-    drop(first);
+    assert!(first.join().unwrap().body.starts_with("a GET /slow"), "a busy connection is never closed for room");
+    assert!(second.join().unwrap().body.starts_with("a GET /slow"));
     assert!(third.join().unwrap().body.starts_with("a GET"));
 }
 
