@@ -12,8 +12,10 @@
 # unless something fails to run.
 #
 # Usage: bench/switch.sh
+# (then the same switches with 1,000 keep-alive clients; see "keep-alive" below)
 # Environment: BENCH_DURATION=S     seconds of load per runner (default 20)
 #              BENCH_CONNECTIONS=N  concurrent connections (default 8)
+#              BENCH_KEEPALIVE_CLIENTS=N  keep-alive clients of the second part (default 1000)
 #              BENCH_GRAVEN_BIN=PATH  use this binary instead of building one
 # Everything listens on and is sent to loopback (127.0.0.1) only. Work files
 # and the honcho virtualenv are kept in bench/.work/; the report is also
@@ -289,4 +291,91 @@ honcho_stop
     echo "  config change at t≈${T_CONFIG} s, deploy at t≈${T_DEPLOY} s, rollback at t≈${T_ROLLBACK} s"
     python3 "$LOAD" report --app-start "$APP_START_MS" "graven run=$G" "honcho restart=$H"
 } | tee "$REPORT"
+
+# ================================================================ keep-alive
+# The same three switches with BENCH_KEEPALIVE_CLIENTS (default 1,000)
+# keep-alive clients, each sending GET / every 50 ms on one connection, to
+# a web process fast enough that the switch is what is measured: nginx
+# answering "release $GRAVEN_RELEASE". graven routes every request, so each
+# client's next request after a switch goes to the new release; honcho
+# restarts nginx, which closes every connection.
+KA_CLIENTS=${BENCH_KEEPALIVE_CLIENTS:-1000}
+[[ "$KA_CLIENTS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_KEEPALIVE_CLIENTS must be a positive integer (got '$KA_CLIENTS')"
+. "$REPO/scripts/lib/apt.sh"
+command -v nginx >/dev/null || apt_install nginx-light || die "needs nginx (apt-get install nginx-light)"
+log "building the load generator (bench/loadgen)"
+cargo build --release --quiet --manifest-path "$BENCH/loadgen/Cargo.toml" --target-dir "$BENCH/.work/loadgen-target" >&2
+LOADGEN=$BENCH/.work/loadgen-target/release/graven-loadgen
+# A thousand client sockets, and as many through the proxy.
+ulimit -n "$(ulimit -Hn)"
+
+make_nginx_app() {
+    mkdir -p "$1"
+    cp "$BENCH/nginx-release.sh" "$1/serve.sh"
+    echo 'web: sh serve.sh' >"$1/Procfile"
+    (cd "$1" && git init -q && git_commit "nginx answering with its release")
+}
+
+ka_run() {   # ka_run DIR PORT SWITCH_CONFIG SWITCH_DEPLOY SWITCH_ROLLBACK
+    local dir=$1 port=$2 t0 step
+    "$LOADGEN" keepalive --port "$port" --clients "$KA_CLIENTS" --interval-ms 50 --duration "$DURATION" \
+        --out "$dir/keepalive.tsv" 2>"$dir/loadgen.log" &
+    LOAD_PID=$!
+    t0=$EPOCHREALTIME
+    for step in "$T_CONFIG:$3" "$T_DEPLOY:$4" "$T_ROLLBACK:$5"; do
+        sleep "$(awk -v t0="$t0" -v t="${step%%:*}" -v now="$EPOCHREALTIME" \
+            'BEGIN { d = t0 + t - now; printf "%.3f", d < 0 ? 0 : d }')"
+        log "t≈${step%%:*} s: ${step#*:}"
+        "${step#*:}"
+    done
+    wait "$LOAD_PID" || die "the load generator failed: see $dir/loadgen.log"
+    LOAD_PID=
+}
+
+KG=$WORK/keepalive-graven
+make_nginx_app "$KG/app"
+kgv() { (cd "$KG/app" && "$GRAVEN" --home "$KG/home" "$@"); }
+kgv build >"$KG/build.log" 2>&1 || die "graven build failed: see $KG/build.log"
+kgv release --env production >/dev/null
+KG_PORT=$(free_port)
+(cd "$KG/app" && exec "$GRAVEN" --home "$KG/home" run --env production --port "$KG_PORT") >"$KG/run.log" 2>&1 &
+GRAVEN_PID=$!
+until curl -fs "http://127.0.0.1:$KG_PORT/" | grep -q "release v1"; do
+    kill -0 "$GRAVEN_PID" 2>/dev/null || die "graven run exited: see $KG/run.log"
+    sleep 0.2
+done
+ka_graven_config() { kgv config set A=1 --env production --wait >>"$KG/switches.log" 2>&1; }
+ka_graven_deploy() {
+    (cd "$KG/app" && echo change >>NOTES && git_commit "A change") &&
+        kgv build >>"$KG/build.log" 2>&1 && kgv release --env production --wait >>"$KG/switches.log" 2>&1
+}
+ka_graven_rollback() { kgv rollback --env production --wait >>"$KG/switches.log" 2>&1; }
+log "graven: ${DURATION} s of $KA_CLIENTS keep-alive clients"
+ka_run "$KG" "$KG_PORT" ka_graven_config ka_graven_deploy ka_graven_rollback
+stop_pid "$GRAVEN_PID"; GRAVEN_PID=
+
+KH=$WORK/keepalive-honcho
+make_nginx_app "$KH/app"
+KH_PORT=$(free_port)
+ka_honcho_start() {
+    (cd "$KH/app" && PORT=$KH_PORT TMPDIR=$KH exec setsid "$HONCHO" -e "$KH/env" start web) >>"$KH/honcho.log" 2>&1 &
+    HONCHO_PID=$!
+    until curl -fs "http://127.0.0.1:$KH_PORT/" >/dev/null; do sleep 0.05; done
+}
+ka_honcho_switch() { honcho_stop; printf 'GRAVEN_RELEASE=%s\n' "$1" >"$KH/env"; ka_honcho_start; }
+ka_honcho_config() { ka_honcho_switch v2; }
+ka_honcho_deploy() { ka_honcho_switch v3; }
+ka_honcho_rollback() { ka_honcho_switch v4; }
+printf 'GRAVEN_RELEASE=v1\n' >"$KH/env"
+ka_honcho_start
+log "honcho: ${DURATION} s of $KA_CLIENTS keep-alive clients"
+ka_run "$KH" "$KH_PORT" ka_honcho_config ka_honcho_deploy ka_honcho_rollback
+honcho_stop
+
+{
+    echo
+    echo "keep-alive: $KA_CLIENTS clients, each GET / every 50 ms on one connection, nginx as the web process"
+    python3 "$BENCH/keepalive_report.py" "graven run=$KG/keepalive.tsv" "honcho restart=$KH/keepalive.tsv" \
+        --switches "release v2,release v3,release v4"
+} | tee -a "$REPORT"
 log "report written to bench/.work/switch-report.txt; logs in bench/.work/switch/ ($((SECONDS - BENCH_START)) s in all)"
