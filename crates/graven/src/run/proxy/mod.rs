@@ -189,6 +189,9 @@ struct Routes {
     load: HashMap<SocketAddr, usize>,
     /// Client connections open.
     connections: usize,
+    /// Threads waiting on `changed`: without any, nothing is notified (a
+    /// notification is a system call, and would be one per request).
+    waiting: usize,
 }
 
 impl Proxy {
@@ -274,18 +277,21 @@ impl Proxy {
     pub fn wait_drained(&self, backend: SocketAddr, timeout: Duration) -> bool {
         let deadline = Instant::now().checked_add(timeout);
         let mut routes = self.shared.lock();
-        loop {
+        routes.waiting += 1;
+        let drained = loop {
             if !routes.load.contains_key(&backend) {
-                return true;
+                break true;
             }
             let left = deadline.and_then(|deadline| deadline.checked_duration_since(Instant::now()));
             match left {
                 Some(left) if !left.is_zero() => {
                     routes = self.shared.changed.wait_timeout(routes, left).unwrap_or_else(PoisonError::into_inner).0;
                 }
-                _ => return false,
+                _ => break false,
             }
-        }
+        };
+        routes.waiting -= 1;
+        drained
     }
 
     /// Stops accepting and releases the public port before it returns;
@@ -301,6 +307,7 @@ impl Proxy {
         let finish = move || {
             let deadline = Instant::now() + STOP_GRACE;
             let mut routes = shared.lock();
+            routes.waiting += 1;
             while routes.connections > 0 && Instant::now() < deadline {
                 routes = shared
                     .changed
@@ -308,6 +315,7 @@ impl Proxy {
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
             }
+            routes.waiting -= 1;
             drop(routes);
             running.runtime.shutdown_background();
         };
@@ -446,14 +454,19 @@ struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut routes = self.shared.lock();
+        let mut drained = false;
         if let Some(load) = routes.load.get_mut(&self.backend) {
             *load -= 1;
             if *load == 0 {
                 routes.load.remove(&self.backend);
+                drained = true;
             }
         }
+        let wake = drained && routes.waiting > 0;
         drop(routes);
-        self.shared.changed.notify_all();
+        if wake {
+            self.shared.changed.notify_all();
+        }
     }
 }
 
@@ -515,8 +528,13 @@ impl ConnectionGuard {
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.lock().connections -= 1;
-        self.0.changed.notify_all();
+        let mut routes = self.0.lock();
+        routes.connections -= 1;
+        let wake = routes.waiting > 0;
+        drop(routes);
+        if wake {
+            self.0.changed.notify_all();
+        }
     }
 }
 
