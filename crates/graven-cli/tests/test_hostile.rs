@@ -225,22 +225,14 @@ impl Scene {
         appended.release.unwrap().number
     }
 
-    /// A runner of production on a free port.
-    fn start_runner(&self) -> std::process::Child {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-        self.graven
-            .command(["run", "--env", "production", "--port", &port])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap()
+    /// A runner of production on a free port; stopped if the test fails.
+    fn start_runner(&self) -> crate::common::runner::Runner {
+        crate::common::runner::Runner::start(&self.graven, crate::common::runner::free_port(), &[])
     }
 
     /// SIGTERM, and the runner must exit 0.
-    fn stop_runner(runner: &mut std::process::Child) {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        assert!(runner.wait().unwrap().success());
+    fn stop_runner(runner: &mut crate::common::runner::Runner) {
+        assert!(runner.terminate().success());
     }
 
     /// The status as JSON once `check` holds.

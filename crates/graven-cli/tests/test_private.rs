@@ -44,13 +44,8 @@ fn after_a_whole_scenario_another_user_can_read_nothing_under_the_home() {
     graven.build_json::<&str>([]);
     assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
-    let mut runner = graven
-        .command(["run", "--env", "production", "--port", &port])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Stopped when dropped, should an assertion fail first.
+    let mut runner = crate::common::runner::Runner::start(&graven, crate::common::runner::free_port(), &[]);
     let start = Instant::now();
     let web_pid = loop {
         let status = graven.run(["status", "--env", "production", "--json"]).json();
@@ -66,9 +61,7 @@ fn after_a_whole_scenario_another_user_can_read_nothing_under_the_home() {
     let environ = std::fs::read(format!("/proc/{web_pid}/environ")).unwrap();
     assert!(String::from_utf8_lossy(&environ).contains(&format!("TOKEN={SECRET}")));
     assert_eq!(graven.run(["exec", "--env", "production", "--", "true"]).code, 0);
-    let pid = rustix::process::Pid::from_raw(i32::try_from(runner.id()).unwrap()).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    assert!(runner.wait().unwrap().success());
+    assert!(runner.terminate().success());
 
     let home = repo.path().join(".graven");
     let all = everything_under(&home);

@@ -295,7 +295,7 @@ impl Graven {
             }
             let _ = sender.send(Err(seen));
         });
-        Armed { child, receiver, name: name.to_owned() }
+        Armed { child: Some(child), receiver, name: name.to_owned() }
     }
 
     /// Exports `build` as a tar and unpacks it into a new directory.
@@ -397,26 +397,35 @@ pub(crate) fn host() -> String {
 
 /// A graven process with a fail point armed.
 pub(crate) struct Armed {
-    pub(crate) child: Child,
+    /// `None` once handed over by [`Armed::reached`].
+    child: Option<Child>,
     receiver: mpsc::Receiver<Result<(), String>>,
     name: String,
+}
+
+impl Drop for Armed {
+    /// Killed, should the test fail before it got there.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 impl Armed {
     /// Waits until graven stops at the fail point; returns it, for the test
     /// to kill.
     pub(crate) fn reached(mut self) -> Child {
-        let name = &self.name;
+        let name = self.name.clone();
         match self.receiver.recv_timeout(FAIL_POINT_TIMEOUT) {
-            Ok(Ok(())) => self.child,
+            Ok(Ok(())) => self.child.take().expect("handed over once"),
             Ok(Err(stderr)) => {
-                let status = self.child.wait().expect("wait for graven");
+                let status = self.child.take().expect("handed over once").wait().expect("wait for graven");
                 panic!("graven ended ({status}) before fail point {name}; its stderr:\n{stderr}")
             }
-            Err(_) => {
-                let _ = self.child.kill();
-                panic!("graven did not reach fail point {name} within {FAIL_POINT_TIMEOUT:?}")
-            }
+            // Killed as it is dropped.
+            Err(timeout) => panic!("graven did not reach fail point {name} within {FAIL_POINT_TIMEOUT:?} ({timeout})"),
         }
     }
 }
