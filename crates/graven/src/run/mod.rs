@@ -11,6 +11,7 @@ mod drift;
 mod environment;
 pub mod logs;
 mod materialise;
+pub mod plan;
 pub mod process;
 pub mod proxy;
 mod rollout;

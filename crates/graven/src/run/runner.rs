@@ -28,13 +28,13 @@ use super::logs::LogSink;
 use super::process::{AppMount, Backoff, Process, record_groups};
 use super::proxy::Proxy;
 use super::rollout::{self, Failed, Prepared, Rollout, Steps};
-use super::{RunError, artifact_of, materialise, process_environment};
+use super::{RunError, artifact_of, materialise};
 use crate::Digest;
 use crate::app::RunSettings;
 use crate::home::Home;
 use crate::ledger::Ledger;
-use crate::model::{Artifact, Formation};
-use crate::model::{ConfigVersion, Release};
+use crate::model::Formation;
+use crate::model::Release;
 use crate::model::{
     Failure, FailureCause, ProcessState, ProcessStatus, RolloutReport, RunState, RunnerState, RunningRelease,
 };
@@ -112,11 +112,14 @@ fn proxy_settings(run: Option<&RunSettings>) -> (super::proxy::ProxyMode, super:
     (run.proxy.unwrap_or_default(), limits)
 }
 
-/// One process slot of a deployment: restarted in place when it exits.
+/// One process slot of a deployment: its process of the release's
+/// [`Plan`](super::plan::Plan), restarted in place when it exits.
 struct Slot {
     name: String,
     kind: String,
     command: String,
+    /// The plan's environment, to which `start` adds PORT, TMPDIR, HOME.
+    env: std::collections::BTreeMap<String, OsString>,
     port: Option<u16>,
     process: Option<Process>,
     backoff: Backoff,
@@ -127,7 +130,6 @@ struct Slot {
 /// A release with its processes.
 struct Deployment {
     release: Release,
-    config: ConfigVersion,
     tree: PathBuf,
     run: RunSettings,
     /// Whom its processes run as: `--user`, else its `[run] user`.
@@ -162,7 +164,8 @@ struct Work {
     /// Whether it only scales or restarts the running release: no release
     /// phase then.
     same_release: bool,
-    artifact: Option<Artifact>,
+    /// What runs, once prepared.
+    plan: Option<super::plan::Plan>,
     /// The new deployment, until the switch hands it over.
     pending: Option<Deployment>,
     release_phase: Option<Process>,
@@ -443,7 +446,7 @@ impl<'a> Runner<'a> {
                 release: release.clone(),
                 target: target.clone(),
                 same_release,
-                artifact: None,
+                plan: None,
                 pending: None,
                 release_phase: None,
             },
@@ -489,34 +492,17 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// The slots of the formation, web first.
-    fn slots(&self, artifact: &Artifact) -> Vec<Slot> {
-        let mut slots = Vec::new();
-        let mut types: Vec<(&String, &String)> =
-            artifact.process_types.iter().filter(|(name, _)| name.as_str() != crate::app::RELEASE_PHASE).collect();
-        types.sort_by_key(|(name, _)| (name.as_str() != "web", (*name).clone()));
-        for (kind, command) in types {
-            let count = self.formation.count(kind);
-            for n in 1..=count {
-                let port = (kind == "web").then(free_port);
-                slots.push(Slot::new(&format!("{kind}.{n}"), kind, command, port.flatten()));
-            }
-        }
-        slots
-    }
-
     /// Starts `slot`'s process, with a fresh private TMPDIR, held: it runs
     /// its command once [`Slot::go`] is called, after its group is
     /// recorded.
     fn start(
         &self,
         release: &Release,
-        config: &ConfigVersion,
         tree: &Path,
         user: Option<&crate::user::RunAs>,
         slot: &mut Slot,
     ) -> Result<(), Failed> {
-        let mut env = process_environment(release, config, &slot.name);
+        let mut env = slot.env.clone();
         if let Some(port) = slot.port {
             env.insert("PORT".to_owned(), OsString::from(port.to_string()));
         }
@@ -636,13 +622,7 @@ impl<'a> Runner<'a> {
             }
             if slot.process.is_none() && slot.restart_at.is_some_and(|at| Instant::now() >= at) {
                 slot.restart_at = None;
-                if let Err(failed) = self.start(
-                    &deployment.release,
-                    &deployment.config,
-                    &deployment.tree,
-                    deployment.user.as_ref(),
-                    slot,
-                ) {
+                if let Err(failed) = self.start(&deployment.release, &deployment.tree, deployment.user.as_ref(), slot) {
                     let delay = slot.backoff.next_delay(Duration::ZERO);
                     slot.restart_at = Some(Instant::now() + delay);
                     self.say(&format!("{} could not be restarted: {}", slot.name, failed.reason));
@@ -845,9 +825,9 @@ impl Steps for Act<'_, '_> {
             health_timeout: run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs),
             settle: run.settle.map_or(DEFAULT_SETTLE, Duration::from_secs),
         };
+        self.work.plan = Some(super::plan::plan(release, &config, &artifact, &self.work.target.formation));
         self.work.pending = Some(Deployment {
             release: release.clone(),
-            config,
             tree: tree.path,
             run: artifact.run.clone(),
             user,
@@ -855,16 +835,14 @@ impl Steps for Act<'_, '_> {
             slots: Vec::new(),
             since: time::now_rfc3339(),
         });
-        self.work.artifact = Some(artifact);
         Ok(prepared)
     }
 
     fn start_release_phase(&mut self) -> Result<(), Failed> {
-        let command = self.work.artifact.as_ref().and_then(|a| a.process_types.get(crate::app::RELEASE_PHASE));
-        let command = command.expect("prepare saw a release phase").clone();
-        let mut slot = Slot::new("release.1", crate::app::RELEASE_PHASE, &command, None);
+        let phase = self.work.plan.as_ref().and_then(|plan| plan.release_phase.clone());
+        let mut slot = Slot::new(phase.expect("prepare saw a release phase"));
         let d = self.work.pending.as_ref().expect("prepared before it is started");
-        self.runner.start(&d.release, &d.config, &d.tree, d.user.as_ref(), &mut slot)?;
+        self.runner.start(&d.release, &d.tree, d.user.as_ref(), &mut slot)?;
         self.work.release_phase = slot.process.take();
         self.record_and_go("release-phase")
     }
@@ -875,10 +853,10 @@ impl Steps for Act<'_, '_> {
             Ok(None) => return None,
             Ok(Some(status)) if status.success() => Ok(()),
             Ok(Some(status)) => {
-                let command = self.work.artifact.as_ref().and_then(|a| a.process_types.get(crate::app::RELEASE_PHASE));
+                let phase = self.work.plan.as_ref().and_then(|plan| plan.release_phase.as_ref());
                 Err(Failed::release(format!(
                     "the release phase `{}` failed ({status})",
-                    command.map_or("", String::as_str)
+                    phase.map_or("", |phase| phase.command.as_str())
                 )))
             }
             Err(e) => Err(Failed::of(&e)),
@@ -891,12 +869,12 @@ impl Steps for Act<'_, '_> {
     }
 
     fn start_processes(&mut self) -> Result<(), Failed> {
-        let artifact = self.work.artifact.as_ref().expect("prepared before it is started");
-        let slots = self.runner.slots(artifact);
+        let plan = self.work.plan.as_ref().expect("prepared before it is started");
+        let slots = plan.processes.iter().cloned().map(Slot::new).collect();
         self.deployment().slots = slots;
         let d = self.work.pending.as_mut().expect("prepared before it is started");
         for slot in &mut d.slots {
-            self.runner.start(&d.release, &d.config, &d.tree, d.user.as_ref(), slot)?;
+            self.runner.start(&d.release, &d.tree, d.user.as_ref(), slot)?;
         }
         self.record_and_go("processes")
     }
@@ -969,11 +947,14 @@ impl Slot {
         }
     }
 
-    fn new(name: &str, kind: &str, command: &str, port: Option<u16>) -> Self {
+    /// The slot of `process`; a web process gets a port of its own.
+    fn new(process: super::plan::PlannedProcess) -> Self {
+        let port = if process.is_web() { free_port() } else { None };
         Self {
-            name: name.to_owned(),
-            kind: kind.to_owned(),
-            command: command.to_owned(),
+            name: process.name,
+            kind: process.kind,
+            command: process.command,
+            env: process.env,
             port,
             process: None,
             backoff: Backoff::new(),
