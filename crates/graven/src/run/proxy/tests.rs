@@ -22,7 +22,8 @@ fn localhost() -> SocketAddr {
 /// An HTTP/1.1 backend that keeps connections alive and answers each
 /// request with `tag`, its method and path, and the headers it got, one
 /// per line. By path: `/slow` answers after 500 ms, `/never` never,
-/// `/close` closes the connection unanswered, `/ws` (with `Upgrade`)
+/// `/close` closes the connection unanswered, `/half` closes it halfway
+/// through its body, `/ws` (with `Upgrade`)
 /// switches protocols and then echoes bytes. Counts the requests it saw.
 fn backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
     let listener = TcpListener::bind(localhost()).unwrap();
@@ -61,6 +62,10 @@ fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
             "/slow" => thread::sleep(Duration::from_millis(500)),
             "/never" => thread::sleep(Duration::from_secs(3600)),
             "/close" => return,
+            "/half" => {
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it");
+                return;
+            }
             "/ws" => {
                 let _ = writer
                     .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: echo\r\n\r\n");
@@ -261,6 +266,24 @@ fn a_backend_that_never_answers_gets_the_client_a_504() {
     assert_eq!(answer.status, 504, "{answer:?}");
     assert!(answer.body.contains("did not answer within 0.3 s ([run] timeout)"), "{}", answer.body);
     assert!(proxy.wait_drained(a, PATIENCE), "the request is no longer in flight");
+}
+
+#[test]
+fn a_backend_that_closes_halfway_through_its_body_cuts_the_client_off_and_is_not_left_in_flight() {
+    let (a, _) = backend("a");
+    let proxy = started(vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    client.writer.write_all(b"GET /half HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let (status_line, headers) = read_head(&mut client.reader).expect("the head was sent");
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    assert_eq!(headers.get("content-length").map(String::as_str), Some("100"));
+    // The client gets what came, then the end of the connection: never a
+    // body that looks whole.
+    let mut rest = Vec::new();
+    let _ = client.reader.read_to_end(&mut rest);
+    assert_eq!(rest, b"only part of it");
+    assert!(proxy.wait_drained(a, PATIENCE), "the request is no longer in flight");
+    assert!(get(proxy.local_addr(), "/").body.starts_with("a GET /"), "the proxy serves on");
 }
 
 #[test]
