@@ -88,7 +88,7 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
         .prefix("graven-exec-")
         .tempdir()
         .map_err(|e| CommandError::failed(format!("could not create a TMPDIR for the command: {e}")))?;
-    let mut environment = graven::run::plan::one_off(&release, &config, "run.1");
+    let mut environment = graven::run::process_environment(&release, &config, "run.1");
     environment.insert("TMPDIR".to_owned(), tmp.path().as_os_str().to_owned());
     // The environment's processes' HOME, as the runner gives it.
     let home = graven::run::process_home(&settings.home, &app, env)

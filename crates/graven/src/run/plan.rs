@@ -1,9 +1,10 @@
 //! The plan of a release: which processes run, with which command and
 //! which environment, whoever runs them. One pure function of the release,
-//! its config, its artifact and the formation, shared by the runner, by
-//! `graven exec` (a one-off process) and by whatever renders a release for
-//! another platform: they add only what is theirs (a port, a TMPDIR, a
-//! HOME), never another rule.
+//! its config, its artifact and the formation, shared by the runner and by
+//! whatever renders a release for another platform: they add only what is
+//! theirs (a port, a TMPDIR, a HOME), never another rule. A one-off process
+//! (`graven exec`) gets its environment from the same
+//! [`process_environment`].
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -68,12 +69,6 @@ pub fn plan(release: &Release, config: &ConfigVersion, artifact: &Artifact, form
         .map(|(kind, command, n)| planned(format!("{kind}.{n}"), kind, command))
         .collect();
     Plan { release_phase, processes }
-}
-
-/// The environment of a one-off process of `release` (`graven exec`:
-/// `run.1`), as [`plan`] gives its processes theirs.
-pub fn one_off(release: &Release, config: &ConfigVersion, name: &str) -> BTreeMap<String, OsString> {
-    process_environment(release, config, name)
 }
 
 #[cfg(test)]
@@ -150,6 +145,6 @@ mod tests {
         assert_eq!(web.env["GRAVEN_PROCESS"], "web.1", "graven's own variable over the config's");
         assert_eq!(web.env["GRAVEN_RELEASE"], "v7");
         assert!(!web.env.contains_key("PORT") && !web.env.contains_key("TMPDIR"), "the runner's to add");
-        assert_eq!(one_off(&release, &config, "run.1")["GRAVEN_PROCESS"], "run.1");
+        assert_eq!(process_environment(&release, &config, "run.1")["GRAVEN_PROCESS"], "run.1");
     }
 }

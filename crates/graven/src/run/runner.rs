@@ -817,15 +817,16 @@ impl Steps for Act<'_, '_> {
                 "a user to run as needs the sandbox, which gives it a HOME of its own: run without --no-sandbox",
             ));
         }
+        let plan = super::plan::plan(release, &config, &artifact, &self.work.target.formation);
         let run = &artifact.run;
         let prepared = Prepared {
             // Once per release: not again when the running release is
             // only scaled or restarted.
-            release_phase: artifact.process_types.contains_key(crate::app::RELEASE_PHASE) && !self.work.same_release,
+            release_phase: plan.release_phase.is_some() && !self.work.same_release,
             health_timeout: run.health_timeout.map_or(DEFAULT_HEALTH_TIMEOUT, Duration::from_secs),
             settle: run.settle.map_or(DEFAULT_SETTLE, Duration::from_secs),
         };
-        self.work.plan = Some(super::plan::plan(release, &config, &artifact, &self.work.target.formation));
+        self.work.plan = Some(plan);
         self.work.pending = Some(Deployment {
             release: release.clone(),
             tree: tree.path,

@@ -19,7 +19,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::{CONNECT_TIMEOUT, ClientConn, InFlight, Lease, ProxyLimits, Shared};
+use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared};
 
 /// The body of every request to a backend and every response to a client.
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -57,7 +57,7 @@ pub(super) async fn serve(
         let busy = in_flight_on.busy();
         async move {
             let response = handle(&shared, &client, request, peer, limits).await;
-            Ok::<_, Infallible>(response.map(|body| Busy { body, _busy: busy }.boxed_unsync()))
+            Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }.boxed_unsync()))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -76,30 +76,6 @@ pub(super) async fn serve(
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
-    }
-}
-
-/// A response's body, holding its request in flight on its client
-/// connection until it is sent whole (or dropped).
-struct Busy {
-    body: ProxyBody,
-    _busy: InFlight,
-}
-
-impl Body for Busy {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -153,7 +129,7 @@ async fn handle(
             return response.map(http_body_util::BodyExt::boxed_unsync);
         }
         strip_hop_by_hop(response.headers_mut());
-        return response.map(|body| LeasedBody { body, _lease: lease }.boxed_unsync());
+        return response.map(|body| Holding { body, _held: lease }.boxed_unsync());
     }
 }
 
@@ -166,14 +142,14 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUp
     drop(lease);
 }
 
-/// A backend's response body, holding its request's lease until it is
-/// sent whole (or dropped): the request is in flight until then.
-struct LeasedBody {
-    body: Incoming,
-    _lease: Lease,
+/// A body that holds `held` (its request's lease on a backend, its request
+/// in flight on a client connection) until it is sent whole, or dropped.
+struct Holding<B, T> {
+    body: B,
+    _held: T,
 }
 
-impl Body for LeasedBody {
+impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin, T: Unpin> Body for Holding<B, T> {
     type Data = Bytes;
     type Error = hyper::Error;
 
