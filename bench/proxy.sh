@@ -71,37 +71,14 @@ $3
 }
 EOF
 }
-APP_BLOCK='server { listen 127.0.0.1:PORT; location / { return 200 "hello from nginx\n"; } }'
+# The same answer as the web process's (bench/nginx-release.sh, v1).
+APP_BLOCK='server { listen 127.0.0.1:PORT; location / { return 200 "release v1\n"; } }'
 
 # The app as graven runs it: its config made at start, for its $PORT.
 cd "$WORK/app"
 git init -q
-cat >serve.sh <<'SH'
-#!/bin/sh
-# The web process: nginx answering a fixed body on $PORT, its files in $TMPDIR.
-set -e
-d=$TMPDIR
-cat >"$d/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $d/nginx.pid;
-error_log stderr error;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $d/body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
-    keepalive_requests 1000000;
-    server { listen 127.0.0.1:$PORT; location / { return 200 "hello from nginx\n"; } }
-}
-EOF
-exec nginx -c "$d/nginx.conf"
-SH
-chmod +x serve.sh
-echo 'web: ./serve.sh' >Procfile
+cp "$REPO/bench/nginx-release.sh" serve.sh
+echo 'web: sh serve.sh' >Procfile
 export GRAVEN_AUTHOR=bench@example.invalid
 git add -A && git -c user.name=bench -c user.email=bench@example.invalid commit -qm app
 # Two environments of it, one per proxy mode.
@@ -142,7 +119,7 @@ PIDS+=($!)
 
 wait_up() {
     for _ in $(seq 100); do
-        curl -fs "http://127.0.0.1:$1/" | grep -q "hello from nginx" && return 0
+        curl -fs "http://127.0.0.1:$1/" | grep -q "release v1" && return 0
         sleep 0.2
     done
     die "nothing answers on port $1 ($2)"
