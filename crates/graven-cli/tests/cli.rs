@@ -14,6 +14,7 @@ mod test_export_verify;
 mod test_gc;
 mod test_help;
 mod test_hostile;
+mod test_image;
 mod test_init;
 mod test_logs;
 mod test_private;

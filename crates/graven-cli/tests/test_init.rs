@@ -55,6 +55,11 @@ fn init_writes_graven_toml_and_ignores_the_home() {
         # health = "/healthz"
         # Whom the processes run as when graven runs as root (else root).
         # user = "www-data"
+
+        [image]
+        # Directories of the artifact in image layers of their own (graven export --format oci),
+        # so that a push after a code change sends only the last layer.
+        # layers = [".venv"]
         "#);
     let ignore = std::fs::read_to_string(repo.path().join(".gitignore")).unwrap();
     insta::assert_snapshot!(ignore, @r"
@@ -203,6 +208,16 @@ fn the_python_template_builds_a_virtualenv_at_app_with_the_pip_cache_and_runs_fr
     assert!(references.iter().any(|r| r["path"] == ".venv/bin/python3"), "{show:#}");
     runner.terminate();
 
+    // Its image: the virtualenv in a layer of its own, its interpreter a
+    // host reference an image without a base lacks.
+    assert!(toml.contains("layers = [\".venv\"]"), "{toml}");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("image");
+    let image = graven.run(["export", "HEAD", "--format", "oci", "-o", layout.to_str().unwrap(), "--json"]).json();
+    let layers: Vec<&str> = image["layers"].as_array().unwrap().iter().map(|l| l["of"].as_str().unwrap()).collect();
+    assert_eq!(layers, ["/app/.venv", "/app"]);
+    assert!(image["warnings"].to_string().contains("/app/.venv/bin/python3 links to"), "{image:#}");
+
     // The same commit, built in two clones at other paths: one artifact,
     // virtualenv, pip and all.
     let built = show["artifact"].as_str().unwrap().to_owned();
@@ -266,6 +281,7 @@ fn the_node_template_runs_npm_ci_and_the_build_script_with_the_npm_cache() {
     let toml = std::fs::read_to_string(repo.path().join("graven.toml")).unwrap();
     assert!(toml.contains("command = \"npm ci --no-audit --no-fund && npm run build\""), "{toml}");
     assert!(has_cache_dir(&repo, "home/.npm"), "npm's cache is kept");
+    assert!(toml.contains("layers = [\"node_modules\"]"), "{toml}");
     runner.terminate();
 }
 

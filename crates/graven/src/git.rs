@@ -124,6 +124,25 @@ impl Repo {
         })
     }
 
+    /// The address of the `origin` remote, without any credentials in it,
+    /// if the repository has one.
+    pub fn origin_url(&self) -> Option<String> {
+        let url = self.run(["config", "--get", "remote.origin.url"]).ok()?;
+        let url = url.trim();
+        if url.is_empty() {
+            return None;
+        }
+        // https://user:token@host/… → https://host/…
+        Some(match url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+                let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+                format!("{scheme}://{host}/{path}")
+            }
+            None => url.to_owned(),
+        })
+    }
+
     /// The paths that make the working tree dirty: changes to tracked files,
     /// staged or not, and untracked files that are not ignored.
     pub fn dirty_paths(&self) -> Result<Vec<String>, GitError> {

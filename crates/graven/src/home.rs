@@ -85,6 +85,13 @@ impl Home {
         self.caches_root().join(".pack-indexes")
     }
 
+    /// The layers of images made from artifacts, kept for the next export
+    /// or push (see [`crate::image`]). Beside the build caches, under a
+    /// name no app can have.
+    pub fn image_cache_dir(&self) -> PathBuf {
+        self.caches_root().join(".image-layers")
+    }
+
     /// The `HOME` of `app`'s processes in environment `env`: writable,
     /// outside every release tree, kept from release to release.
     pub fn process_home(&self, app: &str, env: &str) -> PathBuf {

@@ -39,6 +39,7 @@ mod fail_point;
 mod fs_tree;
 pub mod git;
 pub mod home;
+pub mod image;
 pub mod ledger;
 pub mod model;
 pub mod release;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use graven::Digest;
-use graven::app::{AppSettings, Position, Procfile, RunSettings};
+use graven::app::{AppSettings, ImageSettings, Position, Procfile, RunSettings};
 use graven::model::manifest::{Entry, EntryKind, Listing, name_problem};
 use graven::model::{ARTIFACT_FORMAT, Artifact};
 use graven::release::dotenv;
@@ -129,11 +129,18 @@ fn artifacts() -> impl Strategy<Value = Artifact> {
         any::<[u8; 4]>(),
         prop::option::of("/[!-~]{0,20}"),
         prop::option::of(any::<u16>()),
+        prop::collection::vec("[a-z]{1,8}", 0..3),
     )
-        .prop_map(|(process_types, seed, health, port): (BTreeMap<String, String>, _, _, _)| Artifact {
-            format: ARTIFACT_FORMAT,
-            process_types,
-            root: Digest::of(&seed),
-            run: RunSettings { health, port, ..RunSettings::default() },
-        })
+        .prop_map(
+            |(process_types, seed, health, port, layers): (BTreeMap<String, String>, _, _, _, Vec<String>)| Artifact {
+                format: ARTIFACT_FORMAT,
+                // Distinct, so that they pass the check on load.
+                image: ImageSettings {
+                    layers: layers.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect(),
+                },
+                process_types,
+                root: Digest::of(&seed),
+                run: RunSettings { health, port, ..RunSettings::default() },
+            },
+        )
 }

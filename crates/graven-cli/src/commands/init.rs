@@ -114,6 +114,8 @@ struct Template {
     env: Vec<(&'static str, String)>,
     pass_env: Vec<&'static str>,
     cache: Vec<&'static str>,
+    /// `[image] layers`: the directories that change less than the code.
+    layers: Vec<&'static str>,
     /// A Procfile to write if there is none.
     procfile: Option<String>,
     /// Said once init is done: what the user still has to do.
@@ -170,6 +172,7 @@ fn python(root: &Path) -> Template {
         ],
         env: vec![("PIP_DISABLE_PIP_VERSION_CHECK", "1".to_owned())],
         cache: vec!["~/.cache/pip"],
+        layers: vec![".venv"],
         notes: if procfile.is_none() {
             vec!["run the app from the virtualenv in the Procfile, like `web: .venv/bin/gunicorn app:app`".to_owned()]
         } else {
@@ -206,6 +209,7 @@ fn node(root: &Path) -> Template {
         command: Some(command),
         about: vec!["npm ci installs what package-lock.json says, into /app/node_modules.".to_owned()],
         cache: vec!["~/.npm"],
+        layers: vec!["node_modules"],
         procfile,
         notes,
         ..Template::default()
@@ -333,5 +337,15 @@ fn template(name: &str, procfile: Option<&Procfile>, build: Option<&Template>) -
     let _ = writeln!(text, "# health = \"/healthz\"");
     let _ = writeln!(text, "# Whom the processes run as when graven runs as root (else root).");
     let _ = writeln!(text, "# user = \"www-data\"");
+    let _ = writeln!(text, "\n[image]");
+    let _ = writeln!(text, "# Directories of the artifact in image layers of their own (graven export --format oci),");
+    let _ = writeln!(text, "# so that a push after a code change sends only the last layer.");
+    let layers = build.map(|t| t.layers.as_slice()).unwrap_or_default();
+    if layers.is_empty() {
+        let _ = writeln!(text, "# layers = [\".venv\"]");
+    } else {
+        let paths: Vec<String> = layers.iter().map(|path| quoted(path)).collect();
+        let _ = writeln!(text, "layers = [{}]", paths.join(", "));
+    }
     text
 }

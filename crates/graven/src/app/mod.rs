@@ -10,7 +10,9 @@ mod settings;
 
 pub use procfile::RELEASE_PHASE;
 pub use procfile::{ProcessType, Procfile, ProcfileError};
-pub use settings::{AppSettings, BuildRecipe, CachePath, ProxyMode, RunSettings, SettingsError, is_variable_name};
+pub use settings::{
+    AppSettings, BuildRecipe, CachePath, ImageSettings, ProxyMode, RunSettings, SettingsError, is_variable_name,
+};
 
 /// The file that lists an app's process types.
 pub const PROCFILE: &str = "Procfile";

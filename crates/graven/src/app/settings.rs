@@ -17,6 +17,8 @@ pub struct AppSettings {
     pub build: BuildRecipe,
     /// `[run]`: travels with the artifact, for the runner.
     pub run: RunSettings,
+    /// `[image]`: travels with the artifact, for its OCI image.
+    pub image: ImageSettings,
 }
 
 /// How to turn a clean checkout into the artifact's tree.
@@ -165,6 +167,46 @@ pub struct RunSettings {
     pub user: Option<String>,
 }
 
+/// How the artifact becomes an OCI image. Part of the artifact, so that
+/// its image is the same wherever it is exported.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Directories of the artifact (`.venv`, `node_modules`), each put in
+    /// an image layer of its own, in this order, before the layer of the
+    /// rest: a change that leaves one alone leaves its layer alone.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<String>,
+}
+
+impl ImageSettings {
+    /// Whether nothing is set (the record then leaves `[image]` out).
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Checks the settings; the message names the value and the rule.
+    pub fn check(&self) -> Result<(), String> {
+        for (n, layer) in self.layers.iter().enumerate() {
+            check_relative_path(layer).map_err(|why| format!("[image] layers entry '{layer}' {why}"))?;
+            if layer.ends_with('/') || layer.split('/').any(|part| part.is_empty() || part == ".") {
+                return Err(format!(
+                    "[image] layers entry '{layer}' is not a plain path: write it like \".venv\" or \"web/node_modules\""
+                ));
+            }
+            let inside = |outer: &str, inner: &str| inner.strip_prefix(outer).is_some_and(|rest| rest.starts_with('/'));
+            if let Some(other) =
+                self.layers[..n].iter().find(|other| *other == layer || inside(other, layer) || inside(layer, other))
+            {
+                return Err(format!(
+                    "[image] layers entry '{layer}' overlaps '{other}': each directory is in one layer; keep the one you mean"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What the runner's proxy speaks (`[run] proxy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -195,6 +237,8 @@ struct RawFile {
     build: RawBuild,
     #[serde(default)]
     run: Option<Spanned<RunSettings>>,
+    #[serde(default)]
+    image: Option<Spanned<ImageSettings>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -310,9 +354,19 @@ impl AppSettings {
             None => RunSettings::default(),
         };
 
+        let image = match raw.image {
+            Some(image) => {
+                let start = image.span().start;
+                let image = image.into_inner();
+                image.check().map_err(|why| error(start, why))?;
+                image
+            }
+            None => ImageSettings::default(),
+        };
+
         let cache = parse_caches(raw.build.cache, &error)?;
         let network = raw.build.network.unwrap_or(true);
-        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network, cache }, run })
+        Ok(Self { name, build: BuildRecipe { command, output, exclude, env, pass_env, network, cache }, run, image })
     }
 }
 
@@ -439,6 +493,23 @@ settle = 0
             keys,
             [("/tmp/home/.cache/pip", "home/.cache/pip"), ("/tmp/home/.npm", "home/.npm"), ("/tmp/go", "tmp/go")]
         );
+    }
+
+    #[test]
+    fn image_layers_are_plain_paths_none_inside_another() {
+        let settings = AppSettings::parse("[image]\nlayers = [\".venv\", \"web/node_modules\"]\n").unwrap();
+        assert_eq!(settings.image.layers, [".venv", "web/node_modules"]);
+        for (text, message) in [
+            ("[\"/venv\"]", "[image] layers entry '/venv' is absolute"),
+            ("[\"../x\"]", "[image] layers entry '../x' leaves the checkout through '..'"),
+            ("[\"a//b\"]", "[image] layers entry 'a//b' is not a plain path"),
+            ("[\"venv/\"]", "[image] layers entry 'venv/' is not a plain path"),
+            ("[\"web\", \"web/node_modules\"]", "[image] layers entry 'web/node_modules' overlaps 'web'"),
+            ("[\"a\", \"a\"]", "[image] layers entry 'a' overlaps 'a'"),
+        ] {
+            let error = AppSettings::parse(&format!("[image]\nlayers = {text}\n")).unwrap_err().to_string();
+            assert!(error.contains(message), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -358,6 +358,7 @@ pub fn build(
 
     let artifact = Artifact {
         format: ARTIFACT_FORMAT,
+        image: source.settings.image.clone(),
         process_types: source.procfile.types().map(|t| (t.name.to_owned(), t.command.to_owned())).collect(),
         root: ingested.root,
         run: source.settings.run.clone(),

@@ -7,7 +7,7 @@
 //! Exports only read the store; the file is written under a temporary name
 //! and renamed, so a killed export leaves no partial archive behind.
 
-mod tar;
+pub(crate) mod tar;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -102,10 +102,8 @@ pub fn export(
     Ok(ExportSummary { entries, bytes: counter.bytes })
 }
 
-/// Writes artifact `id` to the file `path`, atomically: under a temporary
-/// name in the same directory, renamed when complete. A `path` that is not
-/// a regular file (`/dev/null`, a fifo, a terminal) is written to as it is,
-/// never replaced.
+/// Writes artifact `id` to the file `path`, atomically: see
+/// [`write_file_atomically`].
 pub fn export_to_path(
     store: &dyn crate::store::Store,
     id: &Digest,
@@ -116,32 +114,51 @@ pub fn export_to_path(
         ExportError::Write { source, .. } => ExportError::Write { path: path.to_owned(), source },
         other @ ExportError::Artifact(_) => other,
     };
+    write_file_atomically(path, |out| export(store, id, format, out)).map_err(named)
+}
+
+/// Writes the file `path` with `write`, atomically: under a temporary name
+/// in the same directory, renamed when complete, so that a killed export
+/// leaves no partial file behind. A `path` that is not a regular file
+/// (`/dev/null`, a fifo, a terminal) is written to as it is, never
+/// replaced.
+pub fn write_file_atomically<T, E: From<ExportError>>(
+    path: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T, E>,
+) -> Result<T, E> {
+    let failed = |source| E::from(ExportError::Write { path: path.to_owned(), source });
     if std::fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
-        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(write_error(path))?;
-        return export(store, id, format, io::BufWriter::with_capacity(1 << 20, file)).map_err(named);
+        let file = std::fs::OpenOptions::new().write(true).open(path).map_err(failed)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, file);
+        let done = write(&mut out)?;
+        out.flush().map_err(failed)?;
+        return Ok(done);
     }
     let dir = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    let temp = tempfile::Builder::new().prefix(".graven-export-").tempfile_in(dir).map_err(write_error(path))?;
-    let summary = export(store, id, format, io::BufWriter::with_capacity(1 << 20, temp.as_file())).map_err(named)?;
+    let temp = tempfile::Builder::new().prefix(".graven-export-").tempfile_in(dir).map_err(failed)?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, temp.as_file());
+    let done = write(&mut out)?;
+    out.flush().map_err(failed)?;
+    drop(out);
     // tempfile creates 0600; an export is as readable as any file the user writes.
     let mode = 0o666 & !umask();
-    temp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(write_error(path))?;
-    temp.as_file().sync_all().map_err(write_error(path))?;
-    temp.persist(path).map_err(|e| ExportError::Write { path: path.to_owned(), source: e.error })?;
-    Ok(summary)
+    temp.as_file().set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(failed)?;
+    temp.as_file().sync_all().map_err(failed)?;
+    temp.persist(path).map_err(|e| failed(e.error))?;
+    Ok(done)
 }
 
 /// The process's umask (read by setting it and setting it back).
-fn umask() -> u32 {
+pub(crate) fn umask() -> u32 {
     let mask = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o022));
     rustix::process::umask(mask);
     mask.bits()
 }
 
-fn write_error(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
+pub(crate) fn write_error(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
     move |source| ExportError::Write { path: path.to_owned(), source }
 }
 

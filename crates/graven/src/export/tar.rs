@@ -18,13 +18,14 @@ pub(super) fn write(store: &dyn Store, id: &Digest, root: &Digest, out: &mut dyn
     let mut entries = 0u64;
     walk(store, id, root, &mut |path, kind| {
         entries += 1;
-        append(&mut builder, store, id, path, kind)
+        append(&mut builder, store, id, path, path, kind)
     })?;
     builder.into_inner().map_err(write_error(Path::new("-")))?;
     Ok(entries)
 }
 
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+/// A normalised header: owner 0, no names, the normalised mtime.
+pub(crate) fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(kind);
     header.set_mode(mode);
@@ -35,22 +36,25 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     header
 }
 
-fn append(
+/// Appends the entry at `path` of artifact `id`'s tree (its contents read
+/// from `store`) as `name` in the archive.
+pub(crate) fn append(
     builder: &mut tar::Builder<&mut dyn Write>,
     store: &dyn Store,
     id: &Digest,
     path: &str,
+    name: &str,
     kind: &EntryKind,
 ) -> Result<(), ExportError> {
     let io_error = write_error(Path::new("-"));
     match kind {
         EntryKind::Dir { .. } => {
             let mut header = header(tar::EntryType::Directory, kind.mode(), 0);
-            builder.append_data(&mut header, format!("{path}/"), io::empty()).map_err(io_error)
+            builder.append_data(&mut header, format!("{name}/"), io::empty()).map_err(io_error)
         }
         EntryKind::Symlink { target } => {
             let mut header = header(tar::EntryType::Symlink, kind.mode(), 0);
-            builder.append_link(&mut header, path, target).map_err(io_error)
+            builder.append_link(&mut header, name, target).map_err(io_error)
         }
         EntryKind::File { size, digest, .. } => {
             let blob_error = |source| ArtifactError::Blob { id: *id, path: path.to_owned(), source };
@@ -58,7 +62,7 @@ fn append(
             // A header gives the size before the contents: the checked
             // reader fails before a blob of another size corrupts the archive.
             let mut blob = open_checked_blob(store, digest, *size).map_err(blob_error)?;
-            builder.append_data(&mut header, path, &mut blob).map_err(|source| {
+            builder.append_data(&mut header, name, &mut blob).map_err(|source| {
                 if blob.failed() {
                     blob_error(CheckedBlob::into_store_error(digest, source)).into()
                 } else {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::Digest;
-use crate::app::RunSettings;
+use crate::app::{ImageSettings, RunSettings};
 
 /// The version of the artifact record format, written into every record.
 pub const ARTIFACT_FORMAT: u32 = 1;
@@ -18,6 +18,10 @@ pub struct Artifact {
     // Fields in alphabetical order: the record is canonical JSON.
     /// The record format's version.
     pub format: u32,
+    /// `graven.toml [image]` settings; left out of the record when unset,
+    /// so that artifacts from before them keep their ids.
+    #[serde(default, skip_serializing_if = "ImageSettings::is_empty")]
+    pub image: ImageSettings,
     /// Process types from the commit's Procfile, `release` included.
     pub process_types: BTreeMap<String, String>,
     /// The digest of the manifest's root listing.
@@ -61,6 +65,9 @@ impl Artifact {
             && !(health.starts_with('/') && health.bytes().all(|b| b.is_ascii_graphic()))
         {
             return Err(RecordProblem::Health { health: health.clone() });
+        }
+        if let Err(problem) = artifact.image.check() {
+            return Err(RecordProblem::Image { problem });
         }
         if artifact.to_canonical_json() != bytes {
             return Err(RecordProblem::NotCanonical);
@@ -109,6 +116,12 @@ pub enum RecordProblem {
         /// The value, as stored.
         health: String,
     },
+    /// Image settings that could not have passed `graven.toml`'s checks.
+    #[error("its image settings are invalid: {problem}")]
+    Image {
+        /// What is wrong.
+        problem: String,
+    },
     /// Valid, but not the canonical bytes of what it says.
     #[error("it is not canonical JSON (docs/FORMAT.md): key order, spacing or escapes differ")]
     NotCanonical,
@@ -122,6 +135,7 @@ mod tests {
     fn the_record_is_canonical_and_its_digest_is_the_id() {
         let artifact = Artifact {
             format: ARTIFACT_FORMAT,
+            image: ImageSettings::default(),
             process_types: BTreeMap::from([
                 ("web".to_owned(), "python3 app.py".to_owned()),
                 ("release".to_owned(), "./migrate".to_owned()),

@@ -509,7 +509,13 @@ mod tests {
             if migrates {
                 process_types.insert(crate::app::RELEASE_PHASE.to_owned(), "./migrate".to_owned());
             }
-            let artifact = Artifact { format: ARTIFACT_FORMAT, process_types, root, run: RunSettings::default() };
+            let artifact = Artifact {
+                format: ARTIFACT_FORMAT,
+                image: crate::app::ImageSettings::default(),
+                process_types,
+                root,
+                run: RunSettings::default(),
+            };
             let bytes = artifact.to_canonical_json();
             self.store.put_object(ObjectKind::Artifact, &artifact.id(), &bytes).unwrap();
             BuildRecord {

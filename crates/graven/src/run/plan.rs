@@ -111,6 +111,7 @@ mod tests {
         };
         let artifact = Artifact {
             format: crate::model::ARTIFACT_FORMAT,
+            image: crate::app::ImageSettings::default(),
             root: Digest::of(b"root"),
             process_types: BTreeMap::from([
                 ("worker".to_owned(), "python3 worker.py".to_owned()),
