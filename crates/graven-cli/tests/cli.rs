@@ -18,6 +18,7 @@ mod test_image;
 mod test_init;
 mod test_logs;
 mod test_private;
+mod test_push;
 mod test_quickstart;
 mod test_release;
 mod test_resources;

@@ -13,7 +13,7 @@ use crate::common::Graven;
 /// `tool`'s path, if it is on PATH. Outside CI a missing one skips the
 /// test, saying so; under CI (where the README's test command installs
 /// it) it fails the test.
-fn tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn tool(name: &str) -> Option<PathBuf> {
     let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|dir| dir.join(name))
         .find(|path| path.is_file());
@@ -51,7 +51,7 @@ fn run(program: &Path, args: &[&str]) -> String {
 
 /// An app whose artifact runs without a base image: a static busybox and
 /// a script it runs, which prints its config.
-fn busybox_app(graven_toml: &str) -> TestRepo {
+pub(crate) fn busybox_app(graven_toml: &str) -> TestRepo {
     let repo = TestRepo::new();
     repo.write_executable("bin/busybox", std::fs::read("/bin/busybox").expect("busybox-static is installed"));
     repo.write_executable("web", "#!/app/bin/busybox sh\necho \"GREETING=$GREETING in $(/app/bin/busybox pwd)\"\n");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use graven::Digest;
 use graven::ledger::{Append, EnvState, Ledger, LedgerError, SqliteLedger};
-use graven::model::{ConfigVersion, Release, ReleaseKind};
+use graven::model::{ConfigVersion, NewPush, Release, ReleaseKind};
 use graven::model::{Failure, ProcessState, RunState, RunningRelease};
 
 type Factory<'a> = &'a dyn Fn() -> Box<dyn Ledger>;
@@ -180,6 +180,32 @@ fn restart_requests_grow_per_environment_and_wake_a_watch(factory: Factory<'_>) 
     assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "a restart makes no release");
 }
 
+fn pushes_are_kept_per_artifact_newest_first(factory: Factory<'_>) {
+    let ledger = factory();
+    let push = |artifact: &[u8], registry: &str, tags: &[&str]| NewPush {
+        app: "app".to_owned(),
+        artifact: Digest::of(artifact),
+        commit: "c".repeat(40),
+        repository: format!("{registry}/app"),
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        digest: Digest::of(registry.as_bytes()),
+        author: "dev@example.com".to_owned(),
+        created_at: NOW.to_owned(),
+    };
+    assert!(ledger.pushes("app", None).unwrap().is_empty());
+    let first = ledger.record_push(&push(b"a", "one.example.com", &["c", "v1"])).unwrap();
+    let second = ledger.record_push(&push(b"b", "two.example.com", &[])).unwrap();
+    let third = ledger.record_push(&push(b"a", "two.example.com", &["c"])).unwrap();
+    assert!(first < second && second < third);
+    let of_a = ledger.pushes("app", Some(&Digest::of(b"a"))).unwrap();
+    assert_eq!(of_a.iter().map(|p| p.seq).collect::<Vec<_>>(), [third, first], "newest first");
+    assert_eq!(of_a[1].push, push(b"a", "one.example.com", &["c", "v1"]), "read back as recorded");
+    assert_eq!(of_a[1].push.image(), format!("one.example.com/app@{}", Digest::of(b"one.example.com")));
+    assert_eq!(ledger.pushes("app", None).unwrap().len(), 3);
+    assert!(ledger.pushes("other", None).unwrap().is_empty());
+    assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "a push makes no release");
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -333,6 +359,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     a_watch_wakes_for_an_append(factory);
     formations_are_per_environment_and_the_newest_counts(factory);
     restart_requests_grow_per_environment_and_wake_a_watch(factory);
+    pushes_are_kept_per_artifact_newest_first(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

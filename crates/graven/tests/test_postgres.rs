@@ -30,7 +30,9 @@ fn the_database_refuses_to_rewrite_history_and_tampering_is_found() {
         "INSERT INTO formations (app, env, counts, author, created_at) VALUES ('app', 'production', '{}', 'x', 'y');
          INSERT INTO builds (app, artifact, commit_id, dirty, recipe, author, host, started_at, finished_at, files,
                              bytes, new_bytes, duration_ms, build_command_ms, ingest_ms, log)
-         VALUES ('other', 'a', 'c', false, 'r', 'x', 'h', 's', 'f', 0, 0, 0, 0, 0, 0, '')",
+         VALUES ('other', 'a', 'c', false, 'r', 'x', 'h', 's', 'f', 0, 0, 0, 0, 0, 0, '');
+         INSERT INTO pushes (app, artifact, commit_id, repository, tags, digest, author, created_at)
+         VALUES ('app', 'a', 'c', 'r/app', '[]', 'd', 'x', 'y')",
     )
     .unwrap();
     for (table, noun) in [
@@ -39,6 +41,7 @@ fn the_database_refuses_to_rewrite_history_and_tampering_is_found() {
         ("environments", "environments"),
         ("builds", "builds"),
         ("formations", "formations"),
+        ("pushes", "pushes"),
     ] {
         let check = |error: postgres::Error, op: &str| {
             let text = error.as_db_error().map(|e| e.message().to_owned()).unwrap_or_default();

@@ -78,6 +78,14 @@ impl Ledger for FlakyLedger<'_> {
         self.check()?;
         self.inner.last_restart(app, env)
     }
+    fn record_push(&self, push: &graven::model::NewPush) -> Result<u64, LedgerError> {
+        self.check()?;
+        self.inner.record_push(push)
+    }
+    fn pushes(&self, app: &str, artifact: Option<&Digest>) -> Result<Vec<graven::model::PushRecord>, LedgerError> {
+        self.check()?;
+        self.inner.pushes(app, artifact)
+    }
     fn apps(&self) -> Result<Vec<String>, LedgerError> {
         self.inner.apps()
     }

@@ -94,6 +94,19 @@ pub(crate) fn cmd_builds(settings: &Settings, args: &BuildsArgs) -> Result<(), C
     Ok(())
 }
 
+/// A push of the build, as `builds show --json` lists it.
+fn push_json(record: &graven::model::PushRecord) -> serde_json::Value {
+    let push = &record.push;
+    serde_json::json!({
+        "image": push.image(),
+        "repository": push.repository,
+        "tags": push.tags,
+        "digest": push.digest,
+        "author": push.author,
+        "pushed_at": push.created_at,
+    })
+}
+
 fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
@@ -113,19 +126,22 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         let artifact = graven::model::Artifact::load(store, &id).map_err(CommandError::failed)?;
         Some(graven::store::host_references(store, &id, &artifact.root).map_err(CommandError::failed)?)
     };
+    let pushes = ledger.pushes(&app, Some(&record.build.artifact)).map_err(CommandError::failed)?;
     if args.json {
         #[derive(serde::Serialize)]
         struct Show<'a> {
             #[serde(flatten)]
             build: BuildJson<'a>,
+            pushes: Vec<serde_json::Value>,
             log: &'a str,
         }
+        let pushes = pushes.iter().map(push_json).collect();
         let build = BuildJson {
             collected: Some(collected),
             host_references: host_references.as_deref().map(crate::output::HostReference::all),
             ..BuildJson::new(&record)
         };
-        ui::out_json(&Show { build, log: &log });
+        ui::out_json(&Show { build, pushes, log: &log });
         return Ok(());
     }
     let build = &record.build;
@@ -168,6 +184,13 @@ fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
         ));
         for (path, target) in references {
             ui::out(format!("  {path} -> {target}"));
+        }
+    }
+    if !pushes.is_empty() {
+        ui::out("\npushed (graven push), newest first:");
+        for record in &pushes {
+            let push = &record.push;
+            ui::out(format!("  {}  {} by {}", push.image(), push.created_at, push.author));
         }
     }
     if log.is_empty() {

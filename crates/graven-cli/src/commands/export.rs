@@ -79,7 +79,7 @@ enum ExportFormat {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum LayerCompression {
+pub(crate) enum LayerCompression {
     /// gzip (level 1): every runtime reads it
     Gzip,
     /// zstd (level 3): smaller
@@ -162,57 +162,23 @@ fn export_image(settings: &Settings, args: &ExportArgs, archive: Option<ArchiveK
         return Err(CommandError::bad_input(format!("{} exists and is not empty", args.output.display()))
             .hint("give a new directory with -o, or remove this one first"));
     }
-    let app = settings.app()?;
-    let ledger = settings.ledger_for_reading()?;
-    let store = settings.store()?;
-    let record = graven::build::resolve_build(&*ledger, &app, settings.repo.as_ref(), &args.build)?;
-    let repo = settings.repo().map_err(|error| {
-        error.hint("an image's creation time is its commit's time: export it inside the app's repository")
-    })?;
-    let commit_time = repo.commit_time(&record.build.commit).map_err(|error| {
-        CommandError::failed(error).hint("an image's creation time is its commit's time: fetch the commit first")
-    })?;
-    let cache = settings.home.image_cache_dir();
-    let base = match &args.base {
-        Some(spec) => Some(BaseImage::open(spec, &cache).map_err(|error| {
-            CommandError::bad_input(error).hint("--base takes an OCI layout directory, with :TAG if it has several")
-        })?),
-        None => None,
-    };
-    let source = repo.origin_url();
-    let request = ImageRequest {
-        store: &*store,
-        artifact: record.build.artifact,
-        app: &app,
-        commit: &record.build.commit,
-        commit_time,
-        source: source.as_deref(),
-        compression: match args.compression {
-            LayerCompression::Gzip => Compression::Gzip,
-            LayerCompression::Zstd => Compression::Zstd,
-        },
-        base: base.as_ref(),
-        cache: &cache,
-    };
     let started = std::time::Instant::now();
-    let image = graven::image::build(&request).map_err(CommandError::failed)?;
-    for warning in &image.warnings {
-        ui::note(format!("warning: {warning}"));
-    }
+    let made = make_image(settings, &args.build, args.base.as_deref(), args.compression)?;
+    let image = &made.image;
     let output = &args.output;
     match archive {
-        None => graven::image::write_layout(&image, output).map_err(|e| failed_at(e, output))?,
+        None => graven::image::write_layout(image, output).map_err(|e| failed_at(e, output))?,
         Some(kind) if output.as_os_str() == "-" => {
             refuse_terminal()?;
             let stdout = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-            graven::image::write_archive(&image, kind, stdout).map_err(|e| failed_at(e, output))?;
+            graven::image::write_archive(image, kind, stdout).map_err(|e| failed_at(e, output))?;
         }
         Some(kind) => {
-            graven::export::write_file_atomically(output, |out| graven::image::write_archive(&image, kind, out))
+            graven::export::write_file_atomically(output, |out| graven::image::write_archive(image, kind, out))
                 .map_err(|e| failed_at(e, output))?;
         }
     }
-    report(args, &image, record.build.artifact, base.is_some(), started.elapsed());
+    report(args, image, made.record.build.artifact, made.based, started.elapsed());
     Ok(())
 }
 
@@ -277,6 +243,61 @@ fn report(
     for layer in &made {
         ui::note(format!("  {}  {:>10}  {}", layer.digest.short(), ui::bytes(layer.size), layer.of));
     }
+}
+
+/// An image made for `export` or `push`, and what it was made of.
+pub(crate) struct MadeImage {
+    pub(crate) record: graven::model::BuildRecord,
+    pub(crate) app: String,
+    pub(crate) image: graven::image::Image,
+    pub(crate) based: bool,
+}
+
+/// The image of `build` (on `base`, if given), its layers from the cache
+/// where they are there; its warnings said.
+pub(crate) fn make_image(
+    settings: &Settings,
+    build: &str,
+    base: Option<&str>,
+    compression: LayerCompression,
+) -> Result<MadeImage, CommandError> {
+    let app = settings.app()?;
+    let ledger = settings.ledger_for_reading()?;
+    let store = settings.store()?;
+    let record = graven::build::resolve_build(&*ledger, &app, settings.repo.as_ref(), build)?;
+    let repo = settings.repo().map_err(|error| {
+        error.hint("an image's creation time is its commit's time: run this inside the app's repository")
+    })?;
+    let commit_time = repo.commit_time(&record.build.commit).map_err(|error| {
+        CommandError::failed(error).hint("an image's creation time is its commit's time: fetch the commit first")
+    })?;
+    let cache = settings.home.image_cache_dir();
+    let base = match base {
+        Some(spec) => Some(BaseImage::open(spec, &cache).map_err(|error| {
+            CommandError::bad_input(error).hint("--base takes an OCI layout directory, with :TAG if it has several")
+        })?),
+        None => None,
+    };
+    let source = repo.origin_url();
+    let request = ImageRequest {
+        store: &*store,
+        artifact: record.build.artifact,
+        app: &app,
+        commit: &record.build.commit,
+        commit_time,
+        source: source.as_deref(),
+        compression: match compression {
+            LayerCompression::Gzip => Compression::Gzip,
+            LayerCompression::Zstd => Compression::Zstd,
+        },
+        base: base.as_ref(),
+        cache: &cache,
+    };
+    let image = graven::image::build(&request).map_err(CommandError::failed)?;
+    for warning in &image.warnings {
+        ui::note(format!("warning: {warning}"));
+    }
+    Ok(MadeImage { record, app, image, based: base.is_some() })
 }
 
 /// A write failure named by the output the user gave.

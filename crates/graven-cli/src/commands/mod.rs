@@ -11,6 +11,7 @@ mod gc;
 mod init;
 mod logs;
 mod promote;
+mod push;
 mod quickstart;
 mod release;
 mod releases;
@@ -73,6 +74,7 @@ pub(crate) enum Command {
     Build(build::BuildArgs),
     Builds(builds::BuildsArgs),
     Export(export::ExportArgs),
+    Push(push::PushArgs),
     Config(config::ConfigArgs),
     Release(release::ReleaseArgs),
     Releases(releases::ReleasesArgs),
@@ -107,6 +109,7 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Build(args) => build::cmd_build(settings, args),
         Command::Builds(args) => builds::cmd_builds(settings, args),
         Command::Export(args) => export::cmd_export(settings, args),
+        Command::Push(args) => push::cmd_push(settings, args),
         Command::Config(args) => config::cmd_config(settings, args),
         Command::Release(args) => release::cmd_release(settings, args),
         Command::Releases(args) => releases::cmd_releases(settings, args),

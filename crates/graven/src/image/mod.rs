@@ -20,6 +20,7 @@
 mod base;
 mod compress;
 mod layers;
+mod push;
 mod write;
 
 use std::collections::{BTreeMap, HashMap};
@@ -35,6 +36,7 @@ use oci_spec::image::{
 pub use base::{BaseError, BaseImage};
 pub use compress::CHUNK;
 pub use layers::APP_DIR;
+pub use push::{Credentials, Destination, PushError, PushRequest, Pushed, push};
 pub use write::{ArchiveKind, write_archive, write_layout};
 
 use crate::Digest;

@@ -18,7 +18,9 @@ pub use sqlite::SqliteLedger;
 
 use crate::Digest;
 use crate::home::Home;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
+use crate::model::{
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+};
 
 /// The backend's own error behind a [`LedgerError`], kept as its source:
 /// no backend type appears in the trait.
@@ -256,4 +258,12 @@ pub trait Ledger: Send + Sync {
 
     /// The environment's newest restart request, if any.
     fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError>;
+
+    /// Records that a build's image was pushed (`graven push`); returns
+    /// the push's number. Append-only.
+    fn record_push(&self, push: &NewPush) -> Result<u64, LedgerError>;
+
+    /// The pushes of `app`'s images (of `artifact` only, if given),
+    /// newest first.
+    fn pushes(&self, app: &str, artifact: Option<&Digest>) -> Result<Vec<PushRecord>, LedgerError>;
 }

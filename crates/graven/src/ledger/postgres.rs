@@ -18,7 +18,9 @@ use postgres::{Client, GenericClient, NoTls};
 use super::rows::{self, BUILD_COLUMNS, CONFIG_COLUMNS, RELEASE_COLUMNS, RUN_STATE_COLUMNS, to_json};
 use super::{Append, Decide, EnvState, Ledger, LedgerError, Watch};
 use crate::Digest;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
+use crate::model::{
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+};
 
 /// The schema, one migration per file, applied in order.
 const MIGRATIONS: &[&str] = &[
@@ -29,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0005_release_host.sql"),
     include_str!("migrations/postgres/0006_build_sandbox.sql"),
     include_str!("migrations/postgres/0007_rollouts.sql"),
+    include_str!("migrations/postgres/0008_pushes.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).
@@ -612,6 +615,41 @@ impl Ledger for PostgresLedger {
             )
         })??;
         Ok(found.into_iter().next())
+    }
+
+    fn record_push(&self, push: &NewPush) -> Result<u64, LedgerError> {
+        self.with("recording a push", |client| {
+            let row = client.query_one(
+                "INSERT INTO pushes (app, artifact, commit_id, repository, tags, digest, author, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+                &[
+                    &push.app,
+                    &push.artifact.to_string(),
+                    &push.commit,
+                    &push.repository,
+                    &rows::to_json(&push.tags),
+                    &push.digest.to_string(),
+                    &push.author,
+                    &push.created_at,
+                ],
+            )?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or_default())
+        })
+    }
+
+    fn pushes(&self, app: &str, artifact: Option<&Digest>) -> Result<Vec<PushRecord>, LedgerError> {
+        let artifact = artifact.map(ToString::to_string);
+        self.with("reading the pushes", |client| {
+            parsed(
+                client,
+                &format!(
+                    "SELECT {} FROM pushes WHERE app = $1 AND ($2::TEXT IS NULL OR artifact = $2) ORDER BY seq DESC",
+                    rows::PUSH_COLUMNS
+                ),
+                &[&app, &artifact],
+                rows::push_from,
+            )
+        })?
     }
 }
 

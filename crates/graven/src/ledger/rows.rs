@@ -11,8 +11,8 @@ use serde::de::DeserializeOwned;
 use super::LedgerError;
 use crate::Digest;
 use crate::model::{
-    BuildRecord, ConfigVersion, Formation, FormationRecord, MAX_PROCESSES, NewBuild, PromotedFrom, Release,
-    ReleaseKind, RestartRecord, RunState, RunnerState,
+    BuildRecord, ConfigVersion, Formation, FormationRecord, MAX_PROCESSES, NewBuild, NewPush, PromotedFrom, PushRecord,
+    Release, ReleaseKind, RestartRecord, RunState, RunnerState,
 };
 
 /// The columns of builds, in the order [`build_from`] reads them.
@@ -176,6 +176,27 @@ pub(super) fn restart_from(row: &impl Columns) -> Result<RestartRecord, LedgerEr
     let seq = row.int(0)?;
     let seq = u64::try_from(seq).map_err(|_| corrupt("restart", format!("seq {seq}")))?;
     Ok(RestartRecord { seq, author: row.text(1)?, created_at: row.text(2)? })
+}
+
+/// The columns of `pushes` read back, in this order.
+pub(super) const PUSH_COLUMNS: &str = "seq, app, artifact, commit_id, repository, tags, digest, author, created_at";
+
+/// A row of `pushes` ([`PUSH_COLUMNS`]).
+pub(super) fn push_from(row: &impl Columns) -> Result<PushRecord, LedgerError> {
+    let seq = row.int(0)?;
+    let seq = u64::try_from(seq).map_err(|_| corrupt("push", format!("seq {seq}")))?;
+    let what = format!("push {seq}");
+    let push = NewPush {
+        app: row.text(1)?,
+        artifact: digest(&row.text(2)?, &what)?,
+        commit: row.text(3)?,
+        repository: row.text(4)?,
+        tags: json(&row.text(5)?, &what, "tags")?,
+        digest: digest(&row.text(6)?, &what)?,
+        author: row.text(7)?,
+        created_at: row.text(8)?,
+    };
+    Ok(PushRecord { seq, push })
 }
 
 /// JSON for a column: what the model serialises always does.

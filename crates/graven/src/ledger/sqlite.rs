@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension as _, Row, TransactionBehavior, par
 use super::rows::{self, BUILD_COLUMNS};
 use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
-use crate::model::{BuildRecord, ConfigVersion, FormationRecord, NewBuild, Release, RestartRecord, RunState};
+use crate::model::{
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+};
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -22,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0005_release_host.sql"),
     include_str!("migrations/sqlite/0006_build_sandbox.sql"),
     include_str!("migrations/sqlite/0007_rollouts.sql"),
+    include_str!("migrations/sqlite/0008_pushes.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -491,6 +494,44 @@ impl Ledger for SqliteLedger {
     fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError> {
         self.with(|connection| sqlite_run::last_restart(connection, app, env))
     }
+
+    fn record_push(&self, push: &NewPush) -> Result<u64, LedgerError> {
+        self.with(|connection| {
+            connection
+                .execute(
+                    "INSERT INTO pushes (app, artifact, commit_id, repository, tags, digest, author, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        push.app,
+                        push.artifact.to_string(),
+                        push.commit,
+                        push.repository,
+                        rows::to_json(&push.tags),
+                        push.digest.to_string(),
+                        push.author,
+                        push.created_at
+                    ],
+                )
+                .map_err(query_error("recording a push"))?;
+            Ok(u64::try_from(connection.last_insert_rowid()).unwrap_or_default())
+        })
+    }
+
+    fn pushes(&self, app: &str, artifact: Option<&Digest>) -> Result<Vec<PushRecord>, LedgerError> {
+        let artifact = artifact.map(ToString::to_string);
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT {} FROM pushes WHERE app = ?1 AND (?2 IS NULL OR artifact = ?2) ORDER BY seq DESC",
+                    rows::PUSH_COLUMNS
+                ))
+                .map_err(query_error("reading the pushes"))?;
+            let found = statement
+                .query_map(params![app, artifact], |row| Ok(rows::push_from(row)))
+                .map_err(query_error("reading the pushes"))?;
+            found.map(|row| row.map_err(query_error("reading the pushes"))?).collect()
+        })
+    }
 }
 
 #[cfg(test)]
@@ -551,6 +592,28 @@ mod tests {
     }
 
     #[test]
+    fn the_database_refuses_update_and_delete_of_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.sqlite");
+        let push = crate::model::NewPush {
+            app: "hello".to_owned(),
+            artifact: Digest::of(b"artifact"),
+            commit: "c".repeat(40),
+            repository: "registry.example.com/hello".to_owned(),
+            tags: vec!["c".repeat(40)],
+            digest: Digest::of(b"manifest"),
+            author: "dev".to_owned(),
+            created_at: "2026-01-01T00:00:00Z".to_owned(),
+        };
+        SqliteLedger::open(&path).unwrap().record_push(&push).unwrap();
+        let connection = Connection::open(&path).unwrap();
+        let update = connection.execute("UPDATE pushes SET digest = 'x'", []).unwrap_err();
+        assert!(update.to_string().contains("pushes are append-only: UPDATE is refused"), "{update}");
+        let delete = connection.execute("DELETE FROM pushes", []).unwrap_err();
+        assert!(delete.to_string().contains("pushes are append-only: DELETE is refused"), "{delete}");
+    }
+
+    #[test]
     fn the_database_refuses_update_and_delete_of_formations() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.sqlite");
@@ -587,6 +650,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (7): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (8): upgrade graven"), "{error}");
     }
 }

@@ -53,3 +53,41 @@ pub struct BuildRecord {
     /// Everything recorded, the log excepted.
     pub build: NewBuild,
 }
+
+/// A push of a build's image to a registry, about to be recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPush {
+    /// The app.
+    pub app: String,
+    /// The artifact whose image was pushed.
+    pub artifact: Digest,
+    /// Its commit (40 hex digits).
+    pub commit: String,
+    /// Where: `REGISTRY/REPOSITORY` (`registry.example.com/shop`).
+    pub repository: String,
+    /// The tags it was given, the commit first.
+    pub tags: Vec<String>,
+    /// The image's digest: its manifest's.
+    pub digest: Digest,
+    /// Who pushed it.
+    pub author: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+impl NewPush {
+    /// The image by digest: `REGISTRY/REPOSITORY@sha256:…`, what a
+    /// Kubernetes manifest names.
+    pub fn image(&self) -> String {
+        format!("{}@{}", self.repository, self.digest)
+    }
+}
+
+/// A recorded push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushRecord {
+    /// Position in the ledger: later pushes have larger numbers.
+    pub seq: u64,
+    /// Everything recorded.
+    pub push: NewPush,
+}

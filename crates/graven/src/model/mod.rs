@@ -18,7 +18,7 @@ mod release;
 mod run_state;
 
 pub use artifact::{ARTIFACT_FORMAT, Artifact, RecordProblem};
-pub use build::{BuildRecord, NewBuild};
+pub use build::{BuildRecord, NewBuild, NewPush, PushRecord};
 pub use formation::{Formation, FormationError, FormationRecord, MAX_PROCESSES, RestartRecord};
 pub use manifest::{Entry, EntryKind, FlatTree, Listing, ListingProblem, leaves_tree};
 pub use release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
