@@ -16,6 +16,7 @@ mod test_help;
 mod test_hostile;
 mod test_image;
 mod test_init;
+mod test_kube;
 mod test_logs;
 mod test_private;
 mod test_push;

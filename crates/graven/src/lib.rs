@@ -40,6 +40,7 @@ mod fs_tree;
 pub mod git;
 pub mod home;
 pub mod image;
+pub mod kube;
 pub mod ledger;
 pub mod model;
 pub mod release;

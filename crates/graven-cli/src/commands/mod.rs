@@ -9,6 +9,7 @@ mod exec;
 mod export;
 mod gc;
 mod init;
+mod kube;
 mod logs;
 mod promote;
 mod push;
@@ -75,6 +76,7 @@ pub(crate) enum Command {
     Builds(builds::BuildsArgs),
     Export(export::ExportArgs),
     Push(push::PushArgs),
+    Kube(kube::KubeArgs),
     Config(config::ConfigArgs),
     Release(release::ReleaseArgs),
     Releases(releases::ReleasesArgs),
@@ -110,6 +112,7 @@ pub(crate) fn dispatch(settings: &Settings, command: &Command) -> Result<ExitCod
         Command::Builds(args) => builds::cmd_builds(settings, args),
         Command::Export(args) => export::cmd_export(settings, args),
         Command::Push(args) => push::cmd_push(settings, args),
+        Command::Kube(args) => kube::cmd_kube(settings, args),
         Command::Config(args) => config::cmd_config(settings, args),
         Command::Release(args) => release::cmd_release(settings, args),
         Command::Releases(args) => releases::cmd_releases(settings, args),

@@ -49,6 +49,15 @@ pub(crate) struct StatusArgs {
     /// Print the status as JSON on stdout
     #[arg(long)]
     json: bool,
+
+    /// Ask the Kubernetes cluster (through kubectl) which release each
+    /// process type runs, instead of graven's runners
+    #[arg(long)]
+    kube: bool,
+
+    /// With --kube: the kubeconfig context
+    #[arg(long, value_name = "NAME", requires = "kube")]
+    context: Option<String>,
 }
 
 /// `last seen 1 minute ago`: why a runner is not alive.
@@ -170,6 +179,9 @@ fn status_error(error: StatusError) -> CommandError {
 }
 
 pub(crate) fn cmd_status(settings: &Settings, args: &StatusArgs) -> Result<(), CommandError> {
+    if args.kube {
+        return crate::commands::kube::status(settings, &args.env, args.context.as_deref(), args.json);
+    }
     if args.env.env.is_none() {
         return overview(settings, args.json);
     }

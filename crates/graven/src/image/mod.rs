@@ -329,18 +329,29 @@ pub fn build(request: &ImageRequest<'_>) -> Result<Image, ImageError> {
     })
 }
 
-/// The image's command for the Procfile command `web`: the program and
-/// its arguments when it is only words (so that an image without a shell
-/// can run it), else `/bin/sh -c`, as the runner runs it.
+/// The image's command for the Procfile command `web`; warns if it needs
+/// a shell the image lacks.
 fn command_of(web: &str, shell: bool, warnings: &mut Vec<ImageWarning>) -> Vec<String> {
-    let plain = web.bytes().all(|b| b.is_ascii_alphanumeric() || b" \t-_./,:=+@%".contains(&b));
-    if plain {
-        return web.split_whitespace().map(str::to_owned).collect();
-    }
-    if !shell {
+    if needs_shell(web) && !shell {
         warnings.push(ImageWarning::NoShell { command: web.to_owned() });
     }
-    vec!["/bin/sh".to_owned(), "-c".to_owned(), web.to_owned()]
+    command_argv(web)
+}
+
+/// Whether a Procfile command needs a shell: anything but words of
+/// letters, digits and `-_./,:=+@%`.
+fn needs_shell(command: &str) -> bool {
+    !command.bytes().all(|b| b.is_ascii_alphanumeric() || b" \t-_./,:=+@%".contains(&b))
+}
+
+/// A Procfile command as a container's command: the program and its
+/// arguments when it is only words (so that an image without a shell can
+/// run it), else `/bin/sh -c`, as the runner runs it.
+pub fn command_argv(command: &str) -> Vec<String> {
+    if needs_shell(command) {
+        return vec!["/bin/sh".to_owned(), "-c".to_owned(), command.to_owned()];
+    }
+    command.split_whitespace().map(str::to_owned).collect()
 }
 
 /// Where the link at `path` (relative to `/app`) with `target` points in
