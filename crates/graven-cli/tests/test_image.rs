@@ -449,3 +449,32 @@ fn an_image_holds_no_config_value() {
         }
     }
 }
+
+#[test]
+fn labels_name_the_source_without_credentials_and_a_dirty_build_is_tagged_so() {
+    let out = lowercase_tempdir();
+    let repo = busybox_app("");
+    repo.git(&["remote", "add", "origin", "https://deploy:t0ken@git.example.com/team/boxed.git"]);
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    let clean = export(&graven, "oci", &out.path().join("clean"), &[]);
+    let config = |layout: &str, image: &serde_json::Value| -> serde_json::Value {
+        let hex = image["config"].as_str().unwrap().trim_start_matches("sha256:").to_owned();
+        serde_json::from_slice(&std::fs::read(out.path().join(layout).join("blobs/sha256").join(hex)).unwrap()).unwrap()
+    };
+    let labels = config("clean", &clean)["config"]["Labels"].clone();
+    assert_eq!(labels["org.opencontainers.image.source"], "https://git.example.com/team/boxed.git");
+    assert!(!labels.to_string().contains("t0ken"));
+    assert_eq!(labels["dev.graven.dirty"], serde_json::Value::Null);
+
+    repo.write("web", "#!/app/bin/busybox sh\necho uncommitted\n");
+    let run = graven.run(["build", "--allow-dirty", "--json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let artifact = run.json()["artifact"].as_str().unwrap().to_owned();
+    let layout = out.path().join("dirty");
+    let run = graven.run(["export", &artifact, "--format", "oci", "-o", layout.to_str().unwrap(), "--json"]);
+    assert_eq!(run.code, 0, "{run}");
+    let dirty = run.json();
+    assert_eq!(dirty["tag"].as_str(), Some(format!("{}-dirty", commit(&repo)).as_str()), "not named as the commit");
+    assert_eq!(config("dirty", &dirty)["config"]["Labels"]["dev.graven.dirty"], "true");
+}

@@ -336,6 +336,11 @@ fn apply_runs_the_release_job_first_waits_for_the_rollouts_and_records_them() {
     let states = ledger.run_states("boxed", "production").unwrap();
     let state = states.iter().find(|s| s.host == "kubernetes/prod").expect("the rollout is recorded");
     assert_eq!(state.running.as_ref().map(|r| r.number), Some(1));
+    assert_eq!(state.state, graven::model::RunnerState::Cluster);
+    let status = graven.run(["status", "--env", "production"]);
+    assert_eq!(status.code, 0, "{status}");
+    assert!(status.stdout.contains("in sync       yes"), "{status}");
+    assert!(status.stdout.contains("cluster       v1 applied to kubernetes/prod just now"), "{status}");
 }
 
 #[test]

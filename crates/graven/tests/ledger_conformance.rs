@@ -309,7 +309,22 @@ fn a_runner_overwrites_its_own_run_state(factory: Factory<'_>) {
     let stopped =
         RunState { state: graven::model::RunnerState::Stopped, running: None, processes: Vec::new(), ..second };
     ledger.set_run_state(&stopped).unwrap();
-    assert_eq!(ledger.run_states("app", "production").unwrap(), [stopped], "back to nothing running");
+    assert_eq!(
+        ledger.run_states("app", "production").unwrap(),
+        std::slice::from_ref(&stopped),
+        "back to nothing running"
+    );
+    // What `graven kube apply` records: a rollout to a cluster.
+    let cluster = RunState {
+        host: "kubernetes/prod".to_owned(),
+        home: String::new(),
+        runner_pid: 0,
+        state: graven::model::RunnerState::Cluster,
+        ..stopped.clone()
+    };
+    ledger.set_run_state(&cluster).unwrap();
+    let states = ledger.run_states("app", "production").unwrap();
+    assert!(states.contains(&cluster) && states.contains(&stopped), "{states:?}");
 }
 
 fn each_runner_has_its_own_run_state(factory: Factory<'_>) {

@@ -284,6 +284,7 @@ pub(crate) fn make_image(
         artifact: record.build.artifact,
         app: &app,
         commit: &record.build.commit,
+        dirty: record.build.dirty,
         commit_time,
         source: source.as_deref(),
         compression: match compression {

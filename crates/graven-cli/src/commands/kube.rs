@@ -262,7 +262,7 @@ fn record(settings: &Settings, release: &Release, context: Option<&str>) -> Resu
         host: format!("kubernetes/{}", context.unwrap_or("current-context")),
         home: String::new(),
         runner_pid: 0,
-        state: graven::model::RunnerState::Stopped,
+        state: graven::model::RunnerState::Cluster,
         running: Some(graven::model::RunningRelease {
             id: release.id,
             number: release.number,

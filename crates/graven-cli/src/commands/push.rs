@@ -74,8 +74,9 @@ pub(crate) fn cmd_push(settings: &Settings, args: &PushArgs) -> Result<(), Comma
     // Open the ledger before pushing: a push that cannot be recorded is
     // better not made.
     let ledger = settings.ledger()?;
-    let mut tags = vec![made.record.build.commit.clone()];
-    tags.extend(args.tags.iter().filter(|tag| **tag != made.record.build.commit).cloned());
+    // The commit, or `<commit>-dirty` for a build of uncommitted changes.
+    let mut tags = vec![made.image.tag.clone()];
+    tags.extend(args.tags.iter().filter(|tag| **tag != made.image.tag).cloned());
     let observer = ui::TransferBar::new();
     let request = PushRequest {
         image: &made.image,

@@ -65,6 +65,7 @@ fn why_not_alive(runner: &RunnerReport) -> String {
     let seen = ui::age(&runner.state.updated_at);
     match runner.liveness {
         Liveness::Alive => format!("alive, seen {seen}"),
+        Liveness::Cluster => format!("applied to the cluster {seen} (graven status --kube asks it)"),
         Liveness::Stopped => format!("stopped {seen}"),
         Liveness::Stale => format!("last seen {seen}"),
         Liveness::Gone => format!("process {} is gone, last seen {seen}", runner.state.runner_pid),
@@ -76,6 +77,7 @@ fn sentence_not_alive(runner: &RunnerReport) -> String {
     let seen = ui::age(&runner.state.updated_at);
     match runner.liveness {
         Liveness::Alive => format!("its runner is alive, seen {seen}"),
+        Liveness::Cluster => format!("it was applied to the cluster {seen}"),
         Liveness::Stopped => format!("its runner stopped {seen}"),
         Liveness::Stale => format!("its runner was last seen {seen}"),
         Liveness::Gone => {
@@ -284,24 +286,7 @@ fn text(status: &EnvStatus) -> String {
     if let Some(runner) = &status.runner {
         lines.extend(runner_lines(runner));
     }
-    for other in &status.others {
-        let state = &other.state;
-        let runs = match (&state.running, other.alive()) {
-            (Some(running), true) => format!("runs v{}", running.number),
-            (None, true) => "runs nothing yet".to_owned(),
-            (_, false) => why_not_alive(other),
-        };
-        lines.push(line(
-            "runner",
-            format!(
-                "pid {} on {}, home {}: {runs}, reported {}",
-                state.runner_pid,
-                state.host,
-                state.home,
-                ui::age(&state.updated_at)
-            ),
-        ));
-    }
+    lines.extend(status.others.iter().map(other_line));
     match &status.drift {
         Some(DriftCheck::Checked(drift)) if drift.is_empty() => {
             lines.push(line("drift", "none: the tree on disk matches the artifact"));
@@ -349,11 +334,48 @@ fn text(status: &EnvStatus) -> String {
     lines.join("\n")
 }
 
+/// Another runner of the environment (or a cluster): where, and what it runs.
+fn other_line(other: &RunnerReport) -> String {
+    let state = &other.state;
+    if other.liveness == Liveness::Cluster {
+        return line("cluster", cluster_line(other));
+    }
+    let runs = match (&state.running, other.alive()) {
+        (Some(running), true) => format!("runs v{}", running.number),
+        (None, true) => "runs nothing yet".to_owned(),
+        (_, false) => why_not_alive(other),
+    };
+    line(
+        "runner",
+        format!(
+            "pid {} on {}, home {}: {runs}, reported {}",
+            state.runner_pid,
+            state.host,
+            state.home,
+            ui::age(&state.updated_at)
+        ),
+    )
+}
+
+/// A rollout to a Kubernetes cluster, as `graven kube apply` recorded it.
+fn cluster_line(report: &RunnerReport) -> String {
+    let state = &report.state;
+    let release = state.running.as_ref().map_or_else(|| "nothing".to_owned(), |r| format!("v{}", r.number));
+    format!(
+        "{release} applied to {} {}; graven status --kube asks the cluster what runs",
+        state.host,
+        ui::age(&state.updated_at)
+    )
+}
+
 /// This machine's runner: who and where, and how its processes see their
 /// code.
 fn runner_lines(runner: &RunnerReport) -> Vec<String> {
     let mut lines = Vec::new();
     let state = &runner.state;
+    if runner.liveness == Liveness::Cluster {
+        return vec![line("cluster", cluster_line(runner))];
+    }
     lines.push(line(
         "runner",
         format!(

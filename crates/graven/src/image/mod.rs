@@ -52,6 +52,8 @@ pub const ZSTD_LEVEL: i32 = 3;
 
 /// The label that names the artifact an image was made from.
 pub const ARTIFACT_LABEL: &str = "dev.graven.artifact";
+/// The label of an image of a dirty build (uncommitted changes).
+pub const DIRTY_LABEL: &str = "dev.graven.dirty";
 
 /// The `PATH` of an image without a base.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -94,6 +96,10 @@ pub struct ImageRequest<'a> {
     pub app: &'a str,
     /// The commit it was built from (40 hex digits): the image's tag.
     pub commit: &'a str,
+    /// Whether the build had uncommitted changes: then the tag is
+    /// `<commit>-dirty` and a label says so, for an image that is not the
+    /// commit must not be named as if it were.
+    pub dirty: bool,
     /// The commit's time, in seconds since the epoch: the image's creation
     /// time, so that it is the same wherever it is made.
     pub commit_time: u64,
@@ -120,7 +126,7 @@ pub struct Image {
     pub config_digest: Digest,
     /// The layers, the base's first.
     pub layers: Vec<Layer>,
-    /// The tag: the commit.
+    /// The tag: the commit (`<commit>-dirty` for a dirty build).
     pub tag: String,
     /// The repository name archives are tagged with: the app.
     pub name: String,
@@ -199,6 +205,11 @@ pub enum ImageWarning {
     },
     /// No `web` process: the image has no default command.
     NoWeb,
+    /// The `web` command's program is on no directory of the image's PATH.
+    NoProgram {
+        /// The program (`python3`).
+        program: String,
+    },
 }
 
 impl fmt::Display for ImageWarning {
@@ -221,6 +232,11 @@ impl fmt::Display for ImageWarning {
                 f,
                 "the web command '{command}' needs /bin/sh, which the image does not have: give a base image \
                  with a shell (--base), or make the command a plain program and its arguments"
+            ),
+            Self::NoProgram { program } => write!(
+                f,
+                "the web command runs {program}, which is on no directory of the image's PATH: give a base image \
+                 that has it (--base), or run it by its path in the artifact (./bin/{program})"
             ),
             Self::NoWeb => f.write_str(
                 "the Procfile has no web process: the image has no default command; give one when you run it",
@@ -303,8 +319,13 @@ pub fn build(request: &ImageRequest<'_>) -> Result<Image, ImageError> {
 
     let shell = request.base.is_some_and(|base| base.provides("/bin/sh"));
     let command = artifact.process_types.get(crate::run::plan::WEB).map(|web| command_of(web, shell, &mut warnings));
-    if command.is_none() {
-        warnings.push(ImageWarning::NoWeb);
+    match &command {
+        None => warnings.push(ImageWarning::NoWeb),
+        Some(argv) => {
+            if let Some(program) = missing_program(argv, request.base, &image_env(request.base)) {
+                warnings.push(ImageWarning::NoProgram { program });
+            }
+        }
     }
     for (path, target) in crate::store::host_references(store, &id, &artifact.root)? {
         let resolved = resolve_in_image(&path, &target);
@@ -323,7 +344,7 @@ pub fn build(request: &ImageRequest<'_>) -> Result<Image, ImageError> {
         config,
         config_digest,
         layers: all,
-        tag: request.commit.to_owned(),
+        tag: if request.dirty { format!("{}-dirty", request.commit) } else { request.commit.to_owned() },
         name: request.app.to_owned(),
         warnings,
     })
@@ -354,6 +375,26 @@ pub fn command_argv(command: &str) -> Vec<String> {
     command.split_whitespace().map(str::to_owned).collect()
 }
 
+/// The image's environment: the base's, or a plain `PATH`.
+fn image_env(base: Option<&BaseImage>) -> Vec<String> {
+    base.map(BaseImage::env).filter(|env| !env.is_empty()).unwrap_or_else(|| vec![format!("PATH={DEFAULT_PATH}")])
+}
+
+/// The program `argv` runs if the image cannot find it: a bare name
+/// (`python3`) on no directory of the image's `PATH` in the base (an
+/// image without one has only `/app`). A path (`./server`) is the app's.
+fn missing_program(argv: &[String], base: Option<&BaseImage>, env: &[String]) -> Option<String> {
+    let program = argv.first()?;
+    if program.contains('/') {
+        return None;
+    }
+    let path = env.iter().find_map(|entry| entry.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    let found = base.is_some_and(|base| {
+        path.split(':').filter(|dir| !dir.is_empty()).any(|dir| base.provides(&format!("{dir}/{program}")))
+    });
+    (!found).then(|| program.clone())
+}
+
 /// Where the link at `path` (relative to `/app`) with `target` points in
 /// the image, as an absolute, normalised path.
 fn resolve_in_image(path: &str, target: &str) -> String {
@@ -382,11 +423,7 @@ fn image_config(
     created: &str,
 ) -> Result<Vec<u8>, ImageError> {
     let document = |source| ImageError::Document { what: "config", source };
-    let env = request
-        .base
-        .map(BaseImage::env)
-        .filter(|env| !env.is_empty())
-        .unwrap_or_else(|| vec![format!("PATH={DEFAULT_PATH}")]);
+    let env = image_env(request.base);
     let mut config =
         ConfigBuilder::default().env(env).working_dir(format!("/{APP_DIR}")).labels(labels(request, created));
     if let Some(command) = command {
@@ -427,6 +464,9 @@ fn labels(request: &ImageRequest<'_>, created: &str) -> HashMap<String, String> 
     ]);
     if let Some(source) = request.source {
         labels.insert(oci_spec::image::ANNOTATION_SOURCE.to_owned(), source.to_owned());
+    }
+    if request.dirty {
+        labels.insert(DIRTY_LABEL.to_owned(), "true".to_owned());
     }
     labels
 }
@@ -539,6 +579,15 @@ mod tests {
         assert!(warnings.is_empty());
         command_of("echo hi && sleep 1", false, &mut warnings);
         assert!(matches!(&warnings[..], [ImageWarning::NoShell { .. }]));
+    }
+
+    #[test]
+    fn a_bare_program_must_be_on_the_images_path() {
+        let argv = |words: &[&str]| words.iter().map(|w| (*w).to_owned()).collect::<Vec<_>>();
+        let env = image_env(None);
+        assert_eq!(missing_program(&argv(&["python3", "app.py"]), None, &env).as_deref(), Some("python3"));
+        assert_eq!(missing_program(&argv(&["./web"]), None, &env), None, "the app's own program");
+        assert_eq!(missing_program(&argv(&["/bin/sh", "-c", "x"]), None, &env), None);
     }
 
     #[test]

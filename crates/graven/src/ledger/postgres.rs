@@ -32,6 +32,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0006_build_sandbox.sql"),
     include_str!("migrations/postgres/0007_rollouts.sql"),
     include_str!("migrations/postgres/0008_pushes.sql"),
+    include_str!("migrations/postgres/0009_cluster_state.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).

@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0006_build_sandbox.sql"),
     include_str!("migrations/sqlite/0007_rollouts.sql"),
     include_str!("migrations/sqlite/0008_pushes.sql"),
+    include_str!("migrations/sqlite/0009_cluster_state.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -650,6 +651,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (8): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (9): upgrade graven"), "{error}");
     }
 }

@@ -42,6 +42,10 @@ pub enum RunnerState {
     Running,
     /// Exited cleanly.
     Stopped,
+    /// Not a runner: the environment's processes run on a Kubernetes
+    /// cluster, and this is what the last `graven kube apply` rolled out
+    /// there (`graven status --kube` asks the cluster itself).
+    Cluster,
 }
 
 impl RunnerState {
@@ -50,12 +54,13 @@ impl RunnerState {
         match self {
             Self::Running => "running",
             Self::Stopped => "stopped",
+            Self::Cluster => "cluster",
         }
     }
 
     /// Parses a stored name.
     pub fn from_name(name: &str) -> Option<Self> {
-        [Self::Running, Self::Stopped].into_iter().find(|state| state.name() == name)
+        [Self::Running, Self::Stopped, Self::Cluster].into_iter().find(|state| state.name() == name)
     }
 }
 

@@ -31,6 +31,8 @@ pub enum Liveness {
     Stale,
     /// It runs on this machine with this home, and its pid is gone.
     Gone,
+    /// Not a runner: a rollout to a Kubernetes cluster, as last applied.
+    Cluster,
 }
 
 /// A runner's report, judged.
@@ -45,7 +47,7 @@ pub struct RunnerReport {
 impl RunnerReport {
     /// Whether the runner is alive.
     pub fn alive(&self) -> bool {
-        self.liveness == Liveness::Alive
+        matches!(self.liveness, Liveness::Alive | Liveness::Cluster)
     }
 }
 
@@ -113,7 +115,7 @@ impl EnvStatus {
         self.others
             .iter()
             .filter(|runner| match runner.liveness {
-                Liveness::Alive => runner.state.running.as_ref().map(|r| r.id) != desired,
+                Liveness::Alive | Liveness::Cluster => runner.state.running.as_ref().map(|r| r.id) != desired,
                 Liveness::Stale | Liveness::Gone => true,
                 Liveness::Stopped => false,
             })
@@ -209,8 +211,11 @@ pub fn env_status(ledger: &dyn Ledger, app: &str, env: &str, vantage: Vantage<'_
 /// it reported within [`ALIVE_WITHIN`], and, when it runs on this machine
 /// with this home, its process exists.
 pub fn liveness(state: &RunState, vantage: Vantage<'_>) -> Liveness {
-    if state.state != RunnerState::Running {
-        return Liveness::Stopped;
+    match state.state {
+        RunnerState::Running => {}
+        RunnerState::Stopped => return Liveness::Stopped,
+        // What was applied stays true until the next apply: never stale.
+        RunnerState::Cluster => return Liveness::Cluster,
     }
     if crate::time::age(&state.updated_at).is_none_or(|age| age > ALIVE_WITHIN) {
         return Liveness::Stale;
