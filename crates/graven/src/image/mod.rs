@@ -236,7 +236,7 @@ impl fmt::Display for ImageWarning {
             Self::NoProgram { program } => write!(
                 f,
                 "the web command runs {program}, which is on no directory of the image's PATH: give a base image \
-                 that has it (--base), or run it by its path in the artifact (./bin/{program})"
+                 that has it (--base)"
             ),
             Self::NoWeb => f.write_str(
                 "the Procfile has no web process: the image has no default command; give one when you run it",
