@@ -114,3 +114,44 @@ fn a_runner_reporting_a_release_the_ledger_lacks_is_an_error() {
     let error = env_status(&home.ledger, APP, "production", vantage).unwrap_err();
     assert!(matches!(error, StatusError::UnknownRelease { number: 2, .. }), "{error}");
 }
+
+#[test]
+fn problems_say_what_keeps_an_environment_from_being_in_sync_and_healthy() {
+    use graven::model::{ProcessState, ProcessStatus};
+    use graven::run::status::Problem;
+    let (home, releases) = two_releases();
+    let vantage = Vantage { host: HOST, home: &home.home };
+    let status = env_status(&home.ledger, APP, "production", vantage).unwrap();
+    assert_eq!(status.problems(), [Problem::NoRunner]);
+
+    // Alive, on the older release, a worker crash-looping.
+    let crashing = ProcessState {
+        name: "worker.1".to_owned(),
+        kind: "worker".to_owned(),
+        pid: None,
+        state: ProcessStatus::Restarting,
+        restarts: 3,
+        started_at: None,
+    };
+    let older = RunState { processes: vec![crashing], ..report(&home, &releases[0], HOST, 0) };
+    home.ledger.set_run_state(&older).unwrap();
+    let status = env_status(&home.ledger, APP, "production", vantage).unwrap();
+    let problems = status.problems();
+    assert!(matches!(&problems[0], Problem::OutOfSync { desired: 2, running: Some(1), failure: None }), "{problems:?}");
+    assert!(
+        matches!(&problems[1], Problem::Unhealthy { processes } if processes == &[("worker.1".to_owned(), ProcessStatus::Restarting)]),
+        "a crash-looping worker is a problem, not 'up, 3 restarts': {problems:?}"
+    );
+
+    // The newest release, laid out, every process up: nothing to say.
+    let artifact = graven::run::artifact_of(&home.store, &releases[1]).unwrap();
+    graven::run::materialise(&home.store, &home.home, &releases[1], &artifact).unwrap();
+    home.ledger.set_run_state(&report(&home, &releases[1], HOST, 0)).unwrap();
+    let status = env_status(&home.ledger, APP, "production", vantage).unwrap();
+    assert_eq!(status.problems(), []);
+
+    // Stale: the runner is down.
+    home.ledger.set_run_state(&report(&home, &releases[1], HOST, 600)).unwrap();
+    let status = env_status(&home.ledger, APP, "production", vantage).unwrap();
+    assert!(matches!(&status.problems()[..], [Problem::RunnerDown { runner }] if runner.liveness == Liveness::Stale));
+}

@@ -6,7 +6,7 @@
 use clap::Args;
 use graven::model::{ProcessState, ProcessStatus, Release};
 use graven::run::Drift;
-use graven::run::status::{DriftCheck, EnvStatus, Liveness, RunnerReport, StatusError, Vantage};
+use graven::run::status::{DriftCheck, EnvStatus, Liveness, Problem, RunnerReport, StatusError, Vantage};
 
 use crate::commands::env::EnvArg;
 use crate::error::CommandError;
@@ -88,24 +88,59 @@ fn sentence_not_alive(runner: &RunnerReport) -> String {
 
 /// Why the environment does not run its newest release healthily, with a
 /// hint for each; empty when it does.
+/// Each of the environment's problems (see [`Problem`]), as a sentence
+/// and what to do about it.
 fn problems(status: &EnvStatus) -> Vec<(String, String)> {
-    let env = &status.env;
-    let mut problems = Vec::new();
-    let Some(desired) = &status.desired else {
-        problems
-            .push((format!("{env} has no release yet"), format!("release a build first: graven release --env {env}")));
-        return problems;
-    };
+    status.problems().iter().map(|problem| explain(&status.env, problem)).collect()
+}
+
+fn explain(env: &str, problem: &Problem) -> (String, String) {
     let start = format!("start one: graven run --env {env}");
-    match &status.runner {
-        None => problems.push((format!("{env} is not running: no runner has reported for it"), start)),
-        Some(runner) if !runner.alive() => {
-            problems.push((format!("{env} is not running: {}", sentence_not_alive(runner)), start));
+    match problem {
+        Problem::NoRelease => {
+            (format!("{env} has no release yet"), format!("release a build first: graven release --env {env}"))
         }
-        Some(_) => {}
+        Problem::NoRunner => (format!("{env} is not running: no runner has reported for it"), start),
+        Problem::RunnerDown { runner } => (format!("{env} is not running: {}", sentence_not_alive(runner)), start),
+        Problem::OutOfSync { desired, running, failure } => {
+            let runs = running.map_or_else(|| "nothing runs yet".to_owned(), |number| format!("v{number} runs"));
+            (format!("{env} is not in sync: v{desired} is released, {runs}"), sync_hint(env, failure.as_ref()))
+        }
+        Problem::OtherOutOfSync { runner, desired } => {
+            let state = &runner.state;
+            let problem = match (&state.running, runner.alive()) {
+                (Some(running), true) => {
+                    format!(
+                        "the runner on {} (home {}) runs v{}, not v{desired}",
+                        state.host, state.home, running.number
+                    )
+                }
+                (None, true) => format!("the runner on {} (home {}) runs nothing yet", state.host, state.home),
+                (_, false) => format!("the runner on {} (home {}): {}", state.host, state.home, why_not_alive(runner)),
+            };
+            (problem, format!("graven logs --env {env} on {} shows what it did", state.host))
+        }
+        Problem::Unhealthy { processes } => {
+            let down: Vec<String> = processes.iter().map(|(name, state)| format!("{name} is {state}")).collect();
+            (
+                format!("{env} is not healthy: {}", down.join(", ")),
+                format!("graven logs --env {env} shows what they printed"),
+            )
+        }
+        Problem::Drifted { release, differences } => (
+            format!(
+                "the tree of v{release} of {env} has drifted from its artifact: {}",
+                ui::count_of(*differences as u64, "difference")
+            ),
+            format!("graven verify --env {env} lists them"),
+        ),
     }
-    let failed = status.last_failure().filter(|f| f.number == desired.number);
-    let sync_hint = match failed {
+}
+
+/// What to do about an environment out of sync, given the newest
+/// release's failed rollout, if it failed.
+fn sync_hint(env: &str, failure: Option<&graven::model::Failure>) -> String {
+    match failure {
         Some(failure) if failure.is_final() => format!(
             "the rollout of v{} failed ({}): graven logs --env {env} shows what its processes printed; \
              release a fix, or try v{} again with graven restart --env {env}",
@@ -120,56 +155,7 @@ fn problems(status: &EnvStatus) -> Vec<(String, String)> {
         None => format!(
             "the runner switches to a new release within a second of it, once its processes are healthy: wait, or see graven logs --env {env}"
         ),
-    };
-    match &status.running {
-        Some((running, _)) if running.id != desired.id => problems.push((
-            format!("{env} is not in sync: {} is released, {} runs", desired.version(), running.version()),
-            sync_hint,
-        )),
-        None if status.runner.as_ref().is_some_and(RunnerReport::alive) => problems
-            .push((format!("{env} is not in sync: {} is released, nothing runs yet", desired.version()), sync_hint)),
-        _ => {}
     }
-    for other in status.others_out_of_sync() {
-        let state = &other.state;
-        let problem = match (&state.running, other.alive()) {
-            (Some(running), true) => format!(
-                "the runner on {} (home {}) runs v{}, not {}",
-                state.host,
-                state.home,
-                running.number,
-                desired.version()
-            ),
-            (None, true) => format!("the runner on {} (home {}) runs nothing yet", state.host, state.home),
-            (_, false) => format!("the runner on {} (home {}): {}", state.host, state.home, why_not_alive(other)),
-        };
-        problems.push((problem, format!("graven logs --env {env} on {} shows what it did", state.host)));
-    }
-    let down: Vec<String> = status
-        .processes()
-        .iter()
-        .filter(|p| p.state != ProcessStatus::Up)
-        .map(|p| format!("{} is {}", p.name, p.state))
-        .collect();
-    if !down.is_empty() {
-        problems.push((
-            format!("{env} is not healthy: {}", down.join(", ")),
-            format!("graven logs --env {env} shows what they printed"),
-        ));
-    }
-    if let (Some(drift), Some((running, _))) = (status.drifted(), &status.running)
-        && !drift.is_empty()
-    {
-        problems.push((
-            format!(
-                "the tree of {} of {env} has drifted from its artifact: {}",
-                running.version(),
-                ui::count_of(drift.len() as u64, "difference")
-            ),
-            format!("graven verify --env {env} lists them"),
-        ));
-    }
-    problems
 }
 
 fn status_error(error: StatusError) -> CommandError {

@@ -36,7 +36,7 @@ pub enum Liveness {
 }
 
 /// A runner's report, judged.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunnerReport {
     /// What it wrote.
     pub state: RunState,
@@ -139,6 +139,92 @@ impl EnvStatus {
             Some(DriftCheck::Checked(drift)) => Some(drift),
             _ => None,
         }
+    }
+}
+
+/// Something wrong with an environment, as `status` judges it. An
+/// environment is in sync and healthy when it has none; `graven status`
+/// then exits 0.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// Nothing was ever released.
+    NoRelease,
+    /// No runner reported for it.
+    NoRunner,
+    /// The runner told of is not alive.
+    RunnerDown {
+        /// Its report.
+        runner: RunnerReport,
+    },
+    /// The release running is not the newest, or nothing runs yet.
+    OutOfSync {
+        /// The newest release.
+        desired: u64,
+        /// The release running, if any.
+        running: Option<u64>,
+        /// The failed rollout of the newest release, if it failed.
+        failure: Option<Failure>,
+    },
+    /// Another runner does not serve the newest release.
+    OtherOutOfSync {
+        /// Its report.
+        runner: RunnerReport,
+        /// The newest release.
+        desired: u64,
+    },
+    /// Processes that are not up (exited, restarting, starting…).
+    Unhealthy {
+        /// Each, with its state.
+        processes: Vec<(String, crate::model::ProcessStatus)>,
+    },
+    /// The running release's tree differs from its artifact.
+    Drifted {
+        /// The release.
+        release: u64,
+        /// How many differences.
+        differences: usize,
+    },
+}
+
+impl EnvStatus {
+    /// What is wrong, most fundamental first: no release, no runner, out
+    /// of sync, other runners out of sync, processes not up, drift.
+    pub fn problems(&self) -> Vec<Problem> {
+        let Some(desired) = &self.desired else { return vec![Problem::NoRelease] };
+        let mut problems = Vec::new();
+        match &self.runner {
+            None => problems.push(Problem::NoRunner),
+            Some(runner) if !runner.alive() => problems.push(Problem::RunnerDown { runner: runner.clone() }),
+            Some(_) => {}
+        }
+        let failure = self.last_failure().filter(|f| f.number == desired.number).cloned();
+        match &self.running {
+            Some((running, _)) if running.id != desired.id => {
+                problems.push(Problem::OutOfSync { desired: desired.number, running: Some(running.number), failure });
+            }
+            None if self.runner.as_ref().is_some_and(RunnerReport::alive) => {
+                problems.push(Problem::OutOfSync { desired: desired.number, running: None, failure });
+            }
+            _ => {}
+        }
+        for other in self.others_out_of_sync() {
+            problems.push(Problem::OtherOutOfSync { runner: other.clone(), desired: desired.number });
+        }
+        let down: Vec<(String, crate::model::ProcessStatus)> = self
+            .processes()
+            .iter()
+            .filter(|p| p.state != crate::model::ProcessStatus::Up)
+            .map(|p| (p.name.clone(), p.state))
+            .collect();
+        if !down.is_empty() {
+            problems.push(Problem::Unhealthy { processes: down });
+        }
+        if let (Some(drift), Some((running, _))) = (self.drifted(), &self.running)
+            && !drift.is_empty()
+        {
+            problems.push(Problem::Drifted { release: running.number, differences: drift.len() });
+        }
+        problems
     }
 }
 
