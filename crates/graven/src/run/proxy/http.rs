@@ -51,12 +51,17 @@ pub(super) async fn serve(
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
-    let service = hyper::service::service_fn(move |request| {
+    let (stream, smuggling) = super::sniff::Sniffed::new(stream);
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (shared, client) = (Arc::clone(&shared), client.clone());
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
+        // Its head had both a length and chunked (see `sniff`).
+        let ambiguous =
+            smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
-            let response = handle(&shared, &client, request, peer, limits).await;
+            let response =
+                if ambiguous { ambiguous_length() } else { handle(&shared, &client, request, peer, limits).await };
             Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }.boxed_unsync()))
         }
     });
@@ -256,6 +261,17 @@ fn error(status: StatusCode, text: String) -> Response<ProxyBody> {
     );
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A request that is both chunked and of a length: refused, never
+/// passed on, the connection closed after.
+fn ambiguous_length() -> Response<ProxyBody> {
+    let mut response = error(
+        StatusCode::BAD_REQUEST,
+        "the request has both Content-Length and Transfer-Encoding: refused, as a request smuggling attempt\n".into(),
+    );
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

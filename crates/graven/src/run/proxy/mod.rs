@@ -24,9 +24,10 @@
 //!   kernel's backlog. A request's headers, and the
 //!   idle time before the next one on a keep-alive connection, within
 //!   [`ProxyLimits::header_timeout`] (a slowloris client is closed); headers
-//!   at most [`ProxyLimits::max_header_bytes`]. hyper refuses malformed and
-//!   ambiguous requests (request smuggling) with `400` before any of it
-//!   reaches the app.
+//!   at most [`ProxyLimits::max_header_bytes`]. Malformed and ambiguous
+//!   requests (request smuggling: conflicting lengths, both a length and
+//!   chunked) get `400` before any of it reaches the app: hyper refuses
+//!   most, and a watch on the client's bytes the rest (see `sniff`).
 //!
 //! [`ProxyMode::Tcp`] forwards bytes instead, per connection, for services
 //! that do not speak HTTP, on the same event loop.
@@ -35,6 +36,7 @@
 //! processes, and, like the rest of the library, never prints.
 
 mod http;
+mod sniff;
 mod tcp;
 
 use std::collections::HashMap;

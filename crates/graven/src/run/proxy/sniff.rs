@@ -1,0 +1,157 @@
+//! A client connection's bytes, watched for a request head with both
+//! `Content-Length` and `Transfer-Encoding`: the shape of a request
+//! smuggling attempt. hyper reads such a request as chunked and drops the
+//! length (as RFC 9112 allows), so the request it hands over cannot tell;
+//! the proxy refuses it instead (400), before any of it reaches the app
+//! (as RFC 9112, 6.1, lets a server do).
+//!
+//! The watch reads lines: a line that begins with either header name sets
+//! a mark, a blank line (the end of a head) checks both marks and clears
+//! them. It does not know where bodies are, so a body line of that shape
+//! sets a mark too; the service clears the flag at every request, and acts
+//! on it only for a request that does have a `Transfer-Encoding`, so a
+//! false alarm needs a chunked request whose own preceding bytes hold
+//! header-shaped lines of both names.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+const LENGTH: &[u8] = b"content-length:";
+const CHUNKED: &[u8] = b"transfer-encoding:";
+/// The bytes of a line the watch looks at: the longer name.
+const PREFIX: usize = CHUNKED.len();
+
+/// Finds heads with both names; see the module.
+#[derive(Debug, Default)]
+pub(super) struct HeadWatch {
+    line: [u8; PREFIX],
+    /// Bytes of the current line so far (counting past [`PREFIX`]).
+    len: usize,
+    length: bool,
+    chunked: bool,
+}
+
+impl HeadWatch {
+    /// Reads `bytes`; whether a head with both names ended in them.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> bool {
+        let mut found = false;
+        for &byte in bytes {
+            match byte {
+                b'\n' => {
+                    if self.len == 0 {
+                        found |= self.length && self.chunked;
+                        self.length = false;
+                        self.chunked = false;
+                    } else {
+                        let line = &self.line[..self.len.min(PREFIX)];
+                        self.length |= line.starts_with(LENGTH);
+                        self.chunked |= line.starts_with(CHUNKED);
+                    }
+                    self.len = 0;
+                }
+                // A line may end in CRLF or LF alone, as parsers accept.
+                b'\r' => {}
+                byte => {
+                    if let Some(slot) = self.line.get_mut(self.len) {
+                        *slot = byte.to_ascii_lowercase();
+                    }
+                    self.len = self.len.saturating_add(1);
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A client's stream, its reads fed to a [`HeadWatch`] that raises `seen`.
+pub(super) struct Sniffed<S> {
+    stream: S,
+    watch: HeadWatch,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S> Sniffed<S> {
+    pub(super) fn new(stream: S) -> (Self, Arc<AtomicBool>) {
+        let seen = Arc::new(AtomicBool::new(false));
+        (Self { stream, watch: HeadWatch::default(), seen: Arc::clone(&seen) }, seen)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = &poll
+            && this.watch.feed(&buf.filled()[before..])
+        {
+            this.seen.store(true, Ordering::Relaxed);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Sniffed<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_head_with_both_names_is_found_however_it_is_cut_or_spelled() {
+        let head = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for cut in 1..head.len() {
+            let mut watch = HeadWatch::default();
+            let found = watch.feed(&head[..cut]) | watch.feed(&head[cut..]);
+            assert!(found, "cut at {cut}");
+        }
+        let mut watch = HeadWatch::default();
+        assert!(
+            watch.feed(b"POST / HTTP/1.1\ntransfer-ENCODING: chunked\ncontent-length: 3\n\n"),
+            "LF alone, any case"
+        );
+    }
+
+    #[test]
+    fn heads_with_one_name_or_none_are_not() {
+        let mut watch = HeadWatch::default();
+        assert!(!watch.feed(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"));
+        assert!(!watch.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"));
+        assert!(!watch.feed(b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nX-Transfer-Encoding: chunked\r\n\r\n"));
+        // Marks do not carry from one head to the next.
+        assert!(
+            !watch.feed(
+                b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+        );
+    }
+}
