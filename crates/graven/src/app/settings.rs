@@ -133,10 +133,14 @@ pub struct RunSettings {
     /// Seconds a new web process has to become healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<u64>,
-    /// Seconds the proxy gives a client for a request's headers, and for
-    /// the next request on an idle keep-alive connection.
+    /// Seconds the proxy gives a client for a request's headers, from
+    /// their first byte (or from connecting, for the first request).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_timeout: Option<u64>,
+    /// Seconds a keep-alive connection may wait for its next request
+    /// before the proxy closes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<u64>,
     /// Client connections the proxy serves at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<u64>,
@@ -377,9 +381,12 @@ fn check_run(run: RunSettings) -> Result<RunSettings, String> {
     {
         return Err(format!("[run] health '{health}' must be an HTTP path starting with '/', like \"/healthz\""));
     }
-    for (name, value) in
-        [("header_timeout", run.header_timeout), ("max_connections", run.max_connections), ("timeout", run.timeout)]
-    {
+    for (name, value) in [
+        ("header_timeout", run.header_timeout),
+        ("idle_timeout", run.idle_timeout),
+        ("max_connections", run.max_connections),
+        ("timeout", run.timeout),
+    ] {
         if value == Some(0) {
             return Err(format!("[run] {name} is 0: give a positive number, or leave it out"));
         }

@@ -103,6 +103,9 @@ fn proxy_settings(run: Option<&RunSettings>) -> (super::proxy::ProxyMode, super:
     if let Some(seconds) = run.header_timeout {
         limits.header_timeout = Duration::from_secs(seconds);
     }
+    if let Some(seconds) = run.idle_timeout {
+        limits.idle_timeout = Duration::from_secs(seconds);
+    }
     if let Some(bytes) = run.max_header_bytes {
         limits.max_header_bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
     }

@@ -51,7 +51,7 @@ pub(super) async fn serve(
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
-    let (stream, smuggling) = super::sniff::Sniffed::new(stream);
+    let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let (shared, client) = (Arc::clone(&shared), client.clone());
         // In flight from its head to the end of its response's body.
@@ -68,7 +68,10 @@ pub(super) async fn serve(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+        // The connection's own timer enforces both limits (see
+        // `ClientConn::deadline`); hyper's, from the end of the previous
+        // response, is a backstop.
+        .header_read_timeout(limits.header_timeout + limits.idle_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
@@ -77,6 +80,8 @@ pub(super) async fn serve(
         _ = connection.as_mut() => {}
         // Idle: dropped, which closes it.
         () = conn.close.notified() => {}
+        // Waited too long for a head, or for the next request.
+        () = conn.expired(limits) => {}
         _ = stopped.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;

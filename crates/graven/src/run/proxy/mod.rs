@@ -21,9 +21,10 @@
 //!   idle longest (waiting for its headers, or for its next request), so
 //!   that idle connections, however many, cannot keep requests out; only
 //!   when every connection has a request in flight do new ones wait in the
-//!   kernel's backlog. A request's headers, and the
-//!   idle time before the next one on a keep-alive connection, within
-//!   [`ProxyLimits::header_timeout`] (a slowloris client is closed); headers
+//!   kernel's backlog. A request's headers within
+//!   [`ProxyLimits::header_timeout`] of their first byte (a slowloris
+//!   client is closed), the next request on a keep-alive connection within
+//!   [`ProxyLimits::idle_timeout`]; headers
 //!   at most [`ProxyLimits::max_header_bytes`]. Malformed and ambiguous
 //!   requests (request smuggling: conflicting lengths, both a length and
 //!   chunked) get `400` before any of it reaches the app: hyper refuses
@@ -110,9 +111,11 @@ pub use crate::app::ProxyMode;
 pub struct ProxyLimits {
     /// Client connections open at once; more wait in the backlog.
     pub max_connections: usize,
-    /// For a request's headers to arrive, and for the next request on an
-    /// idle keep-alive connection to begin.
+    /// For a request's headers to arrive, from their first byte (or, for a
+    /// connection's first request, from its accept).
     pub header_timeout: Duration,
+    /// For the next request on an idle keep-alive connection to begin.
+    pub idle_timeout: Duration,
     /// The largest request head (request line and headers) accepted.
     pub max_header_bytes: usize,
     /// For a backend to answer a request (its response's head) before the
@@ -125,6 +128,7 @@ impl Default for ProxyLimits {
         Self {
             max_connections: default_max_connections(),
             header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             max_header_bytes: 64 * 1024,
             response_timeout: Duration::from_secs(60),
         }
@@ -472,11 +476,19 @@ impl Drop for Lease {
     }
 }
 
-/// An HTTP client connection as the accept loop sees it: whether it has a
-/// request in flight and since when it has none, and how to close it.
+/// An HTTP client connection as the accept loop and its timer see it:
+/// whether it has a request in flight, since when it has none, since when
+/// the next request's head is arriving, and how to close it.
 struct ClientConn {
     in_flight: AtomicUsize,
     idle_since: Mutex<Instant>,
+    /// When the first byte of a head came while nothing was in flight.
+    head_since: Mutex<Option<Instant>>,
+    /// Whether a request was served: its next waits `idle_timeout`, a
+    /// connection's first only `header_timeout`.
+    served: AtomicBool,
+    /// Told when the above change, for the connection's timer.
+    changed: tokio::sync::Notify,
     /// Told when the connection is to be closed to make room.
     close: tokio::sync::Notify,
     /// Closed, or being closed.
@@ -488,6 +500,9 @@ impl ClientConn {
         Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
+            head_since: Mutex::new(None),
+            served: AtomicBool::new(false),
+            changed: tokio::sync::Notify::new(),
             close: tokio::sync::Notify::new(),
             ended: AtomicBool::new(false),
         }
@@ -496,7 +511,56 @@ impl ClientConn {
     /// Counts a request in flight on it until the guard is dropped.
     fn busy(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.head_since) = None;
+        self.served.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
         InFlight(Arc::clone(self))
+    }
+
+    /// Bytes came from the client: with nothing in flight, a head begins.
+    fn read_some(&self) {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return;
+        }
+        let mut head = lock(&self.head_since);
+        if head.is_none() {
+            *head = Some(Instant::now());
+            drop(head);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection is to be closed, waiting: for a head, its
+    /// first byte plus `header_timeout`; for the next request, its idle
+    /// start plus `idle_timeout` (`header_timeout` for the first). None
+    /// while a request is in flight.
+    fn deadline(&self, limits: &ProxyLimits) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        if let Some(since) = *lock(&self.head_since) {
+            return Some(since + limits.header_timeout);
+        }
+        let wait = if self.served.load(Ordering::Relaxed) { limits.idle_timeout } else { limits.header_timeout };
+        Some(*lock(&self.idle_since) + wait)
+    }
+
+    /// Returns once the connection has waited past its deadline.
+    async fn expired(&self, limits: ProxyLimits) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            match self.deadline(&limits) {
+                None => changed.await,
+                Some(at) if at <= Instant::now() => return,
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at.into()) => {}
+                        () = changed => {}
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -507,6 +571,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
             *lock(&self.0.idle_since) = Instant::now();
+            self.0.changed.notify_one();
         }
     }
 }

@@ -68,17 +68,20 @@ impl HeadWatch {
     }
 }
 
-/// A client's stream, its reads fed to a [`HeadWatch`] that raises `seen`.
+/// A client's stream, its reads fed to a [`HeadWatch`] that raises `seen`
+/// and told to its connection (whose timer starts a head's at its first
+/// byte).
 pub(super) struct Sniffed<S> {
     stream: S,
     watch: HeadWatch,
     seen: Arc<AtomicBool>,
+    conn: Arc<super::ClientConn>,
 }
 
 impl<S> Sniffed<S> {
-    pub(super) fn new(stream: S) -> (Self, Arc<AtomicBool>) {
+    pub(super) fn new(stream: S, conn: &Arc<super::ClientConn>) -> (Self, Arc<AtomicBool>) {
         let seen = Arc::new(AtomicBool::new(false));
-        (Self { stream, watch: HeadWatch::default(), seen: Arc::clone(&seen) }, seen)
+        (Self { stream, watch: HeadWatch::default(), seen: Arc::clone(&seen), conn: Arc::clone(conn) }, seen)
     }
 }
 
@@ -87,10 +90,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Sniffed<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let poll = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &poll
-            && this.watch.feed(&buf.filled()[before..])
-        {
-            this.seen.store(true, Ordering::Relaxed);
+        if let Poll::Ready(Ok(())) = &poll {
+            let read = &buf.filled()[before..];
+            if !read.is_empty() {
+                this.conn.read_some();
+            }
+            if this.watch.feed(read) {
+                this.seen.store(true, Ordering::Relaxed);
+            }
         }
         poll
     }

@@ -375,9 +375,13 @@ fn ambiguous_and_oversized_requests_are_refused_and_never_reach_the_app() {
 }
 
 #[test]
-fn a_client_that_sends_its_headers_forever_or_idles_is_closed_after_the_header_timeout() {
+fn a_client_that_sends_its_headers_forever_is_closed_after_the_header_timeout_and_an_idle_one_after_the_idle_timeout() {
     let (a, seen) = backend("a");
-    let limits = ProxyLimits { header_timeout: Duration::from_millis(300), ..ProxyLimits::default() };
+    let limits = ProxyLimits {
+        header_timeout: Duration::from_millis(300),
+        idle_timeout: Duration::from_millis(1500),
+        ..ProxyLimits::default()
+    };
     let proxy = started_with(ProxyMode::Http, limits, vec![a]);
     let mut slow = TcpStream::connect(proxy.local_addr()).unwrap();
     slow.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -387,16 +391,27 @@ fn a_client_that_sends_its_headers_forever_or_idles_is_closed_after_the_header_t
     // A byte now and then, never the end of the head.
     let _ = slow.write_all(b"X-A: 1\r\n");
     let _ = slow.read_to_end(&mut rest);
-    assert!(started_at.elapsed() < Duration::from_secs(3), "closed only after {:?}", started_at.elapsed());
+    assert!(started_at.elapsed() < Duration::from_secs(1), "closed only after {:?}", started_at.elapsed());
     assert_eq!(seen.load(Ordering::SeqCst), 0);
 
-    // An idle keep-alive connection, after its request: closed too.
+    // A connection that never sends a byte gets the header timeout too.
+    let mut silent = TcpStream::connect(proxy.local_addr()).unwrap();
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let started_at = Instant::now();
+    let _ = silent.read_to_end(&mut rest);
+    assert!(started_at.elapsed() < Duration::from_secs(1), "silent for {:?}", started_at.elapsed());
+
+    // A keep-alive connection waits longer than a head may take for its
+    // next request, and is served; then, idle past the idle timeout, it is
+    // closed.
     let mut idle = Client::open(proxy.local_addr());
     assert!(idle.get("/").body.starts_with("a GET"));
+    thread::sleep(Duration::from_millis(700));
+    assert!(idle.get("/").body.starts_with("a GET"), "closed at the header timeout, not the idle one");
     let started_at = Instant::now();
-    let mut rest = Vec::new();
     let _ = idle.reader.read_to_end(&mut rest);
-    assert!(started_at.elapsed() < Duration::from_secs(3), "idle for {:?}", started_at.elapsed());
+    let waited = started_at.elapsed();
+    assert!(waited >= Duration::from_millis(1200) && waited < Duration::from_secs(4), "idle for {waited:?}");
 }
 
 #[test]
