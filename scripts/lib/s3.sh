@@ -8,26 +8,19 @@
 
 MOTO_VERSION=5.2.5
 
+# shellcheck source=venv.sh
+. "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
+
+# The virtualenv moto is in (its python has boto3: bench/team.sh uses it).
 moto_venv() { echo "${XDG_CACHE_HOME:-$HOME/.cache}/graven-test/moto-$MOTO_VERSION"; }
 
 install_moto() {
-    local venv
-    venv=$(moto_venv)
-    [ -x "$venv/bin/moto_server" ] && return 0
-    echo "==> installing moto $MOTO_VERSION (an S3 API server) into $venv" >&2
-    if ! python3 -c 'import ensurepip' 2>/dev/null; then
-        # shellcheck source=apt.sh
-        . "$(dirname "${BASH_SOURCE[0]}")/apt.sh"
-        apt_install python3-venv
-    fi
-    rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$MOTO_VERSION"
+    venv_tool "moto-$MOTO_VERSION" "moto[server]==$MOTO_VERSION" moto_server
+    MOTO_SERVER=$VENV_TOOL
 }
 
 start_s3() {
     install_moto
-    MOTO_SERVER="$(moto_venv)/bin/moto_server"
     S3_DIR=$(mktemp -d "${TMPDIR:-/tmp}/graven-s3-XXXXXX")
     local port
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

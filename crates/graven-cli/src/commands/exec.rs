@@ -5,10 +5,8 @@ use std::os::unix::process::ExitStatusExt as _;
 use std::process::ExitCode;
 
 use clap::Args;
-use graven::release::ReleaseError;
 
 use crate::commands::env::EnvArg;
-use crate::commands::release::parse_version;
 use crate::error::CommandError;
 use crate::settings::Settings;
 
@@ -59,23 +57,7 @@ pub(crate) fn cmd_exec(settings: &Settings, args: &ExecArgs) -> Result<ExitCode,
     let ledger = &*ledger;
     let store = settings.store()?;
     let store = &*store;
-    let release = match &args.release {
-        Some(version) => {
-            let number = parse_version(version)?;
-            ledger
-                .release(&app, env, number)
-                .map_err(CommandError::failed)?
-                .ok_or(ReleaseError::UnknownRelease { env: env.to_owned(), number })?
-        }
-        None => ledger
-            .current_release(&app, env)
-            .map_err(CommandError::failed)?
-            .ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?,
-    };
-    let config = ledger.config_version(&release.config).map_err(CommandError::failed)?.ok_or_else(|| {
-        CommandError::failed(format!("the config version of {} is missing from the ledger", release.version()))
-            .hint("run graven verify --ledger")
-    })?;
+    let (release, config) = crate::commands::release::release_and_config(ledger, &app, env, args.release.as_deref())?;
     let artifact = graven::run::artifact_of(store, &release).map_err(crate::error::run_error)?;
     // Without the sandbox there is no HOME of its own to give a user.
     let named = artifact.run.user.as_deref().filter(|_| !args.no_sandbox);

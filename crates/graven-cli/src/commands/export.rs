@@ -44,16 +44,8 @@ pub(crate) struct ExportArgs {
     #[arg(short, long, value_name = "PATH")]
     output: PathBuf,
 
-    /// Images: stack the artifact on this base image, an OCI layout the
-    /// machine has (made with `skopeo copy docker://python:3.12-slim
-    /// oci:python-layout:3.12`); its PATH and platform are inherited
-    #[arg(long, value_name = "LAYOUT[:TAG]")]
-    base: Option<String>,
-
-    /// Images: how layers are compressed (zstd needs podman 3+ or
-    /// containerd 1.5+)
-    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
-    compression: LayerCompression,
+    #[command(flatten)]
+    image: ImageArgs,
 
     /// Print what was written as JSON
     #[arg(long)]
@@ -78,6 +70,21 @@ enum ExportFormat {
     DockerArchive,
 }
 
+/// How an image is made, for `export` and `push`.
+#[derive(Args, Debug)]
+pub(crate) struct ImageArgs {
+    /// Images: stack the artifact on this base image, an OCI layout the
+    /// machine has (made with `skopeo copy docker://python:3.12-slim
+    /// oci:python-layout:3.12`); its PATH and platform are inherited
+    #[arg(long, value_name = "LAYOUT[:TAG]")]
+    pub(crate) base: Option<String>,
+
+    /// Images: how layers are compressed (zstd needs podman 3+ or
+    /// containerd 1.5+)
+    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
+    pub(crate) compression: LayerCompression,
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum LayerCompression {
     /// gzip (level 1): every runtime reads it
@@ -95,7 +102,7 @@ pub(crate) fn cmd_export(settings: &Settings, args: &ExportArgs) -> Result<(), C
         ExportFormat::OciArchive => return export_image(settings, args, Some(ArchiveKind::Oci)),
         ExportFormat::DockerArchive => return export_image(settings, args, Some(ArchiveKind::Docker)),
     };
-    if args.base.is_some() || args.compression != LayerCompression::Gzip {
+    if args.image.base.is_some() || args.image.compression != LayerCompression::Gzip {
         return Err(CommandError::bad_input(format!(
             "--base and --compression are for images; --format {} is an archive of the tree",
             format.name()
@@ -163,7 +170,7 @@ fn export_image(settings: &Settings, args: &ExportArgs, archive: Option<ArchiveK
             .hint("give a new directory with -o, or remove this one first"));
     }
     let started = std::time::Instant::now();
-    let made = make_image(settings, &args.build, args.base.as_deref(), args.compression)?;
+    let made = make_image(settings, &args.build, &args.image)?;
     let image = &made.image;
     let output = &args.output;
     match archive {
@@ -255,12 +262,8 @@ pub(crate) struct MadeImage {
 
 /// The image of `build` (on `base`, if given), its layers from the cache
 /// where they are there; its warnings said.
-pub(crate) fn make_image(
-    settings: &Settings,
-    build: &str,
-    base: Option<&str>,
-    compression: LayerCompression,
-) -> Result<MadeImage, CommandError> {
+pub(crate) fn make_image(settings: &Settings, build: &str, how: &ImageArgs) -> Result<MadeImage, CommandError> {
+    let (base, compression) = (how.base.as_deref(), how.compression);
     let app = settings.app()?;
     let ledger = settings.ledger_for_reading()?;
     let store = settings.store()?;

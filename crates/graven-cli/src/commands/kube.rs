@@ -8,10 +8,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use graven::kube::{KubeRelease, Manifests};
 use graven::model::{Formation, Release};
-use graven::release::ReleaseError;
 
 use super::env::EnvArg;
-use crate::commands::release::parse_version;
 use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
@@ -120,23 +118,7 @@ fn manifests(settings: &Settings, args: &ReleaseArgs) -> Result<(Manifests, Rele
     let ledger = settings.ledger_for_reading()?;
     let ledger = &*ledger;
     let store = settings.store()?;
-    let release = match &args.release {
-        Some(version) => {
-            let number = parse_version(version)?;
-            ledger
-                .release(&app, env, number)
-                .map_err(CommandError::failed)?
-                .ok_or(ReleaseError::UnknownRelease { env: env.to_owned(), number })?
-        }
-        None => ledger
-            .current_release(&app, env)
-            .map_err(CommandError::failed)?
-            .ok_or_else(|| ReleaseError::NoRelease { env: env.to_owned() })?,
-    };
-    let config = ledger.config_version(&release.config).map_err(CommandError::failed)?.ok_or_else(|| {
-        CommandError::failed(format!("the config version of {} is missing from the ledger", release.version()))
-            .hint("run graven verify --ledger")
-    })?;
+    let (release, config) = crate::commands::release::release_and_config(ledger, &app, env, args.release.as_deref())?;
     let artifact = graven::run::artifact_of(&*store, &release).map_err(crate::error::run_error)?;
     let formation = ledger
         .formation(&app, env)

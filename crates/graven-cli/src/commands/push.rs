@@ -6,7 +6,7 @@ use clap::Args;
 use graven::image::{Credentials, Destination, PushError, PushRequest};
 use graven::model::NewPush;
 
-use super::export::{LayerCompression, make_image};
+use super::export::{ImageArgs, make_image};
 use crate::error::CommandError;
 use crate::settings::Settings;
 use crate::ui;
@@ -48,13 +48,8 @@ pub(crate) struct PushArgs {
     #[arg(long)]
     insecure: bool,
 
-    /// Stack the artifact on this base image, an OCI layout (see graven export)
-    #[arg(long, value_name = "LAYOUT[:TAG]")]
-    base: Option<String>,
-
-    /// How layers are compressed
-    #[arg(long, value_enum, default_value_t = LayerCompression::Gzip)]
-    compression: LayerCompression,
+    #[command(flatten)]
+    image: ImageArgs,
 
     /// Print what was pushed as JSON
     #[arg(long)]
@@ -70,7 +65,7 @@ pub(crate) fn cmd_push(settings: &Settings, args: &PushArgs) -> Result<(), Comma
         }
     }
     let credentials = credentials(args, &destination.registry)?;
-    let made = make_image(settings, &args.build, args.base.as_deref(), args.compression)?;
+    let made = make_image(settings, &args.build, &args.image)?;
     // Open the ledger before pushing: a push that cannot be recorded is
     // better not made.
     let ledger = settings.ledger()?;

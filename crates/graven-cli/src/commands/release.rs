@@ -99,6 +99,34 @@ pub(crate) fn parse_version(text: &str) -> Result<u64, CommandError> {
     })
 }
 
+/// The release `version` names (`v41`), or, with none, the environment's
+/// current one; and its config version.
+pub(crate) fn release_and_config(
+    ledger: &dyn graven::ledger::Ledger,
+    app: &str,
+    env: &str,
+    version: Option<&str>,
+) -> Result<(graven::model::Release, graven::model::ConfigVersion), CommandError> {
+    let release = match version {
+        Some(version) => {
+            let number = parse_version(version)?;
+            ledger
+                .release(app, env, number)
+                .map_err(CommandError::failed)?
+                .ok_or(graven::release::ReleaseError::UnknownRelease { env: env.to_owned(), number })?
+        }
+        None => ledger
+            .current_release(app, env)
+            .map_err(CommandError::failed)?
+            .ok_or_else(|| graven::release::ReleaseError::NoRelease { env: env.to_owned() })?,
+    };
+    let config = ledger.config_version(&release.config).map_err(CommandError::failed)?.ok_or_else(|| {
+        CommandError::failed(format!("the config version of {} is missing from the ledger", release.version()))
+            .hint("run graven verify --ledger")
+    })?;
+    Ok((release, config))
+}
+
 fn show(settings: &Settings, args: &ShowArgs) -> Result<(), CommandError> {
     let env = args.env.name()?;
     let number = parse_version(&args.release)?;
