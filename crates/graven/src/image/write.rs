@@ -2,9 +2,12 @@
 //! tarball of one that `podman load` and `docker load` accept. Archives
 //! are byte-identical for the same image, like every export.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+
+use oci_spec::image::{DescriptorBuilder, ImageIndexBuilder, MediaType, OciLayoutBuilder};
 
 use super::{Image, ImageError, canonical_json};
 use crate::export::ExportError;
@@ -22,19 +25,9 @@ pub enum ArchiveKind {
 }
 
 /// The files other than blobs: for a layout, `oci-layout` and `index.json`
-/// (the image tagged with its commit); for `docker load`, `manifest.json`.
-fn documents(image: &Image, docker: bool) -> Vec<(&'static str, Vec<u8>)> {
-    let layout = serde_json::json!({ "imageLayoutVersion": "1.0.0" });
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": image.manifest_digest,
-            "size": image.manifest.len(),
-            "annotations": { oci_spec::image::ANNOTATION_REF_NAME: image.tag },
-        }],
-    });
+/// (the image tagged with its commit), as the OCI types write them; for
+/// `docker load`, `manifest.json` (not an OCI document: Docker's own).
+fn documents(image: &Image, docker: bool) -> Result<Vec<(&'static str, Vec<u8>)>, ImageError> {
     if docker {
         let blob = |digest: &crate::Digest| format!("blobs/sha256/{}", digest.hex());
         let manifest = serde_json::json!([{
@@ -42,9 +35,24 @@ fn documents(image: &Image, docker: bool) -> Vec<(&'static str, Vec<u8>)> {
             "RepoTags": [format!("{}:{}", image.name, image.tag)],
             "Layers": image.layers.iter().map(|layer| blob(&layer.digest)).collect::<Vec<_>>(),
         }]);
-        return vec![("manifest.json", canonical_json(&manifest))];
+        return Ok(vec![("manifest.json", canonical_json(&manifest))]);
     }
-    vec![("oci-layout", canonical_json(&layout)), ("index.json", canonical_json(&index))]
+    let document = |what| move |source| ImageError::Document { what, source };
+    let layout = OciLayoutBuilder::default().image_layout_version("1.0.0").build().map_err(document("layout"))?;
+    let manifest = DescriptorBuilder::default()
+        .media_type(MediaType::ImageManifest)
+        .size(image.manifest.len() as u64)
+        .digest(super::oci_digest(&image.manifest_digest))
+        .annotations(HashMap::from([(oci_spec::image::ANNOTATION_REF_NAME.to_owned(), image.tag.clone())]))
+        .build()
+        .map_err(document("index"))?;
+    let index = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![manifest])
+        .build()
+        .map_err(document("index"))?;
+    Ok(vec![("oci-layout", canonical_json(&layout)), ("index.json", canonical_json(&index))])
 }
 
 /// The image's blobs, each once, by digest: name, then where its bytes are.
@@ -99,7 +107,7 @@ pub fn write_layout(image: &Image, dir: &Path) -> Result<(), ImageError> {
             }
         }
     }
-    for (name, bytes) in documents(image, false) {
+    for (name, bytes) in documents(image, false)? {
         let path = temp.path().join(name);
         fs::write(&path, bytes).map_err(write_error(&path))?;
     }
@@ -146,7 +154,7 @@ pub fn write_archive(image: &Image, kind: ArchiveKind, out: impl Write) -> Resul
         }
         entries += 1;
     }
-    for (name, bytes) in documents(image, kind == ArchiveKind::Docker) {
+    for (name, bytes) in documents(image, kind == ArchiveKind::Docker)? {
         let mut header = header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
         builder.append_data(&mut header, name, &bytes[..]).map_err(io_error)?;
         entries += 1;
