@@ -487,7 +487,8 @@ struct ClientConn {
     /// Whether a request was served: its next waits `idle_timeout`, a
     /// connection's first only `header_timeout`.
     served: AtomicBool,
-    /// Told when the above change, for the connection's timer.
+    /// Told when the connection's deadline appears or comes earlier, for
+    /// its timer.
     changed: tokio::sync::Notify,
     /// Told when the connection is to be closed to make room.
     close: tokio::sync::Notify,
@@ -513,7 +514,9 @@ impl ClientConn {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         *lock(&self.head_since) = None;
         self.served.store(true, Ordering::Relaxed);
-        self.changed.notify_one();
+        // No wake for the timer: its deadline is gone, not earlier. Woken
+        // at the old one, it finds a request in flight and waits for the
+        // end of it (which does wake it).
         InFlight(Arc::clone(self))
     }
 
