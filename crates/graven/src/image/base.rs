@@ -307,21 +307,15 @@ fn paths_of(
     cache: &Path,
     manifest: &Digest,
 ) -> Result<BTreeMap<String, Option<String>>, BaseError> {
-    let cached = cache.join(format!("base-{}.json", manifest.hex()));
-    if let Some(paths) = fs::read(&cached).ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()) {
+    let name = format!("base-{}.json", manifest.hex());
+    if let Some(paths) = super::recall(cache, &name) {
         return Ok(paths);
     }
     let mut paths = BTreeMap::new();
     for layer in layers {
         apply_layer(layout, layer, &mut paths)?;
     }
-    // The cache only spares work: an export goes on without it.
-    if fs::create_dir_all(cache).is_ok()
-        && let Ok(temp) = tempfile::Builder::new().prefix(".base-").tempfile_in(cache)
-        && fs::write(temp.path(), super::canonical_json(&paths)).is_ok()
-    {
-        let _ = temp.persist(&cached);
-    }
+    super::remember(cache, &name, &paths);
     Ok(paths)
 }
 

@@ -164,10 +164,9 @@ fn cached(cache: &Path, record: &Path) -> Option<Made> {
 
 /// Writes the tar stream of `part`: its parent directories under `app/`,
 /// then its entries, depth first, names sorted, as every export does.
-pub(super) fn write_tar(store: &dyn Store, id: &Digest, part: &Part, out: &mut dyn Write) -> Result<u64, ImageError> {
+fn write_tar(store: &dyn Store, id: &Digest, part: &Part, out: &mut dyn Write) -> Result<(), ImageError> {
     let mut builder = tar::Builder::new(out);
     let io_error = |source| ImageError::Export(ExportError::Write { path: PathBuf::from("-"), source });
-    let mut entries = 0;
     let directory = |builder: &mut tar::Builder<&mut dyn Write>, name: &str| {
         let mut header = header(tar::EntryType::Directory, 0o755, 0);
         builder.append_data(&mut header, format!("{name}/"), io::empty()).map_err(io_error)
@@ -180,16 +179,15 @@ pub(super) fn write_tar(store: &dyn Store, id: &Digest, part: &Part, out: &mut d
                 name = format!("{name}/{component}");
                 directory(&mut builder, &name)?;
             }
-            entries += path.split('/').count() as u64 + 1;
-            entries += append_tree(&mut builder, store, id, tree, path, &BTreeSet::new())?;
+            append_tree(&mut builder, store, id, tree, path, &BTreeSet::new())?;
         }
         Part::Rest { root, without } => {
             directory(&mut builder, APP_DIR)?;
-            entries += 1 + append_tree(&mut builder, store, id, root, "", without)?;
+            append_tree(&mut builder, store, id, root, "", without)?;
         }
     }
     builder.into_inner().map_err(io_error)?;
-    Ok(entries)
+    Ok(())
 }
 
 /// Appends the tree of `listing`, at `path` of the artifact, leaving out
@@ -201,18 +199,16 @@ fn append_tree(
     listing: &Digest,
     path: &str,
     without: &BTreeSet<String>,
-) -> Result<u64, ImageError> {
-    let mut entries = 0;
+) -> Result<(), ImageError> {
     for entry in load(store, id, listing, path)?.entries {
         let at = if path.is_empty() { entry.name.clone() } else { format!("{path}/{}", entry.name) };
         if without.contains(&at) {
             continue;
         }
         append(builder, store, id, &at, &format!("{APP_DIR}/{at}"), &entry.kind)?;
-        entries += 1;
         if let EntryKind::Dir { tree } = &entry.kind {
-            entries += append_tree(builder, store, id, tree, &at, without)?;
+            append_tree(builder, store, id, tree, &at, without)?;
         }
     }
-    Ok(entries)
+    Ok(())
 }

@@ -327,7 +327,7 @@ pub fn build(request: &ImageRequest<'_>) -> Result<Image, ImageError> {
             }
         }
     }
-    for (path, target) in crate::store::host_references(store, &id, &artifact.root)? {
+    for (path, target) in host_references(store, &id, &artifact.root, request.cache)? {
         let resolved = resolve_in_image(&path, &target);
         if !request.base.is_some_and(|base| base.provides(&resolved)) {
             warnings.push(ImageWarning::HostReference { path, target, resolved });
@@ -348,6 +348,39 @@ pub fn build(request: &ImageRequest<'_>) -> Result<Image, ImageError> {
         name: request.app.to_owned(),
         warnings,
     })
+}
+
+/// The host references of the tree at `root`: a walk of every listing,
+/// so kept in the cache by the root's digest, which they are a function of.
+fn host_references(
+    store: &dyn Store,
+    id: &Digest,
+    root: &Digest,
+    cache: &Path,
+) -> Result<Vec<(String, String)>, ImageError> {
+    let name = format!("links-{}.json", root.hex());
+    if let Some(found) = recall(cache, &name) {
+        return Ok(found);
+    }
+    let found = crate::store::host_references(store, id, root)?;
+    remember(cache, &name, &found);
+    Ok(found)
+}
+
+/// What [`remember`] kept in `cache` as `name`, if it is there and reads.
+fn recall<T: serde::de::DeserializeOwned>(cache: &Path, name: &str) -> Option<T> {
+    serde_json::from_slice(&std::fs::read(cache.join(name)).ok()?).ok()
+}
+
+/// Keeps `value` in `cache` as `name`, written whole or not at all. The
+/// cache only spares work: an export goes on without it.
+fn remember(cache: &Path, name: &str, value: &impl serde::Serialize) {
+    if std::fs::create_dir_all(cache).is_ok()
+        && let Ok(temp) = tempfile::Builder::new().prefix(".cached-").tempfile_in(cache)
+        && std::fs::write(temp.path(), canonical_json(value)).is_ok()
+    {
+        let _ = temp.persist(cache.join(name));
+    }
 }
 
 /// The image's command for the Procfile command `web`; warns if it needs
