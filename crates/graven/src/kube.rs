@@ -397,6 +397,12 @@ impl Deployed {
     }
 }
 
+/// Whether the cluster runs release `number` everywhere: some process
+/// type is deployed, and every one serves it.
+pub fn all_serve(deployed: &[Deployed], number: u64) -> bool {
+    !deployed.is_empty() && deployed.iter().all(|process| process.serves(number))
+}
+
 /// The process types `kubectl get deployments -o json` shows for `app`'s
 /// environment `env`, by name; objects of another app or environment, or
 /// not graven's, are left out.
@@ -462,6 +468,7 @@ mod tests {
         assert_eq!(found.iter().map(|d| d.process.as_str()).collect::<Vec<_>>(), ["web", "worker"]);
         assert!(found[0].serves(4));
         assert!(!found[1].serves(3), "one replica is not ready");
+        assert!(!all_serve(&found, 4) && all_serve(&found[..1], 4) && !all_serve(&[], 4));
         assert_eq!(found[1].release, Some(3));
     }
 }

@@ -273,7 +273,7 @@ pub(crate) fn status(settings: &Settings, env: &EnvArg, context: Option<&str>, j
     let list: serde_json::Value = serde_json::from_str(&listed)
         .map_err(|e| CommandError::failed(format!("kubectl get deployments printed no JSON list: {e}")))?;
     let deployed = graven::kube::deployed(&list, &app, env);
-    let in_sync = desired.as_ref().is_some_and(|d| !deployed.is_empty() && deployed.iter().all(|p| p.serves(d.number)));
+    let in_sync = desired.as_ref().is_some_and(|d| graven::kube::all_serve(&deployed, d.number));
     if json {
         ui::out_json(&serde_json::json!({
             "app": app,
