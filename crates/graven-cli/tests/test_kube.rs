@@ -341,6 +341,8 @@ fn apply_runs_the_release_job_first_waits_for_the_rollouts_and_records_them() {
     assert_eq!(status.code, 0, "{status}");
     assert!(status.stdout.contains("in sync       yes"), "{status}");
     assert!(status.stdout.contains("cluster       v1 applied to kubernetes/prod just now"), "{status}");
+    let runs = ledger.release_phase_runs("boxed", "production", 1..=1).unwrap();
+    assert!(runs.started.contains(&1), "the release Job is recorded as v1's release phase: {runs:?}");
 }
 
 #[test]

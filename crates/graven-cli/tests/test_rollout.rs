@@ -189,6 +189,33 @@ fn a_newer_release_supersedes_a_rollout_under_way_whose_processes_are_stopped() 
 }
 
 #[test]
+fn diff_names_the_release_phases_that_ran_not_those_superseded_first() {
+    let mark = format!("diff-{}", std::process::id());
+    let (_repo, graven) = marked_app(&mark);
+    let port = free_port();
+    let mut runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v2");
+    assert!(runner.terminate().success());
+    // With no runner, v3 is released and superseded by v4 at once: the
+    // runner started next rolls out v4 only, and v3's release phase never
+    // runs.
+    assert_eq!(graven.run(["config", "set", "A=1", "--env", "production"]).code, 0);
+    assert_eq!(graven.run(["config", "set", "B=2", "--env", "production"]).code, 0);
+    let _runner = Runner::start(&graven, port, &[]);
+    wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v4");
+    let diff = graven.run(["diff", "v1", "v4", "--env", "production"]);
+    assert!(
+        diff.stdout.contains(
+            "release phase: ran in v2, v4; not run for v3, which no runner rolled out (superseded, or not yet)\n"
+        ),
+        "{diff}"
+    );
+    let json = graven.run(["diff", "v2", "v4", "--env", "production", "--json"]).json();
+    assert_eq!(json["release_phase_ran_in"], serde_json::json!([4]), "{json:#}");
+    assert_eq!(json["release_phase_not_run"], serde_json::json!([3]), "{json:#}");
+}
+
+#[test]
 fn a_release_that_failed_for_good_waits_for_restart_which_rolls_it_out_again() {
     let (repo, graven) = marked_app(&format!("restart-{}", std::process::id()));
     let flag = repo.path().join("web-fails");

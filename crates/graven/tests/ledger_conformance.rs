@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use graven::Digest;
 use graven::ledger::{Append, EnvState, Ledger, LedgerError, SqliteLedger};
-use graven::model::{ConfigVersion, NewPush, Release, ReleaseKind};
+use graven::model::{ConfigVersion, NewPush, Release, ReleaseKind, ReleasePhaseRun};
 use graven::model::{Failure, ProcessState, RunState, RunningRelease};
 
 type Factory<'a> = &'a dyn Fn() -> Box<dyn Ledger>;
@@ -206,6 +206,38 @@ fn pushes_are_kept_per_artifact_newest_first(factory: Factory<'_>) {
     assert!(ledger.releases("app", "production", None).unwrap().is_empty(), "a push makes no release");
 }
 
+pub(crate) fn phase_run(env: &str, number: u64, host: &str) -> ReleasePhaseRun {
+    ReleasePhaseRun {
+        app: "app".to_owned(),
+        env: env.to_owned(),
+        number,
+        host: host.to_owned(),
+        home: "/srv/graven".to_owned(),
+        started_at: NOW.to_owned(),
+    }
+}
+
+fn release_phase_runs_are_kept_per_release(factory: Factory<'_>) {
+    let ledger = factory();
+    let none = ledger.release_phase_runs("app", "production", 1..=9).unwrap();
+    assert_eq!((none.started.len(), none.recorded_from), (0, 1), "a new ledger records every run");
+    for release in 1..=3 {
+        deploy(&*ledger, "production", format!("artifact {release}").as_bytes());
+    }
+    ledger.record_release_phase(&phase_run("production", 1, "web-1")).unwrap();
+    ledger.record_release_phase(&phase_run("production", 3, "web-1")).unwrap();
+    ledger.record_release_phase(&phase_run("production", 3, "web-2")).unwrap();
+    ledger.record_release_phase(&phase_run("staging", 2, "web-1")).unwrap();
+    let runs = ledger.release_phase_runs("app", "production", 1..=3).unwrap();
+    assert_eq!(runs.started.into_iter().collect::<Vec<_>>(), [1, 3], "once each, however many hosts ran it");
+    let runs = ledger.release_phase_runs("app", "production", 2..=3).unwrap();
+    assert_eq!(runs.started.into_iter().collect::<Vec<_>>(), [3], "only those asked for");
+    let staging = ledger.release_phase_runs("app", "staging", 1..=3).unwrap();
+    assert_eq!(staging.started.into_iter().collect::<Vec<_>>(), [2]);
+    assert!(ledger.release_phase_runs("other", "production", 1..=3).unwrap().started.is_empty());
+    assert_eq!(ledger.releases("app", "production", None).unwrap().len(), 3, "a run makes no release");
+}
+
 fn the_current_config_is_the_current_releases(factory: Factory<'_>) {
     let ledger = factory();
     deploy(&*ledger, "production", b"a");
@@ -375,6 +407,7 @@ pub(crate) fn conformance(factory: Factory<'_>) {
     formations_are_per_environment_and_the_newest_counts(factory);
     restart_requests_grow_per_environment_and_wake_a_watch(factory);
     pushes_are_kept_per_artifact_newest_first(factory);
+    release_phase_runs_are_kept_per_release(factory);
     the_current_config_is_the_current_releases(factory);
     apps_and_environments_are_listed(factory);
     a_runner_overwrites_its_own_run_state(factory);

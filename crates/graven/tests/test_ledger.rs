@@ -116,3 +116,70 @@ fn build_log_of(build: &NewBuild) -> String {
     let n: usize = build.commit[2..].parse().unwrap();
     format!("build {n} of writer {thread}\n")
 }
+
+/// Makes releases in a ledger, takes it back to the schema before release
+/// phase runs were recorded (as an older graven left it), and opens it
+/// again: the releases made before are the ones whose runs are unknown.
+fn release_phase_runs_of_older_releases_are_unknown(open: &dyn Fn() -> Box<dyn Ledger>, back_to_schema_9: &dyn Fn()) {
+    let ledger = open();
+    for n in 1..=2 {
+        crate::ledger_conformance::deploy(&*ledger, "production", format!("artifact {n}").as_bytes());
+    }
+    crate::ledger_conformance::deploy(&*ledger, "staging", b"artifact 1");
+    drop(ledger);
+    back_to_schema_9();
+    let ledger = open();
+    let production = ledger.release_phase_runs("app", "production", 1..=2).unwrap();
+    assert_eq!(production.recorded_from, 3, "v1 and v2 were made before");
+    assert!(!production.knows(2) && production.knows(3));
+    assert_eq!(ledger.release_phase_runs("app", "staging", 1..=1).unwrap().recorded_from, 2);
+    assert_eq!(ledger.release_phase_runs("app", "review", 1..=1).unwrap().recorded_from, 1, "a new environment");
+    // An older release rolled out by an upgraded runner is known to have run.
+    ledger.record_release_phase(&crate::ledger_conformance::phase_run("production", 1, "web-1")).unwrap();
+    let production = ledger.release_phase_runs("app", "production", 1..=2).unwrap();
+    assert!(production.knows(1) && !production.knows(2));
+}
+
+#[test]
+fn a_sqlite_ledger_from_before_release_phase_runs_says_which_are_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.sqlite");
+    release_phase_runs_of_older_releases_are_unknown(&|| Box::new(SqliteLedger::open(&path).unwrap()), &|| {
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "DROP TABLE release_phase_runs; DROP TABLE release_phase_runs_recorded_from; PRAGMA user_version = 9",
+            )
+            .unwrap();
+    });
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let error = connection
+        .execute("INSERT INTO release_phase_runs_recorded_from (app, env, number) VALUES ('app', 'review', 9)", [])
+        .unwrap_err();
+    assert!(error.to_string().contains("INSERT is refused"), "{error}");
+    let error = connection.execute("DELETE FROM release_phase_runs", []).unwrap_err();
+    assert!(error.to_string().contains("release phase runs are append-only"), "{error}");
+}
+
+#[test]
+fn a_postgres_ledger_from_before_release_phase_runs_says_which_are_unknown() {
+    let Some(server) = graven_testutils::postgres::server() else { return };
+    let url = graven_testutils::postgres::fresh_database(&server);
+    release_phase_runs_of_older_releases_are_unknown(
+        &|| Box::new(graven::ledger::PostgresLedger::open(&url).unwrap()),
+        &|| {
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client
+                .batch_execute(
+                    "DROP TABLE release_phase_runs; DROP TABLE release_phase_runs_recorded_from;
+                     UPDATE graven_schema SET version = 9",
+                )
+                .unwrap();
+        },
+    );
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let error = client
+        .execute("INSERT INTO release_phase_runs_recorded_from (app, env, number) VALUES ('app', 'review', 9)", &[])
+        .unwrap_err();
+    assert!(format!("{error:?}").contains("INSERT is refused"), "{error:?}");
+}

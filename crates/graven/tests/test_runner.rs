@@ -78,6 +78,19 @@ impl Ledger for FlakyLedger<'_> {
         self.check()?;
         self.inner.last_restart(app, env)
     }
+    fn record_release_phase(&self, run: &graven::model::ReleasePhaseRun) -> Result<(), LedgerError> {
+        self.check()?;
+        self.inner.record_release_phase(run)
+    }
+    fn release_phase_runs(
+        &self,
+        app: &str,
+        env: &str,
+        numbers: std::ops::RangeInclusive<u64>,
+    ) -> Result<graven::model::ReleasePhaseRuns, LedgerError> {
+        self.check()?;
+        self.inner.release_phase_runs(app, env, numbers)
+    }
     fn record_push(&self, push: &graven::model::NewPush) -> Result<u64, LedgerError> {
         self.check()?;
         self.inner.record_push(push)

@@ -23,9 +23,9 @@ const LISTED: usize = 50;
 /// Shows the two releases, the commits between them (git log, when run
 /// inside the app's repository), the files their artifacts differ in, the
 /// config keys that were added, removed or changed (secret values masked
-/// unless --reveal), and whether a release phase ran between them: a release
-/// whose new artifact has a `release` process type (migrations), so a
-/// rollback across a migration is visible.
+/// unless --reveal), and the releases between them whose release phase
+/// (the `release` process type: migrations) ran, as the runners recorded
+/// it, so a rollback across a migration is visible.
 ///
 /// A release is vN in the environment given by --env, or ENV:vN in another.
 ///
@@ -249,12 +249,23 @@ fn release_phase_line(diff: &ReleaseDiff, from: &Release, to: &Release) -> Strin
     let phase = &diff.release_phase;
     let env = if from.env == to.env { String::new() } else { format!("{} ", phase.env) };
     let versions = |numbers: &[u64]| numbers.iter().map(|n| format!("v{n}")).collect::<Vec<_>>().join(", ");
+    let mut said = Vec::new();
     if phase.ran() {
-        format!("release phase: ran in {env}{}", versions(&phase.ran_in))
-    } else if !phase.unknown.is_empty() {
-        format!("release phase: unknown: the artifacts of {env}{} are no longer in the store", versions(&phase.unknown))
-    } else {
+        said.push(format!("ran in {env}{}", versions(&phase.ran_in)));
+    }
+    if !phase.not_run.is_empty() {
+        said.push(format!(
+            "not run for {env}{}, which no runner rolled out (superseded, or not yet)",
+            versions(&phase.not_run)
+        ));
+    }
+    if !phase.unknown.is_empty() {
+        said.push(format!("unknown for {env}{}, made before graven recorded release phases", versions(&phase.unknown)));
+    }
+    if said.is_empty() {
         "release phase: did not run".to_owned()
+    } else {
+        format!("release phase: {}", said.join("; "))
     }
 }
 
@@ -274,6 +285,7 @@ struct DiffJson<'a> {
     release_phase: bool,
     release_phase_env: &'a str,
     release_phase_ran_in: &'a [u64],
+    release_phase_not_run: &'a [u64],
     release_phase_unknown: &'a [u64],
 }
 
@@ -321,6 +333,7 @@ impl<'a> DiffJson<'a> {
             release_phase: diff.release_phase.ran(),
             release_phase_env: &diff.release_phase.env,
             release_phase_ran_in: &diff.release_phase.ran_in,
+            release_phase_not_run: &diff.release_phase.not_run,
             release_phase_unknown: &diff.release_phase.unknown,
         }
     }

@@ -198,6 +198,17 @@ fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
     run_kubectl(context, &["apply", "-f", "-"], Some(&graven::kube::to_yaml(&config)), "apply the config")?;
     ui::note(format!("applied the config of {} (ConfigMap and Secret)", release.version()));
     if let Some((name, job)) = &manifests.job {
+        // In the ledger before the Job may run, as a runner records its
+        // release phases, so that `graven diff` never misses one.
+        let run = graven::model::ReleasePhaseRun {
+            app: release.app.clone(),
+            env: env.clone(),
+            number: release.number,
+            host: cluster_host(context),
+            home: String::new(),
+            started_at: graven::time::now_rfc3339(),
+        };
+        settings.ledger()?.record_release_phase(&run).map_err(CommandError::failed)?;
         run_kubectl(context, &["apply", "-f", "-"], Some(&graven::kube::to_yaml(&[job])), "apply the release Job")?;
         ui::note(format!("waiting for the release phase (job/{name})"));
         run_kubectl(
@@ -229,8 +240,13 @@ fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// Where the ledger says a cluster's rollouts ran: `kubernetes/<context>`.
+fn cluster_host(context: Option<&str>) -> String {
+    format!("kubernetes/{}", context.unwrap_or("current-context"))
+}
+
 /// Records the rollout in the run-state table, as a runner does, under
-/// the host `kubernetes/<context>`.
+/// the host [`cluster_host`].
 fn record(settings: &Settings, release: &Release, context: Option<&str>) -> Result<(), CommandError> {
     let ledger = settings.ledger()?;
     let formation = ledger
@@ -241,7 +257,7 @@ fn record(settings: &Settings, release: &Release, context: Option<&str>) -> Resu
     let state = graven::model::RunState {
         app: release.app.clone(),
         env: release.env.clone(),
-        host: format!("kubernetes/{}", context.unwrap_or("current-context")),
+        host: cluster_host(context),
         home: String::new(),
         runner_pid: 0,
         state: graven::model::RunnerState::Cluster,

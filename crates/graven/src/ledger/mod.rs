@@ -19,7 +19,8 @@ pub use sqlite::SqliteLedger;
 use crate::Digest;
 use crate::home::Home;
 use crate::model::{
-    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, ReleasePhaseRun,
+    ReleasePhaseRuns, RestartRecord, RunState,
 };
 
 /// The backend's own error behind a [`LedgerError`], kept as its source:
@@ -258,6 +259,20 @@ pub trait Ledger: Send + Sync {
 
     /// The environment's newest restart request, if any.
     fn last_restart(&self, app: &str, env: &str) -> Result<Option<RestartRecord>, LedgerError>;
+
+    /// Records that a release phase started (before its process may run).
+    /// Append-only.
+    fn record_release_phase(&self, run: &ReleasePhaseRun) -> Result<(), LedgerError>;
+
+    /// Which releases numbered `numbers` of one environment had their
+    /// release phase started, and from which release on the ledger
+    /// recorded it.
+    fn release_phase_runs(
+        &self,
+        app: &str,
+        env: &str,
+        numbers: std::ops::RangeInclusive<u64>,
+    ) -> Result<ReleasePhaseRuns, LedgerError>;
 
     /// Records that a build's image was pushed (`graven push`); returns
     /// the push's number. Append-only.

@@ -19,7 +19,8 @@ use super::rows::{self, BUILD_COLUMNS, CONFIG_COLUMNS, RELEASE_COLUMNS, RUN_STAT
 use super::{Append, Decide, EnvState, Ledger, LedgerError, Watch};
 use crate::Digest;
 use crate::model::{
-    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, ReleasePhaseRun,
+    ReleasePhaseRuns, RestartRecord, RunState,
 };
 
 /// The schema, one migration per file, applied in order.
@@ -33,6 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0007_rollouts.sql"),
     include_str!("migrations/postgres/0008_pushes.sql"),
     include_str!("migrations/postgres/0009_cluster_state.sql"),
+    include_str!("migrations/postgres/0010_release_phase_runs.sql"),
 ];
 
 /// The advisory lock key under which migrations run ("graven" in ASCII).
@@ -616,6 +618,46 @@ impl Ledger for PostgresLedger {
             )
         })??;
         Ok(found.into_iter().next())
+    }
+
+    fn record_release_phase(&self, run: &ReleasePhaseRun) -> Result<(), LedgerError> {
+        self.with("recording a release phase", |client| {
+            client.execute(
+                "INSERT INTO release_phase_runs (app, env, number, host, home, started_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&run.app, &run.env, &signed(run.number), &run.host, &run.home, &run.started_at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn release_phase_runs(
+        &self,
+        app: &str,
+        env: &str,
+        numbers: std::ops::RangeInclusive<u64>,
+    ) -> Result<ReleasePhaseRuns, LedgerError> {
+        let (first, last) = (signed(*numbers.start()), signed(*numbers.end()));
+        let (started, recorded_from) = self.with("reading the release phase runs", |client| {
+            let started = parsed(
+                client,
+                "SELECT DISTINCT number FROM release_phase_runs
+                 WHERE app = $1 AND env = $2 AND number BETWEEN $3 AND $4",
+                &[&app, &env, &first, &last],
+                rows::release_phase_number_from,
+            )?;
+            let recorded_from = parsed(
+                client,
+                "SELECT number FROM release_phase_runs_recorded_from WHERE app = $1 AND env = $2",
+                &[&app, &env],
+                rows::release_phase_number_from,
+            )?;
+            Ok((started, recorded_from))
+        })?;
+        Ok(ReleasePhaseRuns {
+            started: started?.into_iter().collect(),
+            recorded_from: recorded_from?.into_iter().next().unwrap_or(1),
+        })
     }
 
     fn record_push(&self, push: &NewPush) -> Result<u64, LedgerError> {

@@ -178,6 +178,12 @@ pub(super) fn restart_from(row: &impl Columns) -> Result<RestartRecord, LedgerEr
     Ok(RestartRecord { seq, author: row.text(1)?, created_at: row.text(2)? })
 }
 
+/// A release number, column 0 of `release_phase_runs` or
+/// `release_phase_runs_recorded_from`.
+pub(super) fn release_phase_number_from(row: &impl Columns) -> Result<u64, LedgerError> {
+    count(row.int(0)?, "a release phase run", "number")
+}
+
 /// The columns of `pushes` read back, in this order.
 pub(super) const PUSH_COLUMNS: &str = "seq, app, artifact, commit_id, repository, tags, digest, author, created_at";
 

@@ -12,7 +12,8 @@ use super::rows::{self, BUILD_COLUMNS};
 use super::{Append, Cause, Decide, EnvState, Ledger, LedgerError, Watch, sqlite_release, sqlite_run};
 use crate::Digest;
 use crate::model::{
-    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, RestartRecord, RunState,
+    BuildRecord, ConfigVersion, FormationRecord, NewBuild, NewPush, PushRecord, Release, ReleasePhaseRun,
+    ReleasePhaseRuns, RestartRecord, RunState,
 };
 
 /// The migrations, in order; migration `i` takes the schema to version `i + 1`.
@@ -26,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0007_rollouts.sql"),
     include_str!("migrations/sqlite/0008_pushes.sql"),
     include_str!("migrations/sqlite/0009_cluster_state.sql"),
+    include_str!("migrations/sqlite/0010_release_phase_runs.sql"),
 ];
 
 /// How long a writer waits for another to finish before giving up.
@@ -496,6 +498,19 @@ impl Ledger for SqliteLedger {
         self.with(|connection| sqlite_run::last_restart(connection, app, env))
     }
 
+    fn record_release_phase(&self, run: &ReleasePhaseRun) -> Result<(), LedgerError> {
+        self.with(|connection| sqlite_run::record_release_phase(connection, run))
+    }
+
+    fn release_phase_runs(
+        &self,
+        app: &str,
+        env: &str,
+        numbers: std::ops::RangeInclusive<u64>,
+    ) -> Result<ReleasePhaseRuns, LedgerError> {
+        self.with(|connection| sqlite_run::release_phase_runs(connection, app, env, numbers))
+    }
+
     fn record_push(&self, push: &NewPush) -> Result<u64, LedgerError> {
         self.with(|connection| {
             connection
@@ -651,6 +666,6 @@ mod tests {
         assert_eq!(SqliteLedger::open(&path).unwrap().builds("hello").unwrap().len(), 1);
         Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
         let error = SqliteLedger::open(&path).unwrap_err().to_string();
-        assert!(error.ends_with("has schema version 99, newer than this graven knows (9): upgrade graven"), "{error}");
+        assert!(error.ends_with("has schema version 99, newer than this graven knows (10): upgrade graven"), "{error}");
     }
 }

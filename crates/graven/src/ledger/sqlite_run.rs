@@ -1,15 +1,16 @@
 //! The SQLite ledger's record of what runs: the run state, one mutable row
 //! per runner, overwritten by each report and not part of the history (see
 //! `0003_run_state.sql`); and each environment's formation, append-only
-//! (`0004_formations.sql`); and restart requests, append-only
-//! (`0007_rollouts.sql`).
+//! (`0004_formations.sql`); restart requests, append-only
+//! (`0007_rollouts.sql`); and release phase runs, append-only
+//! (`0010_release_phase_runs.sql`).
 
 use rusqlite::{Connection, OptionalExtension as _, params};
 
 use super::LedgerError;
 use super::rows::{self, RUN_STATE_COLUMNS, to_json};
-use super::sqlite::query_error;
-use crate::model::{FormationRecord, RestartRecord, RunState};
+use super::sqlite::{query_error, signed};
+use crate::model::{FormationRecord, ReleasePhaseRun, ReleasePhaseRuns, RestartRecord, RunState};
 
 pub(super) fn set_run_state(connection: &Connection, state: &RunState) -> Result<(), LedgerError> {
     const DOING: &str = "recording a runner's state";
@@ -120,4 +121,49 @@ pub(super) fn last_restart(
         .optional()
         .map_err(query_error("reading the restarts"))?
         .transpose()
+}
+
+/// Records that a release phase started.
+pub(super) fn record_release_phase(connection: &Connection, run: &ReleasePhaseRun) -> Result<(), LedgerError> {
+    connection
+        .execute(
+            "INSERT INTO release_phase_runs (app, env, number, host, home, started_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run.app, run.env, signed(run.number), run.host, run.home, run.started_at],
+        )
+        .map_err(query_error("recording a release phase"))?;
+    Ok(())
+}
+
+/// Which releases numbered `numbers` of one environment had their release
+/// phase started, and from which release on that is recorded.
+pub(super) fn release_phase_runs(
+    connection: &Connection,
+    app: &str,
+    env: &str,
+    numbers: std::ops::RangeInclusive<u64>,
+) -> Result<ReleasePhaseRuns, LedgerError> {
+    const DOING: &str = "reading the release phase runs";
+    let mut statement = connection
+        .prepare(
+            "SELECT DISTINCT number FROM release_phase_runs WHERE app = ?1 AND env = ?2 AND number BETWEEN ?3 AND ?4",
+        )
+        .map_err(query_error(DOING))?;
+    let started = statement
+        .query_map(params![app, env, signed(*numbers.start()), signed(*numbers.end())], |row| {
+            Ok(rows::release_phase_number_from(row))
+        })
+        .map_err(query_error(DOING))?
+        .map(|number| number.map_err(query_error(DOING))?)
+        .collect::<Result<_, LedgerError>>()?;
+    let recorded_from = connection
+        .query_row(
+            "SELECT number FROM release_phase_runs_recorded_from WHERE app = ?1 AND env = ?2",
+            params![app, env],
+            |row| Ok(rows::release_phase_number_from(row)),
+        )
+        .optional()
+        .map_err(query_error(DOING))?
+        .transpose()?
+        .unwrap_or(1);
+    Ok(ReleasePhaseRuns { started, recorded_from })
 }

@@ -168,25 +168,34 @@ pub fn diff_configs(old: &ConfigVersion, new: &ConfigVersion) -> ConfigDiff {
 
 /// Where a release phase ran between two releases.
 ///
-/// A release phase runs for every release whose artifact's Procfile has a
-/// [`RELEASE_PHASE`](crate::app::RELEASE_PHASE) process, as the runner
-/// runs it: once per release it rolls out, a config change and a rollback
-/// included (Heroku's rule), not when it only scales or restarts.
+/// A runner runs a release phase once per release it rolls out whose
+/// artifact's Procfile has a [`RELEASE_PHASE`](crate::app::RELEASE_PHASE)
+/// process, a config change and a rollback included (Heroku's rule), not
+/// when it only scales or restarts; and not for a release that a newer one
+/// superseded before the runner got to it. So what counts is what the
+/// ledger recorded: each runner (and `graven kube apply`) records a release
+/// phase before it starts it.
+///
 /// Releases counted are those of the newer release's environment after the
-/// older release, up to and including the newer one. The newer is the one with the larger number
-/// when both are in one environment, else the one created later (of two
-/// created in the same second, the second argument); "after
-/// the older" then means created at the same second or later: timestamps
-/// have one-second precision, and of a tie, the release phase that may have
-/// run after the older release is the one worth showing.
+/// older release, up to and including the newer one. The newer is the one
+/// with the larger number when both are in one environment, else the one
+/// created later (of two created in the same second, the second argument);
+/// "after the older" then means created at the same second or later:
+/// timestamps have one-second precision, and of a tie, the release phase
+/// that may have run after the older release is the one worth showing.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReleasePhase {
     /// The environment the releases below are in.
     pub env: String,
-    /// The releases whose release phase ran, by number, ascending.
+    /// The releases whose release phase ran (started, on some runner or
+    /// cluster), by number, ascending.
     pub ran_in: Vec<u64>,
-    /// Releases that brought a new artifact whose record is no longer in
-    /// the store (collected): whether they had a release phase is unknown.
+    /// The releases with a release phase that never ran: no runner rolled
+    /// them out (a newer release superseded them, or none runs yet).
+    pub not_run: Vec<u64>,
+    /// The releases whose release phase may have run: made before graven
+    /// recorded release phases, with one in their artifact or with their
+    /// artifact's record no longer in the store (collected).
     pub unknown: Vec<u64>,
 }
 
@@ -226,12 +235,24 @@ pub fn release_phase_between(
         None
     };
     let releases = ledger.releases(&newer.app, &newer.env, limit)?;
-    let counted = releases.iter().rev().filter(|r| {
-        r.number <= newer.number
-            && if same_env { r.number > older.number } else { r.created_at.as_str() >= older.created_at.as_str() }
-    });
+    let counted: Vec<&Release> = releases
+        .iter()
+        .rev()
+        .filter(|r| {
+            r.number <= newer.number
+                && if same_env { r.number > older.number } else { r.created_at.as_str() >= older.created_at.as_str() }
+        })
+        .collect();
+    let (Some(first), Some(last)) = (counted.first(), counted.last()) else {
+        return Ok(phase);
+    };
+    let runs = ledger.release_phase_runs(&newer.app, &newer.env, first.number..=last.number)?;
     let mut has_release_process: BTreeMap<Digest, Option<bool>> = BTreeMap::new();
     for release in counted {
+        if runs.started.contains(&release.number) {
+            phase.ran_in.push(release.number);
+            continue;
+        }
         let known = if let Some(known) = has_release_process.get(&release.artifact) {
             *known
         } else {
@@ -239,10 +260,10 @@ pub fn release_phase_between(
             has_release_process.insert(release.artifact, known);
             known
         };
-        match known {
-            Some(true) => phase.ran_in.push(release.number),
-            Some(false) => {}
-            None => phase.unknown.push(release.number),
+        match (runs.knows(release.number), known) {
+            (_, Some(false)) | (true, None) => {}
+            (true, Some(true)) => phase.not_run.push(release.number),
+            (false, _) => phase.unknown.push(release.number),
         }
     }
     Ok(phase)
@@ -547,14 +568,31 @@ mod tests {
         }
 
         fn phase(&self, env: &str, a: u64, b: u64) -> Vec<u64> {
-            release_phase_between(&self.ledger, &self.store, &self.release(env, a), &self.release(env, b))
-                .unwrap()
-                .ran_in
+            self.phases(env, a, b).ran_in
+        }
+
+        fn phases(&self, env: &str, a: u64, b: u64) -> ReleasePhase {
+            release_phase_between(&self.ledger, &self.store, &self.release(env, a), &self.release(env, b)).unwrap()
+        }
+
+        /// Records a release phase run, as a runner does before it starts one.
+        fn ran(&self, env: &str, numbers: &[u64]) {
+            for &number in numbers {
+                let run = crate::model::ReleasePhaseRun {
+                    app: "hello".to_owned(),
+                    env: env.to_owned(),
+                    number,
+                    host: "web-1".to_owned(),
+                    home: "/srv/graven".to_owned(),
+                    started_at: "2026-01-01T00:00:00Z".to_owned(),
+                };
+                self.ledger.record_release_phase(&run).unwrap();
+            }
         }
     }
 
     #[test]
-    fn a_release_phase_runs_for_every_release_of_a_migrating_artifact() {
+    fn a_release_phase_counts_where_a_runner_ran_it() {
         let env = Env::new();
         let stage = env.stage();
         let plain = env.artifact("1", false);
@@ -565,6 +603,7 @@ mod tests {
         stage.change_config("production", &set).unwrap(); // v3: same artifact, migrates again
         stage.rollback("production", Some(1)).unwrap(); // v4: the plain artifact
         stage.rollback("production", Some(3)).unwrap(); // v5: migrates again
+        env.ran("production", &[2, 3, 5]);
 
         assert_eq!(env.phase("production", 1, 2), [2]);
         assert_eq!(env.phase("production", 2, 1), [2], "either order");
@@ -582,26 +621,68 @@ mod tests {
     }
 
     #[test]
+    fn a_release_superseded_before_it_rolled_out_did_not_run_its_phase() {
+        let env = Env::new();
+        let stage = env.stage();
+        let plain = env.artifact("1", false);
+        let migrating = env.artifact("2", true);
+        let set = ConfigChange { set: vec![("PORT".to_owned(), "80".to_owned())], ..ConfigChange::default() };
+        stage.deploy("production", &plain, None).unwrap(); // v1
+        stage.deploy("production", &migrating, None).unwrap(); // v2: superseded at once
+        stage.change_config("production", &set).unwrap(); // v3: what the runner rolled out
+        env.ran("production", &[3]);
+        let phase = env.phases("production", 1, 3);
+        assert_eq!((phase.ran_in, phase.not_run, phase.unknown), (vec![3], vec![2], vec![]));
+        let phase = env.phases("production", 1, 2);
+        assert_eq!((phase.ran_in, phase.not_run), (vec![], vec![2]), "v2's own phase did not run");
+        // Run later (the runner was down), it counts.
+        env.ran("production", &[2]);
+        assert_eq!(env.phase("production", 1, 3), [2, 3]);
+    }
+
+    #[test]
     fn across_environments_the_newer_environment_is_counted() {
         let env = Env::new();
         let stage = env.stage();
         let migrating = env.artifact("2", true);
         stage.deploy("staging", &migrating, None).unwrap(); // staging v1
         stage.promote("staging", "production").unwrap(); // production v1, created later (or at once)
+        env.ran("production", &[1]);
         let staging = env.release("staging", 1);
         let production = env.release("production", 1);
         let phase = release_phase_between(&env.ledger, &env.store, &staging, &production).unwrap();
         assert_eq!((phase.env.as_str(), phase.ran_in.as_slice()), ("production", &[1][..]));
         // Made in one second, the second argument counts as the newer.
         let back = release_phase_between(&env.ledger, &env.store, &production, &staging).unwrap();
-        assert!(back.ran(), "{back:?}");
+        assert_eq!((back.env.as_str(), back.not_run.as_slice()), ("staging", &[1][..]), "no runner ran staging's");
 
         let diff = diff_releases(&env.ledger, &env.store, &staging, &production).unwrap();
         assert!(diff.files.is_empty(), "promotion deploys the same artifact");
     }
 
     #[test]
-    fn a_collected_artifact_makes_the_release_phase_unknown() {
+    fn a_release_made_before_runs_were_recorded_may_have_run_its_phase() {
+        let mut env = Env::new();
+        let plain = env.artifact("1", false);
+        let migrating = env.artifact("2", true);
+        env.stage().deploy("production", &plain, None).unwrap(); // v1
+        env.stage().deploy("production", &migrating, None).unwrap(); // v2
+        // As a ledger an older graven made, then migrated.
+        let path = env.dir.path().join("ledger.sqlite");
+        let connection = rusqlite::Connection::open(&path).unwrap();
+        connection
+            .execute_batch(
+                "DROP TABLE release_phase_runs; DROP TABLE release_phase_runs_recorded_from; PRAGMA user_version = 9",
+            )
+            .unwrap();
+        env.ledger = SqliteLedger::open(&path).unwrap();
+        env.stage().deploy("production", &migrating, None).unwrap(); // v3: not run yet
+        let phase = env.phases("production", 1, 3);
+        assert_eq!((phase.ran_in, phase.not_run, phase.unknown), (vec![], vec![3], vec![2]));
+    }
+
+    #[test]
+    fn a_collected_artifact_needs_no_record_to_know_its_release_phase() {
         let env = Env::new();
         let stage = env.stage();
         let first = env.artifact("1", false);
@@ -617,7 +698,10 @@ mod tests {
             &env.release("production", 2),
         )
         .unwrap();
-        assert_eq!((phase.ran_in, phase.unknown), (vec![], vec![2]));
+        assert_eq!((phase.ran_in, phase.not_run, phase.unknown), (vec![], vec![], vec![]), "recorded: it never ran");
+        env.ran("production", &[2]);
+        let phase = env.phases("production", 1, 2);
+        assert_eq!((phase.ran_in, phase.unknown), (vec![2], vec![]), "recorded: it ran");
         let error =
             diff_releases(&env.ledger, &env.store, &env.release("production", 1), &env.release("production", 2))
                 .unwrap_err();

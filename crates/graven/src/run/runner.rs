@@ -36,7 +36,8 @@ use crate::ledger::Ledger;
 use crate::model::Formation;
 use crate::model::Release;
 use crate::model::{
-    Failure, FailureCause, ProcessState, ProcessStatus, RolloutReport, RunState, RunnerState, RunningRelease,
+    Failure, FailureCause, ProcessState, ProcessStatus, ReleasePhaseRun, RolloutReport, RunState, RunnerState,
+    RunningRelease,
 };
 use crate::store::Store;
 use crate::time;
@@ -848,6 +849,19 @@ impl Steps for Act<'_, '_> {
         let d = self.work.pending.as_ref().expect("prepared before it is started");
         self.runner.start(&d.release, &d.tree, d.user.as_ref(), &mut slot)?;
         self.work.release_phase = slot.process.take();
+        // In the ledger before the process may run, so that `graven diff`
+        // never misses a run; a held process that never goes is stopped
+        // with the rollout that failed.
+        let runner = &*self.runner;
+        let run = ReleasePhaseRun {
+            app: d.release.app.clone(),
+            env: d.release.env.clone(),
+            number: d.release.number,
+            host: runner.options.host.clone(),
+            home: runner.home.root().display().to_string(),
+            started_at: time::now_rfc3339(),
+        };
+        runner.ledger.record_release_phase(&run).map_err(|e| Failed::of(&e))?;
         self.record_and_go("release-phase")
     }
 
