@@ -1,11 +1,14 @@
 //! HTTP mode: one hyper connection per client, each request routed on its
-//! own (see the module above).
+//! own (see the module above), on connections to the backends that each
+//! client connection keeps and drives itself.
 
 use std::convert::Infallible;
+use std::future::Future as _;
+use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -13,29 +16,99 @@ use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1 as client_http1;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
-use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared};
+use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared, lock};
 
 /// The body of every request to a backend and every response to a client.
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-/// The pooled HTTP/1.1 client to the backends, keeping connections alive
-/// (as nginx's upstream `keepalive` does).
-pub(super) type BackendClient = Client<HttpConnector, ProxyBody>;
+/// The other end of a connection to a backend.
+type BackendConn = client_http1::Connection<TokioIo<TcpStream>, ProxyBody>;
 
-/// How long a pooled connection to a backend may stay idle.
-const POOL_IDLE: Duration = Duration::from_secs(30);
+/// How many idle connections to backends a client connection keeps: one
+/// per web process it was sent to, up to this many.
+const KEPT_UPSTREAMS: usize = 4;
 
-pub(super) fn backend_client() -> BackendClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_timer(TokioTimer::new()).pool_idle_timeout(POOL_IDLE).build(connector)
+/// An HTTP/1.1 connection to one backend, kept alive between requests by
+/// the client connection it serves (as nginx's upstream `keepalive`
+/// keeps them, per worker). Its I/O is driven from the client
+/// connection's own task, while a request is sent and while its response
+/// is read: a request never waits for another task, or another thread.
+struct Upstream {
+    backend: SocketAddr,
+    sender: client_http1::SendRequest<ProxyBody>,
+    conn: BackendConn,
+    /// The connection ended (closed, or failed): never to be used again.
+    ended: bool,
+}
+
+impl Upstream {
+    /// Connects to `backend`, within [`CONNECT_TIMEOUT`].
+    async fn connect(backend: SocketAddr) -> io::Result<Self> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
+            .await
+            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
+        stream.set_nodelay(true)?;
+        let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
+        Ok(Self { backend, sender, conn, ended: false })
+    }
+
+    /// Drives the connection's I/O; marks it ended once it is.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) {
+        if !self.ended && Pin::new(&mut self.conn).poll(cx).is_ready() {
+            self.ended = true;
+        }
+    }
+
+    /// Whether it can take another request: open, and idle. A backend
+    /// that closed it meanwhile shows here, as its close is read.
+    fn usable(&mut self) -> bool {
+        self.poll_conn(&mut Context::from_waker(std::task::Waker::noop()));
+        !self.ended && self.sender.is_ready()
+    }
+
+    /// Sends `request` and waits for its response's head, driving the
+    /// connection meanwhile.
+    async fn send(&mut self, request: Request<ProxyBody>) -> hyper::Result<Response<Incoming>> {
+        let mut sent = std::pin::pin!(self.sender.send_request(request));
+        std::future::poll_fn(|cx| {
+            self.poll_conn(cx);
+            sent.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+/// A client connection's idle connections to backends.
+#[derive(Clone, Default)]
+struct Kept(Arc<Mutex<Vec<Upstream>>>);
+
+impl Kept {
+    /// An idle, open connection to `backend`, if one is kept; those that
+    /// ended are dropped.
+    fn take(&self, backend: SocketAddr) -> Option<Upstream> {
+        let mut kept = lock(&self.0);
+        kept.retain_mut(Upstream::usable);
+        let at = kept.iter().position(|upstream| upstream.backend == backend)?;
+        Some(kept.swap_remove(at))
+    }
+
+    /// Keeps `upstream` for the next request, if it can take one.
+    fn give_back(&self, mut upstream: Upstream) {
+        if !upstream.usable() {
+            return;
+        }
+        let mut kept = lock(&self.0);
+        if kept.len() >= KEPT_UPSTREAMS {
+            kept.remove(0);
+        }
+        kept.push(upstream);
+    }
 }
 
 /// Serves one client connection until it closes, or, once the proxy
@@ -43,17 +116,18 @@ pub(super) fn backend_client() -> BackendClient {
 /// accept loop closes it to make room (see [`ClientConn`]).
 pub(super) async fn serve(
     shared: Arc<Shared>,
-    client: BackendClient,
-    stream: tokio::net::TcpStream,
+    stream: TcpStream,
     peer: SocketAddr,
     limits: ProxyLimits,
     mut stopped: tokio::sync::watch::Receiver<bool>,
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
+    let kept = Kept::default();
+    let who = Who::of(peer);
     let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (shared, client) = (Arc::clone(&shared), client.clone());
+        let (shared, kept, who) = (Arc::clone(&shared), kept.clone(), who.clone());
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
         // Its head had both a length and chunked (see `sniff`).
@@ -61,19 +135,14 @@ pub(super) async fn serve(
             smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
             let response =
-                if ambiguous { ambiguous_length() } else { handle(&shared, &client, request, peer, limits).await };
+                if ambiguous { ambiguous_length() } else { handle(&shared, &kept, request, &who, limits).await };
             Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }.boxed_unsync()))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // The connection's own timer enforces both limits (see
-        // `ClientConn::deadline`); hyper's, from the end of the previous
-        // response, is a backstop.
-        .header_read_timeout(limits.header_timeout + limits.idle_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
+    // No timer for hyper: the connection's own enforces both limits (see
+    // `ClientConn::deadline`), without a timer armed per request.
+    builder.max_buf_size(limits.max_header_bytes.max(8192)).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     tokio::select! {
@@ -81,7 +150,7 @@ pub(super) async fn serve(
         // Idle: dropped, which closes it.
         () = conn.close.notified() => {}
         // Waited too long for a head, or for the next request.
-        () = conn.expired(limits) => {}
+        () = conn.expired() => {}
         _ = stopped.changed() => {
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
@@ -89,57 +158,176 @@ pub(super) async fn serve(
     }
 }
 
-/// One request: to the backend with the least in flight, retried on
-/// another if it refuses before anything of the request was sent.
+/// One request: to the backend with the least in flight, on a connection
+/// the client connection keeps to it, or a new one. A backend that
+/// refuses the connection gets the request retried on another; a kept
+/// connection the backend closed just then, on a new one (a request
+/// without a body only: one with a body was sent).
 async fn handle(
     shared: &Arc<Shared>,
-    client: &BackendClient,
+    kept: &Kept,
     mut request: Request<Incoming>,
-    peer: SocketAddr,
+    who: &Who,
     limits: ProxyLimits,
 ) -> Response<ProxyBody> {
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    forwarded_headers(&mut parts.headers, peer, upgrade);
-    let path = parts.uri.path_and_query().map_or_else(|| "/".to_owned(), ToString::to_string);
+    forwarded_headers(&mut parts.headers, who, upgrade);
+    let Some(target) = origin_form(&parts.uri) else {
+        return error(StatusCode::BAD_REQUEST, "the request's target is not a valid path\n".to_owned());
+    };
     // Only a request without a body can be sent twice.
     let resendable = body.is_end_stream();
     let mut body = Some(body.boxed_unsync());
     let mut tried = Vec::new();
-    let mut client_upgrade = client_upgrade;
+    let mut fresh_only = false;
     loop {
         let (lease, release) = shared.lease(&tried);
         let Some(lease) = lease else {
             return if tried.is_empty() { unavailable() } else { bad_gateway(&release, tried[0]) };
         };
-        let Ok(uri) = format!("http://{}{path}", lease.backend).parse::<Uri>() else {
-            return error(StatusCode::BAD_REQUEST, "the request's target is not a valid path\n".to_owned());
+        let reused = if upgrade || fresh_only { None } else { kept.take(lease.backend) };
+        let was_reused = reused.is_some();
+        let mut upstream = if let Some(upstream) = reused {
+            upstream
+        } else if let Ok(upstream) = Upstream::connect(lease.backend).await {
+            upstream
+        } else {
+            // Nothing was sent: another backend may take it.
+            tried.push(lease.backend);
+            continue;
         };
-        let mut outgoing = Request::new(body.take().unwrap_or_else(empty));
+        let Some(sending) = body.take() else { return bad_gateway(&release, lease.backend) };
+        let mut outgoing = Request::new(sending);
         *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = uri;
+        *outgoing.uri_mut() = target.clone();
         *outgoing.version_mut() = Version::HTTP_11;
-        *outgoing.headers_mut() = parts.headers.clone();
-        let answered = tokio::time::timeout(limits.response_timeout, client.request(outgoing)).await;
-        let mut response = match answered {
+        // Sent once, unless on a kept connection: moved, not copied.
+        *outgoing.headers_mut() =
+            if was_reused && resendable { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
+        if !outgoing.headers().contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(&lease.backend.to_string())
+        {
+            outgoing.headers_mut().insert(header::HOST, host);
+        }
+        if upgrade {
+            return upgraded(upstream, outgoing, client_upgrade, lease, &release, limits).await;
+        }
+        let answered = tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await;
+        let response = match answered {
             Err(_) => return gateway_timeout(&release, limits.response_timeout),
-            Ok(Err(failure)) if failure.is_connect() && resendable => {
-                tried.push(lease.backend);
+            Ok(Err(_)) if was_reused && resendable => {
+                // The backend closed the kept connection as the request
+                // was sent; it never took it.
+                body = Some(empty());
+                fresh_only = true;
                 continue;
             }
             Ok(Err(_)) => return bad_gateway(&release, lease.backend),
             Ok(Ok(response)) => response,
         };
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS
-            && let Some(client_side) = client_upgrade.take()
-        {
-            let backend_side = hyper::upgrade::on(&mut response);
-            tokio::spawn(tunnel(client_side, backend_side, lease));
-            return response.map(http_body_util::BodyExt::boxed_unsync);
+        let (mut head, incoming) = response.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let body =
+            Upstreamed { body: incoming, upstream: Some(upstream), kept: kept.clone(), complete: false, failed: None };
+        return Response::from_parts(head, Holding { body, _held: lease }.boxed_unsync());
+    }
+}
+
+/// An upgrade request, on a connection of its own: once the backend
+/// switches protocols, both ends are tunnelled.
+async fn upgraded(
+    upstream: Upstream,
+    outgoing: Request<ProxyBody>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    lease: Lease,
+    release: &str,
+    limits: ProxyLimits,
+) -> Response<ProxyBody> {
+    let Upstream { backend, mut sender, conn, .. } = upstream;
+    tokio::spawn(conn.with_upgrades());
+    let mut response = match tokio::time::timeout(limits.response_timeout, sender.send_request(outgoing)).await {
+        Err(_) => return gateway_timeout(release, limits.response_timeout),
+        Ok(Err(_)) => return bad_gateway(release, backend),
+        Ok(Ok(response)) => response,
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_side) = client_upgrade
+    {
+        let backend_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(tunnel(client_side, backend_side, lease));
+        return response.map(http_body_util::BodyExt::boxed_unsync);
+    }
+    strip_hop_by_hop(response.headers_mut());
+    response.map(|body| Holding { body, _held: lease }.boxed_unsync())
+}
+
+/// The request's target as a backend gets it: its path and query
+/// (`/a?b`), also when the client sent an absolute URL.
+fn origin_form(uri: &Uri) -> Option<Uri> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Some(uri.clone());
+    }
+    let path = uri.path_and_query().map_or("/", hyper::http::uri::PathAndQuery::as_str);
+    path.parse().ok()
+}
+
+/// A backend's response body, read by driving its connection from the
+/// client connection's task; the connection is kept for the next request
+/// once the body was read whole, and closed if it was not.
+struct Upstreamed {
+    body: Incoming,
+    upstream: Option<Upstream>,
+    kept: Kept,
+    complete: bool,
+    /// The body's failure, held back for a turn.
+    failed: Option<hyper::Error>,
+}
+
+impl Body for Upstreamed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        if let Some(upstream) = this.upstream.as_mut() {
+            upstream.poll_conn(cx);
         }
-        strip_hop_by_hop(response.headers_mut());
-        return response.map(|body| Holding { body, _held: lease }.boxed_unsync());
+        if let Some(failed) = this.failed.take() {
+            return Poll::Ready(Some(Err(failed)));
+        }
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match frame {
+            None => this.complete = true,
+            // What came before it goes to the client first: the failure
+            // waits one turn, in which the client connection flushes.
+            Some(Err(failed)) => {
+                this.failed = Some(failed);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for Upstreamed {
+    fn drop(&mut self) {
+        if let Some(upstream) = self.upstream.take()
+            && (self.complete || self.body.is_end_stream())
+        {
+            self.kept.give_back(upstream);
+        }
     }
 }
 
@@ -216,9 +404,24 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// Who is on the other end of a client connection, as `X-Forwarded-For`
+/// names it: made once per connection.
+#[derive(Clone)]
+struct Who {
+    ip: String,
+    header: Option<HeaderValue>,
+}
+
+impl Who {
+    fn of(peer: SocketAddr) -> Self {
+        let ip = peer.ip().to_string();
+        Self { header: HeaderValue::from_str(&ip).ok(), ip }
+    }
+}
+
 /// The request's headers as the app gets them: hop-by-hop ones removed
 /// (but those of an upgrade), who asked and how added.
-fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, upgrade: bool) {
+fn forwarded_headers(headers: &mut HeaderMap, who: &Who, upgrade: bool) {
     let upgrade_to = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(headers);
     if upgrade && let Some(protocol) = upgrade_to {
@@ -226,25 +429,25 @@ fn forwarded_headers(headers: &mut HeaderMap, peer: SocketAddr, upgrade: bool) {
         headers.insert(header::UPGRADE, protocol);
     }
     let chain = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {}", peer.ip()),
-        None => peer.ip().to_string(),
+        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", who.ip)).ok(),
+        None => who.header.clone(),
     };
-    if let Ok(chain) = HeaderValue::from_str(&chain) {
+    if let Some(chain) = chain {
         headers.insert(X_FORWARDED_FOR.clone(), chain);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    if !headers.contains_key(&X_REQUEST_ID)
-        && let Ok(id) = HeaderValue::from_str(&request_id())
-    {
-        headers.insert(X_REQUEST_ID.clone(), id);
+    if !headers.contains_key(&X_REQUEST_ID) {
+        headers.insert(X_REQUEST_ID.clone(), request_id());
     }
 }
 
-/// A request id unique to this runner: its start, its pid, a counter.
-fn request_id() -> String {
+/// A request id unique to this runner: its start, its pid, a counter, in
+/// 24 hex digits.
+fn request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     static NEXT: AtomicU64 = AtomicU64::new(0);
     static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     let seed = *SEED.get_or_init(|| {
@@ -252,7 +455,13 @@ fn request_id() -> String {
         // The low bits of the clock, and the pid: two runners differ.
         (u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0)) ^ (u64::from(std::process::id()) << 40)
     });
-    format!("{seed:016x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
+    let count = NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+    let id = (u128::from(seed) << 32) | u128::from(count);
+    let mut text = [0u8; 24];
+    for (i, digit) in text.iter_mut().enumerate() {
+        *digit = HEX[usize::try_from((id >> (4 * (23 - i))) & 0xf).unwrap_or(0)];
+    }
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn empty() -> ProxyBody {

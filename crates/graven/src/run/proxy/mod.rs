@@ -186,7 +186,7 @@ struct Shared {
 #[derive(Default)]
 struct Routes {
     /// The release the backends run, for error pages (`v42`).
-    release: String,
+    release: Arc<str>,
     backends: Vec<SocketAddr>,
     /// Ties go round robin from here.
     next: usize,
@@ -255,7 +255,7 @@ impl Proxy {
     pub fn switch(&self, release: &str, backends: Vec<SocketAddr>) {
         {
             let mut routes = self.shared.lock();
-            release.clone_into(&mut routes.release);
+            routes.release = Arc::from(release);
             routes.backends = backends;
         }
         self.shared.changed.notify_all();
@@ -363,7 +363,6 @@ async fn accept_loop(
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
-    let client = http::backend_client();
     let mut open: Vec<Arc<ClientConn>> = Vec::new();
     loop {
         let accepted = tokio::select! {
@@ -405,11 +404,10 @@ async fn accept_loop(
         let stopped = stopped.clone();
         match mode {
             ProxyMode::Http => {
-                let client = client.clone();
-                let conn = Arc::new(ClientConn::new());
+                let conn = Arc::new(ClientConn::new(limits));
                 open.push(Arc::clone(&conn));
                 tokio::spawn(async move {
-                    http::serve(shared, client, stream, peer, limits, stopped, &conn).await;
+                    http::serve(shared, stream, peer, limits, stopped, &conn).await;
                     conn.ended.store(true, Ordering::Relaxed);
                     drop((permit, guard));
                 });
@@ -434,7 +432,7 @@ impl Shared {
     /// request still headed for an old backend already shows in its load,
     /// so the runner cannot see it drained and stop it too early). `None`
     /// when there is none; the release's name either way.
-    fn lease(self: &Arc<Self>, tried: &[SocketAddr]) -> (Option<Lease>, String) {
+    fn lease(self: &Arc<Self>, tried: &[SocketAddr]) -> (Option<Lease>, Arc<str>) {
         let mut routes = self.lock();
         let len = routes.backends.len();
         let start = routes.next;
@@ -443,7 +441,7 @@ impl Shared {
             .map(|i| routes.backends[(start + i) % len])
             .filter(|backend| !tried.contains(backend))
             .min_by_key(|backend| routes.load.get(backend).copied().unwrap_or(0));
-        let release = routes.release.clone();
+        let release = Arc::clone(&routes.release);
         let Some(backend) = chosen else { return (None, release) };
         *routes.load.entry(backend).or_default() += 1;
         (Some(Lease { shared: Arc::clone(self), backend }), release)
@@ -487,6 +485,9 @@ struct ClientConn {
     /// Whether a request was served: its next waits `idle_timeout`, a
     /// connection's first only `header_timeout`.
     served: AtomicBool,
+    /// When its timer wakes next, if it sleeps.
+    wake_at: Mutex<Option<Instant>>,
+    limits: ProxyLimits,
     /// Told when the connection's deadline appears or comes earlier, for
     /// its timer.
     changed: tokio::sync::Notify,
@@ -497,12 +498,14 @@ struct ClientConn {
 }
 
 impl ClientConn {
-    fn new() -> Self {
+    fn new(limits: ProxyLimits) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             idle_since: Mutex::new(Instant::now()),
             head_since: Mutex::new(None),
             served: AtomicBool::new(false),
+            wake_at: Mutex::new(None),
+            limits,
             changed: tokio::sync::Notify::new(),
             close: tokio::sync::Notify::new(),
             ended: AtomicBool::new(false),
@@ -514,9 +517,7 @@ impl ClientConn {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         *lock(&self.head_since) = None;
         self.served.store(true, Ordering::Relaxed);
-        // No wake for the timer: its deadline is gone, not earlier. Woken
-        // at the old one, it finds a request in flight and waits for the
-        // end of it (which does wake it).
+        // No wake for the timer: its deadline is gone, not earlier.
         InFlight(Arc::clone(self))
     }
 
@@ -527,41 +528,63 @@ impl ClientConn {
         }
         let mut head = lock(&self.head_since);
         if head.is_none() {
-            *head = Some(Instant::now());
+            let now = Instant::now();
+            *head = Some(now);
             drop(head);
-            self.changed.notify_one();
+            // Woken before this head's deadline anyway, the timer needs no
+            // word of it (a wake is a poll of the whole connection).
+            if self.wakes_after(now + self.limits.header_timeout) {
+                self.changed.notify_one();
+            }
         }
+    }
+
+    /// Whether the timer sleeps past `at`.
+    fn wakes_after(&self, at: Instant) -> bool {
+        lock(&self.wake_at).is_none_or(|wake| wake > at)
+    }
+
+    /// How long it may wait for its next request: `idle_timeout`, or for
+    /// its first, `header_timeout`.
+    fn idle_wait(&self) -> Duration {
+        if self.served.load(Ordering::Relaxed) { self.limits.idle_timeout } else { self.limits.header_timeout }
     }
 
     /// When the connection is to be closed, waiting: for a head, its
     /// first byte plus `header_timeout`; for the next request, its idle
-    /// start plus `idle_timeout` (`header_timeout` for the first). None
-    /// while a request is in flight.
-    fn deadline(&self, limits: &ProxyLimits) -> Option<Instant> {
+    /// start plus [`ClientConn::idle_wait`]. None while a request is in
+    /// flight.
+    fn deadline(&self) -> Option<Instant> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
         if let Some(since) = *lock(&self.head_since) {
-            return Some(since + limits.header_timeout);
+            return Some(since + self.limits.header_timeout);
         }
-        let wait = if self.served.load(Ordering::Relaxed) { limits.idle_timeout } else { limits.header_timeout };
-        Some(*lock(&self.idle_since) + wait)
+        Some(*lock(&self.idle_since) + self.idle_wait())
     }
 
     /// Returns once the connection has waited past its deadline.
-    async fn expired(&self, limits: ProxyLimits) {
+    ///
+    /// With a request in flight there is no deadline, but the timer still
+    /// wakes within the shortest of the two limits, to look again: the
+    /// deadline that comes once the request ends, or once a head begins,
+    /// is never earlier than that wake, so neither needs to wake it.
+    async fn expired(&self) {
+        let look_again = self.limits.header_timeout.min(self.limits.idle_timeout);
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
-            match self.deadline(&limits) {
-                None => changed.await,
-                Some(at) if at <= Instant::now() => return,
-                Some(at) => {
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at.into()) => {}
-                        () = changed => {}
-                    }
-                }
+            let now = Instant::now();
+            let at = match self.deadline() {
+                Some(at) if at <= now => return,
+                Some(at) => at,
+                None => now + look_again,
+            };
+            *lock(&self.wake_at) = Some(at);
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = changed => {}
             }
         }
     }
@@ -573,8 +596,14 @@ struct InFlight(Arc<ClientConn>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.in_flight.fetch_sub(1, Ordering::Relaxed) == 1 {
-            *lock(&self.0.idle_since) = Instant::now();
-            self.0.changed.notify_one();
+            // The idle deadline, now plus `idle_timeout`, is after the
+            // timer's wake (see `ClientConn::expired`), unless a test
+            // limit makes the idle timeout the shorter.
+            let now = Instant::now();
+            *lock(&self.0.idle_since) = now;
+            if self.0.wakes_after(now + self.0.idle_wait()) {
+                self.0.changed.notify_one();
+            }
         }
     }
 }

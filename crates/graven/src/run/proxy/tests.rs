@@ -22,21 +22,29 @@ fn localhost() -> SocketAddr {
 /// An HTTP/1.1 backend that keeps connections alive and answers each
 /// request with `tag`, its method and path, and the headers it got, one
 /// per line. By path: `/slow` answers after 500 ms, `/never` never,
-/// `/close` closes the connection unanswered, `/half` closes it halfway
+/// `/close` closes the connection unanswered, `/bye` answers and then
+/// closes it (as a backend closing an idle connection), `/half` closes it halfway
 /// through its body, `/ws` (with `Upgrade`)
 /// switches protocols and then echoes bytes. Counts the requests it saw.
 fn backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, seen, _) = counted_backend(tag);
+    (addr, seen)
+}
+
+/// [`backend`], which also counts the connections it accepted.
+fn counted_backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind(localhost()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = Arc::clone(&seen);
+    let (seen, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (counter, connections) = (Arc::clone(&seen), Arc::clone(&accepted));
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
+            connections.fetch_add(1, Ordering::SeqCst);
             let seen = Arc::clone(&counter);
             thread::spawn(move || serve_backend(tag, stream, &seen));
         }
     });
-    (addr, seen)
+    (addr, seen, accepted)
 }
 
 fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
@@ -62,6 +70,11 @@ fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
             "/slow" => thread::sleep(Duration::from_millis(500)),
             "/never" => thread::sleep(Duration::from_secs(3600)),
             "/close" => return,
+            "/bye" => {
+                // Answered as if to keep the connection, then closed.
+                let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye\n");
+                return;
+            }
             "/half" => {
                 let _ = writer.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part of it");
                 return;
@@ -206,6 +219,28 @@ fn each_request_goes_to_the_current_release_also_on_a_connection_opened_before_t
     proxy.switch("v2", vec![b]);
     assert_eq!(proxy.backends(), [b]);
     assert!(client.get("/two").body.starts_with("b GET /two"), "the next request on the same connection");
+    assert_eq!(proxy.open_connections(a), 0);
+}
+
+#[test]
+fn a_client_connection_keeps_its_connection_to_the_backend_but_not_one_the_backend_closed() {
+    let (a, seen, accepted) = counted_backend("a");
+    let proxy = started(vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    for path in ["/one", "/two", "/three"] {
+        assert!(client.get(path).body.starts_with(&format!("a GET {path}")));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 1, "three requests, one connection to the backend");
+    assert_eq!(client.get("/bye").body, "bye\n");
+    for path in ["/four", "/five"] {
+        let answer = client.get(path);
+        assert!(answer.body.starts_with(&format!("a GET {path}")), "not a 502: {answer:?}");
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new one after the backend closed the first");
+    assert_eq!(seen.load(Ordering::SeqCst), 6, "each request reached it once");
+    // Another client connection has its own.
+    assert!(get(proxy.local_addr(), "/six").body.starts_with("a GET /six"));
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(proxy.open_connections(a), 0);
 }
 
