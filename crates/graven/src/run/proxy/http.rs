@@ -124,10 +124,10 @@ pub(super) async fn serve(
 ) {
     let in_flight_on = Arc::clone(conn);
     let kept = Kept::default();
-    let who = Who::of(peer);
+    let who = Arc::new(Who::of(peer));
     let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (shared, kept, who) = (Arc::clone(&shared), kept.clone(), who.clone());
+        let (shared, kept, who) = (Arc::clone(&shared), kept.clone(), Arc::clone(&who));
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
         // Its head had both a length and chunked (see `sniff`).
@@ -229,9 +229,15 @@ async fn handle(
         };
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        let body =
-            Upstreamed { body: incoming, upstream: Some(upstream), kept: kept.clone(), complete: false, failed: None };
-        return Response::from_parts(head, Holding { body, _held: lease }.boxed_unsync());
+        let body = Upstreamed {
+            body: incoming,
+            upstream: Some(upstream),
+            kept: kept.clone(),
+            complete: false,
+            failed: None,
+            _lease: lease,
+        };
+        return Response::from_parts(head, body.boxed_unsync());
     }
 }
 
@@ -275,7 +281,8 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
 
 /// A backend's response body, read by driving its connection from the
 /// client connection's task; the connection is kept for the next request
-/// once the body was read whole, and closed if it was not.
+/// once the body was read whole, and closed if it was not. Its request
+/// is in flight on the backend until then.
 struct Upstreamed {
     body: Incoming,
     upstream: Option<Upstream>,
@@ -283,6 +290,7 @@ struct Upstreamed {
     complete: bool,
     /// The body's failure, held back for a turn.
     failed: Option<hyper::Error>,
+    _lease: Lease,
 }
 
 impl Body for Upstreamed {
@@ -406,7 +414,6 @@ static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Who is on the other end of a client connection, as `X-Forwarded-For`
 /// names it: made once per connection.
-#[derive(Clone)]
 struct Who {
     ip: String,
     header: Option<HeaderValue>,
