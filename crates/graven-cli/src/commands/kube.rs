@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand, ValueEnum};
 use graven::kube::{KubeRelease, Manifests};
+use graven::ledger::Ledger;
 use graven::model::{Formation, Release};
 
 use super::env::EnvArg;
@@ -112,11 +113,13 @@ pub(crate) fn cmd_kube(settings: &Settings, args: &KubeArgs) -> Result<(), Comma
 }
 
 /// The release's objects, and the release.
-fn manifests(settings: &Settings, args: &ReleaseArgs) -> Result<(Manifests, Release), CommandError> {
+fn manifests(
+    settings: &Settings,
+    ledger: &dyn Ledger,
+    args: &ReleaseArgs,
+) -> Result<(Manifests, Release), CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
-    let ledger = settings.ledger_for_reading()?;
-    let ledger = &*ledger;
     let store = settings.store()?;
     let (release, config) = crate::commands::release::release_and_config(ledger, &app, env, args.release.as_deref())?;
     let artifact = graven::run::artifact_of(&*store, &release).map_err(crate::error::run_error)?;
@@ -146,7 +149,7 @@ fn manifests(settings: &Settings, args: &ReleaseArgs) -> Result<(Manifests, Rele
 }
 
 fn render(settings: &Settings, args: &RenderArgs) -> Result<(), CommandError> {
-    let (manifests, _) = manifests(settings, &args.release)?;
+    let (manifests, _) = manifests(settings, &*settings.ledger_for_reading()?, &args.release)?;
     let objects = manifests.all();
     match args.output {
         Output::Yaml => print!("{}", graven::kube::to_yaml(&objects)),
@@ -190,7 +193,8 @@ fn run_kubectl(context: Option<&str>, args: &[&str], input: Option<&str>, doing:
 }
 
 fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
-    let (manifests, release) = manifests(settings, &args.release)?;
+    let ledger = settings.ledger()?;
+    let (manifests, release) = manifests(settings, &*ledger, &args.release)?;
     let env = release.env.clone();
     let context = args.context.as_deref();
     let timeout = format!("--timeout={}s", args.timeout.as_secs().max(1));
@@ -208,7 +212,7 @@ fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
             home: String::new(),
             started_at: graven::time::now_rfc3339(),
         };
-        settings.ledger()?.record_release_phase(&run).map_err(CommandError::failed)?;
+        ledger.record_release_phase(&run).map_err(CommandError::failed)?;
         run_kubectl(context, &["apply", "-f", "-"], Some(&graven::kube::to_yaml(&[job])), "apply the release Job")?;
         ui::note(format!("waiting for the release phase (job/{name})"));
         run_kubectl(
@@ -230,7 +234,7 @@ fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
             "see the rollout end",
         )?;
     }
-    record(settings, &release, context)?;
+    record(&*ledger, &release, context)?;
     ui::out(format!(
         "{} of {} runs on Kubernetes ({})",
         release.version(),
@@ -247,8 +251,7 @@ fn cluster_host(context: Option<&str>) -> String {
 
 /// Records the rollout in the run-state table, as a runner does, under
 /// the host [`cluster_host`].
-fn record(settings: &Settings, release: &Release, context: Option<&str>) -> Result<(), CommandError> {
-    let ledger = settings.ledger()?;
+fn record(ledger: &dyn Ledger, release: &Release, context: Option<&str>) -> Result<(), CommandError> {
     let formation = ledger
         .formation(&release.app, &release.env)
         .map_err(CommandError::failed)?

@@ -591,13 +591,18 @@ mod tests {
         }
     }
 
+    /// A config change: `PORT=80`.
+    fn set_port() -> ConfigChange {
+        ConfigChange { set: vec![("PORT".to_owned(), "80".to_owned())], ..ConfigChange::default() }
+    }
+
     #[test]
     fn a_release_phase_counts_where_a_runner_ran_it() {
         let env = Env::new();
         let stage = env.stage();
         let plain = env.artifact("1", false);
         let migrating = env.artifact("2", true);
-        let set = ConfigChange { set: vec![("PORT".to_owned(), "80".to_owned())], ..ConfigChange::default() };
+        let set = set_port();
         stage.deploy("production", &plain, None).unwrap(); // v1
         stage.deploy("production", &migrating, None).unwrap(); // v2: migrates
         stage.change_config("production", &set).unwrap(); // v3: same artifact, migrates again
@@ -626,7 +631,7 @@ mod tests {
         let stage = env.stage();
         let plain = env.artifact("1", false);
         let migrating = env.artifact("2", true);
-        let set = ConfigChange { set: vec![("PORT".to_owned(), "80".to_owned())], ..ConfigChange::default() };
+        let set = set_port();
         stage.deploy("production", &plain, None).unwrap(); // v1
         stage.deploy("production", &migrating, None).unwrap(); // v2: superseded at once
         stage.change_config("production", &set).unwrap(); // v3: what the runner rolled out
