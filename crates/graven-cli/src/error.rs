@@ -220,6 +220,9 @@ pub(crate) fn sandbox_error(error: graven::sandbox::SandboxError, without: &str)
         graven::sandbox::SandboxError::Unavailable { .. } => {
             "the kernel or its policy forbids this user new namespaces: allow unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1; on Ubuntu, kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap), or run graven as root"
         }
+        graven::sandbox::SandboxError::Setup { .. } => {
+            "the machine's mounts kept changing while bwrap copied them (containers starting and stopping do this); nothing was stored: run the same command again"
+        }
     };
     CommandError::failed(error).hint(fix).hint(format!("or go on without the sandbox: {without}"))
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use graven_testutils::TestRepo;
 
 use crate::common::runner::{PATIENCE, Runner, SERVER_PY, free_port, get, wait_for_status};
-use crate::common::{Graven, shell_app};
+use crate::common::{FlakyBwrap, Graven, shell_app};
 
 /// A shell app with a release phase (one second long), a web process
 /// serving `SERVER_PY` and a worker; released as v1, then v2 with `MARK`
@@ -334,6 +334,66 @@ fn a_rollout_short_of_file_descriptors_is_a_passing_failure_tried_again() {
     assert!(wait.stdout.contains("has not rolled web=30 out after 2 s"), "{wait}");
     drop(command);
     runner.terminate();
+}
+
+#[test]
+fn processes_whose_sandbox_could_not_be_made_start_again_and_the_rollout_goes_on() {
+    let mark = format!("unmade-{}", std::process::id());
+    let (_repo, graven) = marked_app(&mark);
+    let bwrap = FlakyBwrap::new();
+    let graven = graven.env("PATH", bwrap.path());
+    let port = free_port();
+    let said = tempfile::NamedTempFile::new().unwrap();
+    let said_so_far = || std::fs::read_to_string(said.path()).unwrap();
+    // v2's release phase (`sleep 1`) fails once: a passing failure.
+    bwrap.fail(1, "sleep 1");
+    let child = graven
+        .command(["run", "--env", "production", "--port", &port.to_string()])
+        .stdout(said.reopen().unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _runner = Runner { child };
+    wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v2");
+    assert_only(&mark, "v2");
+    let text = said_so_far();
+    assert!(
+        text.contains("rollout of v2 failed: the release phase: bwrap could not make its sandbox (the machine's mounts changed while it copied them; its output says how), and its command did not start"),
+        "{text}"
+    );
+    assert!(text.contains("that is a passing cause: v2 is tried again in 1 s"), "{text}");
+
+    // The web process, the next time v2 rolls out: the same.
+    bwrap.fail(1, "server.py");
+    let restart = graven.run(["restart", "--env", "production", "--wait", "--wait-timeout", "60"]);
+    assert_eq!(restart.code, 0, "{restart}");
+    assert_only(&mark, "v2");
+    let text = said_so_far();
+    assert!(text.contains("rollout of v2 failed: web.1: bwrap could not make its sandbox"), "{text}");
+    assert!(get(port, "/").is_some(), "v2 serves");
+
+    // A worker that exits is started again; its sandbox fails twice, and
+    // it is started again within a fraction of a second each time.
+    let worker = |found: Vec<Marked>| found.into_iter().find(|p| p.process == "worker.1").map(|p| p.pgid);
+    let before = worker(marked(&mark)).expect("a worker runs");
+    bwrap.fail(2, "sleep 600");
+    let calls = bwrap.calls();
+    rustix::process::kill_process_group(rustix::process::Pid::from_raw(before).unwrap(), rustix::process::Signal::KILL)
+        .unwrap();
+    let status = wait_for_status(&graven, |s| {
+        s["processes"].as_array().unwrap().iter().any(|p| p["name"] == "worker.1" && p["restarts"] == 3)
+            && s["processes"].as_array().unwrap().iter().all(|p| p["state"] == "up")
+    });
+    assert_only(&mark, "v2");
+    assert_ne!(worker(marked(&mark)), Some(before), "{status:#}");
+    assert_eq!(bwrap.calls(), calls + 3, "one exit, two sandboxes that failed, one that worked");
+    let text = said_so_far();
+    for wait in ["50 ms", "100 ms"] {
+        assert!(
+            text.contains(&format!("worker.1: bwrap could not make its sandbox (the machine's mounts changed while it copied them; its output says how), and its command did not start; starting it again in {wait}")),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::net::TcpListener;
 
-use crate::common::{Graven, shell_app};
+use crate::common::{FlakyBwrap, Graven, shell_app};
 
 /// A repository whose build runs `command` and whose output is `out/`.
 fn app(command: &str, extra: &str) -> graven_testutils::TestRepo {
@@ -325,4 +325,167 @@ fn bytecode_compiled_during_the_build_is_still_valid_when_the_release_runs() {
         );
     }
     assert_eq!(graven.run(["verify", "HEAD"]).code, 0);
+}
+
+#[test]
+fn the_build_sees_none_of_the_machines_run_directory_and_reaches_no_daemon_there() {
+    // A service's socket, as /run/docker.sock or dbus's would be.
+    let socket = std::path::PathBuf::from(format!("/run/graven-test-{}.sock", std::process::id()));
+    let _ = std::fs::remove_file(&socket);
+    let _listener = std::os::unix::net::UnixListener::bind(&socket)
+        .expect("this test listens under /run: run the tests as root (the README's test command does)");
+    let _remove = RemoveOnDrop(socket.clone());
+    let repo = app(
+        &format!(
+            "mkdir -p out && ls -A /run /var/run > out/run && \
+             python3 -c 'import socket; socket.socket(socket.AF_UNIX).connect(\"{}\")' 2> out/connect; echo $? >> out/connect",
+            socket.display()
+        ),
+        "",
+    );
+    let graven = Graven::in_repo(&repo);
+    let build = graven.build_json::<&str>([]);
+    assert_eq!(build["sandboxed"], true, "{build:#}");
+    let unpacked = graven.unpack("HEAD");
+    let run = std::fs::read_to_string(unpacked.path().join("tree/run")).unwrap();
+    assert!(!run.contains("graven-test-"), "the build saw the machine's /run:\n{run}");
+    let connect = std::fs::read_to_string(unpacked.path().join("tree/connect")).unwrap();
+    assert!(connect.contains("FileNotFoundError") && connect.trim_end().ends_with('1'), "{connect}");
+    // The network still resolves names as the machine does.
+    let resolver = app("mkdir -p out && cat /etc/resolv.conf > out/resolv.conf", "");
+    let graven = Graven::in_repo(&resolver);
+    graven.build_json::<&str>([]);
+    let unpacked = graven.unpack("HEAD");
+    assert_eq!(
+        std::fs::read_to_string(unpacked.path().join("tree/resolv.conf")).unwrap(),
+        std::fs::read_to_string("/etc/resolv.conf").unwrap()
+    );
+}
+
+/// Removes a file when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_sandbox_whose_mounts_moved_is_made_again_and_a_command_that_failed_is_not_run_again() {
+    let repo = app("mkdir -p out && echo a > out/a", "");
+    let bwrap = FlakyBwrap::new();
+    bwrap.fail(2, "");
+    let graven = Graven::in_repo(&repo).env("PATH", bwrap.path());
+    let run = graven.run(["build"]);
+    assert_eq!(run.code, 0, "{run}");
+    assert_eq!(bwrap.calls(), 3, "{run}");
+    assert_eq!(run.stderr.matches("note: bwrap could not make the sandbox (Can't bind mount").count(), 2, "{run}");
+    assert!(run.stderr.contains("the command did not start, and starts again in a new one"), "{run}");
+    assert_eq!(graven.builds().len(), 1);
+
+    // A command that fails by itself, with bwrap's exit code, runs once.
+    let failing = app("echo started; exit 1", "");
+    let bwrap = FlakyBwrap::new();
+    let graven = Graven::in_repo(&failing).env("PATH", bwrap.path());
+    let run = graven.run(["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(bwrap.calls(), 1, "a build command that ran and failed was run again: {run}");
+    assert!(run.stderr.contains("the build command `echo started; exit 1` failed (exit code 1)"), "{run}");
+    graven.assert_nothing_recorded();
+}
+
+#[test]
+fn a_sandbox_that_cannot_be_made_time_after_time_fails_the_build_saying_so() {
+    let repo = app("mkdir -p out && echo a > out/a", "");
+    let bwrap = FlakyBwrap::new();
+    bwrap.fail(u32::MAX, "");
+    let graven = Graven::in_repo(&repo).env("PATH", bwrap.path());
+    let run = graven.run(["build"]);
+    assert_eq!(run.code, 1, "{run}");
+    assert_eq!(bwrap.calls(), graven::sandbox::SETUP_TRIES as usize, "{run}");
+    assert!(
+        run.stderr.contains(&format!(
+            "error: bwrap could not make the sandbox's mounts, {} times: Can't bind mount /oldroot/ on /newroot/",
+            graven::sandbox::SETUP_TRIES
+        )),
+        "{run}"
+    );
+    assert!(run.stderr.contains("run the same command again"), "{run}");
+    graven.assert_nothing_recorded();
+}
+
+/// A directory under `/var/tmp` (which builds see), bound on itself and
+/// shared, so that mounts made and removed under it reach every sandbox's
+/// copy of it as they do under a machine's `/run` when containers come and
+/// go: 200 tmpfs filesystems that stay (each one bwrap remounts widens its
+/// window), and a thread that mounts and unmounts 4 more until dropped.
+struct ChurningMounts {
+    root: tempfile::TempDir,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    churn: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ChurningMounts {
+    fn start() -> Self {
+        let root = tempfile::tempdir_in("/var/tmp").unwrap();
+        let mount =
+            |args: &[&std::ffi::OsStr]| std::process::Command::new("mount").args(args).status().unwrap().success();
+        assert!(
+            mount(&["--bind".as_ref(), root.path().as_os_str(), root.path().as_os_str()]),
+            "this test mounts filesystems: run the tests as root (the README's test command does)"
+        );
+        assert!(mount(&["--make-shared".as_ref(), root.path().as_os_str()]));
+        for i in 0..200 {
+            let dir = root.path().join(format!("s{i}"));
+            std::fs::create_dir(&dir).unwrap();
+            assert!(mount(&["-t".as_ref(), "tmpfs".as_ref(), "none".as_ref(), dir.as_os_str()]));
+        }
+        let dirs: Vec<std::path::PathBuf> = (0..4).map(|i| root.path().join(format!("c{i}"))).collect();
+        for dir in &dirs {
+            std::fs::create_dir(dir).unwrap();
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for dir in &dirs {
+                        std::process::Command::new("mount").args(["-t", "tmpfs", "none"]).arg(dir).status().unwrap();
+                    }
+                    for dir in &dirs {
+                        std::process::Command::new("umount").arg(dir).status().unwrap();
+                    }
+                }
+            })
+        };
+        Self { root, stop, churn: Some(churn) }
+    }
+}
+
+impl Drop for ChurningMounts {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(churn) = self.churn.take() {
+            let _ = churn.join();
+        }
+        let _ = std::process::Command::new("umount").arg("-R").arg(self.root.path()).status();
+    }
+}
+
+#[test]
+fn builds_succeed_while_the_machines_mounts_come_and_go() {
+    let churn = ChurningMounts::start();
+    let repo = app("mkdir -p out && echo a > out/a", "");
+    let graven = Graven::in_repo(&repo);
+    let mut retried = 0;
+    for _ in 0..8 {
+        let run = graven.run(["build", "--force"]);
+        assert_eq!(run.code, 0, "{run}");
+        retried += run.stderr.matches("note: bwrap could not make the sandbox").count();
+    }
+    drop(churn);
+    // How often bwrap met a moving mount depends on timing; each time, the
+    // build went on in a new sandbox.
+    eprintln!("8 builds; sandboxes made again: {retried}");
 }

@@ -7,16 +7,22 @@
 //!   is at [`APP`], writable, and is the working directory; the host's
 //!   filesystem is visible read-only, so toolchains in `/usr`, `/opt` or a
 //!   user's home work; `/tmp` is private and empty, with `HOME` a fresh
-//!   directory in it. No host path or pid reaches the build: `HOME`,
-//!   `TMPDIR` and `PWD` are the same on every machine. The network is
-//!   shared unless the recipe turns it off.
+//!   directory in it. `/run`, where the machine's running services keep
+//!   their sockets and state, is private and empty too (but for the
+//!   resolver's file, when `/etc/resolv.conf` leads there and the build has
+//!   the network): a build reaches no daemon. No host path or pid reaches
+//!   the build: `HOME`, `TMPDIR` and `PWD` are the same on every machine.
+//!   The network is shared unless the recipe turns it off.
 //! - **Run** (`Sandbox::run_command`): the machine as it is, except that
 //!   the release's tree is mounted read-only at [`APP`] (the working
 //!   directory), and graven's home (the store, every tree) read-only too;
 //!   the capability to mount is dropped, so not even root can undo that.
 //!   A write, `chmod` or `unlink` under `/app` fails with EROFS.
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::io::{self, PipeReader, Read as _};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -42,7 +48,66 @@ pub enum SandboxError {
         /// What bwrap printed.
         why: String,
     },
+    /// bwrap could make namespaces, but not this process's mounts, at
+    /// every one of [`SETUP_TRIES`].
+    #[error("bwrap could not make the sandbox's mounts, {tries} times: {why}")]
+    Setup {
+        /// How many times it was tried.
+        tries: u32,
+        /// What bwrap printed the last time.
+        why: String,
+    },
 }
+
+/// How many times a process whose sandbox could not be made is started in
+/// all. bwrap reads the machine's mount table, then remounts each mount it
+/// copied: a mount that goes away in between (a container's network
+/// namespace or overlay, as podman and docker make and remove them) fails
+/// that remount with EINVAL and the process with it, though the next try
+/// sees the table as it then is.
+pub const SETUP_TRIES: u32 = 5;
+
+/// How long to wait before making a sandbox again, times the tries so far:
+/// long enough for the mounts that moved to settle.
+pub(crate) const SETUP_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// What bwrap reports of one process it started, on one end of a socket
+/// pair whose other end was the process's stdin: the command's exit code,
+/// written only once bwrap has started the command. A process that ended
+/// without one ended while its sandbox was being made.
+#[derive(Debug)]
+pub(crate) struct SetupReport(UnixStream);
+
+impl SetupReport {
+    /// A socket pair: the report, and the end to give the process as its
+    /// stdin (see [`WITH_REPORT`]).
+    pub(crate) fn pair() -> io::Result<(Self, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        Ok((Self(ours), theirs))
+    }
+
+    /// Our end of the socket, to write to the process's stdin meanwhile.
+    pub(crate) fn stream(&self) -> &UnixStream {
+        &self.0
+    }
+
+    /// Once the process has ended: whether bwrap started its command.
+    /// What it wrote is in the socket by then; nothing is waited for, as
+    /// what the command left running never had the socket.
+    pub(crate) fn command_started(self) -> bool {
+        let mut report = Vec::new();
+        if self.0.set_nonblocking(true).is_ok() {
+            let _ = (&self.0).read_to_end(&mut report);
+        }
+        String::from_utf8_lossy(&report).contains("\"exit-code\"")
+    }
+}
+
+/// Starts bwrap (`"$0"`) with its report on fd 3. std gives a child only
+/// stdin, stdout and stderr: the report's socket comes in as stdin and
+/// moves to 3, and stdin is `/dev/null` again. bwrap closes fd 3 before it
+/// starts the command, and sets `PWD`, which sh may have added, itself.
+const WITH_REPORT: &str = r#"exec "$0" --json-status-fd 3 "$@" 3<&0 </dev/null"#;
 
 /// Bubblewrap, found and known to work for this user.
 #[derive(Debug, Clone)]
@@ -66,14 +131,41 @@ impl Sandbox {
     /// caller's `PATH`, able to make namespaces for this user.
     pub fn new() -> Result<Self, SandboxError> {
         let sandbox = Self::find()?;
-        let mut probe = sandbox.build_base(Path::new("/"), true);
-        match probe.args(["--", "/bin/true"]).output() {
-            Ok(output) if output.status.success() => Ok(sandbox),
-            Ok(output) => Err(SandboxError::Unavailable {
-                why: String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("bwrap: ").to_owned(),
-            }),
-            Err(error) => Err(SandboxError::Unavailable { why: error.to_string() }),
+        // At an empty /app: the probe has no checkout, and the machine's
+        // `/` there would be every mount of the machine twice.
+        let empty = tempfile::tempdir().map_err(|error| SandboxError::Unavailable { why: error.to_string() })?;
+        let mut probe = sandbox.build_base(empty.path(), true);
+        probe.args(["--", "/bin/true"]);
+        // Tried again as a build is (see SETUP_TRIES): a machine that
+        // forbids namespaces forbids them every time.
+        let mut tries = 1;
+        loop {
+            match probe.output() {
+                Ok(output) if output.status.success() => return Ok(sandbox),
+                Ok(_) if tries < SETUP_TRIES => {
+                    std::thread::sleep(SETUP_PAUSE * tries);
+                    tries += 1;
+                }
+                Ok(output) => return Err(SandboxError::Unavailable { why: bwrap_says(&output.stderr) }),
+                Err(error) => return Err(SandboxError::Unavailable { why: error.to_string() }),
+            }
         }
+    }
+
+    /// `bwrap`, a command made by the functions below, as `/bin/sh` starts
+    /// it with exactly `env`, stdin `/dev/null`, stdout and stderr on one
+    /// pipe (as [`crate::shell::piped`] gives them), and bwrap's report of
+    /// whether it started the command.
+    pub(crate) fn reporting(
+        bwrap: &Command,
+        env: &BTreeMap<String, OsString>,
+    ) -> io::Result<(Command, PipeReader, SetupReport)> {
+        let (report, stdin) = SetupReport::pair()?;
+        let mut sh = Command::new("/bin/sh");
+        sh.args(["-c", WITH_REPORT]).arg(bwrap.get_program()).args(bwrap.get_args());
+        let (mut sh, output) = crate::shell::piped(sh, env)?;
+        sh.stdin(std::os::fd::OwnedFd::from(stdin));
+        Ok((sh, output, report))
     }
 
     /// `sh -c script` in the build sandbox, with `checkout` at [`APP`] and
@@ -107,8 +199,12 @@ impl Sandbox {
         }
         // On an empty root, so that /app and /tmp can be made: the host's
         // top-level entries, read-only, but for those made fresh.
-        self.host_root(&mut bwrap, "--ro-bind", &["proc", "dev", "tmp", "app", "sys"]);
+        self.host_root(&mut bwrap, "--ro-bind", &["proc", "dev", "tmp", "app", "sys", "run"]);
         bwrap.args(["--ro-bind", "/sys", "/sys", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]);
+        bwrap.args(["--tmpfs", "/run"]);
+        if network && let Some(resolver) = resolver_in_run() {
+            bwrap.arg("--ro-bind").arg(&resolver).arg(&resolver);
+        }
         bwrap.args(["--dir", HOME]);
         bwrap.arg("--bind").arg(checkout).arg(APP);
         bwrap.args(["--chdir", APP]);
@@ -217,6 +313,20 @@ fn first_closed<'p>(dir: &'p Path, user: &crate::user::RunAs) -> Option<&'p Path
 /// `$0`.
 fn sh(bwrap: &mut Command, script: &str) {
     bwrap.args(["--", "/bin/sh", "-c", script, "sh"]);
+}
+
+/// What bwrap printed when it failed (`output`), without its name: one line.
+pub(crate) fn bwrap_says(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.lines().map(|line| line.trim().trim_start_matches("bwrap: ")).collect();
+    lines.join("; ")
+}
+
+/// Where `/etc/resolv.conf` leads, if that is under `/run` (systemd-resolved's
+/// `stub-resolv.conf`, say), which a build does not otherwise see.
+fn resolver_in_run() -> Option<PathBuf> {
+    let resolver = std::fs::canonicalize("/etc/resolv.conf").ok()?;
+    resolver.starts_with("/run").then_some(resolver)
 }
 
 /// One entry of the machine's `/`: its name, and its target if it is a

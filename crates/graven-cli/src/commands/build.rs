@@ -197,6 +197,9 @@ impl BuildObserver for Observer<'_> {
             }
             BuildEvent::CommandStarted { command } => ui::note(format!("running `{command}`")),
             BuildEvent::Output { line } => ui::note(format!("  build | {line}")),
+            BuildEvent::SandboxRetry { why } => ui::note(format!(
+                "note: bwrap could not make the sandbox ({why}): the machine's mounts changed while it copied them; the command did not start, and starts again in a new one"
+            )),
             BuildEvent::SecondBuild => ui::note("building again to check that the build is reproducible"),
             BuildEvent::CacheWait { app } => {
                 ui::note(format!("waiting for another build of {app} to finish with the build caches"));

@@ -429,3 +429,61 @@ impl Armed {
         }
     }
 }
+
+/// A `bwrap` first on [`FlakyBwrap::path`]: the real one, but for the
+/// sandboxes it is told to fail. Those it fails as bwrap does when a mount
+/// moves under it, before the command starts. Only processes (builds, a
+/// release's) count, not the probe that checks bwrap works.
+pub(crate) struct FlakyBwrap {
+    dir: TempDir,
+}
+
+impl FlakyBwrap {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().expect("make a temp dir");
+        let real =
+            String::from_utf8(Command::new("sh").args(["-c", "command -v bwrap"]).output().expect("run sh").stdout)
+                .expect("a UTF-8 path");
+        let real = real.trim();
+        assert!(!real.is_empty(), "the tests need bwrap");
+        let state = dir.path().display();
+        let script = format!(
+            "#!/bin/sh\n\
+             case \" $* \" in *' --json-status-fd '*)\n  \
+               echo . >> '{state}/calls'\n  \
+               left=$(cat '{state}/left' 2>/dev/null || echo 0)\n  \
+               case \"$*\" in *\"$(cat '{state}/matching' 2>/dev/null)\"*) ;; *) left=0;; esac\n  \
+               if [ \"$left\" -gt 0 ]; then\n    \
+                 echo $((left - 1)) > '{state}/left'\n    \
+                 echo 'bwrap: Can'\\''t bind mount /oldroot/ on /newroot/: Unable to apply mount flags: remount \"/newroot/run/netns/cni-1\": Invalid argument' >&2\n    \
+                 exit 1\n  \
+               fi;;\n\
+             esac\n\
+             exec '{real}' \"$@\"\n"
+        );
+        let bwrap = dir.path().join("bwrap");
+        std::fs::write(&bwrap, script).expect("write bwrap");
+        std::fs::set_permissions(&bwrap, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod bwrap");
+        Self { dir }
+    }
+
+    /// Fails the next `times` sandboxes whose bwrap arguments hold
+    /// `matching` (a command, say; "" is any).
+    pub(crate) fn fail(&self, times: u32, matching: &str) {
+        std::fs::write(self.dir.path().join("matching"), matching).expect("write matching");
+        std::fs::write(self.dir.path().join("left"), times.to_string()).expect("write left");
+    }
+
+    /// How many sandboxes it was asked for, failed ones included.
+    pub(crate) fn calls(&self) -> usize {
+        std::fs::read_to_string(self.dir.path().join("calls")).map_or(0, |calls| calls.lines().count())
+    }
+
+    /// A PATH with it first, then the caller's.
+    pub(crate) fn path(&self) -> OsString {
+        let mut path = OsString::from(self.dir.path());
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        path
+    }
+}

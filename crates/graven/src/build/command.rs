@@ -4,11 +4,13 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ffi::OsString;
 use std::fmt::Write as _;
+use std::io::PipeReader;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
+use std::process::Child;
 
 use super::{BuildError, BuildEvent, BuildObserver};
-use crate::sandbox::Sandbox;
+use crate::sandbox::{SETUP_PAUSE, SETUP_TRIES, Sandbox, SandboxError, SetupReport};
 
 /// The most of a build's output kept in its log; beyond it, the oldest lines
 /// are dropped.
@@ -61,7 +63,9 @@ pub(crate) struct Isolation<'a> {
 
 /// Runs `command` in the checkout `dir` with exactly `env`, isolated (at
 /// `/app`, with the network or without, its caches mounted) if `sandbox`
-/// says so; returns its log.
+/// says so; returns its log. A sandbox that could not be made is made
+/// again (see [`SETUP_TRIES`]): its command never ran, so the checkout is
+/// as it was.
 pub(crate) fn run(
     command: &str,
     dir: &Path,
@@ -70,39 +74,67 @@ pub(crate) fn run(
     observer: &dyn BuildObserver,
 ) -> Result<String, BuildError> {
     observer.on_event(&BuildEvent::CommandStarted { command });
+    let mut tries = 1;
+    loop {
+        let (mut child, output, report) = spawn(command, dir, sandbox, env)?;
+        let mut log = Log::default();
+        crate::shell::for_each_line(output, |line| {
+            observer.on_event(&BuildEvent::Output { line });
+            log.push(line.to_owned());
+        });
+        let status = child.wait().map_err(BuildError::CommandSpawn)?;
+        if status.success() {
+            return Ok(log.text());
+        }
+        // bwrap's own failures end it with 1, before the command starts.
+        if status.code() == Some(1)
+            && let Some(report) = report
+            && !report.command_started()
+        {
+            let why = crate::sandbox::bwrap_says(log.text().as_bytes());
+            if tries == SETUP_TRIES {
+                return Err(SandboxError::Setup { tries, why }.into());
+            }
+            observer.on_event(&BuildEvent::SandboxRetry { why: &why });
+            std::thread::sleep(SETUP_PAUSE * tries);
+            tries += 1;
+            continue;
+        }
+        let skip = log.lines.len().saturating_sub(FAILURE_TAIL);
+        return Err(BuildError::CommandFailed {
+            command: command.to_owned(),
+            status,
+            tail: log.lines.into_iter().skip(skip).collect(),
+        });
+    }
+}
+
+/// The build command started, the reading end of its output, and, in the
+/// sandbox, bwrap's report of whether the command itself started.
+fn spawn(
+    command: &str,
+    dir: &Path,
+    sandbox: Option<Isolation<'_>>,
+    env: &BTreeMap<String, OsString>,
+) -> Result<(Child, PipeReader, Option<SetupReport>), BuildError> {
     // One pipe for stdout and stderr, as a terminal shows them: with two,
     // lines are logged in whatever order two readers get to them, and an
     // error printed last on stderr can be missing from a failure's tail.
-    let (mut child, output) = {
-        let (mut program, output) = match sandbox {
-            Some(Isolation { sandbox, network, caches }) => {
-                crate::shell::piped(sandbox.build_command(command, dir, network, caches), env)
-            }
-            None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
-                // Named `sh` in its own messages (`sh: 1: make: not
-                // found`), as build logs always have been.
-                sh.arg0("sh");
-                (sh, output)
-            }),
+    let (mut program, output, report) = match sandbox {
+        Some(Isolation { sandbox, network, caches }) => {
+            Sandbox::reporting(&sandbox.build_command(command, dir, network, caches), env)
+                .map(|(program, output, report)| (program, output, Some(report)))
         }
-        .map_err(BuildError::CommandSpawn)?;
-        (program.spawn().map_err(BuildError::CommandSpawn)?, output)
-        // `program` drops our copies of the write end here, so that reading
-        // ends when the command (and whatever it started) closes its copies.
-    };
-    let mut log = Log::default();
-    crate::shell::for_each_line(output, |line| {
-        observer.on_event(&BuildEvent::Output { line });
-        log.push(line.to_owned());
-    });
-    let status = child.wait().map_err(BuildError::CommandSpawn)?;
-    if status.success() {
-        return Ok(log.text());
+        None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
+            // Named `sh` in its own messages (`sh: 1: make: not
+            // found`), as build logs always have been.
+            sh.arg0("sh");
+            (sh, output, None)
+        }),
     }
-    let skip = log.lines.len().saturating_sub(FAILURE_TAIL);
-    Err(BuildError::CommandFailed {
-        command: command.to_owned(),
-        status,
-        tail: log.lines.into_iter().skip(skip).collect(),
-    })
+    .map_err(BuildError::CommandSpawn)?;
+    let child = program.spawn().map_err(BuildError::CommandSpawn)?;
+    // `program` drops our copies of the write ends here, so that reading
+    // ends when the command (and whatever it started) closes its copies.
+    Ok((child, output, report))
 }

@@ -107,6 +107,13 @@ pub enum BuildEvent<'a> {
         /// The line, without its newline.
         line: &'a str,
     },
+    /// bwrap could not make the build's sandbox (the machine's mounts
+    /// changed while it copied them); the build command, which did not
+    /// start, starts again in a new one.
+    SandboxRetry {
+        /// What bwrap said.
+        why: &'a str,
+    },
     /// The second build of `--check-reproducible` is starting.
     SecondBuild,
     /// Another build of `app` is using its build caches; this one waits.

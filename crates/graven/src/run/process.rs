@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
+use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitStatus};
@@ -28,6 +29,8 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use rustix::process::{Pid, Signal, WaitId, WaitIdOptions};
 use serde::{Deserialize, Serialize};
+
+use crate::sandbox::SetupReport;
 
 /// The delay before the first restart of a process that exited.
 pub const FIRST_RESTART_DELAY: Duration = Duration::from_secs(1);
@@ -200,9 +203,14 @@ pub struct Process {
     ended: Option<(ExitStatus, Instant)>,
     /// The thread passing the output on; `None` once drained.
     output: Option<JoinHandle<()>>,
-    /// The writing end of the pipe the process waits on before its
-    /// command runs; `None` once it was told to go.
-    gate: Option<io::PipeWriter>,
+    /// Our end of the socket the process waits on before its command
+    /// runs; `None` once it was told to go.
+    gate: Option<UnixStream>,
+    /// In the sandbox, bwrap's report of whether it started the command,
+    /// on the same socket; `None` once read.
+    report: Option<SetupReport>,
+    /// What the report said: that the sandbox could not be made.
+    sandbox_failed: bool,
 }
 
 impl Process {
@@ -241,9 +249,10 @@ impl Process {
             }
             None => crate::shell::sh(command, dir),
         };
-        let (gate_reader, gate) = io::pipe().map_err(spawn_error)?;
-        let (mut sh, reader) = crate::shell::piped(held(&program), env).map_err(spawn_error)?;
-        sh.stdin(gate_reader);
+        let (report, stdin) = SetupReport::pair().map_err(spawn_error)?;
+        let gate = report.stream().try_clone().map_err(spawn_error)?;
+        let (mut sh, reader) = crate::shell::piped(held(&program, mount.is_some()), env).map_err(spawn_error)?;
+        sh.stdin(std::os::fd::OwnedFd::from(stdin));
         // The reader starts first: should the process fail to start, the
         // writing end is dropped with the command and the reader ends.
         let output = {
@@ -265,7 +274,21 @@ impl Process {
             ended: None,
             output: Some(output),
             gate: Some(gate),
+            report: mount.is_some().then_some(report),
+            sandbox_failed: false,
         })
+    }
+
+    /// Once it has ended: whether it ended because bwrap could not make its
+    /// sandbox, before its command started, which starting it again is
+    /// likely to mend (see [`crate::sandbox::SETUP_TRIES`]).
+    pub fn sandbox_failed(&mut self) -> bool {
+        let Some((status, _)) = self.ended else { return false };
+        if let Some(report) = self.report.take() {
+            // bwrap's own failures end it with 1.
+            self.sandbox_failed = status.code() == Some(1) && !report.command_started();
+        }
+        self.sandbox_failed
     }
 
     /// Whether it is held, not yet told to [`go`](Process::go).
@@ -444,14 +467,21 @@ pub fn stop_all(mut processes: Vec<Process>, timeout: Duration) -> Vec<Result<Ex
 
 /// What a held process runs first: it waits for a line on stdin, the gate,
 /// then becomes `program` with stdin `/dev/null`. At the end of the gate's
-/// pipe without a line (the runner died before it said go), it exits 125.
+/// socket without a line (the runner died before it said go), it exits 125.
 const GATE: &str = r#"read -r go || exit 125; exec "$0" "$@" </dev/null"#;
 
+/// The same for bwrap, which then reports on the gate's socket, as fd 3,
+/// whether it started the command (as [`crate::sandbox::Sandbox::reporting`]
+/// starts it).
+const GATE_REPORTING: &str = r#"read -r go || exit 125; exec "$0" --json-status-fd 3 "$@" 3<&0 </dev/null"#;
+
 /// `program` behind the gate: `/bin/sh -c GATE program args…`, in its
-/// directory. The environment and stdio are set on what this returns.
-fn held(program: &std::process::Command) -> std::process::Command {
+/// directory; `bwrap` says whether it started its command. The environment
+/// and stdio are set on what this returns.
+fn held(program: &std::process::Command, bwrap: bool) -> std::process::Command {
     let mut gate = std::process::Command::new("/bin/sh");
-    gate.arg("-c").arg(GATE).arg(program.get_program()).args(program.get_args());
+    gate.arg("-c").arg(if bwrap { GATE_REPORTING } else { GATE });
+    gate.arg(program.get_program()).args(program.get_args());
     if let Some(dir) = program.get_current_dir() {
         gate.current_dir(dir);
     }
@@ -540,17 +570,25 @@ fn live_processes() -> impl Iterator<Item = (i32, ProcStat)> {
 pub struct Backoff {
     next: Duration,
     restarts: u32,
+    /// Sandboxes that could not be made in a row, since the last exit of a
+    /// command that ran.
+    sandbox_failures: u32,
 }
 
 impl Backoff {
     /// A backoff before any restart.
     pub fn new() -> Self {
-        Self { next: FIRST_RESTART_DELAY, restarts: 0 }
+        Self { next: FIRST_RESTART_DELAY, restarts: 0, sandbox_failures: 0 }
     }
 
     /// Counts a restart of a process that was up for `uptime` and returns
     /// how long to wait before it.
     pub fn next_delay(&mut self, uptime: Duration) -> Duration {
+        self.sandbox_failures = 0;
+        self.doubled(uptime)
+    }
+
+    fn doubled(&mut self, uptime: Duration) -> Duration {
         if uptime >= STABLE_UPTIME {
             self.next = FIRST_RESTART_DELAY;
         }
@@ -558,6 +596,20 @@ impl Backoff {
         self.next = (self.next * 2).min(MAX_RESTART_DELAY);
         self.restarts = self.restarts.saturating_add(1);
         delay
+    }
+
+    /// Counts a restart of a process whose sandbox could not be made (see
+    /// [`Process::sandbox_failed`]) and returns how long to wait before it:
+    /// as a build waits to make its sandbox again, for as many tries as a
+    /// build makes; then as for any exit, since what fails every time is
+    /// no passing race.
+    pub fn after_sandbox_failure(&mut self) -> Duration {
+        self.sandbox_failures = self.sandbox_failures.saturating_add(1);
+        if self.sandbox_failures >= crate::sandbox::SETUP_TRIES {
+            return self.doubled(Duration::ZERO);
+        }
+        self.restarts = self.restarts.saturating_add(1);
+        crate::sandbox::SETUP_PAUSE * self.sandbox_failures
     }
 
     /// How many restarts have been counted.
@@ -871,6 +923,54 @@ mod tests {
         assert_eq!(backoff.next_delay(STABLE_UPTIME), FIRST_RESTART_DELAY);
         assert_eq!(backoff.next_delay(short), Duration::from_secs(2));
         assert_eq!(backoff.restarts(), 10);
+    }
+
+    #[test]
+    fn a_sandbox_failure_is_tried_again_at_once_a_few_times_then_backs_off_as_any_exit() {
+        let mut backoff = Backoff::new();
+        let pause = crate::sandbox::SETUP_PAUSE;
+        let delays: Vec<Duration> = (0..crate::sandbox::SETUP_TRIES).map(|_| backoff.after_sandbox_failure()).collect();
+        assert_eq!(delays, [pause, pause * 2, pause * 3, pause * 4, FIRST_RESTART_DELAY]);
+        assert_eq!(backoff.after_sandbox_failure(), Duration::from_secs(2), "it keeps failing: it backs off");
+        // A command that ran and exited starts the count again.
+        assert_eq!(backoff.next_delay(STABLE_UPTIME), FIRST_RESTART_DELAY);
+        assert_eq!(backoff.after_sandbox_failure(), pause);
+        assert_eq!(backoff.restarts(), 8);
+        assert_eq!(backoff.after_sandbox_failure(), pause * 2);
+    }
+
+    #[test]
+    fn a_process_knows_whether_its_sandbox_failed_or_its_command_did() {
+        let sandbox = crate::sandbox::Sandbox::find().expect("the tests need bwrap");
+        let home = tempfile::tempdir().unwrap();
+        let mount = AppMount::new(sandbox, &crate::home::Home::new(home.path()));
+        let sandboxed = |command: &str, tree: &Path| {
+            let (_, on_line) = collector();
+            Process::spawn("web.1", command, tree, Some(&mount), &path_only(), on_line).unwrap()
+        };
+        let tree = tempfile::tempdir().unwrap();
+        // The command ran, and failed as bwrap fails.
+        let mut failed = sandboxed("exit 1", tree.path());
+        failed.go();
+        assert_eq!(finish_keeping(&mut failed).code(), Some(1));
+        assert!(!failed.sandbox_failed());
+        // The tree went away before it could be mounted: bwrap fails.
+        let gone = tempfile::tempdir().unwrap();
+        let mut unmade = sandboxed("exit 0", gone.path());
+        drop(gone);
+        unmade.go();
+        assert_eq!(finish_keeping(&mut unmade).code(), Some(1));
+        assert!(unmade.sandbox_failed());
+        // Without the sandbox there is nothing to fail but the command.
+        let mut plain = spawn("exit 1", collector().1);
+        assert_eq!(finish_keeping(&mut plain).code(), Some(1));
+        assert!(!plain.sandbox_failed());
+    }
+
+    /// Waits for `process` to exit by itself, keeping it.
+    fn finish_keeping(process: &mut Process) -> ExitStatus {
+        wait_for("the exit", || process.try_wait().unwrap().is_some());
+        process.try_wait().unwrap().unwrap()
     }
 
     #[test]

@@ -116,6 +116,9 @@ fn proxy_settings(run: Option<&RunSettings>) -> (super::proxy::ProxyMode, super:
     (run.proxy.unwrap_or_default(), limits)
 }
 
+/// What the runner says of a process whose sandbox could not be made.
+const SANDBOX_FAILED: &str = "bwrap could not make its sandbox (the machine's mounts changed while it copied them; its output says how), and its command did not start";
+
 /// One process slot of a deployment: its process of the release's
 /// [`Plan`](super::plan::Plan), restarted in place when it exits.
 struct Slot {
@@ -619,10 +622,20 @@ impl<'a> Runner<'a> {
                 && let Ok(Some(status)) = process.try_wait()
             {
                 let uptime = process.uptime();
-                let delay = slot.backoff.next_delay(uptime);
+                let sandbox_failed = process.sandbox_failed();
+                let delay =
+                    if sandbox_failed { slot.backoff.after_sandbox_failure() } else { slot.backoff.next_delay(uptime) };
                 slot.process = None;
                 slot.restart_at = Some(Instant::now() + delay);
-                self.say(&format!("{} exited ({status}); restarting in {} s", slot.name, delay.as_secs()));
+                if sandbox_failed {
+                    self.say(&format!(
+                        "{}: {SANDBOX_FAILED}; starting it again in {} ms",
+                        slot.name,
+                        delay.as_millis()
+                    ));
+                } else {
+                    self.say(&format!("{} exited ({status}); restarting in {} s", slot.name, delay.as_secs()));
+                }
             }
             if slot.process.is_none() && slot.restart_at.is_some_and(|at| Instant::now() >= at) {
                 slot.restart_at = None;
@@ -870,6 +883,9 @@ impl Steps for Act<'_, '_> {
         let ended = match process.try_wait() {
             Ok(None) => return None,
             Ok(Some(status)) if status.success() => Ok(()),
+            Ok(Some(_)) if process.sandbox_failed() => {
+                Err(Failed { reason: format!("the release phase: {SANDBOX_FAILED}"), cause: FailureCause::Passing })
+            }
             Ok(Some(status)) => {
                 let phase = self.work.plan.as_ref().and_then(|plan| plan.release_phase.as_ref());
                 Err(Failed::release(format!(
@@ -951,8 +967,13 @@ impl Act<'_, '_> {
     fn exited(&mut self, when: &str) -> Option<Failed> {
         let d = self.work.pending.as_mut()?;
         d.slots.iter_mut().find_map(|slot| {
-            let status = slot.process.as_mut()?.try_wait().ok()??;
-            Some(Failed::release(format!("{} exited {when} ({status})", slot.name)))
+            let process = slot.process.as_mut()?;
+            let status = process.try_wait().ok()??;
+            Some(if process.sandbox_failed() {
+                Failed { reason: format!("{}: {SANDBOX_FAILED}", slot.name), cause: FailureCause::Passing }
+            } else {
+                Failed::release(format!("{} exited {when} ({status})", slot.name))
+            })
         })
     }
 }
