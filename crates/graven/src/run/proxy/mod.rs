@@ -1,8 +1,8 @@
 //! The runner's proxy: what makes a switch zero-downtime.
 //!
 //! The runner owns the public port; the `web` processes listen on private
-//! ones. The proxy is an HTTP/1.1 reverse proxy (hyper, on a tokio runtime
-//! of its own) that routes **each request** to one of the current backends,
+//! ones. The proxy is an HTTP/1.1 reverse proxy (hyper, on event loops of
+//! its own, one per core: see `loops`) that routes **each request** to one of the current backends,
 //! the one with the fewest requests in flight. A switch replaces the
 //! backend set at once: the next request goes to the new release, also on
 //! a keep-alive connection opened before the switch, while requests in
@@ -31,12 +31,13 @@
 //!   most, and a watch on the client's bytes the rest (see `sniff`).
 //!
 //! [`ProxyMode::Tcp`] forwards bytes instead, per connection, for services
-//! that do not speak HTTP, on the same event loop.
+//! that do not speak HTTP, on the same event loops.
 //!
 //! It owns sockets and tasks only: it does not start, watch or stop
 //! processes, and, like the rest of the library, never prints.
 
 mod http;
+mod loops;
 mod sniff;
 mod tcp;
 
@@ -93,8 +94,8 @@ pub enum ProxyError {
         /// The public address.
         addr: SocketAddr,
     },
-    /// The proxy's event loop could not be started.
-    #[error("could not start the proxy's event loop on {addr}")]
+    /// The proxy's event loops could not be started.
+    #[error("could not start the proxy's event loops on {addr}")]
     Runtime {
         /// The public address.
         addr: SocketAddr,
@@ -162,14 +163,14 @@ pub struct Proxy {
     shared: Arc<Shared>,
     mode: ProxyMode,
     limits: ProxyLimits,
-    /// The listening socket, until `start` hands it to the event loop.
+    /// The listening socket, until `start` hands it to the event loops.
     listener: Mutex<Option<std::net::TcpListener>>,
     running: Mutex<Option<Running>>,
 }
 
-/// A started proxy: its event loop, and what tells it to stop.
+/// A started proxy: its event loops, and what tells it to stop.
 struct Running {
-    runtime: tokio::runtime::Runtime,
+    loops: loops::Loops,
     stop: tokio::sync::watch::Sender<bool>,
     /// Signalled by the accept loop once the listener is closed.
     closed: std::sync::mpsc::Receiver<()>,
@@ -222,30 +223,25 @@ impl Proxy {
         self.shared.local_addr
     }
 
-    /// Starts accepting on the proxy's own event loop; returns immediately.
+    /// Starts accepting on the proxy's own event loops; returns immediately.
     pub fn start(&self) -> Result<(), ProxyError> {
         let addr = self.shared.local_addr;
         let listener = lock(&self.listener).take().ok_or(ProxyError::Started { addr })?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("graven-proxy")
-            .enable_io()
-            .enable_time()
-            .build()
-            .map_err(|source| ProxyError::Runtime { addr, source })?;
+        let loops = loops::Loops::start().map_err(|source| ProxyError::Runtime { addr, source })?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (closed_tx, closed) = std::sync::mpsc::channel();
         let listener = {
-            let _entered = runtime.enter();
+            let _entered = loops.first().enter();
             tokio::net::TcpListener::from_std(listener).map_err(|source| ProxyError::Runtime { addr, source })?
         };
         let shared = Arc::clone(&self.shared);
         let (mode, limits) = (self.mode, self.limits);
-        runtime.spawn(async move {
-            accept_loop(shared, listener, mode, limits, stopped).await;
+        let dispatch = loops.dispatch();
+        loops.first().spawn(async move {
+            accept_loop(shared, listener, mode, limits, stopped, dispatch).await;
             let _ = closed_tx.send(());
         });
-        *lock(&self.running) = Some(Running { runtime, stop, closed });
+        *lock(&self.running) = Some(Running { loops, stop, closed });
         Ok(())
     }
 
@@ -323,12 +319,12 @@ impl Proxy {
             }
             routes.waiting -= 1;
             drop(routes);
-            running.runtime.shutdown_background();
+            drop(running.loops);
         };
         // Out of threads: the connections end now rather than never.
         if std::thread::Builder::new().name("graven-proxy-stop".into()).spawn(finish).is_err() {
             // `finish` was moved into the failed spawn and dropped with it,
-            // which drops the runtime and its tasks.
+            // which ends the loops and their tasks.
         }
     }
 }
@@ -361,6 +357,7 @@ async fn accept_loop(
     mode: ProxyMode,
     limits: ProxyLimits,
     mut stopped: tokio::sync::watch::Receiver<bool>,
+    mut dispatch: loops::Dispatch,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(limits.max_connections.max(1)));
     let mut open: Vec<Arc<ClientConn>> = Vec::new();
@@ -406,14 +403,14 @@ async fn accept_loop(
             ProxyMode::Http => {
                 let conn = Arc::new(ClientConn::new(limits));
                 open.push(Arc::clone(&conn));
-                tokio::spawn(async move {
+                dispatch.serve(stream, move |stream| async move {
                     http::serve(shared, stream, peer, limits, stopped, &conn).await;
                     conn.ended.store(true, Ordering::Relaxed);
                     drop((permit, guard));
                 });
             }
             ProxyMode::Tcp => {
-                tokio::spawn(async move {
+                dispatch.serve(stream, move |stream| async move {
                     tcp::serve(&shared, stream).await;
                     drop((permit, guard));
                 });
