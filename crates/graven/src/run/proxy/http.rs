@@ -1,14 +1,16 @@
 //! HTTP mode: one hyper connection per client, each request routed on its
 //! own (see the module above), on connections to the backends that each
-//! client connection keeps and drives itself.
+//! event loop keeps, and that the client connection a request came on
+//! drives while it uses one.
 
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -22,7 +24,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared, lock};
+use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared};
 
 /// The body of every request to a backend and every response to a client.
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -30,17 +32,20 @@ pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// The other end of a connection to a backend.
 type BackendConn = client_http1::Connection<TokioIo<TcpStream>, ProxyBody>;
 
-/// How many idle connections to backends a client connection keeps: one
-/// per web process it was sent to, up to this many.
-const KEPT_UPSTREAMS: usize = 4;
+/// How many idle connections to each backend an event loop keeps (as
+/// nginx's upstream `keepalive` keeps them per worker): as many as it had
+/// requests in flight to it at once, up to this.
+const KEPT_PER_BACKEND: usize = 256;
 
 /// An HTTP/1.1 connection to one backend, kept alive between requests by
-/// the client connection it serves (as nginx's upstream `keepalive`
-/// keeps them, per worker). Its I/O is driven from the client
-/// connection's own task, while a request is sent and while its response
-/// is read: a request never waits for another task, or another thread.
+/// the event loop it was made on. Its I/O is driven from the task of the
+/// client connection using it, while a request is sent and while its
+/// response is read: a request never waits for another task, or another
+/// thread.
 struct Upstream {
     backend: SocketAddr,
+    /// The backends it was made for (see [`Lease::generation`]).
+    generation: u64,
     sender: client_http1::SendRequest<ProxyBody>,
     conn: BackendConn,
     /// The connection ended (closed, or failed): never to be used again.
@@ -48,14 +53,14 @@ struct Upstream {
 }
 
 impl Upstream {
-    /// Connects to `backend`, within [`CONNECT_TIMEOUT`].
-    async fn connect(backend: SocketAddr) -> io::Result<Self> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend))
+    /// Connects to the backend of `lease`, within [`CONNECT_TIMEOUT`].
+    async fn connect(lease: &Lease) -> io::Result<Self> {
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(lease.backend))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Self { backend, sender, conn, ended: false })
+        Ok(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false })
     }
 
     /// Drives the connection's I/O; marks it ended once it is.
@@ -84,30 +89,59 @@ impl Upstream {
     }
 }
 
-/// A client connection's idle connections to backends.
-#[derive(Clone, Default)]
-struct Kept(Arc<Mutex<Vec<Upstream>>>);
+thread_local! {
+    /// This event loop's idle connections to backends. Per thread, as a
+    /// connection's socket is registered with its loop's reactor and may
+    /// be driven on that loop only (see `loops`).
+    static KEPT: std::cell::RefCell<Kept> = std::cell::RefCell::default();
+}
+
+/// An event loop's idle connections to backends, most recently used last.
+#[derive(Default)]
+struct Kept {
+    /// The backends they were made for: after a switch, those made before
+    /// it are closed at the loop's next request, not kept until the
+    /// runner stops the old release's processes under them.
+    generation: u64,
+    idle: HashMap<SocketAddr, VecDeque<Upstream>>,
+}
 
 impl Kept {
-    /// An idle, open connection to `backend`, if one is kept; those that
-    /// ended are dropped.
-    fn take(&self, backend: SocketAddr) -> Option<Upstream> {
-        let mut kept = lock(&self.0);
-        kept.retain_mut(Upstream::usable);
-        let at = kept.iter().position(|upstream| upstream.backend == backend)?;
-        Some(kept.swap_remove(at))
+    /// An idle, open connection to the backend of `lease`, if this loop
+    /// keeps one; those found ended on the way are dropped.
+    fn take(lease: &Lease) -> Option<Upstream> {
+        KEPT.with_borrow_mut(|kept| {
+            kept.renew(lease.generation);
+            let idle = kept.idle.get_mut(&lease.backend)?;
+            std::iter::from_fn(|| idle.pop_back()).find_map(|mut upstream| upstream.usable().then_some(upstream))
+        })
     }
 
-    /// Keeps `upstream` for the next request, if it can take one.
-    fn give_back(&self, mut upstream: Upstream) {
+    /// Keeps `upstream` for a next request, if it can take one and its
+    /// backends are still the current ones.
+    fn give_back(mut upstream: Upstream) {
         if !upstream.usable() {
             return;
         }
-        let mut kept = lock(&self.0);
-        if kept.len() >= KEPT_UPSTREAMS {
-            kept.remove(0);
+        KEPT.with_borrow_mut(|kept| {
+            kept.renew(upstream.generation);
+            if upstream.generation < kept.generation {
+                return;
+            }
+            let idle = kept.idle.entry(upstream.backend).or_default();
+            if idle.len() >= KEPT_PER_BACKEND {
+                idle.pop_front();
+            }
+            idle.push_back(upstream);
+        });
+    }
+
+    /// Closes what was kept for backends older than `generation`.
+    fn renew(&mut self, generation: u64) {
+        if generation > self.generation {
+            self.idle.clear();
+            self.generation = generation;
         }
-        kept.push(upstream);
     }
 }
 
@@ -123,19 +157,17 @@ pub(super) async fn serve(
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
-    let kept = Kept::default();
     let who = Arc::new(Who::of(peer));
     let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (shared, kept, who) = (Arc::clone(&shared), kept.clone(), Arc::clone(&who));
+        let (shared, who) = (Arc::clone(&shared), Arc::clone(&who));
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
         // Its head had both a length and chunked (see `sniff`).
         let ambiguous =
             smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
-            let response =
-                if ambiguous { ambiguous_length() } else { handle(&shared, &kept, request, &who, limits).await };
+            let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &who, limits).await };
             Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }.boxed_unsync()))
         }
     });
@@ -159,13 +191,12 @@ pub(super) async fn serve(
 }
 
 /// One request: to the backend with the least in flight, on a connection
-/// the client connection keeps to it, or a new one. A backend that
+/// the event loop keeps to it, or a new one. A backend that
 /// refuses the connection gets the request retried on another; a kept
 /// connection the backend closed just then, on a new one (a request
 /// without a body only: one with a body was sent).
 async fn handle(
     shared: &Arc<Shared>,
-    kept: &Kept,
     mut request: Request<Incoming>,
     who: &Who,
     limits: ProxyLimits,
@@ -187,11 +218,11 @@ async fn handle(
         let Some(lease) = lease else {
             return if tried.is_empty() { unavailable() } else { bad_gateway(&release, tried[0]) };
         };
-        let reused = if upgrade || fresh_only { None } else { kept.take(lease.backend) };
+        let reused = if upgrade || fresh_only { None } else { Kept::take(&lease) };
         let was_reused = reused.is_some();
         let mut upstream = if let Some(upstream) = reused {
             upstream
-        } else if let Ok(upstream) = Upstream::connect(lease.backend).await {
+        } else if let Ok(upstream) = Upstream::connect(&lease).await {
             upstream
         } else {
             // Nothing was sent: another backend may take it.
@@ -229,14 +260,8 @@ async fn handle(
         };
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        let body = Upstreamed {
-            body: incoming,
-            upstream: Some(upstream),
-            kept: kept.clone(),
-            complete: false,
-            failed: None,
-            _lease: lease,
-        };
+        let body =
+            Upstreamed { body: incoming, upstream: Some(upstream), complete: false, failed: None, _lease: lease };
         return Response::from_parts(head, body.boxed_unsync());
     }
 }
@@ -286,7 +311,6 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
 struct Upstreamed {
     body: Incoming,
     upstream: Option<Upstream>,
-    kept: Kept,
     complete: bool,
     /// The body's failure, held back for a turn.
     failed: Option<hyper::Error>,
@@ -334,7 +358,7 @@ impl Drop for Upstreamed {
         if let Some(upstream) = self.upstream.take()
             && (self.complete || self.body.is_end_stream())
         {
-            self.kept.give_back(upstream);
+            Kept::give_back(upstream);
         }
     }
 }

@@ -17,6 +17,12 @@ use tokio::runtime::Handle;
 /// processes is not what a machine is short of.
 const MAX_LOOPS: usize = 16;
 
+/// How many loops a proxy runs: as many as this process may use cores, at
+/// most [`MAX_LOOPS`].
+pub(super) fn count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_LOOPS)
+}
+
 /// The running loops, each on its thread; dropping this ends them all,
 /// and with them every task and connection on them.
 pub(super) struct Loops {
@@ -34,9 +40,9 @@ pub(super) struct Dispatch {
 }
 
 impl Loops {
-    /// As many loops as this process may use cores (at most [`MAX_LOOPS`]).
+    /// [`count`] loops.
     pub(super) fn start() -> io::Result<Self> {
-        let count = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(MAX_LOOPS);
+        let count = count();
         let (end, ended) = tokio::sync::watch::channel(());
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {

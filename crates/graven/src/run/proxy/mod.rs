@@ -189,6 +189,8 @@ struct Routes {
     /// The release the backends run, for error pages (`v42`).
     release: Arc<str>,
     backends: Vec<SocketAddr>,
+    /// How many times the backends were replaced.
+    generation: u64,
     /// Ties go round robin from here.
     next: usize,
     /// Requests (or tunnels, or TCP connections) in flight per backend;
@@ -253,6 +255,7 @@ impl Proxy {
             let mut routes = self.shared.lock();
             routes.release = Arc::from(release);
             routes.backends = backends;
+            routes.generation += 1;
         }
         self.shared.changed.notify_all();
     }
@@ -441,7 +444,7 @@ impl Shared {
         let release = Arc::clone(&routes.release);
         let Some(backend) = chosen else { return (None, release) };
         *routes.load.entry(backend).or_default() += 1;
-        (Some(Lease { shared: Arc::clone(self), backend }), release)
+        (Some(Lease { shared: Arc::clone(self), backend, generation: routes.generation }), release)
     }
 }
 
@@ -450,6 +453,8 @@ impl Shared {
 struct Lease {
     shared: Arc<Shared>,
     backend: SocketAddr,
+    /// The backends' [`Routes::generation`] when it was taken.
+    generation: u64,
 }
 
 impl Drop for Lease {

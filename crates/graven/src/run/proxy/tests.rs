@@ -27,24 +27,36 @@ fn localhost() -> SocketAddr {
 /// through its body, `/ws` (with `Upgrade`)
 /// switches protocols and then echoes bytes. Counts the requests it saw.
 fn backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>) {
-    let (addr, seen, _) = counted_backend(tag);
-    (addr, seen)
+    let counted = counted_backend(tag);
+    (counted.addr, counted.seen)
 }
 
-/// [`backend`], which also counts the connections it accepted.
-fn counted_backend(tag: &'static str) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+/// A [`backend`] that also counts the connections it accepted, and those
+/// that ended.
+struct Counted {
+    addr: SocketAddr,
+    seen: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
+    ended: Arc<AtomicUsize>,
+}
+
+fn counted_backend(tag: &'static str) -> Counted {
     let listener = TcpListener::bind(localhost()).unwrap();
     let addr = listener.local_addr().unwrap();
-    let (seen, accepted) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let (counter, connections) = (Arc::clone(&seen), Arc::clone(&accepted));
+    let counted = Counted { addr, seen: Arc::default(), accepted: Arc::default(), ended: Arc::default() };
+    let (seen, accepted, ended) =
+        (Arc::clone(&counted.seen), Arc::clone(&counted.accepted), Arc::clone(&counted.ended));
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            connections.fetch_add(1, Ordering::SeqCst);
-            let seen = Arc::clone(&counter);
-            thread::spawn(move || serve_backend(tag, stream, &seen));
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let (seen, ended) = (Arc::clone(&seen), Arc::clone(&ended));
+            thread::spawn(move || {
+                serve_backend(tag, stream, &seen);
+                ended.fetch_add(1, Ordering::SeqCst);
+            });
         }
     });
-    (addr, seen, accepted)
+    counted
 }
 
 fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
@@ -223,8 +235,8 @@ fn each_request_goes_to_the_current_release_also_on_a_connection_opened_before_t
 }
 
 #[test]
-fn a_client_connection_keeps_its_connection_to_the_backend_but_not_one_the_backend_closed() {
-    let (a, seen, accepted) = counted_backend("a");
+fn connections_to_a_backend_are_kept_but_not_one_the_backend_closed() {
+    let Counted { addr: a, seen, accepted, .. } = counted_backend("a");
     let proxy = started(vec![a]);
     let mut client = Client::open(proxy.local_addr());
     for path in ["/one", "/two", "/three"] {
@@ -238,10 +250,37 @@ fn a_client_connection_keeps_its_connection_to_the_backend_but_not_one_the_backe
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 2, "a new one after the backend closed the first");
     assert_eq!(seen.load(Ordering::SeqCst), 6, "each request reached it once");
-    // Another client connection has its own.
-    assert!(get(proxy.local_addr(), "/six").body.starts_with("a GET /six"));
-    assert_eq!(accepted.load(Ordering::SeqCst), 3);
     assert_eq!(proxy.open_connections(a), 0);
+}
+
+#[test]
+fn client_connections_on_one_event_loop_share_its_backend_connections_until_a_switch_closes_them() {
+    let old = counted_backend("a");
+    let new = counted_backend("b");
+    let proxy = started(vec![old.addr]);
+    // Connections go to the loops in turn: the first round of clients
+    // makes a backend connection on each loop, the next rounds reuse them.
+    let loops = super::loops::count();
+    for round in 0..3 {
+        for _ in 0..loops {
+            let answer = get(proxy.local_addr(), "/");
+            assert!(answer.body.starts_with("a GET /"), "{answer:?}");
+        }
+        assert_eq!(old.accepted.load(Ordering::SeqCst), loops, "after round {round}");
+    }
+    assert_eq!(old.ended.load(Ordering::SeqCst), 0, "kept while idle");
+    // After a switch, each loop's next request closes what it kept for
+    // the old backends, which the runner is about to stop.
+    proxy.switch("v2", vec![new.addr]);
+    for _ in 0..loops {
+        assert!(get(proxy.local_addr(), "/").body.starts_with("b GET /"));
+    }
+    let deadline = Instant::now() + PATIENCE;
+    while old.ended.load(Ordering::SeqCst) < loops {
+        assert!(Instant::now() < deadline, "the old backend connections stayed open");
+        thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(new.accepted.load(Ordering::SeqCst), loops);
 }
 
 #[test]
