@@ -76,38 +76,53 @@ pub(crate) const SETUP_PAUSE: std::time::Duration = std::time::Duration::from_mi
 /// written only once bwrap has started the command. A process that ended
 /// without one ended while its sandbox was being made.
 #[derive(Debug)]
-pub(crate) struct SetupReport(UnixStream);
+pub(crate) struct SetupReport {
+    socket: UnixStream,
+    /// Whether bwrap started the command, once read.
+    started: Option<bool>,
+}
 
 impl SetupReport {
     /// A socket pair: the report, and the end to give the process as its
-    /// stdin (see [`WITH_REPORT`]).
+    /// stdin (see [`EXEC_REPORTING`]).
     pub(crate) fn pair() -> io::Result<(Self, UnixStream)> {
         let (ours, theirs) = UnixStream::pair()?;
-        Ok((Self(ours), theirs))
+        Ok((Self { socket: ours, started: None }, theirs))
     }
 
     /// Our end of the socket, to write to the process's stdin meanwhile.
     pub(crate) fn stream(&self) -> &UnixStream {
-        &self.0
+        &self.socket
     }
 
-    /// Once the process has ended: whether bwrap started its command.
-    /// What it wrote is in the socket by then; nothing is waited for, as
-    /// what the command left running never had the socket.
-    pub(crate) fn command_started(self) -> bool {
-        let mut report = Vec::new();
-        if self.0.set_nonblocking(true).is_ok() {
-            let _ = (&self.0).read_to_end(&mut report);
-        }
-        String::from_utf8_lossy(&report).contains("\"exit-code\"")
+    /// Once the process has ended with `status`: whether it ended because
+    /// bwrap could not make its sandbox, before the command started.
+    pub(crate) fn sandbox_failed(&mut self, status: std::process::ExitStatus) -> bool {
+        // bwrap's own failures end it with 1.
+        status.code() == Some(1) && !self.command_started()
+    }
+
+    /// Whether bwrap started the command. What it wrote is in the socket
+    /// once the process has ended; nothing is waited for, as what the
+    /// command left running never had the socket.
+    fn command_started(&mut self) -> bool {
+        let socket = &self.socket;
+        *self.started.get_or_insert_with(|| {
+            let mut report = Vec::new();
+            if socket.set_nonblocking(true).is_ok() {
+                let _ = (&*socket).read_to_end(&mut report);
+            }
+            String::from_utf8_lossy(&report).contains("\"exit-code\"")
+        })
     }
 }
 
-/// Starts bwrap (`"$0"`) with its report on fd 3. std gives a child only
-/// stdin, stdout and stderr: the report's socket comes in as stdin and
-/// moves to 3, and stdin is `/dev/null` again. bwrap closes fd 3 before it
-/// starts the command, and sets `PWD`, which sh may have added, itself.
-const WITH_REPORT: &str = r#"exec "$0" --json-status-fd 3 "$@" 3<&0 </dev/null"#;
+/// Starts bwrap (`"$0"`) with its report on fd 3, as the last command of a
+/// `/bin/sh -c` script. std gives a child only stdin, stdout and stderr:
+/// the report's socket comes in as stdin and moves to 3, and stdin is
+/// `/dev/null` again. bwrap closes fd 3 before it starts the command, and
+/// sets `PWD`, which sh may have added, itself.
+pub(crate) const EXEC_REPORTING: &str = r#"exec "$0" --json-status-fd 3 "$@" 3<&0 </dev/null"#;
 
 /// Bubblewrap, found and known to work for this user.
 #[derive(Debug, Clone)]
@@ -162,7 +177,7 @@ impl Sandbox {
     ) -> io::Result<(Command, PipeReader, SetupReport)> {
         let (report, stdin) = SetupReport::pair()?;
         let mut sh = Command::new("/bin/sh");
-        sh.args(["-c", WITH_REPORT]).arg(bwrap.get_program()).args(bwrap.get_args());
+        sh.args(["-c", EXEC_REPORTING]).arg(bwrap.get_program()).args(bwrap.get_args());
         let (mut sh, output) = crate::shell::piped(sh, env)?;
         sh.stdin(std::os::fd::OwnedFd::from(stdin));
         Ok((sh, output, report))

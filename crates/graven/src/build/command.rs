@@ -86,10 +86,8 @@ pub(crate) fn run(
         if status.success() {
             return Ok(log.text());
         }
-        // bwrap's own failures end it with 1, before the command starts.
-        if status.code() == Some(1)
-            && let Some(report) = report
-            && !report.command_started()
+        if let Some(mut report) = report
+            && report.sandbox_failed(status)
         {
             let why = crate::sandbox::bwrap_says(log.text().as_bytes());
             if tries == SETUP_TRIES {

@@ -207,10 +207,8 @@ pub struct Process {
     /// runs; `None` once it was told to go.
     gate: Option<UnixStream>,
     /// In the sandbox, bwrap's report of whether it started the command,
-    /// on the same socket; `None` once read.
+    /// on the same socket.
     report: Option<SetupReport>,
-    /// What the report said: that the sandbox could not be made.
-    sandbox_failed: bool,
 }
 
 impl Process {
@@ -275,7 +273,6 @@ impl Process {
             output: Some(output),
             gate: Some(gate),
             report: mount.is_some().then_some(report),
-            sandbox_failed: false,
         })
     }
 
@@ -284,11 +281,7 @@ impl Process {
     /// likely to mend (see [`crate::sandbox::SETUP_TRIES`]).
     pub fn sandbox_failed(&mut self) -> bool {
         let Some((status, _)) = self.ended else { return false };
-        if let Some(report) = self.report.take() {
-            // bwrap's own failures end it with 1.
-            self.sandbox_failed = status.code() == Some(1) && !report.command_started();
-        }
-        self.sandbox_failed
+        self.report.as_mut().is_some_and(|report| report.sandbox_failed(status))
     }
 
     /// Whether it is held, not yet told to [`go`](Process::go).
@@ -466,21 +459,21 @@ pub fn stop_all(mut processes: Vec<Process>, timeout: Duration) -> Vec<Result<Ex
 }
 
 /// What a held process runs first: it waits for a line on stdin, the gate,
-/// then becomes `program` with stdin `/dev/null`. At the end of the gate's
-/// socket without a line (the runner died before it said go), it exits 125.
-const GATE: &str = r#"read -r go || exit 125; exec "$0" "$@" </dev/null"#;
+/// then becomes `program` ([`EXEC`], or for bwrap
+/// [`crate::sandbox::EXEC_REPORTING`], which also has it report whether it
+/// started the command). At the end of the gate's socket without a line
+/// (the runner died before it said go), it exits 125.
+const GATE: &str = "read -r go || exit 125;";
 
-/// The same for bwrap, which then reports on the gate's socket, as fd 3,
-/// whether it started the command (as [`crate::sandbox::Sandbox::reporting`]
-/// starts it).
-const GATE_REPORTING: &str = r#"read -r go || exit 125; exec "$0" --json-status-fd 3 "$@" 3<&0 </dev/null"#;
+/// Becomes `program` with stdin `/dev/null`.
+const EXEC: &str = r#"exec "$0" "$@" </dev/null"#;
 
 /// `program` behind the gate: `/bin/sh -c GATE program args…`, in its
 /// directory; `bwrap` says whether it started its command. The environment
 /// and stdio are set on what this returns.
 fn held(program: &std::process::Command, bwrap: bool) -> std::process::Command {
     let mut gate = std::process::Command::new("/bin/sh");
-    gate.arg("-c").arg(if bwrap { GATE_REPORTING } else { GATE });
+    gate.arg("-c").arg(format!("{GATE} {}", if bwrap { crate::sandbox::EXEC_REPORTING } else { EXEC }));
     gate.arg(program.get_program()).args(program.get_args());
     if let Some(dir) = program.get_current_dir() {
         gate.current_dir(dir);

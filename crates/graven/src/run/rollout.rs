@@ -45,6 +45,11 @@ impl Failed {
         Self { reason: reason.into(), cause: FailureCause::Release }
     }
 
+    /// A failure that trying again could mend.
+    pub(crate) fn passing(reason: impl Into<String>) -> Self {
+        Self { reason: reason.into(), cause: FailureCause::Passing }
+    }
+
     /// A failure of `error`, passing if some cause in its chain is.
     pub(crate) fn of(error: &(dyn std::error::Error + 'static)) -> Self {
         Self { reason: crate::error_chain(error), cause: cause_of(error) }
@@ -433,7 +438,7 @@ mod tests {
     #[test]
     fn a_passing_failure_is_retried_with_a_doubling_backoff_then_succeeds() {
         let t0 = Instant::now();
-        let emfile = Failed { reason: "Too many open files".to_owned(), cause: FailureCause::Passing };
+        let emfile = Failed::passing("Too many open files");
         let mut script = Script {
             prepare: [Err(emfile.clone()), Err(emfile.clone()), Err(emfile.clone()), Ok(PREPARED)].into(),
             ..Script::default()

@@ -36,8 +36,7 @@ use crate::ledger::Ledger;
 use crate::model::Formation;
 use crate::model::Release;
 use crate::model::{
-    Failure, FailureCause, ProcessState, ProcessStatus, ReleasePhaseRun, RolloutReport, RunState, RunnerState,
-    RunningRelease,
+    Failure, ProcessState, ProcessStatus, ReleasePhaseRun, RolloutReport, RunState, RunnerState, RunningRelease,
 };
 use crate::store::Store;
 use crate::time;
@@ -799,10 +798,7 @@ impl Act<'_, '_> {
         let pgids: Vec<i32> = self.work.pgids().collect();
         if !self.runner.record_groups(&pgids) {
             let file = groups_file(self.runner.home, &self.runner.options.app, &self.runner.options.env);
-            return Err(Failed {
-                reason: format!("could not record the new processes in {}", file.display()),
-                cause: FailureCause::Passing,
-            });
+            return Err(Failed::passing(format!("could not record the new processes in {}", file.display())));
         }
         if let Some(process) = self.work.release_phase.as_mut() {
             process.go();
@@ -884,7 +880,7 @@ impl Steps for Act<'_, '_> {
             Ok(None) => return None,
             Ok(Some(status)) if status.success() => Ok(()),
             Ok(Some(_)) if process.sandbox_failed() => {
-                Err(Failed { reason: format!("the release phase: {SANDBOX_FAILED}"), cause: FailureCause::Passing })
+                Err(Failed::passing(format!("the release phase: {SANDBOX_FAILED}")))
             }
             Ok(Some(status)) => {
                 let phase = self.work.plan.as_ref().and_then(|plan| plan.release_phase.as_ref());
@@ -970,7 +966,7 @@ impl Act<'_, '_> {
             let process = slot.process.as_mut()?;
             let status = process.try_wait().ok()??;
             Some(if process.sandbox_failed() {
-                Failed { reason: format!("{}: {SANDBOX_FAILED}", slot.name), cause: FailureCause::Passing }
+                Failed::passing(format!("{}: {SANDBOX_FAILED}", slot.name))
             } else {
                 Failed::release(format!("{} exited {when} ({status})", slot.name))
             })

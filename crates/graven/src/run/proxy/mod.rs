@@ -2,8 +2,8 @@
 //!
 //! The runner owns the public port; the `web` processes listen on private
 //! ones. The proxy is an HTTP/1.1 reverse proxy (hyper, on event loops of
-//! its own, one per core: see `loops`) that routes **each request** to one of the current backends,
-//! the one with the fewest requests in flight. A switch replaces the
+//! its own, one per core: see `loops`) that routes **each request** to one
+//! of the current backends, the one with the fewest requests in flight. A switch replaces the
 //! backend set at once: the next request goes to the new release, also on
 //! a keep-alive connection opened before the switch, while requests in
 //! flight finish on the old one; the runner waits until an old backend has
