@@ -19,12 +19,10 @@ mod run_state;
 
 pub use artifact::{ARTIFACT_FORMAT, Artifact, RecordProblem};
 pub use build::{BuildRecord, NewBuild, NewPush, PushRecord};
-pub use formation::{
-    Formation, FormationError, FormationRecord, MAX_PROCESSES, ReleasePhaseRun, ReleasePhaseRuns, RestartRecord,
-};
+pub use formation::{Formation, FormationError, FormationRecord, MAX_PROCESSES, RestartRecord};
 pub use manifest::{Entry, EntryKind, FlatTree, Listing, ListingProblem, leaves_tree};
 pub use release::{ConfigVersion, PromotedFrom, Release, ReleaseKind};
 pub use run_state::{
-    Failure, FailureCause, ProcessState, ProcessStatus, RolloutReport, RolloutStage, RunState, RunnerState,
-    RunningRelease,
+    Failure, FailureCause, ProcessState, ProcessStatus, ReleasePhaseRun, ReleasePhaseRuns, RolloutReport, RolloutStage,
+    RunState, RunnerState, RunningRelease,
 };

@@ -1,6 +1,8 @@
 //! What a runner reports about itself, for `graven status`: which release it
 //! runs, since when, its processes and its last failed rollout. The one
-//! mutable record in the ledger: each runner overwrites its own row.
+//! mutable record in the ledger: each runner overwrites its own row. And
+//! what runners add to it, never to change: the release phases they
+//! started, for `graven diff`.
 
 use serde::{Deserialize, Serialize};
 
@@ -247,4 +249,43 @@ pub struct RolloutReport {
     pub stage: RolloutStage,
     /// The attempt, 1 for the first; more after passing failures.
     pub attempt: u32,
+}
+
+/// A release phase that a runner (or `graven kube apply`) started, as the
+/// ledger records it: before the process may run, so that no run goes
+/// unrecorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleasePhaseRun {
+    /// The app.
+    pub app: String,
+    /// The environment.
+    pub env: String,
+    /// The number of the release whose release phase it is.
+    pub number: u64,
+    /// Where it ran: a runner's host, or `kubernetes/<context>`.
+    pub host: String,
+    /// The runner's graven home (empty for a cluster).
+    pub home: String,
+    /// When it started, RFC 3339.
+    pub started_at: String,
+}
+
+/// What the ledger knows of the release phases of some releases of one
+/// environment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReleasePhaseRuns {
+    /// The releases whose release phase was started, somewhere, at least
+    /// once.
+    pub started: std::collections::BTreeSet<u64>,
+    /// The first release whose runs are all recorded: the releases before
+    /// it were made before graven recorded release phases, and of those,
+    /// a release not in `started` may have run its phase or not.
+    pub recorded_from: u64,
+}
+
+impl ReleasePhaseRuns {
+    /// Whether the ledger can tell if release `number`'s phase ran.
+    pub fn knows(&self, number: u64) -> bool {
+        number >= self.recorded_from || self.started.contains(&number)
+    }
 }
