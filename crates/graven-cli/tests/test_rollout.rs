@@ -397,6 +397,38 @@ fn processes_whose_sandbox_could_not_be_made_start_again_and_the_rollout_goes_on
 }
 
 #[test]
+fn a_web_process_whose_port_another_process_took_is_tried_again_on_another_port() {
+    let repo = shell_app("[run]\nsettle = 1\n");
+    repo.write("server.py", SERVER_PY);
+    // The first time, a process of its own session (out of the group the
+    // runner stops) takes the port first, and the web process fails.
+    repo.write(
+        "Procfile",
+        "web: if [ ! -e \"$HOME/took\" ]; then touch \"$HOME/took\"; \
+         setsid python3 -c 'import os, socket, time; s = socket.socket(); s.bind((\"127.0.0.1\", int(os.environ[\"PORT\"]))); s.listen(); time.sleep(10)' \
+         </dev/null >/dev/null 2>&1 & sleep 0.5; exit 1; fi; exec python3 server.py\n",
+    );
+    repo.commit("A web process whose port is taken the first time");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
+    let port = free_port();
+    let said = tempfile::NamedTempFile::new().unwrap();
+    let child = graven
+        .command(["run", "--env", "production", "--port", &port.to_string()])
+        .stdout(said.reopen().unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _runner = Runner { child };
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v1");
+    assert!(get(port, "/").is_some(), "v1 serves: {status:#}");
+    let text = std::fs::read_to_string(said.path()).unwrap();
+    assert!(text.contains("and another process listens on its port"), "{text}");
+    assert!(text.contains("that is a passing cause: v1 is tried again in 1 s"), "{text}");
+}
+
+#[test]
 fn stopping_hundreds_of_process_types_that_ignore_sigterm_leaves_none_behind() {
     const TYPES: usize = 300;
     let mark = format!("many-{}", std::process::id());

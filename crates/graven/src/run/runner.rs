@@ -967,6 +967,13 @@ impl Act<'_, '_> {
             let status = process.try_wait().ok()??;
             Some(if process.sandbox_failed() {
                 Failed::passing(format!("{}: {SANDBOX_FAILED}", slot.name))
+            } else if let Some(port) = slot.port.filter(|&port| taken(port)) {
+                // Picked free, then taken by another process before the
+                // app could listen on it: the next try has new ports.
+                Failed::passing(format!(
+                    "{} exited {when} ({status}), and another process listens on its port {port}",
+                    slot.name
+                ))
             } else {
                 Failed::release(format!("{} exited {when} ({status})", slot.name))
             })
@@ -1077,6 +1084,12 @@ fn stop_timeout(run: &RunSettings) -> Duration {
 /// A port nothing listens on now, for a web process.
 fn free_port() -> Option<u16> {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).and_then(|l| l.local_addr()).ok().map(|a| a.port())
+}
+
+/// Whether another process listens on `port` (std binds with
+/// `SO_REUSEADDR`, so connections closed on it do not count).
+fn taken(port: u16) -> bool {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err_and(|error| error.kind() == std::io::ErrorKind::AddrInUse)
 }
 
 /// Whether a web process on `port` is ready: it accepts a connection, and,
