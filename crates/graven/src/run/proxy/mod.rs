@@ -54,6 +54,13 @@ use std::time::{Duration, Instant};
 /// minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How many connections the kernel holds for the accept loop: Linux's
+/// most by default (`net.core.somaxconn`, which caps it). With std's 128,
+/// a thousand clients connecting at once (as after a restart of the
+/// machine in front) had most of their handshakes dropped, each tried
+/// again only a second later.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// How long the accept loop pauses after a failed accept, so that running
 /// out of file descriptors does not turn it into a busy loop.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(10);
@@ -214,6 +221,8 @@ impl Proxy {
             }
         };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+        // Listening again sets the backlog std chose (128) anew.
+        rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|errno| bind_error(errno.into()))?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let shared = Arc::new(Shared { local_addr, routes: Mutex::new(Routes::default()), changed: Condvar::new() });

@@ -572,6 +572,27 @@ fn bind_on_a_port_in_use_names_the_port() {
 }
 
 #[test]
+fn a_burst_of_connections_waits_in_the_backlog_until_the_proxy_accepts_them() {
+    let (a, _) = backend("a");
+    let proxy = Proxy::bind(localhost(), ProxyMode::Http, ProxyLimits::default()).unwrap();
+    proxy.switch("v1", vec![a]);
+    // Nothing accepts yet: every handshake must complete in the kernel's
+    // queue. With std's backlog of 128 the 130th was dropped, and its
+    // connect tried again only after a second.
+    let burst: Vec<TcpStream> = (0..400)
+        .map(|i| {
+            TcpStream::connect_timeout(&proxy.local_addr(), Duration::from_secs(1))
+                .unwrap_or_else(|error| panic!("connection {i} of the burst: {error}"))
+        })
+        .collect();
+    proxy.start().unwrap();
+    let last = burst.last().unwrap().try_clone().unwrap();
+    last.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut client = Client { reader: BufReader::new(last.try_clone().unwrap()), writer: last };
+    assert!(client.get("/queued").body.starts_with("a GET /queued"));
+}
+
+#[test]
 fn stop_frees_the_port_at_once_and_lets_a_request_in_flight_finish() {
     let (a, _) = backend("a");
     let proxy = started(vec![a]);
