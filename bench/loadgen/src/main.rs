@@ -15,10 +15,10 @@
 //!     close); prints the count, the failures and the p50/p99/max latency.
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 fn main() {
@@ -52,95 +52,134 @@ fn epoch_micros() -> u64 {
     u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros()).unwrap_or(u64::MAX)
 }
 
-/// Reads one response: its status and the first line of its body. Needs
-/// `Content-Length` (what the benchmarks' apps send).
-fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(u16, String)> {
-    let mut line = String::new();
-    if reader.read_line(&mut line)? == 0 {
-        return Err(std::io::ErrorKind::UnexpectedEof.into());
-    }
-    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let mut length = 0usize;
-    let mut close = false;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        let lower = header.to_ascii_lowercase();
-        if let Some(value) = lower.strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-        close |= lower == "connection: close";
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    if close {
-        return Err(std::io::Error::other("closed after the response"));
-    }
-    let body = String::from_utf8_lossy(&body);
-    Ok((status, body.lines().next().unwrap_or("").to_owned()))
-}
-
+/// The keep-alive clients, on one event loop per core (tokio, single
+/// threaded each): a thread per client would take a third of these 2
+/// cores for itself at 1,000 clients, and its scheduling would show in
+/// every latency it measures.
 fn keepalive(address: SocketAddr, clients: u64, interval_ms: u64, duration: Duration, out: &str) {
-    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
     let reconnects = Arc::new(AtomicU64::new(0));
     let interval = Duration::from_millis(interval_ms);
-    let start = Instant::now();
+    let start = tokio::time::Instant::now();
     let end = start + duration;
-    let threads: Vec<_> = (0..clients)
-        .map(|client| {
-            let lines = Arc::clone(&lines);
+    let loops = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as u64;
+    let threads: Vec<_> = (0..loops)
+        .map(|index| {
             let reconnects = Arc::clone(&reconnects);
-            std::thread::Builder::new()
-                .stack_size(64 * 1024)
-                .spawn(move || {
-                    let mut mine = Vec::new();
-                    let mut connection: Option<(TcpStream, BufReader<TcpStream>)> = None;
-                    // Spread the clients' phases over one interval.
-                    let mut next = start + interval.mul_f64(client as f64 / clients as f64);
-                    while next < end {
-                        std::thread::sleep(next.saturating_duration_since(Instant::now()));
-                        next += interval;
-                        let sent = epoch_micros();
-                        let outcome = (|| -> std::io::Result<(u16, String)> {
-                            if connection.is_none() {
-                                let stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-                                stream.set_nodelay(true)?;
-                                stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-                                connection = Some((stream.try_clone()?, BufReader::new(stream)));
-                            }
-                            let (writer, reader) = connection.as_mut().expect("connected above");
-                            writer.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")?;
-                            read_response(reader)
-                        })();
-                        let (status, body) = outcome.unwrap_or_else(|_| {
-                            if connection.take().is_some() {
-                                reconnects.fetch_add(1, Ordering::Relaxed);
-                            }
-                            (0, String::new())
-                        });
-                        mine.push(format!("{client}\t{sent}\t{}\t{status}\t{body}", epoch_micros()));
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .enable_time()
+                    .build()
+                    .expect("start an event loop");
+                runtime.block_on(async move {
+                    let mine = (index..clients).step_by(loops as usize).map(|client| {
+                        // Spread the clients' phases over one interval.
+                        let first = start + interval.mul_f64(client as f64 / clients as f64);
+                        tokio::spawn(client_loop(address, client, first, interval, end, Arc::clone(&reconnects)))
+                    });
+                    let mut lines = Vec::new();
+                    for task in mine.collect::<Vec<_>>() {
+                        lines.extend(task.await.expect("a client task"));
                     }
-                    lines.lock().expect("no thread panics holding it").extend(mine);
+                    lines
                 })
-                .expect("start a client thread")
+            })
         })
         .collect();
+    let mut lines = Vec::new();
     for thread in threads {
-        thread.join().expect("a client thread");
+        lines.extend(thread.join().expect("a client thread"));
     }
-    let lines = lines.lock().expect("joined");
     std::fs::write(out, lines.join("\n") + "\n").expect("write the results");
     eprintln!(
         "{} requests from {clients} clients, {} connections opened again",
         lines.len(),
         reconnects.load(Ordering::Relaxed)
     );
+}
+
+/// One keep-alive client: a request every `interval` from `first` until
+/// `end`, on one connection, opened again if it drops; a result line each.
+async fn client_loop(
+    address: SocketAddr,
+    client: u64,
+    first: tokio::time::Instant,
+    interval: Duration,
+    end: tokio::time::Instant,
+    reconnects: Arc<AtomicU64>,
+) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut lines = Vec::new();
+    let mut connection: Option<tokio::io::BufReader<tokio::net::TcpStream>> = None;
+    let mut next = first;
+    while next < end {
+        tokio::time::sleep_until(next).await;
+        next += interval;
+        let sent = epoch_micros();
+        let outcome = async {
+            if connection.is_none() {
+                let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(address))
+                    .await
+                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                stream.set_nodelay(true)?;
+                connection = Some(tokio::io::BufReader::new(stream));
+            }
+            let stream = connection.as_mut().expect("connected above");
+            stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await?;
+            // Its status and the first line of its body; it needs
+            // `Content-Length` (what the benchmarks' apps send).
+            let response = async {
+                let mut line = String::new();
+                if stream.read_line(&mut line).await? == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                let (length, close) = read_headers(stream, &mut line).await?;
+                let mut body = vec![0; length];
+                stream.read_exact(&mut body).await?;
+                if close {
+                    return Err(std::io::Error::other("closed after the response"));
+                }
+                Ok((status, String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_owned()))
+            };
+            tokio::time::timeout(Duration::from_secs(10), response)
+                .await
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        }
+        .await;
+        let (status, body): (u16, String) = outcome.unwrap_or_else(|_: std::io::Error| {
+            if connection.take().is_some() {
+                reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            (0, String::new())
+        });
+        lines.push(format!("{client}\t{sent}\t{}\t{status}\t{body}", epoch_micros()));
+    }
+    lines
+}
+
+/// Reads a response's headers up to the blank line: its `Content-Length`,
+/// and whether it closes the connection.
+async fn read_headers(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    line: &mut String,
+) -> std::io::Result<(usize, bool)> {
+    use tokio::io::AsyncBufReadExt;
+    let (mut length, mut close) = (0, false);
+    loop {
+        line.clear();
+        if stream.read_line(line).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let header = line.trim_end().to_ascii_lowercase();
+        if header.is_empty() {
+            return Ok((length, close));
+        }
+        if let Some(value) = header.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        close |= header == "connection: close";
+    }
 }
 
 fn slowloris(address: SocketAddr, connections: u64, duration: Duration) {
