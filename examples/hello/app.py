@@ -66,6 +66,9 @@ class Server(ThreadingHTTPServer):
     # requests finish before the process exits.
     daemon_threads = False
     block_on_close = True
+    # socketserver listens with a backlog of 5: a burst of connections had
+    # most of its handshakes dropped, each tried again a second later.
+    request_queue_size = 128
 
 
 def main():
