@@ -54,12 +54,20 @@ use std::time::{Duration, Instant};
 /// minutes.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many connections the kernel holds for the accept loop: Linux's
-/// most by default (`net.core.somaxconn`, which caps it). With std's 128,
-/// a thousand clients connecting at once (as after a restart of the
-/// machine in front) had most of their handshakes dropped, each tried
-/// again only a second later.
-const LISTEN_BACKLOG: i32 = 4096;
+/// The most connections the kernel holds for the accept loop: Linux's
+/// most by default (`net.core.somaxconn`, which caps it anyway).
+const MAX_BACKLOG: usize = 4096;
+
+/// How many connections the kernel holds for the accept loop: as many as
+/// the proxy may have open at once, within std's 128 and
+/// [`MAX_BACKLOG`]. With std's 128, a thousand clients connecting at once
+/// (as after a restart of the machine in front) had most of their
+/// handshakes dropped, each tried again only a second later; a queue much
+/// longer than the cap holds a flood of idle connections (slowloris) that
+/// a normal client's connection waits behind, each evicting one.
+fn backlog(limits: &ProxyLimits) -> i32 {
+    i32::try_from(limits.max_connections.clamp(128, MAX_BACKLOG)).unwrap_or(128)
+}
 
 /// How long the accept loop pauses after a failed accept, so that running
 /// out of file descriptors does not turn it into a busy loop.
@@ -222,7 +230,7 @@ impl Proxy {
         };
         let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
         // Listening again sets the backlog std chose (128) anew.
-        rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|errno| bind_error(errno.into()))?;
+        rustix::net::listen(&listener, backlog(&limits)).map_err(|errno| bind_error(errno.into()))?;
         let local_addr = listener.local_addr().map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
         let shared = Arc::new(Shared { local_addr, routes: Mutex::new(Routes::default()), changed: Condvar::new() });

@@ -574,7 +574,8 @@ fn bind_on_a_port_in_use_names_the_port() {
 #[test]
 fn a_burst_of_connections_waits_in_the_backlog_until_the_proxy_accepts_them() {
     let (a, _) = backend("a");
-    let proxy = Proxy::bind(localhost(), ProxyMode::Http, ProxyLimits::default()).unwrap();
+    let limits = ProxyLimits { max_connections: 1000, ..ProxyLimits::default() };
+    let proxy = Proxy::bind(localhost(), ProxyMode::Http, limits).unwrap();
     proxy.switch("v1", vec![a]);
     // Nothing accepts yet: every handshake must complete in the kernel's
     // queue. With std's backlog of 128 the 130th was dropped, and its
@@ -607,4 +608,12 @@ fn stop_frees_the_port_at_once_and_lets_a_request_in_flight_finish() {
     assert!(TcpStream::connect(addr).is_err(), "still accepting after stop");
     assert!(matches!(proxy.start(), Err(ProxyError::Started { .. })));
     assert!(slow.join().unwrap().body.starts_with("a GET /slow"));
+}
+
+#[test]
+fn the_backlog_follows_the_connection_cap_within_128_and_4096() {
+    let with_cap = |max_connections| super::backlog(&ProxyLimits { max_connections, ..ProxyLimits::default() });
+    assert_eq!(with_cap(448), 448, "ulimit -n 1024");
+    assert_eq!(with_cap(16), 128, "never below std's");
+    assert_eq!(with_cap(500_000), 4096, "Linux's most by default");
 }
