@@ -11,7 +11,8 @@
 #   graven:   through `graven run`'s proxy (HTTP, routed per request);
 #   tcp:      through `graven run` with `[run] proxy = "tcp"` (bytes);
 #   nginx:    through nginx as a reverse proxy to the same app (upstream
-#             keepalive, HTTP/1.1, as a team would configure it).
+#             keepalive, HTTP/1.1, a worker per core: as a team would
+#             configure it, and as Debian's nginx.conf does).
 #
 # Targets (the run-stage issue): graven's requests/s at least nginx's,
 # graven's p99 at most nginx's. Everything is on loopback.
@@ -51,10 +52,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# nginx_conf FILE DIR SERVER_BLOCK: a foreground nginx, its files in DIR.
+# nginx_conf FILE DIR SERVER_BLOCK [WORKERS]: a foreground nginx, its files
+# in DIR, with WORKERS worker processes (default 1, as the app has).
 nginx_conf() {
     cat >"$1" <<EOF
-worker_processes 1;
+worker_processes ${4:-1};
 daemon off;
 pid $2/nginx.pid;
 error_log stderr error;
@@ -111,7 +113,7 @@ nginx_conf "$WORK/nginx-proxy/nginx.conf" "$WORK/nginx-proxy" "
             proxy_set_header Host \$host;
             proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
         }
-    }"
+    }" auto
 "$NGINX" -c "$WORK/direct/nginx.conf" 2>"$WORK/direct/stderr" &
 PIDS+=($!)
 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" 2>"$WORK/nginx-proxy/stderr" &
