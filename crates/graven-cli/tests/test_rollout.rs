@@ -343,17 +343,10 @@ fn processes_whose_sandbox_could_not_be_made_start_again_and_the_rollout_goes_on
     let bwrap = FlakyBwrap::new();
     let graven = graven.env("PATH", bwrap.path());
     let port = free_port();
-    let said = tempfile::NamedTempFile::new().unwrap();
-    let said_so_far = || std::fs::read_to_string(said.path()).unwrap();
     // v2's release phase (`sleep 1`) fails once: a passing failure.
     bwrap.fail(1, "sleep 1");
-    let child = graven
-        .command(["run", "--env", "production", "--port", &port.to_string()])
-        .stdout(said.reopen().unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _runner = Runner { child };
+    let (_runner, said) = Runner::start_saying(&graven, port);
+    let said_so_far = || std::fs::read_to_string(said.path()).unwrap();
     wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v2");
     assert_only(&mark, "v2");
     let text = said_so_far();
@@ -413,14 +406,7 @@ fn a_web_process_whose_port_another_process_took_is_tried_again_on_another_port(
     graven.build_json::<&str>([]);
     assert_eq!(graven.run(["release", "--env", "production"]).code, 0);
     let port = free_port();
-    let said = tempfile::NamedTempFile::new().unwrap();
-    let child = graven
-        .command(["run", "--env", "production", "--port", &port.to_string()])
-        .stdout(said.reopen().unwrap())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let _runner = Runner { child };
+    let (_runner, said) = Runner::start_saying(&graven, port);
     let status = wait_for_status(&graven, |s| s["in_sync"] == true && s["running"]["version"] == "v1");
     assert!(get(port, "/").is_some(), "v1 serves: {status:#}");
     let text = std::fs::read_to_string(said.path()).unwrap();

@@ -63,6 +63,19 @@ impl Runner {
         Self { child }
     }
 
+    /// [`Runner::start`] with no extra arguments, what the runner says
+    /// (its stdout) kept in the returned file.
+    pub(crate) fn start_saying(graven: &Graven, port: u16) -> (Self, tempfile::NamedTempFile) {
+        let said = tempfile::NamedTempFile::new().expect("a file for what the runner says");
+        let child = graven
+            .command(["run", "--env", "production", "--port", &port.to_string()])
+            .stdout(said.reopen().expect("reopen it"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start graven run");
+        (Self { child }, said)
+    }
+
     pub(crate) fn terminate(&mut self) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
