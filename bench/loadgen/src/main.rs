@@ -108,46 +108,14 @@ async fn client_loop(
     end: tokio::time::Instant,
     reconnects: Arc<AtomicU64>,
 ) -> Vec<String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
     let mut lines = Vec::new();
-    let mut connection: Option<tokio::io::BufReader<tokio::net::TcpStream>> = None;
+    let mut connection = None;
     let mut next = first;
     while next < end {
         tokio::time::sleep_until(next).await;
         next += interval;
         let sent = epoch_micros();
-        let outcome = async {
-            if connection.is_none() {
-                let stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(address))
-                    .await
-                    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-                stream.set_nodelay(true)?;
-                connection = Some(tokio::io::BufReader::new(stream));
-            }
-            let stream = connection.as_mut().expect("connected above");
-            stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await?;
-            // Its status and the first line of its body; it needs
-            // `Content-Length` (what the benchmarks' apps send).
-            let response = async {
-                let mut line = String::new();
-                if stream.read_line(&mut line).await? == 0 {
-                    return Err(std::io::ErrorKind::UnexpectedEof.into());
-                }
-                let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-                let (length, close) = read_headers(stream, &mut line).await?;
-                let mut body = vec![0; length];
-                stream.read_exact(&mut body).await?;
-                if close {
-                    return Err(std::io::Error::other("closed after the response"));
-                }
-                Ok((status, String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_owned()))
-            };
-            tokio::time::timeout(Duration::from_secs(10), response)
-                .await
-                .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
-        }
-        .await;
-        let (status, body): (u16, String) = outcome.unwrap_or_else(|_: std::io::Error| {
+        let (status, body) = request(&mut connection, address).await.unwrap_or_else(|_| {
             if connection.take().is_some() {
                 reconnects.fetch_add(1, Ordering::Relaxed);
             }
@@ -158,28 +126,58 @@ async fn client_loop(
     lines
 }
 
-/// Reads a response's headers up to the blank line: its `Content-Length`,
-/// and whether it closes the connection.
-async fn read_headers(
-    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    line: &mut String,
-) -> std::io::Result<(usize, bool)> {
-    use tokio::io::AsyncBufReadExt;
+type Connection = tokio::io::BufReader<tokio::net::TcpStream>;
+
+/// `GET /` on `connection`, connecting it first if it is not: the
+/// response's status and the first line of its body.
+async fn request(connection: &mut Option<Connection>, address: SocketAddr) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncWriteExt;
+    if connection.is_none() {
+        let stream = within(Duration::from_secs(5), tokio::net::TcpStream::connect(address)).await?;
+        stream.set_nodelay(true)?;
+        *connection = Some(tokio::io::BufReader::new(stream));
+    }
+    let stream = connection.as_mut().expect("connected above");
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await?;
+    within(Duration::from_secs(10), read_response(stream)).await
+}
+
+/// `io`, failed as timed out once `limit` passes.
+async fn within<T>(limit: Duration, io: impl Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+    tokio::time::timeout(limit, io).await.map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Reads one response: its status and the first line of its body. Needs
+/// `Content-Length` (what the benchmarks' apps send); a response that
+/// closes the connection counts as failed.
+async fn read_response(stream: &mut Connection) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut line = String::new();
+    if stream.read_line(&mut line).await? == 0 {
+        return Err(std::io::ErrorKind::UnexpectedEof.into());
+    }
+    let status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     let (mut length, mut close) = (0, false);
     loop {
         line.clear();
-        if stream.read_line(line).await? == 0 {
+        if stream.read_line(&mut line).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
         let header = line.trim_end().to_ascii_lowercase();
         if header.is_empty() {
-            return Ok((length, close));
+            break;
         }
         if let Some(value) = header.strip_prefix("content-length:") {
             length = value.trim().parse().unwrap_or(0);
         }
         close |= header == "connection: close";
     }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).await?;
+    if close {
+        return Err(std::io::Error::other("closed after the response"));
+    }
+    Ok((status, String::from_utf8_lossy(&body).lines().next().unwrap_or("").to_owned()))
 }
 
 fn slowloris(address: SocketAddr, connections: u64, duration: Duration) {
