@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use graven_testutils::TestRepo;
 
-use crate::common::runner::{PATIENCE, Runner, free_port, get, shell_web, wait_for_page, wait_for_status};
+use crate::common::runner::{PATIENCE, Runner, free_port, get, shell_web, wait_for, wait_for_page, wait_for_status};
 use crate::common::{Graven, shell_app};
 
 /// The example app, built and released to production.
@@ -137,6 +137,54 @@ fn a_worker_that_crashes_at_start_fails_its_rollout_and_one_that_crashes_later_i
     });
     let worker = status["processes"].as_array().unwrap().iter().find(|p| p["name"] == "worker.1").unwrap();
     assert!(["restarting", "up"].contains(&worker["state"].as_str().unwrap()), "{worker:#}");
+}
+
+/// The `PORT` a process was started with.
+fn port_of(pid: u64) -> u16 {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    environ
+        .split(|&byte| byte == 0)
+        .find_map(|entry| std::str::from_utf8(entry.strip_prefix(b"PORT=")?).ok()?.parse().ok())
+        .expect("a web process has PORT")
+}
+
+#[test]
+fn a_web_process_that_exits_gets_no_request_until_it_is_back_on_a_port_of_its_own() {
+    let (_repo, graven) = shell_web("");
+    let port = free_port();
+    let _runner = Runner::start(&graven, port, &[]);
+    let web = |status: &serde_json::Value| {
+        status["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == "web.1")).cloned()
+    };
+    let status = wait_for_status(&graven, |s| s["in_sync"] == true);
+    wait_for(port, "/Procfile", "web:");
+    let pid = web(&status).unwrap()["pid"].as_u64().unwrap();
+    let old_port = port_of(pid);
+
+    // web.1 dies, and another process takes its port before it is restarted.
+    let group = rustix::process::Pid::from_raw(i32::try_from(pid).unwrap()).unwrap();
+    rustix::process::kill_process_group(group, rustix::process::Signal::KILL).unwrap();
+    let start = Instant::now();
+    let squatter = loop {
+        if let Ok(listener) = TcpListener::bind((Ipv4Addr::LOCALHOST, old_port)) {
+            break listener;
+        }
+        assert!(start.elapsed() < PATIENCE, "port {old_port} was never freed");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    squatter.set_nonblocking(true).unwrap();
+    wait_for_status(&graven, |s| web(s).is_some_and(|p| p["restarts"] == 1));
+
+    // Until the restart listens (on a new port) the proxy answers 503;
+    // then the app again. Not a connection reaches the other process.
+    wait_for(port, "/Procfile", "web:");
+    let status = wait_for_status(&graven, |s| web(s).is_some_and(|p| p["state"] == "up"));
+    assert_ne!(port_of(web(&status).unwrap()["pid"].as_u64().unwrap()), old_port);
+    assert!(
+        squatter.accept().is_err_and(|e| e.kind() == std::io::ErrorKind::WouldBlock),
+        "a request went to the port web.1 had"
+    );
+    assert_eq!(status["running"]["number"], 1, "a restart, not a rollout: {status:#}");
 }
 
 #[test]

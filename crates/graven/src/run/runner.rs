@@ -131,6 +131,10 @@ struct Slot {
     backoff: Backoff,
     restart_at: Option<Instant>,
     started_at: Option<String>,
+    /// A web process the proxy sends requests to: from the switch until
+    /// it exits, then again once its restart is healthy (see
+    /// [`Runner::supervise`]).
+    routed: bool,
 }
 
 /// A release with its processes.
@@ -332,7 +336,8 @@ impl<'a> Runner<'a> {
             }
             self.advance_rollout();
             self.keep_up();
-            let busy = self.attempt.as_ref().is_some_and(|attempt| attempt.machine.failure().is_none());
+            let busy = self.attempt.as_ref().is_some_and(|attempt| attempt.machine.failure().is_none())
+                || self.web_coming_back();
             changed = watch.wait(if busy { ROLLOUT_POLL } else { POLL }).unwrap_or_else(|_| {
                 // The watch failed with the ledger: look again after a pause.
                 std::thread::sleep(POLL);
@@ -553,13 +558,11 @@ impl<'a> Runner<'a> {
 
     /// Points the proxy at the new web processes, then stops the old ones
     /// once their connections have drained.
-    fn switch(&mut self, deployment: Deployment) {
-        let backends: Vec<SocketAddr> = deployment
-            .slots
-            .iter()
-            .filter_map(|s| s.port)
-            .map(|p| SocketAddr::from((Ipv4Addr::LOCALHOST, p)))
-            .collect();
+    fn switch(&mut self, mut deployment: Deployment) {
+        for slot in &mut deployment.slots {
+            slot.routed = slot.port.is_some();
+        }
+        let backends: Vec<SocketAddr> = deployment.slots.iter().filter_map(Slot::backend).collect();
         let version = deployment.release.version();
         if let Some(proxy) = &self.proxy {
             proxy.switch(&version, backends);
@@ -613,9 +616,24 @@ impl<'a> Runner<'a> {
         self.retiring.push(Retiring { pgids, handle });
     }
 
-    /// Restarts processes that exited, with backoff.
+    /// Whether a restarted web process of the running release waits to be
+    /// healthy, and routed to again.
+    fn web_coming_back(&self) -> bool {
+        self.current
+            .iter()
+            .flat_map(|d| &d.slots)
+            .any(|slot| !slot.routed && slot.port.is_some() && slot.process.is_some())
+    }
+
+    /// Restarts processes that exited, with backoff. A web process that
+    /// exited is taken out of the proxy's backends at once, and restarted
+    /// on a new port: whatever listens on its old one meanwhile (another
+    /// process could) gets no request. It is routed to again once it is
+    /// healthy, as a rollout checks it.
     fn supervise(&mut self) {
         let Some(mut deployment) = self.current.take() else { return };
+        let routed_before: Vec<SocketAddr> =
+            deployment.slots.iter().filter(|slot| slot.routed).filter_map(Slot::backend).collect();
         for slot in &mut deployment.slots {
             if let Some(process) = slot.process.as_mut()
                 && let Ok(Some(status)) = process.try_wait()
@@ -626,6 +644,10 @@ impl<'a> Runner<'a> {
                     if sandbox_failed { slot.backoff.after_sandbox_failure() } else { slot.backoff.next_delay(uptime) };
                 slot.process = None;
                 slot.restart_at = Some(Instant::now() + delay);
+                if slot.port.is_some() {
+                    slot.routed = false;
+                    slot.port = free_port().or(slot.port);
+                }
                 if sandbox_failed {
                     self.say(&format!(
                         "{}: {SANDBOX_FAILED}; starting it again in {} ms",
@@ -644,6 +666,16 @@ impl<'a> Runner<'a> {
                     self.say(&format!("{} could not be restarted: {}", slot.name, failed.reason));
                 }
             }
+        }
+        for slot in deployment.slots.iter_mut().filter(|slot| !slot.routed && slot.process.is_some()) {
+            slot.routed = slot.port.is_some_and(|port| healthy(port, deployment.run.health.as_deref()));
+        }
+        let routed: Vec<SocketAddr> =
+            deployment.slots.iter().filter(|slot| slot.routed).filter_map(Slot::backend).collect();
+        if routed != routed_before
+            && let Some(proxy) = &self.proxy
+        {
+            proxy.reroute(routed);
         }
         self.current = Some(deployment);
         // Restarted processes run once their groups are on record; without
@@ -1002,7 +1034,13 @@ impl Slot {
             backoff: Backoff::new(),
             restart_at: None,
             started_at: None,
+            routed: false,
         }
+    }
+
+    /// Where the proxy reaches it, if it is a web process.
+    fn backend(&self) -> Option<SocketAddr> {
+        self.port.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
 }
 
@@ -1019,10 +1057,11 @@ fn stop_slots(proxy: Option<&Proxy>, slots: Vec<Slot>, timeout: Duration) {
     let (web, others): (Vec<Slot>, Vec<Slot>) = slots.into_iter().partition(|slot| slot.port.is_some());
     std::thread::scope(|scope| {
         for slot in web {
+            let backend = slot.backend();
             let Some(process) = slot.process else { continue };
             scope.spawn(move || {
-                if let (Some(proxy), Some(port)) = (proxy, slot.port) {
-                    proxy.wait_drained(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), timeout);
+                if let (Some(proxy), Some(backend)) = (proxy, backend) {
+                    proxy.wait_drained(backend, timeout);
                 }
                 let _ = process.stop(timeout);
             });

@@ -216,7 +216,7 @@ async fn handle(
     loop {
         let (lease, release) = shared.lease(&tried);
         let Some(lease) = lease else {
-            return if tried.is_empty() { unavailable() } else { bad_gateway(&release, tried[0]) };
+            return if tried.is_empty() { unavailable(&release) } else { bad_gateway(&release, tried[0]) };
         };
         let reused = if upgrade || fresh_only { None } else { Kept::take(&lease) };
         let was_reused = reused.is_some();
@@ -520,9 +520,15 @@ fn ambiguous_length() -> Response<ProxyBody> {
     response
 }
 
-fn unavailable() -> Response<ProxyBody> {
-    let mut response =
-        error(StatusCode::SERVICE_UNAVAILABLE, "no release of this app is serving yet: try again in a moment\n".into());
+/// Nothing to send a request to: no release switched to yet, or none of
+/// its web processes running (one that exited is being restarted).
+fn unavailable(release: &str) -> Response<ProxyBody> {
+    let text = if release.is_empty() {
+        "no release of this app is serving yet: try again in a moment\n".to_owned()
+    } else {
+        format!("{release} has no web process running now (one that exited is restarted): try again in a moment\n")
+    };
+    let mut response = error(StatusCode::SERVICE_UNAVAILABLE, text);
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }

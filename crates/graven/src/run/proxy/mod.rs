@@ -277,6 +277,17 @@ impl Proxy {
         self.shared.changed.notify_all();
     }
 
+    /// Changes the backends of the release being served, without a
+    /// switch: a web process that exited is left out until it is back, on
+    /// its new port. Nothing is sent to a port that none of the release's
+    /// processes listens on (another process could be listening there);
+    /// with none left, requests get a 503 naming the release. Kept
+    /// connections to the backends that stay are kept.
+    pub fn reroute(&self, backends: Vec<SocketAddr>) {
+        self.shared.lock().backends = backends;
+        self.shared.changed.notify_all();
+    }
+
     /// The current backends.
     pub fn backends(&self) -> Vec<SocketAddr> {
         self.shared.lock().backends.clone()

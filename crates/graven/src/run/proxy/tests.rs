@@ -332,6 +332,39 @@ fn with_nothing_serving_a_request_gets_503_at_once_and_a_refusing_backend_502_na
 }
 
 #[test]
+fn a_backend_taken_out_of_the_release_gets_no_request_and_with_none_left_a_503_names_the_release() {
+    let ((a, seen_a), (b, seen_b)) = (backend("a"), backend("b"));
+    let proxy = started(vec![a, b]);
+    let mut client = Client::open(proxy.local_addr());
+    for _ in 0..4 {
+        client.get("/");
+    }
+    assert!(seen_b.load(Ordering::SeqCst) > 0, "both serve to begin with");
+
+    // b's process exited: no request goes to its port, kept connections or not.
+    proxy.reroute(vec![a]);
+    let before = seen_b.load(Ordering::SeqCst);
+    for _ in 0..6 {
+        assert!(client.get("/").body.starts_with("a GET"));
+    }
+    assert_eq!(seen_b.load(Ordering::SeqCst), before);
+
+    // Neither is running: nothing to wait for, the release named.
+    proxy.reroute(Vec::new());
+    let answer = client.get("/");
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.headers.get("retry-after").map(String::as_str), Some("1"));
+    assert!(answer.body.starts_with("v1 has no web process running now"), "{}", answer.body);
+
+    // b is back: served again, on the same connection, without a switch.
+    proxy.reroute(vec![b]);
+    let served_by_a = seen_a.load(Ordering::SeqCst);
+    assert!(client.get("/").body.starts_with("b GET"));
+    assert_eq!(seen_a.load(Ordering::SeqCst), served_by_a);
+    assert_eq!(proxy.backends(), [b]);
+}
+
+#[test]
 fn a_backend_that_never_answers_gets_the_client_a_504() {
     let (a, _) = backend("a");
     let limits = ProxyLimits { response_timeout: Duration::from_millis(300), ..ProxyLimits::default() };
