@@ -125,6 +125,47 @@ fn an_image_is_the_same_on_every_machine_and_skopeo_and_umoci_read_it() {
 }
 
 #[test]
+fn gc_caches_empties_the_layer_cache_but_not_while_an_export_or_push_holds_it() {
+    let out = tempfile::tempdir().unwrap();
+    let repo = busybox_app("");
+    let graven = Graven::in_repo(&repo);
+    graven.build_json::<&str>([]);
+    let first = export(&graven, "oci", &out.path().join("one"), &[]);
+    assert_eq!(first["layers"][0]["reused"], false);
+    let cache = repo.path().join(".graven/cache/.image-layers");
+
+    // Kept by a plain gc.
+    assert_eq!(graven.run(["gc"]).code, 0);
+    assert_eq!(export(&graven, "oci", &out.path().join("two"), &[])["layers"][0]["reused"], true);
+
+    // Held by an export or a push in progress: left alone.
+    let hold = std::fs::File::open(cache.join(".lock")).unwrap();
+    rustix::fs::flock(&hold, rustix::fs::FlockOperation::LockShared).unwrap();
+    let held = graven.run(["gc", "--caches"]);
+    assert_eq!(held.code, 0, "{held}");
+    assert!(held.stderr.contains("left the image layer cache: an export or a push is using it"), "{held}");
+    drop(hold);
+    assert_eq!(export(&graven, "oci", &out.path().join("three"), &[])["layers"][0]["reused"], true);
+
+    let dry = graven.run(["gc", "--caches", "--dry-run", "--json"]);
+    assert_eq!(dry.code, 0, "{dry}");
+    let layers = &dry.json()["image_layers"];
+    assert_eq!(layers["in_use"], false, "{dry}");
+    assert!(layers["bytes"].as_u64().unwrap() > 0, "{dry}");
+    let gc = graven.run(["gc", "--caches"]);
+    assert_eq!(gc.code, 0, "{gc}");
+    assert!(gc.stdout.contains("deleted the image layer cache: "), "{gc}");
+    let left: Vec<String> =
+        std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(left, [".lock"]);
+
+    // The next export makes its layer again, and the same image.
+    let again = export(&graven, "oci", &out.path().join("four"), &[]);
+    assert_eq!(again["layers"][0]["reused"], false);
+    assert_eq!(again["image"], first["image"]);
+}
+
+#[test]
 fn archives_are_byte_identical_and_podman_loads_and_runs_them() {
     let Some(podman) = tool("podman") else { return };
     let out = lowercase_tempdir();

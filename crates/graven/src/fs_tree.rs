@@ -81,6 +81,18 @@ pub(crate) fn normalise_mtimes(root: &Path) -> io::Result<()> {
     set_normalised_mtime(root)
 }
 
+/// The bytes of the file at `path`, or of the files under it; symlinks
+/// not followed.
+pub(crate) fn size_of_tree(path: &Path) -> u64 {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(meta) if meta.is_dir() => {
+            fs::read_dir(path).map_or(0, |entries| entries.flatten().map(|entry| size_of_tree(&entry.path())).sum())
+        }
+        _ => 0,
+    }
+}
+
 /// Removes the tree at `path`, making its directories writable first where
 /// needed. Best effort: what cannot be removed stays.
 pub(crate) fn remove_tree(path: &Path) {

@@ -258,6 +258,9 @@ pub(crate) struct MadeImage {
     pub(crate) app: String,
     pub(crate) image: graven::image::Image,
     pub(crate) based: bool,
+    /// Its layers are files in the layer cache: held until it is written
+    /// or pushed, so that `graven gc --caches` leaves them.
+    _cache: graven::image::CacheHold,
 }
 
 /// The image of `build` (on `base`, if given), its layers from the cache
@@ -275,6 +278,7 @@ pub(crate) fn make_image(settings: &Settings, build: &str, how: &ImageArgs) -> R
         CommandError::failed(error).hint("an image's creation time is its commit's time: fetch the commit first")
     })?;
     let cache = settings.home.image_cache_dir();
+    let hold = graven::image::CacheHold::take(&cache).map_err(CommandError::failed)?;
     let base = match base {
         Some(spec) => Some(BaseImage::open(spec, &cache).map_err(|error| {
             CommandError::bad_input(error).hint("--base takes an OCI layout directory, with :TAG if it has several")
@@ -301,7 +305,7 @@ pub(crate) fn make_image(settings: &Settings, build: &str, how: &ImageArgs) -> R
     for warning in &image.warnings {
         ui::note(format!("warning: {warning}"));
     }
-    Ok(MadeImage { record, app, image, based: base.is_some() })
+    Ok(MadeImage { record, app, image, based: base.is_some(), _cache: hold })
 }
 
 /// A write failure named by the output the user gave.

@@ -22,13 +22,14 @@ use crate::ui;
 /// local copy only: the bucket is append-only, and what is collected here
 /// is fetched again when needed.
 ///
-/// Build caches ([build] cache) are not store content, and stay unless
-/// --caches is given; a cache a build is using is left alone.
+/// Build caches ([build] cache) and the layers kept for the next image
+/// export or push are not store content, and stay unless --caches is
+/// given; a cache a build, an export or a push is using is left alone.
 ///
 /// Examples:
 ///   graven gc --dry-run
 ///   graven gc --keep 3
-///   graven gc --caches       # also every app's build caches
+///   graven gc --caches       # also the build caches and image layers
 #[derive(Args, Debug)]
 #[command(verbatim_doc_comment)]
 pub(crate) struct GcArgs {
@@ -45,8 +46,9 @@ pub(crate) struct GcArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_GRACE.as_secs())]
     grace: u64,
 
-    /// Also delete every app's build caches: the next build of each
-    /// downloads again what its caches held
+    /// Also delete every app's build caches and the image layer cache: the
+    /// next build of each downloads again what its caches held, the next
+    /// export or push compresses its layers again
     #[arg(long)]
     caches: bool,
 
@@ -71,7 +73,12 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
             CommandError::failed(format!("could not delete the build caches: {e}"))
                 .hint(format!("delete what is left of {} by hand", settings.home.caches_root().display()))
         })?;
-        Some(caches)
+        let dir = settings.home.image_cache_dir();
+        let layers = graven::image::remove_cache(&dir, args.dry_run).map_err(|e| {
+            CommandError::failed(format!("could not delete the image layer cache: {e}"))
+                .hint(format!("delete what is left of {} by hand", dir.display()))
+        })?;
+        Some((caches, layers))
     } else {
         None
     };
@@ -86,7 +93,10 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
             bytes: u64,
             #[serde(skip_serializing_if = "Option::is_none")]
             caches: Option<graven::build::CachesRemoved>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            image_layers: Option<graven::image::CacheRemoved>,
         }
+        let (caches, image_layers) = caches.unzip();
         ui::out_json(&Json {
             dry_run: args.dry_run,
             kept_artifacts: report.kept_artifacts,
@@ -95,6 +105,7 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
             blobs: report.blobs,
             bytes: report.bytes,
             caches,
+            image_layers,
         });
         return Ok(());
     }
@@ -108,15 +119,17 @@ pub(crate) fn cmd_gc(settings: &Settings, args: &GcArgs) -> Result<(), CommandEr
         if args.dry_run { "to free" } else { "freed" },
         ui::count_of(report.kept_artifacts, "artifact"),
     ));
-    if let Some(caches) = caches {
+    if let Some((caches, layers)) = caches {
+        let freed = if args.dry_run { "to free" } else { "freed" };
         let apps = if caches.apps.is_empty() { "no app".to_owned() } else { caches.apps.join(", ") };
-        ui::out(format!(
-            "{verb} the build caches of {apps}: {} {}",
-            ui::bytes(caches.bytes),
-            if args.dry_run { "to free" } else { "freed" }
-        ));
+        ui::out(format!("{verb} the build caches of {apps}: {} {freed}", ui::bytes(caches.bytes)));
         if !caches.in_use.is_empty() {
             ui::note(format!("left the caches of {}: a build is using them", caches.in_use.join(", ")));
+        }
+        if layers.in_use {
+            ui::note("left the image layer cache: an export or a push is using it");
+        } else {
+            ui::out(format!("{verb} the image layer cache: {} {freed}", ui::bytes(layers.bytes)));
         }
     }
     Ok(())

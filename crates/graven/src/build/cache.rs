@@ -108,7 +108,7 @@ pub fn remove_caches(home: &Home, dry_run: bool) -> io::Result<CachesRemoved> {
             report.in_use.push(app);
             continue;
         }
-        report.bytes += size_of_tree(&dir);
+        report.bytes += crate::fs_tree::size_of_tree(&dir);
         if !dry_run {
             // Emptied while locked, so no build starts on half of it; the
             // lock file goes last.
@@ -122,17 +122,4 @@ pub fn remove_caches(home: &Home, dry_run: bool) -> io::Result<CachesRemoved> {
         report.apps.push(app);
     }
     Ok(report)
-}
-
-/// The bytes of the files under `dir`, symlinks not followed.
-fn size_of_tree(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
-    entries
-        .flatten()
-        .map(|entry| match entry.file_type() {
-            Ok(kind) if kind.is_dir() => size_of_tree(&entry.path()),
-            Ok(kind) if kind.is_file() => entry.metadata().map_or(0, |meta| meta.len()),
-            _ => 0,
-        })
-        .sum()
 }

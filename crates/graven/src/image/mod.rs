@@ -18,6 +18,7 @@
 //! from it is checked against its digest and size before use.
 
 mod base;
+mod cache;
 mod compress;
 mod layers;
 mod push;
@@ -34,6 +35,7 @@ use oci_spec::image::{
 };
 
 pub use base::{BaseError, BaseImage};
+pub use cache::{CacheHold, CacheRemoved, remove_cache};
 pub use compress::CHUNK;
 pub use layers::APP_DIR;
 pub use push::{Credentials, Destination, PushError, PushRequest, Pushed, push};
