@@ -214,6 +214,73 @@ fn a_registry_that_asks_for_credentials_gets_them_or_the_push_fails() {
 }
 
 #[test]
+fn a_credential_helper_the_docker_config_names_is_asked_for_the_registry() {
+    let Some(registry) = Registry::start(Some(("pusher", "s3cret")), false) else { return };
+    let repo = busybox_app("");
+    Graven::in_repo(&repo).build_json::<&str>([]);
+    let destination = format!("{}/boxed", registry.address());
+    // A helper as docker's are: the registry on stdin, credentials as JSON
+    // on stdout, or "credentials not found" and exit 1. It notes what it
+    // was asked.
+    let bin = tempfile::tempdir().unwrap();
+    let asked = bin.path().join("asked");
+    std::fs::write(
+        bin.path().join("docker-credential-graven-test"),
+        format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 2\nread -r server\necho \"$server\" >> {asked}\n\
+             if [ \"$server\" = {registry} ]; then echo '{{\"ServerURL\":\"'$server'\",\"Username\":\"pusher\",\"Secret\":\"s3cret\"}}'; \
+             else echo 'credentials not found in native keychain'; exit 1; fi\n",
+            asked = asked.display(),
+            registry = registry.address(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        bin.path().join("docker-credential-graven-test"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let config = tempfile::tempdir().unwrap();
+    let with_config = |json: &str| {
+        std::fs::write(config.path().join("config.json"), json).unwrap();
+        Graven::in_repo(&repo).env("DOCKER_CONFIG", config.path()).env("PATH", &path)
+    };
+
+    // credHelpers, for this registry.
+    let helped = with_config(&format!(r#"{{"credHelpers": {{"{}": "graven-test"}}}}"#, registry.address())).run([
+        "push",
+        "HEAD",
+        &destination,
+        "--json",
+    ]);
+    assert_eq!(helped.code, 0, "{helped}");
+    assert!(!helped.stdout.contains("s3cret") && !helped.stderr.contains("s3cret"), "{helped}");
+    assert_eq!(std::fs::read_to_string(&asked).unwrap(), format!("{}\n", registry.address()));
+
+    // credsStore, for every registry; one it has nothing for falls back
+    // to the file's own entry.
+    let stored = with_config(r#"{"credsStore": "graven-test"}"#).run(["push", "HEAD", &destination]);
+    assert_eq!(stored.code, 0, "{stored}");
+    let other = Registry::start(Some(("other", "pa55")), false).unwrap();
+    let fallback = with_config(&format!(
+        r#"{{"credsStore": "graven-test", "auths": {{"{}": {{"auth": "b3RoZXI6cGE1NQ=="}}}}}}"#,
+        other.address()
+    ))
+    .run(["push", "HEAD", &format!("{}/boxed", other.address())]);
+    assert_eq!(fallback.code, 0, "{fallback}");
+    assert!(std::fs::read_to_string(&asked).unwrap().ends_with(&format!("{}\n", other.address())));
+
+    // A helper that is not installed: named, with nothing pushed.
+    let missing = with_config(r#"{"credsStore": "nowhere"}"#).run(["push", "HEAD", &destination]);
+    assert_eq!(missing.code, 2, "{missing}");
+    assert!(
+        missing.stderr.contains("it names the credential helper nowhere, and docker-credential-nowhere is not on PATH"),
+        "{missing}"
+    );
+}
+
+#[test]
 fn the_creds_flag_is_used_and_never_shown() {
     let Some(registry) = Registry::start(Some(("pusher", "s3cret")), false) else { return };
     let repo = busybox_app("");

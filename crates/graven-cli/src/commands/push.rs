@@ -21,7 +21,8 @@ use crate::ui;
 ///
 /// Credentials: --creds, else the registry's entry in $REGISTRY_AUTH_FILE,
 /// ~/.docker/config.json or podman's auth.json (`docker login`, `podman
-/// login`), else none. A registry on this machine (127.0.0.1, localhost) is
+/// login`), or from the credential helper such a file names (credHelpers,
+/// credsStore: docker-credential-NAME on PATH), else none. A registry on this machine (127.0.0.1, localhost) is
 /// spoken to over HTTP, others over HTTPS unless --insecure.
 ///
 /// Examples:

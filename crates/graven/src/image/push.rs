@@ -113,6 +113,9 @@ impl Credentials {
     /// The credentials for `registry` in an auth file (`~/.docker/config.json`,
     /// or podman's `auth.json`), whose `auths` map a registry to
     /// `{"auth": base64("USER:PASSWORD")}`; `None` if it has none for it.
+    /// A credential helper the file names for the registry (`credHelpers`)
+    /// or for all (`credsStore`) is asked first, as docker asks it:
+    /// `docker-credential-NAME get`, the registry on its stdin.
     pub fn from_auth_file(path: &Path, registry: &str) -> Result<Option<Self>, PushError> {
         let bad = |why: String| PushError::AuthFile { path: path.to_owned(), why };
         let text = match std::fs::read_to_string(path) {
@@ -121,12 +124,24 @@ impl Credentials {
             Err(e) => return Err(bad(e.to_string())),
         };
         let file: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        let Some(auths) = file.get("auths").and_then(serde_json::Value::as_object) else { return Ok(None) };
         // Keys are `host[:port]`, or an address (`https://index.docker.io/v1/`).
         let host_of = |key: &str| {
             let key = key.split_once("://").map_or(key, |(_, rest)| rest);
             key.split('/').next().unwrap_or(key).to_owned()
         };
+        let helper = file
+            .get("credHelpers")
+            .and_then(serde_json::Value::as_object)
+            .and_then(|helpers| helpers.iter().find(|(key, _)| host_of(key) == registry))
+            .and_then(|(_, helper)| helper.as_str())
+            .or_else(|| file.get("credsStore").and_then(serde_json::Value::as_str))
+            .filter(|helper| !helper.is_empty());
+        if let Some(helper) = helper
+            && let Some(found) = Self::from_helper(helper, registry).map_err(bad)?
+        {
+            return Ok(Some(found));
+        }
+        let Some(auths) = file.get("auths").and_then(serde_json::Value::as_object) else { return Ok(None) };
         let Some(entry) = auths.iter().find(|(key, _)| host_of(key) == registry).map(|(_, entry)| entry) else {
             return Ok(None);
         };
@@ -135,6 +150,52 @@ impl Credentials {
             .map_err(|_| bad(format!("the auth of {registry} is not base64")))?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad(format!("the auth of {registry} is not text")))?;
         Self::parse(&decoded).map(Some).map_err(|_| bad(format!("the auth of {registry} is not USER:PASSWORD")))
+    }
+
+    /// What the credential helper `docker-credential-NAME` has for
+    /// `registry`: `None` if it says it has none.
+    fn from_helper(name: &str, registry: &str) -> Result<Option<Self>, String> {
+        use std::io::Write as _;
+        /// What a helper answers (it also says the `ServerURL`).
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "Username")]
+            username: String,
+            #[serde(rename = "Secret")]
+            secret: String,
+        }
+        let program = format!("docker-credential-{name}");
+        let found = crate::sandbox::find_on_path(&program)
+            .ok_or_else(|| format!("it names the credential helper {name}, and {program} is not on PATH"))?;
+        let mut child = std::process::Command::new(found)
+            .arg("get")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("could not run {program}: {e}"))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            // A helper that exits without reading says why below.
+            let _ = writeln!(stdin, "{registry}");
+        }
+        let output = child.wait_with_output().map_err(|e| format!("could not run {program}: {e}"))?;
+        if !output.status.success() {
+            let said =
+                format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+            // What docker's helpers say when they have nothing for it.
+            if said.contains("credentials not found") {
+                return Ok(None);
+            }
+            return Err(format!("{program} get failed for {registry} ({}): {}", output.status, said.trim()));
+        }
+        let answer: Answer = serde_json::from_slice(&output.stdout)
+            .map_err(|e| format!("{program} get answered for {registry} with something other than credentials: {e}"))?;
+        if answer.username == "<token>" {
+            return Err(format!(
+                "{program} has an identity token for {registry}, which graven cannot use: give --creds USER:PASSWORD"
+            ));
+        }
+        Ok(Some(Self::Basic { username: answer.username, password: answer.secret }))
     }
 
     fn as_auth(&self) -> RegistryAuth {
