@@ -161,7 +161,14 @@ impl Sandbox {
                     std::thread::sleep(SETUP_PAUSE * tries);
                     tries += 1;
                 }
-                Ok(output) => return Err(SandboxError::Unavailable { why: bwrap_says(&output.stderr) }),
+                Ok(output) => {
+                    let why = bwrap_says(&output.stderr);
+                    return Err(if mounts_moved(&why) {
+                        SandboxError::Setup { tries, why }
+                    } else {
+                        SandboxError::Unavailable { why }
+                    });
+                }
                 Err(error) => return Err(SandboxError::Unavailable { why: error.to_string() }),
             }
         }
@@ -330,6 +337,14 @@ fn sh(bwrap: &mut Command, script: &str) {
     bwrap.args(["--", "/bin/sh", "-c", script, "sh"]);
 }
 
+/// Whether bwrap's words (see [`bwrap_says`]) say that a mount it copied
+/// went away before it could bind or remount it (`EINVAL`, `ENOENT`),
+/// which the next try may not meet; not that it may not mount at all
+/// (`EPERM`, `EACCES`), or make namespaces, which every try meets.
+fn mounts_moved(why: &str) -> bool {
+    why.contains("mount") && (why.contains("Invalid argument") || why.contains("No such file or directory"))
+}
+
 /// What bwrap printed when it failed (`output`), without its name: one line.
 pub(crate) fn bwrap_says(output: &[u8]) -> String {
     let text = String::from_utf8_lossy(output);
@@ -385,4 +400,26 @@ impl Sandbox {
 pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mounts_moved;
+
+    #[test]
+    fn a_mount_gone_from_under_bwrap_is_told_from_a_policy_that_forbids_the_sandbox() {
+        // Gone between bwrap reading the mount table and remounting it.
+        assert!(mounts_moved("Can't remount readonly on /newroot/run/netns/cni-1: Invalid argument"));
+        assert!(mounts_moved(
+            "Can't bind mount /oldroot/run/containers/x on /newroot/run/containers/x: No such file or directory"
+        ));
+        // Forbidden, every time.
+        assert!(!mounts_moved(
+            "No permissions to creating new namespace, likely because the kernel does not allow non-privileged user namespaces"
+        ));
+        assert!(!mounts_moved("setting up uid map: Permission denied"));
+        assert!(!mounts_moved("Failed to make / slave: Permission denied"));
+        assert!(!mounts_moved("Can't mount proc on /newroot/proc: Operation not permitted"));
+        assert!(!mounts_moved("execvp /bin/true: No such file or directory"));
+    }
 }
