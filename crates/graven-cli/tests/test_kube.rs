@@ -241,7 +241,8 @@ fn what_cannot_be_rendered_is_refused_naming_the_rule() {
 
 /// A fake kubectl on PATH: each call's arguments, stdin (for apply) and
 /// KUBECONFIG in a directory of its own; `get` prints `get.json`; a call
-/// whose arguments contain the text in `fail` fails.
+/// whose arguments contain the text in `fail` fails; `rollout` runs
+/// `during-rollout` first, if there is one (see [`FakeKubectl::during_rollout`]).
 struct FakeKubectl {
     dir: tempfile::TempDir,
 }
@@ -263,6 +264,7 @@ if [ -n "{fail}" ]; then
     case " $* " in *"{fail}"*) echo "error: timed out waiting for the condition" >&2; exit 1 ;; esac
 fi
 case " $* " in *" get "*) cat "{dir}/get.json" ;; esac
+case " $* " in *" rollout "*) [ ! -x "{dir}/during-rollout" ] || "{dir}/during-rollout" ;; esac
 exit 0
 "#,
             calls = calls.display(),
@@ -292,6 +294,13 @@ exit 0
                 (read("args").lines().map(str::to_owned).collect(), read("stdin"), read("kubeconfig"))
             })
             .collect()
+    }
+
+    /// Runs `script` (sh) whenever a rollout is waited for.
+    fn during_rollout(&self, script: &str) {
+        let program = self.dir.path().join("during-rollout");
+        std::fs::write(&program, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&program, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     }
 
     fn answer_get(&self, json: &serde_json::Value) {
@@ -343,6 +352,31 @@ fn apply_runs_the_release_job_first_waits_for_the_rollouts_and_records_them() {
     assert!(status.stdout.contains("cluster       v1 applied to kubernetes/prod just now"), "{status}");
     let runs = ledger.release_phase_runs("boxed", "production", 1..=1).unwrap();
     assert!(runs.started.contains(&1), "the release Job is recorded as v1's release phase: {runs:?}");
+}
+
+#[test]
+fn a_rollout_is_recorded_with_the_formation_it_applied_not_one_scaled_to_meanwhile() {
+    let (repo, graven, _) = released();
+    let kubectl = FakeKubectl::new(None);
+    // Someone scales while the Deployments roll out.
+    kubectl.during_rollout(&format!(
+        "exec {} scale --env production worker=5 >/dev/null 2>&1",
+        env!("CARGO_BIN_EXE_graven")
+    ));
+    let graven = graven.env("PATH", kubectl.path_env());
+    let run = graven.run(["kube", "apply", "--env", "production"]);
+    assert_eq!(run.code, 0, "{run}");
+    let applied = &kubectl.calls()[3].1;
+    assert!(applied.contains("replicas: 2"), "worker=2 was applied: {applied}");
+
+    let ledger = SqliteLedger::open(&repo.path().join(".graven/ledger.sqlite")).unwrap();
+    assert_eq!(ledger.formation("boxed", "production").unwrap().unwrap().formation.count("worker"), 5);
+    let states = ledger.run_states("boxed", "production").unwrap();
+    let state = states.iter().find(|s| s.host.starts_with("kubernetes/")).expect("the rollout is recorded");
+    let running = state.running.as_ref().unwrap();
+    assert_eq!(running.formation.count("worker"), 2, "what the cluster was given: {running:?}");
+    let wait = graven.run(["scale", "--env", "production", "worker=5", "--wait", "--wait-timeout", "1"]);
+    assert_eq!(wait.code, 1, "the cluster does not run worker=5 until it is applied again: {wait}");
 }
 
 #[test]

@@ -112,12 +112,17 @@ pub(crate) fn cmd_kube(settings: &Settings, args: &KubeArgs) -> Result<(), Comma
     }
 }
 
-/// The release's objects, and the release.
-fn manifests(
-    settings: &Settings,
-    ledger: &dyn Ledger,
-    args: &ReleaseArgs,
-) -> Result<(Manifests, Release), CommandError> {
+/// A release's objects, with what they were made of.
+struct Rendered {
+    manifests: Manifests,
+    release: Release,
+    /// The formation they run: what a rollout of them is recorded with,
+    /// whatever `graven scale` did meanwhile.
+    formation: Formation,
+}
+
+/// The release's objects.
+fn manifests(settings: &Settings, ledger: &dyn Ledger, args: &ReleaseArgs) -> Result<Rendered, CommandError> {
     let env = args.env.name()?;
     let app = settings.app()?;
     let store = settings.store()?;
@@ -145,11 +150,11 @@ fn manifests(
         }
         graven::kube::KubeError::Name { .. } => CommandError::bad_input(error),
     })?;
-    Ok((manifests, release))
+    Ok(Rendered { manifests, release, formation })
 }
 
 fn render(settings: &Settings, args: &RenderArgs) -> Result<(), CommandError> {
-    let (manifests, _) = manifests(settings, &*settings.ledger_for_reading()?, &args.release)?;
+    let Rendered { manifests, .. } = manifests(settings, &*settings.ledger_for_reading()?, &args.release)?;
     let objects = manifests.all();
     match args.output {
         Output::Yaml => print!("{}", graven::kube::to_yaml(&objects)),
@@ -194,7 +199,7 @@ fn run_kubectl(context: Option<&str>, args: &[&str], input: Option<&str>, doing:
 
 fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
     let ledger = settings.ledger()?;
-    let (manifests, release) = manifests(settings, &*ledger, &args.release)?;
+    let Rendered { manifests, release, formation } = manifests(settings, &*ledger, &args.release)?;
     let env = release.env.clone();
     let context = args.context.as_deref();
     let timeout = format!("--timeout={}s", args.timeout.as_secs().max(1));
@@ -234,7 +239,7 @@ fn apply(settings: &Settings, args: &ApplyArgs) -> Result<(), CommandError> {
             "see the rollout end",
         )?;
     }
-    record(&*ledger, &release, context)?;
+    record(&*ledger, &release, formation, context)?;
     ui::out(format!(
         "{} of {} runs on Kubernetes ({})",
         release.version(),
@@ -249,13 +254,14 @@ fn cluster_host(context: Option<&str>) -> String {
     format!("kubernetes/{}", context.unwrap_or("current-context"))
 }
 
-/// Records the rollout in the run-state table, as a runner does, under
-/// the host [`cluster_host`].
-fn record(ledger: &dyn Ledger, release: &Release, context: Option<&str>) -> Result<(), CommandError> {
-    let formation = ledger
-        .formation(&release.app, &release.env)
-        .map_err(CommandError::failed)?
-        .map_or_else(Formation::default, |record| record.formation);
+/// Records the rollout of `release` in `formation` in the run-state
+/// table, as a runner does, under the host [`cluster_host`].
+fn record(
+    ledger: &dyn Ledger,
+    release: &Release,
+    formation: Formation,
+    context: Option<&str>,
+) -> Result<(), CommandError> {
     let now = graven::time::now_rfc3339();
     let state = graven::model::RunState {
         app: release.app.clone(),
