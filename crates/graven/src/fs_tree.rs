@@ -68,6 +68,30 @@ pub(crate) fn lock(file: &fs::File, operation: rustix::fs::FlockOperation) -> io
     }
 }
 
+/// A lock file taken for removing what it guards, or found held; what
+/// it guards is to be removed while this lives.
+pub(crate) enum Claim {
+    /// No one holds it: taken exclusively while this lives (`None`: there
+    /// is no lock file, so no one ever held it).
+    Free { _lock: Option<fs::File> },
+    /// Held elsewhere (a build, an export using what it guards).
+    Held,
+}
+
+/// Takes the lock file at `path` exclusively, without waiting.
+pub(crate) fn claim(path: &Path) -> io::Result<Claim> {
+    let file = match fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Claim::Free { _lock: None }),
+        Err(e) => return Err(e),
+    };
+    Ok(if lock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)? {
+        Claim::Free { _lock: Some(file) }
+    } else {
+        Claim::Held
+    })
+}
+
 /// Gives every entry of the tree at `root`, `root` included, the normalised
 /// modification time; symlinks are not followed, and each directory is done
 /// after what is in it (whose creation would change its mtime).

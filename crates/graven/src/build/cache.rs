@@ -97,14 +97,8 @@ pub fn remove_caches(home: &Home, dry_run: bool) -> io::Result<CachesRemoved> {
         .collect();
     apps.sort();
     for (app, dir) in apps {
-        let lock = match File::open(dir.join(LOCK)) {
-            Ok(lock) => Some(lock),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
-        if let Some(lock) = &lock
-            && !crate::fs_tree::lock(lock, FlockOperation::NonBlockingLockExclusive)?
-        {
+        let claim = crate::fs_tree::claim(&dir.join(LOCK))?;
+        if matches!(claim, crate::fs_tree::Claim::Held) {
             report.in_use.push(app);
             continue;
         }

@@ -50,14 +50,8 @@ pub struct CacheRemoved {
 /// Empties the layer cache in `dir` (only measures it if `dry_run`),
 /// unless an export or push holds it.
 pub fn remove_cache(dir: &Path, dry_run: bool) -> io::Result<CacheRemoved> {
-    let lock = match File::open(dir.join(LOCK)) {
-        Ok(lock) => Some(lock),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e),
-    };
-    if let Some(lock) = &lock
-        && !crate::fs_tree::lock(lock, FlockOperation::NonBlockingLockExclusive)?
-    {
+    let claim = crate::fs_tree::claim(&dir.join(LOCK))?;
+    if matches!(claim, crate::fs_tree::Claim::Held) {
         return Ok(CacheRemoved { bytes: 0, in_use: true });
     }
     let entries = match std::fs::read_dir(dir) {
