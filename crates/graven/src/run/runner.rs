@@ -619,10 +619,7 @@ impl<'a> Runner<'a> {
     /// Whether a restarted web process of the running release waits to be
     /// healthy, and routed to again.
     fn web_coming_back(&self) -> bool {
-        self.current
-            .iter()
-            .flat_map(|d| &d.slots)
-            .any(|slot| !slot.routed && slot.port.is_some() && slot.process.is_some())
+        self.current.iter().flat_map(|d| &d.slots).any(Slot::coming_back)
     }
 
     /// Restarts processes that exited, with backoff. A web process that
@@ -632,8 +629,7 @@ impl<'a> Runner<'a> {
     /// healthy, as a rollout checks it.
     fn supervise(&mut self) {
         let Some(mut deployment) = self.current.take() else { return };
-        let routed_before: Vec<SocketAddr> =
-            deployment.slots.iter().filter(|slot| slot.routed).filter_map(Slot::backend).collect();
+        let routed_before = routed_backends(&deployment.slots);
         for slot in &mut deployment.slots {
             if let Some(process) = slot.process.as_mut()
                 && let Ok(Some(status)) = process.try_wait()
@@ -667,11 +663,10 @@ impl<'a> Runner<'a> {
                 }
             }
         }
-        for slot in deployment.slots.iter_mut().filter(|slot| !slot.routed && slot.process.is_some()) {
+        for slot in deployment.slots.iter_mut().filter(|slot| slot.coming_back()) {
             slot.routed = slot.port.is_some_and(|port| healthy(port, deployment.run.health.as_deref()));
         }
-        let routed: Vec<SocketAddr> =
-            deployment.slots.iter().filter(|slot| slot.routed).filter_map(Slot::backend).collect();
+        let routed = routed_backends(&deployment.slots);
         if routed != routed_before
             && let Some(proxy) = &self.proxy
         {
@@ -1042,6 +1037,17 @@ impl Slot {
     fn backend(&self) -> Option<SocketAddr> {
         self.port.map(|port| SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
     }
+
+    /// A restarted web process, running but not routed to until it is
+    /// healthy.
+    fn coming_back(&self) -> bool {
+        !self.routed && self.port.is_some() && self.process.is_some()
+    }
+}
+
+/// The backends of `slots` the proxy sends requests to.
+fn routed_backends(slots: &[Slot]) -> Vec<SocketAddr> {
+    slots.iter().filter(|slot| slot.routed).filter_map(Slot::backend).collect()
 }
 
 /// Processes being stopped in the background, and their process groups.
