@@ -12,7 +12,9 @@
 //!   resolver's file, when `/etc/resolv.conf` leads there and the build has
 //!   the network): a build reaches no daemon. No host path or pid reaches
 //!   the build: `HOME`, `TMPDIR` and `PWD` are the same on every machine.
-//!   The network is shared unless the recipe turns it off.
+//!   The network is shared unless the recipe turns it off. As root, bwrap
+//!   starts in a private copy of the machine's mounts (util-linux's
+//!   `unshare`), so that containers coming and going cannot fail the build.
 //! - **Run** (`Sandbox::run_command`): the machine as it is, except that
 //!   the release's tree is mounted read-only at [`APP`] (the working
 //!   directory), and graven's home (the store, every tree) read-only too;
@@ -64,7 +66,9 @@ pub enum SandboxError {
 /// copied: a mount that goes away in between (a container's network
 /// namespace or overlay, as podman and docker make and remove them) fails
 /// that remount with EINVAL and the process with it, though the next try
-/// sees the table as it then is.
+/// sees the table as it then is. A build graven runs as root never meets
+/// it: its bwrap starts in a private copy of the machine's mounts, which
+/// nothing else changes.
 pub const SETUP_TRIES: u32 = 5;
 
 /// How long to wait before making a sandbox again, times the tries so far:
@@ -131,6 +135,13 @@ pub struct Sandbox {
     /// The machine's top-level entries, read once: every process start
     /// mounts them, and `/` does not change under a runner.
     root: std::sync::Arc<[RootEntry]>,
+    /// `unshare`, when graven runs as root: a build's bwrap starts in a
+    /// private copy of the machine's mounts, which no mount made or removed
+    /// meanwhile reaches, so that the copy bwrap reads is the copy it
+    /// remounts (see [`SETUP_TRIES`]). Only for builds, which end: a
+    /// release's processes run for weeks, and a private copy would keep
+    /// alive every filesystem the machine unmounts in that time.
+    private_mounts: Option<PathBuf>,
 }
 
 impl Sandbox {
@@ -139,7 +150,8 @@ impl Sandbox {
     /// the cost; bwrap then says itself why it cannot make namespaces.
     pub fn find() -> Result<Self, SandboxError> {
         let bwrap = find_on_path("bwrap").ok_or(SandboxError::Missing)?;
-        Ok(Self { bwrap, root: root_entries().into() })
+        let private_mounts = rustix::process::geteuid().is_root().then(|| find_on_path("unshare")).flatten();
+        Ok(Self { bwrap, root: root_entries().into(), private_mounts })
     }
 
     /// The sandbox of this machine, checked by making one: `bwrap` on the
@@ -149,8 +161,9 @@ impl Sandbox {
         // At an empty /app: the probe has no checkout, and the machine's
         // `/` there would be every mount of the machine twice.
         let empty = tempfile::tempdir().map_err(|error| SandboxError::Unavailable { why: error.to_string() })?;
-        let mut probe = sandbox.build_base(empty.path(), true);
-        probe.args(["--", "/bin/true"]);
+        let base = sandbox.build_base(empty.path(), true);
+        let mut probe = sandbox.in_private_mounts(base.get_program());
+        probe.args(base.get_args()).args(["--", "/bin/true"]);
         // Tried again as a build is (see SETUP_TRIES): a machine that
         // forbids namespaces forbids them every time.
         let mut tries = 1;
@@ -174,16 +187,17 @@ impl Sandbox {
         }
     }
 
-    /// `bwrap`, a command made by the functions below, as `/bin/sh` starts
-    /// it with exactly `env`, stdin `/dev/null`, stdout and stderr on one
-    /// pipe (as [`crate::shell::piped`] gives them), and bwrap's report of
-    /// whether it started the command.
+    /// `bwrap`, a build command made by [`Sandbox::build_command`], as
+    /// `/bin/sh` starts it with exactly `env`, stdin `/dev/null`, stdout
+    /// and stderr on one pipe (as [`crate::shell::piped`] gives them), and
+    /// bwrap's report of whether it started the command.
     pub(crate) fn reporting(
+        &self,
         bwrap: &Command,
         env: &BTreeMap<String, OsString>,
     ) -> io::Result<(Command, PipeReader, SetupReport)> {
         let (report, stdin) = SetupReport::pair()?;
-        let mut sh = Command::new("/bin/sh");
+        let mut sh = self.in_private_mounts("/bin/sh".as_ref());
         sh.args(["-c", EXEC_REPORTING]).arg(bwrap.get_program()).args(bwrap.get_args());
         let (mut sh, output) = crate::shell::piped(sh, env)?;
         sh.stdin(std::os::fd::OwnedFd::from(stdin));
@@ -210,6 +224,20 @@ impl Sandbox {
         }
         sh(&mut command, script);
         command
+    }
+
+    /// `program`, started in a private copy of the machine's mounts when
+    /// graven may make one (see [`Sandbox::private_mounts`]): `unshare`
+    /// execs it, so that it is the process started, with its pid.
+    fn in_private_mounts(&self, program: &std::ffi::OsStr) -> Command {
+        match &self.private_mounts {
+            Some(unshare) => {
+                let mut command = Command::new(unshare);
+                command.args(["--mount", "--propagation", "private", "--"]).arg(program);
+                command
+            }
+            None => Command::new(program),
+        }
     }
 
     fn build_base(&self, checkout: &Path, network: bool) -> Command {

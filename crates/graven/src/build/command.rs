@@ -119,10 +119,9 @@ fn spawn(
     // lines are logged in whatever order two readers get to them, and an
     // error printed last on stderr can be missing from a failure's tail.
     let (mut program, output, report) = match sandbox {
-        Some(Isolation { sandbox, network, caches }) => {
-            Sandbox::reporting(&sandbox.build_command(command, dir, network, caches), env)
-                .map(|(program, output, report)| (program, output, Some(report)))
-        }
+        Some(Isolation { sandbox, network, caches }) => sandbox
+            .reporting(&sandbox.build_command(command, dir, network, caches), env)
+            .map(|(program, output, report)| (program, output, Some(report))),
         None => crate::shell::command(command, dir, env).map(|(mut sh, output)| {
             // Named `sh` in its own messages (`sh: 1: make: not
             // found`), as build logs always have been.
