@@ -168,7 +168,8 @@ pub(super) async fn serve(
             smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
             let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &who, limits).await };
-            Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }.boxed_unsync()))
+            // Around the boxed body, not boxed again: hyper takes any body.
+            Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
