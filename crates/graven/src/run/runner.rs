@@ -135,6 +135,8 @@ struct Slot {
     /// it exits, then again once its restart is healthy (see
     /// [`Runner::supervise`]).
     routed: bool,
+    /// Its health check under way, if any (see [`Slot::answers_health`]).
+    probe: Option<Probe>,
 }
 
 /// A release with its processes.
@@ -664,7 +666,7 @@ impl<'a> Runner<'a> {
             }
         }
         for slot in deployment.slots.iter_mut().filter(|slot| slot.coming_back()) {
-            slot.routed = slot.port.is_some_and(|port| healthy(port, deployment.run.health.as_deref()));
+            slot.routed = slot.answers_health(deployment.run.health.as_deref());
         }
         let routed = routed_backends(&deployment.slots);
         if routed != routed_before
@@ -942,17 +944,20 @@ impl Steps for Act<'_, '_> {
         }
         let d = self.deployment();
         let health = d.run.health.clone();
-        for slot in d.slots.iter().filter(|slot| slot.port.is_some()) {
-            let port = slot.port.expect("web slots have ports");
-            if !healthy(port, health.as_deref()) {
+        // Every web process's check under way at once; the first that has
+        // not answered yes is what the rollout waits for.
+        let mut waiting = None;
+        for slot in d.slots.iter_mut().filter(|slot| slot.port.is_some()) {
+            if !slot.answers_health(health.as_deref()) && waiting.is_none() {
+                let port = slot.port.expect("web slots have ports");
                 let check = health.as_deref().map_or_else(
                     || format!("accept connections on port {port}"),
                     |path| format!("answer 2xx on {path}"),
                 );
-                return Ok(Some(format!("{} did not {check}", slot.name)));
+                waiting = Some(format!("{} did not {check}", slot.name));
             }
         }
-        Ok(None)
+        Ok(waiting)
     }
 
     fn exited(&mut self) -> Option<Failed> {
@@ -1030,6 +1035,7 @@ impl Slot {
             restart_at: None,
             started_at: None,
             routed: false,
+            probe: None,
         }
     }
 
@@ -1042,6 +1048,59 @@ impl Slot {
     /// healthy.
     fn coming_back(&self) -> bool {
         !self.routed && self.port.is_some() && self.process.is_some()
+    }
+
+    /// Whether its web process answers its health check (`health`, see
+    /// [`healthy`]), as far as is known now: a check is started on a
+    /// thread if none is under way for its port, and waited for at most
+    /// [`PROBE_WAIT`]; one still under way answers no, for now. A process
+    /// slow to answer (or one that accepts and never answers) holds up
+    /// the runner's loop that long, not the check's whole timeout.
+    fn answers_health(&mut self, health: Option<&str>) -> bool {
+        let Some(port) = self.port else { return false };
+        if self.probe.as_ref().is_some_and(|probe| probe.port != port) {
+            // Restarted on another port since: that answer is of no use.
+            self.probe = None;
+        }
+        let probe = self.probe.get_or_insert_with(|| Probe::start(port, health.map(str::to_owned)));
+        let answer = probe.answer(PROBE_WAIT);
+        if answer.is_some() {
+            self.probe = None;
+        }
+        answer == Some(true)
+    }
+}
+
+/// How long the runner's loop waits for a health check's answer before it
+/// goes on and asks again on its next turn: a healthy process on loopback
+/// answers within a few milliseconds.
+const PROBE_WAIT: Duration = Duration::from_millis(20);
+
+/// One health check of a web process, made on a thread of its own.
+#[derive(Debug)]
+struct Probe {
+    port: u16,
+    answer: std::sync::mpsc::Receiver<bool>,
+}
+
+impl Probe {
+    /// Checks the web process on `port` (see [`healthy`]).
+    fn start(port: u16, health: Option<String>) -> Self {
+        let (tell, answer) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let _ = tell.send(healthy(port, health.as_deref()));
+        });
+        Self { port, answer }
+    }
+
+    /// Its answer, waited for at most `wait`: `None` while it is under way.
+    /// A check whose thread could not report (it panicked) answers no.
+    fn answer(&self, wait: Duration) -> Option<bool> {
+        match self.answer.recv_timeout(wait) {
+            Ok(answer) => Some(answer),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(false),
+        }
     }
 }
 
@@ -1166,4 +1225,62 @@ pub fn http_get(port: u16, path: &str, timeout: Duration) -> Option<(u16, String
     // "HTTP/1.x 200 OK"
     let status = head.strip_prefix("HTTP/1.")?.get(2..5)?.parse().ok()?;
     Some((status, body.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn web_slot(port: u16) -> Slot {
+        Slot {
+            name: "web.1".into(),
+            kind: "web".into(),
+            command: String::new(),
+            env: std::collections::BTreeMap::new(),
+            port: Some(port),
+            process: None,
+            backoff: Backoff::new(),
+            restart_at: None,
+            started_at: None,
+            routed: false,
+            probe: None,
+        }
+    }
+
+    #[test]
+    fn a_health_check_not_yet_answered_is_no_for_now_and_made_once_until_its_answer_comes() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut slot = web_slot(listener.local_addr().unwrap().port());
+        assert!(!slot.answers_health(Some("/up")), "no answer yet");
+        // Accepted, its request read, and not answered: the check waits.
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let read = conn.read(&mut request).unwrap();
+        assert!(String::from_utf8_lossy(&request[..read]).starts_with("GET /up HTTP/1.0"));
+        assert!(!slot.answers_health(Some("/up")), "still no answer");
+        listener.set_nonblocking(true).unwrap();
+        assert!(listener.accept().is_err(), "asked again, the check under way was not made twice");
+        conn.write_all(b"HTTP/1.0 200 OK\r\n\r\nup\n").unwrap();
+        drop(conn);
+        let answered = slot.probe.as_ref().unwrap().answer(Duration::from_secs(30));
+        assert_eq!(answered, Some(true));
+    }
+
+    #[test]
+    fn a_check_of_a_port_the_process_left_is_dropped_for_one_of_its_new_port() {
+        let old = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let new = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let mut slot = web_slot(old.local_addr().unwrap().port());
+        assert!(!slot.answers_health(Some("/up")));
+        let (_held, _) = old.accept().unwrap();
+        slot.port = Some(new.local_addr().unwrap().port());
+        assert!(!slot.answers_health(Some("/up")));
+        assert_eq!(slot.probe.as_ref().map(|probe| probe.port), slot.port);
+        let (mut conn, _) = new.accept().unwrap();
+        let mut request = [0u8; 1024];
+        let _ = conn.read(&mut request).unwrap();
+        conn.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n").unwrap();
+        drop(conn);
+        assert_eq!(slot.probe.as_ref().unwrap().answer(Duration::from_secs(30)), Some(false), "a 503 is not healthy");
+    }
 }
