@@ -1232,19 +1232,13 @@ mod tests {
     use super::*;
 
     fn web_slot(port: u16) -> Slot {
-        Slot {
+        let planned = super::super::plan::PlannedProcess {
             name: "web.1".into(),
             kind: "web".into(),
             command: String::new(),
             env: std::collections::BTreeMap::new(),
-            port: Some(port),
-            process: None,
-            backoff: Backoff::new(),
-            restart_at: None,
-            started_at: None,
-            routed: false,
-            probe: None,
-        }
+        };
+        Slot { port: Some(port), ..Slot::new(planned) }
     }
 
     #[test]
