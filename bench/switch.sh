@@ -28,7 +28,10 @@ die() { echo "bench/switch.sh: error: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer of seconds (got '$DURATION')"
 [[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer (got '$CONNECTIONS')"
-(( DURATION >= 10 )) || die "BENCH_DURATION must be at least 10 s, to fit three switches (got $DURATION)"
+# The switches are a quarter of the run apart, and each takes the rollout's
+# settle period (3 s) and the app's start: shorter, each is superseded by
+# the next before it serves.
+(( DURATION >= 16 )) || die "BENCH_DURATION must be at least 16 s, for each switch to serve before the next (got $DURATION)"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 BENCH=$REPO/bench
