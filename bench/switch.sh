@@ -13,7 +13,7 @@
 #
 # Usage: bench/switch.sh
 # (then the same switches with 1,000 keep-alive clients; see "keep-alive" below)
-# Environment: BENCH_DURATION=S     seconds of load per runner (default 20)
+# Environment: BENCH_DURATION=S     seconds of load per runner (default and least 20)
 #              BENCH_CONNECTIONS=N  concurrent connections (default 8)
 #              BENCH_KEEPALIVE_CLIENTS=N  keep-alive clients of the second part (default 1000)
 #              BENCH_GRAVEN_BIN=PATH  use this binary instead of building one
@@ -31,7 +31,7 @@ log() { echo "==> $*" >&2; }
 # The switches are a quarter of the run apart, and each takes the rollout's
 # settle period (3 s) and the app's start: shorter, each is superseded by
 # the next before it serves.
-(( DURATION >= 16 )) || die "BENCH_DURATION must be at least 16 s, for each switch to serve before the next (got $DURATION)"
+(( DURATION >= 20 )) || die "BENCH_DURATION must be at least 20 s, for each switch to serve before the next (got $DURATION)"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 BENCH=$REPO/bench
