@@ -161,9 +161,8 @@ impl Sandbox {
         // At an empty /app: the probe has no checkout, and the machine's
         // `/` there would be every mount of the machine twice.
         let empty = tempfile::tempdir().map_err(|error| SandboxError::Unavailable { why: error.to_string() })?;
-        let base = sandbox.build_base(empty.path(), true);
-        let mut probe = sandbox.in_private_mounts(base.get_program());
-        probe.args(base.get_args()).args(["--", "/bin/true"]);
+        let mut probe = sandbox.in_private_mounts(sandbox.build_base(empty.path(), true));
+        probe.args(["--", "/bin/true"]);
         // Tried again as a build is (see SETUP_TRIES): a machine that
         // forbids namespaces forbids them every time.
         let mut tries = 1;
@@ -197,9 +196,9 @@ impl Sandbox {
         env: &BTreeMap<String, OsString>,
     ) -> io::Result<(Command, PipeReader, SetupReport)> {
         let (report, stdin) = SetupReport::pair()?;
-        let mut sh = self.in_private_mounts("/bin/sh".as_ref());
+        let mut sh = Command::new("/bin/sh");
         sh.args(["-c", EXEC_REPORTING]).arg(bwrap.get_program()).args(bwrap.get_args());
-        let (mut sh, output) = crate::shell::piped(sh, env)?;
+        let (mut sh, output) = crate::shell::piped(self.in_private_mounts(sh), env)?;
         sh.stdin(std::os::fd::OwnedFd::from(stdin));
         Ok((sh, output, report))
     }
@@ -226,18 +225,15 @@ impl Sandbox {
         command
     }
 
-    /// `program`, started in a private copy of the machine's mounts when
-    /// graven may make one (see [`Sandbox::private_mounts`]): `unshare`
-    /// execs it, so that it is the process started, with its pid.
-    fn in_private_mounts(&self, program: &std::ffi::OsStr) -> Command {
-        match &self.private_mounts {
-            Some(unshare) => {
-                let mut command = Command::new(unshare);
-                command.args(["--mount", "--propagation", "private", "--"]).arg(program);
-                command
-            }
-            None => Command::new(program),
-        }
+    /// `command` (its program and arguments so far), started in a private
+    /// copy of the machine's mounts when graven may make one (see
+    /// [`Sandbox::private_mounts`]): `unshare` execs it, so that it is the
+    /// process started, with its pid.
+    fn in_private_mounts(&self, command: Command) -> Command {
+        let Some(unshare) = &self.private_mounts else { return command };
+        let mut private = Command::new(unshare);
+        private.args(["--mount", "--propagation", "private", "--"]).arg(command.get_program()).args(command.get_args());
+        private
     }
 
     fn build_base(&self, checkout: &Path, network: bool) -> Command {

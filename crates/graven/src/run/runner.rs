@@ -947,9 +947,9 @@ impl Steps for Act<'_, '_> {
         // Every web process's check under way at once; the first that has
         // not answered yes is what the rollout waits for.
         let mut waiting = None;
-        for slot in d.slots.iter_mut().filter(|slot| slot.port.is_some()) {
+        for slot in &mut d.slots {
+            let Some(port) = slot.port else { continue };
             if !slot.answers_health(health.as_deref()) && waiting.is_none() {
-                let port = slot.port.expect("web slots have ports");
                 let check = health.as_deref().map_or_else(
                     || format!("accept connections on port {port}"),
                     |path| format!("answer 2xx on {path}"),
