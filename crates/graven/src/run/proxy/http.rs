@@ -3,7 +3,7 @@
 //! event loop keeps, and that the client connection a request came on
 //! drives while it uses one.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future as _;
 use std::io;
@@ -19,7 +19,7 @@ use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1 as client_http1;
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -103,7 +103,9 @@ struct Kept {
     /// it are closed at the loop's next request, not kept until the
     /// runner stops the old release's processes under them.
     generation: u64,
-    idle: HashMap<SocketAddr, VecDeque<Upstream>>,
+    /// Per backend: a list, as a loop sends to a few (`web=3`), for
+    /// which a linear look is cheaper than hashing an address.
+    idle: Vec<(SocketAddr, VecDeque<Upstream>)>,
 }
 
 impl Kept {
@@ -112,15 +114,17 @@ impl Kept {
     fn take(lease: &Lease) -> Option<Upstream> {
         KEPT.with_borrow_mut(|kept| {
             kept.renew(lease.generation);
-            let idle = kept.idle.get_mut(&lease.backend)?;
+            let (_, idle) = kept.idle.iter_mut().find(|(backend, _)| *backend == lease.backend)?;
             std::iter::from_fn(|| idle.pop_back()).find_map(|mut upstream| upstream.usable().then_some(upstream))
         })
     }
 
-    /// Keeps `upstream` for a next request, if it can take one and its
-    /// backends are still the current ones.
-    fn give_back(mut upstream: Upstream) {
-        if !upstream.usable() {
+    /// Keeps `upstream` for a next request, if it has not ended and its
+    /// backends are still the current ones. Whether it is idle is
+    /// [`Kept::take`]'s look, at the next request: its response was just
+    /// read whole, and one look (a poll of its connection) is enough.
+    fn give_back(upstream: Upstream) {
+        if upstream.ended {
             return;
         }
         KEPT.with_borrow_mut(|kept| {
@@ -128,7 +132,11 @@ impl Kept {
             if upstream.generation < kept.generation {
                 return;
             }
-            let idle = kept.idle.entry(upstream.backend).or_default();
+            let at = kept.idle.iter().position(|(backend, _)| *backend == upstream.backend).unwrap_or_else(|| {
+                kept.idle.push((upstream.backend, VecDeque::new()));
+                kept.idle.len() - 1
+            });
+            let idle = &mut kept.idle[at].1;
             if idle.len() >= KEPT_PER_BACKEND {
                 idle.pop_front();
             }
@@ -407,29 +415,33 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.to_str().is_ok_and(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// Headers that describe one hop, not the message (RFC 9110, 7.6.1).
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+/// Whether `name` describes one hop, not the message (RFC 9110, 7.6.1),
+/// or asks to switch protocols.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
+    )
+}
 
-/// Removes the hop-by-hop headers, and those `Connection` names.
+/// Removes the hop-by-hop headers, and those `Connection` names. One
+/// look at each name the message has (a handful), not a lookup of each
+/// name that could be there: most messages have one of them at most.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let mut hop_by_hop: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        // `Connection: keep-alive` (or `close`) names no header to remove.
+        .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(&HOP_BY_HOP) {
+    hop_by_hop.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
+    for name in &hop_by_hop {
         headers.remove(name);
     }
-    headers.remove(header::UPGRADE);
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -454,25 +466,37 @@ impl Who {
 /// The request's headers as the app gets them: hop-by-hop ones removed
 /// (but those of an upgrade), who asked and how added.
 fn forwarded_headers(headers: &mut HeaderMap, who: &Who, upgrade: bool) {
-    let upgrade_to = headers.get(header::UPGRADE).cloned();
+    let upgrade_to = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
-    if upgrade && let Some(protocol) = upgrade_to {
+    // What is added below, in one growth of the map at most.
+    headers.reserve(4);
+    if let Some(protocol) = upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    let chain = match headers.get(&X_FORWARDED_FOR).and_then(|value| value.to_str().ok()) {
-        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", who.ip)).ok(),
-        None => who.header.clone(),
-    };
-    if let Some(chain) = chain {
-        headers.insert(X_FORWARDED_FOR.clone(), chain);
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut chain) => {
+            let longer = chain
+                .get()
+                .to_str()
+                .ok()
+                .and_then(|earlier| HeaderValue::from_str(&format!("{earlier}, {}", who.ip)).ok());
+            if let Some(value) = longer.or_else(|| who.header.clone()) {
+                chain.insert(value);
+            }
+        }
+        Entry::Vacant(chain) => {
+            if let Some(value) = who.header.clone() {
+                chain.insert(value);
+            }
+        }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+        headers.insert(&X_FORWARDED_HOST, host);
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
+    if let Entry::Vacant(id) = headers.entry(&X_REQUEST_ID) {
+        id.insert(request_id());
     }
 }
 
