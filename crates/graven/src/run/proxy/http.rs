@@ -468,8 +468,9 @@ impl Who {
 fn forwarded_headers(headers: &mut HeaderMap, who: &Who, upgrade: bool) {
     let upgrade_to = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
     strip_hop_by_hop(headers);
-    // What is added below, in one growth of the map at most.
-    headers.reserve(4);
+    // What is added below (six headers for an upgrade, four otherwise),
+    // in one growth of the map at most.
+    headers.reserve(if upgrade_to.is_some() { 6 } else { 4 });
     if let Some(protocol) = upgrade_to {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
