@@ -54,13 +54,16 @@ struct Upstream {
 
 impl Upstream {
     /// Connects to the backend of `lease`, within [`CONNECT_TIMEOUT`].
-    async fn connect(lease: &Lease) -> io::Result<Self> {
+    /// Boxed: a request's future, its response's body and the loop's
+    /// list move it from one to the next, a pointer and not the
+    /// connection's state (752 bytes, copied three times a request).
+    async fn connect(lease: &Lease) -> io::Result<Box<Self>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(lease.backend))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false })
+        Ok(Box::new(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false }))
     }
 
     /// Drives the connection's I/O; marks it ended once it is.
@@ -105,13 +108,13 @@ struct Kept {
     generation: u64,
     /// Per backend: a list, as a loop sends to a few (`web=3`), for
     /// which a linear look is cheaper than hashing an address.
-    idle: Vec<(SocketAddr, VecDeque<Upstream>)>,
+    idle: Vec<(SocketAddr, VecDeque<Box<Upstream>>)>,
 }
 
 impl Kept {
     /// An idle, open connection to the backend of `lease`, if this loop
     /// keeps one; those found ended on the way are dropped.
-    fn take(lease: &Lease) -> Option<Upstream> {
+    fn take(lease: &Lease) -> Option<Box<Upstream>> {
         KEPT.with_borrow_mut(|kept| {
             kept.renew(lease.generation);
             let (_, idle) = kept.idle.iter_mut().find(|(backend, _)| *backend == lease.backend)?;
@@ -123,7 +126,7 @@ impl Kept {
     /// backends are still the current ones. Whether it is idle is
     /// [`Kept::take`]'s look, at the next request: its response was just
     /// read whole, and one look (a poll of its connection) is enough.
-    fn give_back(upstream: Upstream) {
+    fn give_back(upstream: Box<Upstream>) {
         if upstream.ended {
             return;
         }
@@ -278,14 +281,14 @@ async fn handle(
 /// An upgrade request, on a connection of its own: once the backend
 /// switches protocols, both ends are tunnelled.
 async fn upgraded(
-    upstream: Upstream,
+    upstream: Box<Upstream>,
     outgoing: Request<ProxyBody>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     lease: Lease,
     release: &str,
     limits: ProxyLimits,
 ) -> Response<ProxyBody> {
-    let Upstream { backend, mut sender, conn, .. } = upstream;
+    let Upstream { backend, mut sender, conn, .. } = *upstream;
     tokio::spawn(conn.with_upgrades());
     let mut response = match tokio::time::timeout(limits.response_timeout, sender.send_request(outgoing)).await {
         Err(_) => return gateway_timeout(release, limits.response_timeout),
@@ -319,7 +322,7 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
 /// is in flight on the backend until then.
 struct Upstreamed {
     body: Incoming,
-    upstream: Option<Upstream>,
+    upstream: Option<Box<Upstream>>,
     complete: bool,
     /// The body's failure, held back for a turn.
     failed: Option<hyper::Error>,
