@@ -41,7 +41,6 @@ mod loops;
 mod sniff;
 mod tcp;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
@@ -208,9 +207,8 @@ struct Routes {
     generation: u64,
     /// Ties go round robin from here.
     next: usize,
-    /// Requests (or tunnels, or TCP connections) in flight per backend;
-    /// absent means none.
-    load: HashMap<SocketAddr, usize>,
+    /// Requests (or tunnels, or TCP connections) in flight per backend.
+    load: Load,
     /// Client connections open.
     connections: usize,
     /// Threads waiting on `changed`: without any, nothing is notified (a
@@ -297,7 +295,7 @@ impl Proxy {
     /// including one being connected: the runner stops a switched-out
     /// process once this reaches 0.
     pub fn open_connections(&self, backend: SocketAddr) -> usize {
-        self.shared.lock().load.get(&backend).copied().unwrap_or(0)
+        self.shared.lock().load.of(backend)
     }
 
     /// Client connections open now.
@@ -312,7 +310,7 @@ impl Proxy {
         let mut routes = self.shared.lock();
         routes.waiting += 1;
         let drained = loop {
-            if !routes.load.contains_key(&backend) {
+            if routes.load.of(backend) == 0 {
                 break true;
             }
             let left = deadline.and_then(|deadline| deadline.checked_duration_since(Instant::now()));
@@ -468,11 +466,42 @@ impl Shared {
         let chosen = (0..len)
             .map(|i| routes.backends[(start + i) % len])
             .filter(|backend| !tried.contains(backend))
-            .min_by_key(|backend| routes.load.get(backend).copied().unwrap_or(0));
+            .min_by_key(|backend| routes.load.of(*backend));
         let release = Arc::clone(&routes.release);
         let Some(backend) = chosen else { return (None, release) };
-        *routes.load.entry(backend).or_default() += 1;
+        routes.load.add(backend);
         (Some(Lease { shared: Arc::clone(self), backend, generation: routes.generation }), release)
+    }
+}
+
+/// Requests in flight per backend, those with any only: a few (a
+/// release's web processes, and an old one's while it drains), for which
+/// a look along a list is cheaper than hashing an address (twice a
+/// request, under the lock every event loop takes).
+#[derive(Default)]
+struct Load(Vec<(SocketAddr, usize)>);
+
+impl Load {
+    fn of(&self, backend: SocketAddr) -> usize {
+        self.0.iter().find(|(at, _)| *at == backend).map_or(0, |(_, load)| *load)
+    }
+
+    fn add(&mut self, backend: SocketAddr) {
+        match self.0.iter_mut().find(|(at, _)| *at == backend) {
+            Some((_, load)) => *load += 1,
+            None => self.0.push((backend, 1)),
+        }
+    }
+
+    /// One fewer in flight to `backend`; whether that was its last.
+    fn take(&mut self, backend: SocketAddr) -> bool {
+        let Some(at) = self.0.iter().position(|(at, _)| *at == backend) else { return false };
+        self.0[at].1 -= 1;
+        let drained = self.0[at].1 == 0;
+        if drained {
+            self.0.swap_remove(at);
+        }
+        drained
     }
 }
 
@@ -488,14 +517,7 @@ struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         let mut routes = self.shared.lock();
-        let mut drained = false;
-        if let Some(load) = routes.load.get_mut(&self.backend) {
-            *load -= 1;
-            if *load == 0 {
-                routes.load.remove(&self.backend);
-                drained = true;
-            }
-        }
+        let drained = routes.load.take(self.backend);
         let wake = drained && routes.waiting > 0;
         drop(routes);
         if wake {
