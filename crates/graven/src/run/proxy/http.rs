@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::future::Either;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -24,6 +25,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::beside::Beside;
 use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared};
 
 /// The body of every request to a backend and every response to a client.
@@ -189,17 +191,29 @@ pub(super) async fn serve(
     builder.max_buf_size(limits.max_header_bytes.max(8192)).keep_alive(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
-    tokio::select! {
-        _ = connection.as_mut() => {}
-        // Idle: dropped, which closes it.
-        () = conn.close.notified() => {}
-        // Waited too long for a head, or for the next request.
-        () = conn.expired() => {}
-        _ = stopped.changed() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+    // What may end it, looked at only when one of them wakes (see `beside`).
+    let ending = Box::pin(async {
+        tokio::select! {
+            // Idle: dropped, which closes it.
+            () = conn.close.notified() => Ending::Close,
+            // Waited too long for a head, or for the next request.
+            () = conn.expired() => Ending::Close,
+            _ = stopped.changed() => Ending::Stop,
         }
+    });
+    let ended = Beside::new(connection.as_mut(), ending).await;
+    if let Either::Right(Ending::Stop) = ended {
+        connection.as_mut().graceful_shutdown();
+        let _ = connection.await;
     }
+}
+
+/// Why a client connection ends before it closes.
+enum Ending {
+    /// At once, dropped: idle too long, or closed to make room.
+    Close,
+    /// Once its request in flight is answered: the proxy stops.
+    Stop,
 }
 
 /// One request: to the backend with the least in flight, on a connection

@@ -36,6 +36,7 @@
 //! It owns sockets and tasks only: it does not start, watch or stop
 //! processes, and, like the rest of the library, never prints.
 
+mod beside;
 mod http;
 mod loops;
 mod sniff;
