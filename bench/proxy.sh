@@ -94,8 +94,10 @@ HTTP_PORT=$(free_port)
 TCP_PORT=$(free_port)
 "$GRAVEN" run --env http --port "$HTTP_PORT" >"$WORK/graven-http.log" 2>&1 &
 PIDS+=($!)
+HTTP_PID=$!
 "$GRAVEN" run --env tcp --port "$TCP_PORT" >"$WORK/graven-tcp.log" 2>&1 &
 PIDS+=($!)
+TCP_PID=$!
 
 # The same app beside it, and nginx proxying to it.
 APP_PORT=$(free_port)
@@ -118,6 +120,7 @@ nginx_conf "$WORK/nginx-proxy/nginx.conf" "$WORK/nginx-proxy" "
 PIDS+=($!)
 "$NGINX" -c "$WORK/nginx-proxy/nginx.conf" 2>"$WORK/nginx-proxy/stderr" &
 PIDS+=($!)
+NGINX_PID=$!
 
 wait_up() {
     for _ in $(seq 100); do
@@ -131,38 +134,67 @@ wait_up "$PROXY_PORT" "nginx's proxy"
 wait_up "$HTTP_PORT" "graven run (see $WORK/graven-http.log)"
 wait_up "$TCP_PORT" "graven run (see $WORK/graven-tcp.log)"
 
-# measure LABEL PORT: one wrk run; prints "requests/s p99".
+# cpu_ticks PID...: the CPU time these processes used so far (user and
+# system, in clock ticks), the app's processes not among them.
+cpu_ticks() {
+    local total=0 pid stat fields
+    for pid in "$@"; do
+        stat=$(<"/proc/$pid/stat") || continue
+        # After "pid (name) ", utime and stime are the 12th and 13th.
+        read -r -a fields <<<"${stat##*) }"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+TICKS=$(getconf CLK_TCK)
+
+# measure LABEL PORT [PID...]: one wrk run; prints "requests/s p99
+# cpu errors", cpu being the PIDs' CPU time a request in microseconds
+# ("-" without PIDs). On a machine others share, requests/s moves with
+# their load from one run to the next; the CPU a request costs moves less.
 measure() {
-    log "wrk: $1 (${DURATION} s, $CONNECTIONS connections)"
-    local out
-    out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$2/")
-    echo "$out" >"$WORK/wrk-$1.txt"
-    local rps p99 errors
+    local label=$1 port=$2
+    shift 2
+    log "wrk: $label (${DURATION} s, $CONNECTIONS connections)"
+    local out before after
+    before=$(cpu_ticks "$@")
+    out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
+    after=$(cpu_ticks "$@")
+    echo "$out" >"$WORK/wrk-$label.txt"
+    local rps p99 errors requests cpu=-
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
+    requests=$(awk '/ requests in / { print $1 }' <<<"$out")
     errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
-    echo "$rps $p99 ${errors:-none}"
+    if (($# > 0 && requests > 0)); then
+        cpu=$(awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    fi
+    echo "$rps $p99 $cpu ${errors:-none}"
 }
-read -r direct_rps direct_p99 direct_err <<<"$(measure direct "$APP_PORT")"
-read -r graven_rps graven_p99 graven_err <<<"$(measure graven "$HTTP_PORT")"
-read -r tcp_rps tcp_p99 tcp_err <<<"$(measure graven-tcp "$TCP_PORT")"
-read -r nginx_rps nginx_p99 nginx_err <<<"$(measure nginx "$PROXY_PORT")"
+# nginx's proxy is its master and its workers.
+mapfile -t NGINX_PIDS < <(echo "$NGINX_PID"; pgrep -P "$NGINX_PID")
+read -r direct_rps direct_p99 direct_cpu direct_err <<<"$(measure direct "$APP_PORT")"
+read -r graven_rps graven_p99 graven_cpu graven_err <<<"$(measure graven "$HTTP_PORT" "$HTTP_PID")"
+read -r tcp_rps tcp_p99 tcp_cpu tcp_err <<<"$(measure graven-tcp "$TCP_PORT" "$TCP_PID")"
+read -r nginx_rps nginx_p99 nginx_cpu nginx_err <<<"$(measure nginx "$PROXY_PORT" "${NGINX_PIDS[@]}")"
 
 # ms P: a wrk latency ("3.10ms", "850.00us", "1.02s") in ms.
 ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
 ratio=$(awk -v g="$graven_rps" -v n="$nginx_rps" 'BEGIN { printf "%.2f", g / n }')
 rps_verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 1 ? "PASS" : "MISS") }')
+cpu_ratio=$(awk -v g="$graven_cpu" -v n="$nginx_cpu" 'BEGIN { printf "%.2f", g / n }')
 p99_verdict=$(awk -v g="$(ms "$graven_p99")" -v n="$(ms "$nginx_p99")" 'BEGIN { print (g <= n ? "PASS" : "MISS") }')
 cat <<EOF
 
 wrk -t2 -c$CONNECTIONS -d${DURATION}s, a fixed body from nginx as the app
 
-| | requests/s | p99 | errors |
-| --- | --- | --- | --- |
-| the app directly | $direct_rps | $direct_p99 | $direct_err |
-| through graven run (HTTP proxy) | $graven_rps | $graven_p99 | $graven_err |
-| through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_err |
-| through nginx (reverse proxy, upstream keepalive) | $nginx_rps | $nginx_p99 | $nginx_err |
+| | requests/s | p99 | proxy's CPU a request (µs) | errors |
+| --- | --- | --- | --- | --- |
+| the app directly | $direct_rps | $direct_p99 | $direct_cpu | $direct_err |
+| through graven run (HTTP proxy) | $graven_rps | $graven_p99 | $graven_cpu | $graven_err |
+| through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_cpu | $tcp_err |
+| through nginx (reverse proxy, upstream keepalive) | $nginx_rps | $nginx_p99 | $nginx_cpu | $nginx_err |
 
 graven / nginx requests/s: ${ratio}x (target >= 1.0: $rps_verdict); p99 at most nginx's: $p99_verdict
+graven / nginx CPU a request: ${cpu_ratio}x (the runner's threads against nginx's master and workers)
 EOF
