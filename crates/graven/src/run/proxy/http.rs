@@ -432,20 +432,38 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.to_str().is_ok_and(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// Whether `name` describes one hop, not the message (RFC 9110, 7.6.1),
-/// or asks to switch protocols.
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "te" | "trailer" | "transfer-encoding" | "upgrade"
-    )
+/// The headers that describe one hop, not the message (RFC 9110, 7.6.1),
+/// and the one that asks to switch protocols.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Where `name` is in [`HOP_BY_HOP`], if it is.
+fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        _ => None,
+    }
 }
 
 /// Removes the hop-by-hop headers, and those `Connection` names. One
 /// look at each name the message has (a handful), not a lookup of each
-/// name that could be there: most messages have one of them at most.
+/// name that could be there, and nothing allocated unless `Connection`
+/// names a header: most messages have one hop-by-hop header at most.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut hop_by_hop: Vec<HeaderName> = headers
+    let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|value| value.to_str().ok())
@@ -455,9 +473,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    hop_by_hop.extend(headers.keys().filter(|name| is_hop_by_hop(name)).cloned());
-    for name in &hop_by_hop {
+    let present = headers.keys().filter_map(hop_by_hop_index).fold(0u8, |present, at| present | (1 << at));
+    for name in &named {
         headers.remove(name);
+    }
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << at) != 0 {
+            headers.remove(name);
+        }
     }
 }
 

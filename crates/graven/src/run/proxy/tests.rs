@@ -296,11 +296,18 @@ fn the_app_is_told_who_asked_and_every_request_gets_an_id() {
     assert_ne!(Some(first), id(&get(proxy.local_addr(), "/").body), "ids repeat");
     let mut client = Client::open(proxy.local_addr());
     let kept = client
-        .send("GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: mine\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\n\r\n")
+        .send(concat!(
+            "GET / HTTP/1.1\r\nHost: h\r\nX-Request-Id: mine\r\nX-Forwarded-For: 10.0.0.1\r\n",
+            "Connection: keep-alive, X-Secret\r\nX-Secret: 1\r\n",
+            "Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nTrailer: X-Sum\r\n\r\n"
+        ))
         .unwrap();
     assert!(kept.body.contains("x-request-id: mine\n"), "{}", kept.body);
     assert!(kept.body.contains("x-forwarded-for: 10.0.0.1, 127.0.0.1\n"), "{}", kept.body);
     assert!(!kept.body.contains("x-secret"), "a header Connection names is hop-by-hop: {}", kept.body);
+    for hop in ["connection:", "keep-alive:", "proxy-connection:", "te:", "trailer:"] {
+        assert!(!kept.body.lines().any(|line| line.starts_with(hop)), "{hop} is hop-by-hop: {}", kept.body);
+    }
 }
 
 #[test]
