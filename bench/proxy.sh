@@ -5,29 +5,35 @@
 # near a thousand requests/s here, for every proxy, which would measure
 # the app), run once as the web process of `graven run`, and once beside
 # it for the peers. wrk (2 threads, BENCH_CONNECTIONS keep-alive
-# connections, BENCH_DURATION seconds) then measures, in this order:
+# connections, BENCH_DURATION seconds a window) then measures:
 #
 #   direct:   the app itself;
-#   graven:   through `graven run`'s proxy (HTTP, routed per request);
 #   tcp:      through `graven run` with `[run] proxy = "tcp"` (bytes);
-#   nginx:    through nginx as a reverse proxy to the same app (upstream
-#             keepalive, HTTP/1.1, a worker per core: as a team would
-#             configure it, and as Debian's nginx.conf does).
+#   graven:   through `graven run`'s proxy (HTTP, routed per request),
+#   nginx:    and through nginx as a reverse proxy to the same app
+#             (upstream keepalive, HTTP/1.1, a worker per core: as a team
+#             would configure it, and as Debian's nginx.conf does), these
+#             two in turns for BENCH_ROUNDS rounds, with the CPU each
+#             proxy spent a request.
 #
 # Targets (the run-stage issue): graven's requests/s at least nginx's,
-# graven's p99 at most nginx's. Everything is on loopback.
+# graven's p99 at most nginx's, both as the median of the rounds' ratios
+# (on a machine others share, one window against the next can differ by
+# a quarter). Everything is on loopback.
 #
 # Usage: bench/proxy.sh [WORK_DIR]
 # Environment: BENCH_DURATION=S (default 20), BENCH_CONNECTIONS=N (default
-#              64), BENCH_GRAVEN_BIN=PATH.
+#              64), BENCH_ROUNDS=N (default 3), BENCH_GRAVEN_BIN=PATH.
 set -euo pipefail
 
 DURATION=${BENCH_DURATION:-20}
 CONNECTIONS=${BENCH_CONNECTIONS:-64}
+ROUNDS=${BENCH_ROUNDS:-3}
 die() { echo "bench/proxy.sh: error: $*" >&2; exit 1; }
 log() { echo "==> $*" >&2; }
 [[ "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "BENCH_DURATION must be a positive integer (got '$DURATION')"
 [[ "$CONNECTIONS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_CONNECTIONS must be a positive integer (got '$CONNECTIONS')"
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')"
 
 REPO=$(git -C "$(dirname "${BASH_SOURCE[0]}")" rev-parse --show-toplevel)
 # shellcheck source=../scripts/lib/apt.sh
@@ -174,16 +180,44 @@ measure() {
 # nginx's proxy is its master and its workers.
 mapfile -t NGINX_PIDS < <(echo "$NGINX_PID"; pgrep -P "$NGINX_PID")
 read -r direct_rps direct_p99 direct_cpu direct_err <<<"$(measure direct "$APP_PORT")"
-read -r graven_rps graven_p99 graven_cpu graven_err <<<"$(measure graven "$HTTP_PORT" "$HTTP_PID")"
 read -r tcp_rps tcp_p99 tcp_cpu tcp_err <<<"$(measure graven-tcp "$TCP_PORT" "$TCP_PID")"
-read -r nginx_rps nginx_p99 nginx_cpu nginx_err <<<"$(measure nginx "$PROXY_PORT" "${NGINX_PIDS[@]}")"
 
 # ms P: a wrk latency ("3.10ms", "850.00us", "1.02s") in ms.
 ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
-ratio=$(awk -v g="$graven_rps" -v n="$nginx_rps" 'BEGIN { printf "%.2f", g / n }')
-rps_verdict=$(awk -v r="$ratio" 'BEGIN { print (r >= 1 ? "PASS" : "MISS") }')
-cpu_ratio=$(awk -v g="$graven_cpu" -v n="$nginx_cpu" 'BEGIN { printf "%.2f", g / n }')
-p99_verdict=$(awk -v g="$(ms "$graven_p99")" -v n="$(ms "$nginx_p99")" 'BEGIN { print (g <= n ? "PASS" : "MISS") }')
+# over A B: A / B, two decimals.
+over() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# median X...: the middle one (of an even count, the lower of the two).
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+
+# graven's HTTP proxy and nginx's in turns, each round's pair side by
+# side in time (graven first in odd rounds, nginx first in even ones), so
+# that load from outside that comes and goes falls on both alike.
+ROWS=""
+RPS_RATIOS=()
+P99_RATIOS=()
+CPU_RATIOS=()
+for ((round = 1; round <= ROUNDS; round++)); do
+    order=(graven nginx)
+    ((round % 2)) || order=(nginx graven)
+    for proxy in "${order[@]}"; do
+        if [[ $proxy == graven ]]; then
+            read -r g_rps g_p99 g_cpu g_err <<<"$(measure "graven-$round" "$HTTP_PORT" "$HTTP_PID")"
+        else
+            read -r n_rps n_p99 n_cpu n_err <<<"$(measure "nginx-$round" "$PROXY_PORT" "${NGINX_PIDS[@]}")"
+        fi
+    done
+    RPS_RATIOS+=("$(over "$g_rps" "$n_rps")")
+    P99_RATIOS+=("$(over "$(ms "$g_p99")" "$(ms "$n_p99")")")
+    CPU_RATIOS+=("$(over "$g_cpu" "$n_cpu")")
+    errors=""
+    [[ $g_err == none && $n_err == none ]] || errors=" (errors: graven $g_err, nginx $n_err)"
+    ROWS+="| $round | $g_rps, $g_p99, $g_cpu | $n_rps, $n_p99, $n_cpu | ${RPS_RATIOS[-1]}x | ${P99_RATIOS[-1]}x | ${CPU_RATIOS[-1]}x$errors |"$'\n'
+done
+rps_ratio=$(median "${RPS_RATIOS[@]}")
+p99_ratio=$(median "${P99_RATIOS[@]}")
+cpu_ratio=$(median "${CPU_RATIOS[@]}")
+rps_verdict=$(awk -v r="$rps_ratio" 'BEGIN { print (r >= 1 ? "PASS" : "MISS") }')
+p99_verdict=$(awk -v r="$p99_ratio" 'BEGIN { print (r <= 1 ? "PASS" : "MISS") }')
 cat <<EOF
 
 wrk -t2 -c$CONNECTIONS -d${DURATION}s, a fixed body from nginx as the app
@@ -191,10 +225,14 @@ wrk -t2 -c$CONNECTIONS -d${DURATION}s, a fixed body from nginx as the app
 | | requests/s | p99 | proxy's CPU a request (µs) | errors |
 | --- | --- | --- | --- | --- |
 | the app directly | $direct_rps | $direct_p99 | $direct_cpu | $direct_err |
-| through graven run (HTTP proxy) | $graven_rps | $graven_p99 | $graven_cpu | $graven_err |
 | through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_cpu | $tcp_err |
-| through nginx (reverse proxy, upstream keepalive) | $nginx_rps | $nginx_p99 | $nginx_cpu | $nginx_err |
 
-graven / nginx requests/s: ${ratio}x (target >= 1.0: $rps_verdict); p99 at most nginx's: $p99_verdict
-graven / nginx CPU a request: ${cpu_ratio}x (the runner's threads against nginx's master and workers)
+graven run's HTTP proxy and nginx's (reverse proxy, upstream keepalive), $ROUNDS rounds in turns;
+CPU a request: the runner's threads, and nginx's master and workers
+
+| round | graven: requests/s, p99, CPU a request (µs) | nginx | graven / nginx requests/s | p99 | CPU a request |
+| --- | --- | --- | --- | --- | --- |
+${ROWS%$'\n'}
+
+median of the rounds, graven / nginx: requests/s ${rps_ratio}x (target >= 1.0: $rps_verdict); p99 ${p99_ratio}x (target <= 1.0: $p99_verdict); CPU a request ${cpu_ratio}x
 EOF
