@@ -444,20 +444,6 @@ static HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Where `name` is in [`HOP_BY_HOP`], if it is.
-fn hop_by_hop_index(name: &HeaderName) -> Option<usize> {
-    match name.as_str() {
-        "connection" => Some(0),
-        "keep-alive" => Some(1),
-        "proxy-connection" => Some(2),
-        "te" => Some(3),
-        "trailer" => Some(4),
-        "transfer-encoding" => Some(5),
-        "upgrade" => Some(6),
-        _ => None,
-    }
-}
-
 /// Removes the hop-by-hop headers, and those `Connection` names. One
 /// look at each name the message has (a handful), not a lookup of each
 /// name that could be there, and nothing allocated unless `Connection`
@@ -473,7 +459,10 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         .collect();
-    let present = headers.keys().filter_map(hop_by_hop_index).fold(0u8, |present, at| present | (1 << at));
+    let present = headers
+        .keys()
+        .filter_map(|name| HOP_BY_HOP.iter().position(|hop| hop == name))
+        .fold(0u8, |present, at| present | (1 << at));
     for name in &named {
         headers.remove(name);
     }
