@@ -34,11 +34,6 @@ pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// The other end of a connection to a backend.
 type BackendConn = client_http1::Connection<TokioIo<TcpStream>, ProxyBody>;
 
-/// How many idle connections to each backend an event loop keeps (as
-/// nginx's upstream `keepalive` keeps them per worker): as many as it had
-/// requests in flight to it at once, up to this.
-const KEPT_PER_BACKEND: usize = 256;
-
 /// An HTTP/1.1 connection to one backend, kept alive between requests by
 /// the event loop it was made on. Its I/O is driven from the task of the
 /// client connection using it, while a request is sent and while its
@@ -52,6 +47,9 @@ struct Upstream {
     conn: BackendConn,
     /// The connection ended (closed, or failed): never to be used again.
     ended: bool,
+    /// How many idle connections to its backend its loop keeps at most
+    /// (see [`Kept::give_back`]): the proxy's client connection cap.
+    keep_at_most: usize,
 }
 
 impl Upstream {
@@ -59,13 +57,20 @@ impl Upstream {
     /// Boxed: a request's future, its response's body and the loop's
     /// list move it from one to the next, a pointer and not the
     /// connection's state (752 bytes, copied three times a request).
-    async fn connect(lease: &Lease) -> io::Result<Box<Self>> {
+    async fn connect(lease: &Lease, limits: ProxyLimits) -> io::Result<Box<Self>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(lease.backend))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Box::new(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false }))
+        Ok(Box::new(Self {
+            backend: lease.backend,
+            generation: lease.generation,
+            sender,
+            conn,
+            ended: false,
+            keep_at_most: limits.max_connections,
+        }))
     }
 
     /// Drives the connection's I/O; marks it ended once it is.
@@ -73,13 +78,6 @@ impl Upstream {
         if !self.ended && Pin::new(&mut self.conn).poll(cx).is_ready() {
             self.ended = true;
         }
-    }
-
-    /// Whether it can take another request: open, and idle. A backend
-    /// that closed it meanwhile shows here, as its close is read.
-    fn usable(&mut self) -> bool {
-        self.poll_conn(&mut Context::from_waker(std::task::Waker::noop()));
-        !self.ended && self.sender.is_ready()
     }
 
     /// Sends `request` and waits for its response's head, driving the
@@ -94,59 +92,129 @@ impl Upstream {
     }
 }
 
+impl Keepable for Upstream {
+    fn backend(&self) -> SocketAddr {
+        self.backend
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Open, and idle. A backend that closed it meanwhile shows here, as
+    /// its close is read.
+    fn usable(&mut self) -> bool {
+        self.poll_conn(&mut Context::from_waker(std::task::Waker::noop()));
+        !self.ended && self.sender.is_ready()
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn keep_at_most(&self) -> usize {
+        self.keep_at_most
+    }
+}
+
 thread_local! {
     /// This event loop's idle connections to backends. Per thread, as a
     /// connection's socket is registered with its loop's reactor and may
     /// be driven on that loop only (see `loops`).
-    static KEPT: std::cell::RefCell<Kept> = std::cell::RefCell::default();
+    static KEPT: std::cell::RefCell<Kept<Upstream>> = std::cell::RefCell::default();
+}
+
+/// What [`Kept`] keeps: a connection to one backend ([`Upstream`]; in
+/// tests, a stand-in).
+trait Keepable {
+    fn backend(&self) -> SocketAddr;
+    /// The backends it was made for (see [`Lease::generation`]).
+    fn generation(&self) -> u64;
+    /// Whether it can take another request now.
+    fn usable(&mut self) -> bool;
+    /// Whether it ended, never to be used again.
+    fn ended(&self) -> bool;
+    /// How many idle connections to its backend to keep at most.
+    fn keep_at_most(&self) -> usize;
 }
 
 /// An event loop's idle connections to backends, most recently used last.
-#[derive(Default)]
-struct Kept {
+///
+/// A loop makes a connection to a backend only when it keeps none idle
+/// to it, so it keeps as many as it had requests to it in flight at once
+/// (as nginx's upstream `keepalive` keeps them per worker), and never
+/// closes one a next request would need: under load, latency and the
+/// requests in flight rise together, and a loop that closed those past a
+/// fixed number made new ones at every burst, which took more of the
+/// machine, which raised latency again.
+struct Kept<T> {
     /// The backends they were made for: after a switch, those made before
     /// it are closed at the loop's next request, not kept until the
     /// runner stops the old release's processes under them.
     generation: u64,
     /// Per backend: a list, as a loop sends to a few (`web=3`), for
     /// which a linear look is cheaper than hashing an address.
-    idle: Vec<(SocketAddr, VecDeque<Box<Upstream>>)>,
+    idle: Vec<(SocketAddr, VecDeque<Box<T>>)>,
 }
 
-impl Kept {
+impl<T> Default for Kept<T> {
+    fn default() -> Self {
+        Self { generation: 0, idle: Vec::new() }
+    }
+}
+
+impl Kept<Upstream> {
     /// An idle, open connection to the backend of `lease`, if this loop
-    /// keeps one; those found ended on the way are dropped.
-    fn take(lease: &Lease) -> Option<Box<Upstream>> {
-        KEPT.with_borrow_mut(|kept| {
-            kept.renew(lease.generation);
-            let (_, idle) = kept.idle.iter_mut().find(|(backend, _)| *backend == lease.backend)?;
-            std::iter::from_fn(|| idle.pop_back()).find_map(|mut upstream| upstream.usable().then_some(upstream))
-        })
+    /// keeps one.
+    fn take_for(lease: &Lease) -> Option<Box<Upstream>> {
+        KEPT.with_borrow_mut(|kept| kept.take(lease.backend, lease.generation))
     }
 
-    /// Keeps `upstream` for a next request, if it has not ended and its
+    /// Keeps `upstream` on this loop for a next request (see
+    /// [`Kept::give_back`]).
+    fn keep(upstream: Box<Upstream>) {
+        KEPT.with_borrow_mut(|kept| kept.give_back(upstream));
+    }
+}
+
+impl<T: Keepable> Kept<T> {
+    /// An idle, usable connection to `backend`, if one is kept; those
+    /// found ended on the way are dropped.
+    fn take(&mut self, backend: SocketAddr, generation: u64) -> Option<Box<T>> {
+        self.renew(generation);
+        let (_, idle) = self.idle.iter_mut().find(|(kept_for, _)| *kept_for == backend)?;
+        std::iter::from_fn(|| idle.pop_back()).find_map(|mut kept| kept.usable().then_some(kept))
+    }
+
+    /// Keeps `kept` for a next request, if it has not ended and its
     /// backends are still the current ones. Whether it is idle is
     /// [`Kept::take`]'s look, at the next request: its response was just
     /// read whole, and one look (a poll of its connection) is enough.
-    fn give_back(upstream: Box<Upstream>) {
-        if upstream.ended {
+    ///
+    /// At most [`Keepable::keep_at_most`] to a backend, the proxy's cap
+    /// on client connections, each of which has one request in flight at
+    /// most: the open-file budget that cap comes from has a descriptor to
+    /// a backend for each (see [`super::default_max_connections`]), so
+    /// with one web process the oldest is never closed for room; with
+    /// several, each is kept to that many.
+    fn give_back(&mut self, kept: Box<T>) {
+        if kept.ended() {
             return;
         }
-        KEPT.with_borrow_mut(|kept| {
-            kept.renew(upstream.generation);
-            if upstream.generation < kept.generation {
-                return;
-            }
-            let at = kept.idle.iter().position(|(backend, _)| *backend == upstream.backend).unwrap_or_else(|| {
-                kept.idle.push((upstream.backend, VecDeque::new()));
-                kept.idle.len() - 1
-            });
-            let idle = &mut kept.idle[at].1;
-            if idle.len() >= KEPT_PER_BACKEND {
-                idle.pop_front();
-            }
-            idle.push_back(upstream);
+        self.renew(kept.generation());
+        if kept.generation() < self.generation {
+            return;
+        }
+        let backend = kept.backend();
+        let at = self.idle.iter().position(|(kept_for, _)| *kept_for == backend).unwrap_or_else(|| {
+            self.idle.push((backend, VecDeque::new()));
+            self.idle.len() - 1
         });
+        let idle = &mut self.idle[at].1;
+        if idle.len() >= kept.keep_at_most().max(1) {
+            idle.pop_front();
+        }
+        idle.push_back(kept);
     }
 
     /// Closes what was kept for backends older than `generation`.
@@ -155,6 +223,12 @@ impl Kept {
             self.idle.clear();
             self.generation = generation;
         }
+    }
+
+    /// How many are kept to `backend`.
+    #[cfg(test)]
+    fn idle_to(&self, backend: SocketAddr) -> usize {
+        self.idle.iter().find(|(kept_for, _)| *kept_for == backend).map_or(0, |(_, idle)| idle.len())
     }
 }
 
@@ -244,11 +318,11 @@ async fn handle(
         let Some(lease) = lease else {
             return if tried.is_empty() { unavailable(&release) } else { bad_gateway(&release, tried[0]) };
         };
-        let reused = if upgrade || fresh_only { None } else { Kept::take(&lease) };
+        let reused = if upgrade || fresh_only { None } else { Kept::take_for(&lease) };
         let was_reused = reused.is_some();
         let mut upstream = if let Some(upstream) = reused {
             upstream
-        } else if let Ok(upstream) = Upstream::connect(&lease).await {
+        } else if let Ok(upstream) = Upstream::connect(&lease, limits).await {
             upstream
         } else {
             // Nothing was sent: another backend may take it.
@@ -384,7 +458,7 @@ impl Drop for Upstreamed {
         if let Some(upstream) = self.upstream.take()
             && (self.complete || self.body.is_end_stream())
         {
-            Kept::give_back(upstream);
+            Kept::keep(upstream);
         }
     }
 }
@@ -600,4 +674,83 @@ fn gateway_timeout(release: &str, timeout: Duration) -> Response<ProxyBody> {
         StatusCode::GATEWAY_TIMEOUT,
         format!("{release}'s web process did not answer within {} s ([run] timeout)\n", timeout.as_secs_f64()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Keepable, Kept, SocketAddr};
+
+    /// A stand-in for a connection to a backend.
+    struct Fake {
+        backend: SocketAddr,
+        generation: u64,
+        usable: bool,
+        keep_at_most: usize,
+        id: usize,
+    }
+
+    impl Keepable for Fake {
+        fn backend(&self) -> SocketAddr {
+            self.backend
+        }
+        fn generation(&self) -> u64 {
+            self.generation
+        }
+        fn usable(&mut self) -> bool {
+            self.usable
+        }
+        fn ended(&self) -> bool {
+            false
+        }
+        fn keep_at_most(&self) -> usize {
+            self.keep_at_most
+        }
+    }
+
+    fn fake(backend: SocketAddr, id: usize, keep_at_most: usize) -> Fake {
+        Fake { backend, generation: 1, usable: true, keep_at_most, id }
+    }
+
+    const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5001);
+    const B: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5002);
+
+    #[test]
+    fn a_loop_keeps_as_many_connections_as_it_had_requests_in_flight_up_to_the_connection_cap() {
+        let mut kept = Kept::default();
+        // A burst of 1,000 requests in flight at once on one loop (1,000
+        // keep-alive clients at 50 ms each), all answered: none of the
+        // connections they used is closed, and the next burst needs no
+        // new one. With 256 kept, the next burst made 744.
+        for id in 0..1000 {
+            kept.give_back(Box::new(fake(A, id, 10_000)));
+        }
+        assert_eq!(kept.idle_to(A), 1000);
+        let again: Vec<_> = (0..1000).map(|_| kept.take(A, 1).expect("a kept connection")).collect();
+        assert!(kept.take(A, 1).is_none());
+        // The most recently used first.
+        assert_eq!(again[0].id, 999);
+        // Past the cap, the oldest goes.
+        for fake in again {
+            kept.give_back(Box::new(Fake { keep_at_most: 600, ..*fake }));
+        }
+        assert_eq!(kept.idle_to(A), 600);
+        assert_eq!(kept.take(A, 1).map(|fake| fake.id), Some(0), "the oldest 400 were closed");
+    }
+
+    #[test]
+    fn kept_connections_are_per_backend_and_those_of_older_backends_or_unusable_are_dropped() {
+        let mut kept = Kept::default();
+        kept.give_back(Box::new(fake(A, 1, 10)));
+        kept.give_back(Box::new(fake(B, 2, 10)));
+        kept.give_back(Box::new(Fake { usable: false, ..fake(A, 3, 10) }));
+        assert_eq!(kept.take(A, 1).map(|fake| fake.id), Some(1), "the unusable one is passed over");
+        assert_eq!(kept.idle_to(A), 0, "and dropped");
+        assert!(kept.take(A, 1).is_none());
+        // A switch: what was kept for the old backends is closed at the
+        // next look, and one made for them is not kept after it.
+        assert!(kept.take(B, 2).is_none());
+        assert_eq!(kept.idle_to(B), 0);
+        kept.give_back(Box::new(fake(B, 4, 10)));
+        assert_eq!(kept.idle_to(B), 0, "made before the switch");
+    }
 }
