@@ -179,7 +179,7 @@ impl Kept<Upstream> {
 
 impl<T: Keepable> Kept<T> {
     /// An idle, usable connection to `backend`, if one is kept; those
-    /// found ended on the way are dropped.
+    /// found unusable on the way (closed, or not idle) are dropped.
     fn take(&mut self, backend: SocketAddr, generation: u64) -> Option<Box<T>> {
         self.renew(generation);
         let (_, idle) = self.idle.iter_mut().find(|(kept_for, _)| *kept_for == backend)?;
@@ -195,8 +195,10 @@ impl<T: Keepable> Kept<T> {
     /// on client connections, each of which has one request in flight at
     /// most: the open-file budget that cap comes from has a descriptor to
     /// a backend for each (see [`super::default_max_connections`]), so
-    /// with one web process the oldest is never closed for room; with
-    /// several, each is kept to that many.
+    /// with one web process the oldest is never closed for room. With
+    /// several, those kept to each are held to that many apart, and
+    /// could pass it together only if each had had the whole cap in
+    /// flight at another time.
     fn give_back(&mut self, kept: Box<T>) {
         if kept.ended() {
             return;
