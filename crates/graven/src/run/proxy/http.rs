@@ -47,9 +47,6 @@ struct Upstream {
     conn: BackendConn,
     /// The connection ended (closed, or failed): never to be used again.
     ended: bool,
-    /// How many idle connections to its backend its loop keeps at most
-    /// (see [`Kept::give_back`]): the proxy's client connection cap.
-    keep_at_most: usize,
 }
 
 impl Upstream {
@@ -57,20 +54,13 @@ impl Upstream {
     /// Boxed: a request's future, its response's body and the loop's
     /// list move it from one to the next, a pointer and not the
     /// connection's state (752 bytes, copied three times a request).
-    async fn connect(lease: &Lease, limits: ProxyLimits) -> io::Result<Box<Self>> {
+    async fn connect(lease: &Lease) -> io::Result<Box<Self>> {
         let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(lease.backend))
             .await
             .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
         stream.set_nodelay(true)?;
         let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Box::new(Self {
-            backend: lease.backend,
-            generation: lease.generation,
-            sender,
-            conn,
-            ended: false,
-            keep_at_most: limits.max_connections,
-        }))
+        Ok(Box::new(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false }))
     }
 
     /// Drives the connection's I/O; marks it ended once it is.
@@ -111,10 +101,6 @@ impl Keepable for Upstream {
     fn ended(&self) -> bool {
         self.ended
     }
-
-    fn keep_at_most(&self) -> usize {
-        self.keep_at_most
-    }
 }
 
 thread_local! {
@@ -134,8 +120,6 @@ trait Keepable {
     fn usable(&mut self) -> bool;
     /// Whether it ended, never to be used again.
     fn ended(&self) -> bool;
-    /// How many idle connections to its backend to keep at most.
-    fn keep_at_most(&self) -> usize;
 }
 
 /// An event loop's idle connections to backends, most recently used last.
@@ -170,10 +154,10 @@ impl Kept<Upstream> {
         KEPT.with_borrow_mut(|kept| kept.take(lease.backend, lease.generation))
     }
 
-    /// Keeps `upstream` on this loop for a next request (see
-    /// [`Kept::give_back`]).
-    fn keep(upstream: Box<Upstream>) {
-        KEPT.with_borrow_mut(|kept| kept.give_back(upstream));
+    /// Keeps `upstream` on this loop for a next request, with at most
+    /// `at_most` to its backend (see [`Kept::give_back`]).
+    fn keep(upstream: Box<Upstream>, at_most: usize) {
+        KEPT.with_borrow_mut(|kept| kept.give_back(upstream, at_most));
     }
 }
 
@@ -191,15 +175,15 @@ impl<T: Keepable> Kept<T> {
     /// [`Kept::take`]'s look, at the next request: its response was just
     /// read whole, and one look (a poll of its connection) is enough.
     ///
-    /// At most [`Keepable::keep_at_most`] to a backend, the proxy's cap
-    /// on client connections, each of which has one request in flight at
-    /// most: the open-file budget that cap comes from has a descriptor to
+    /// At most `at_most` to a backend: the proxy's cap on client
+    /// connections ([`ProxyLimits::max_connections`]), each of which has
+    /// one request in flight at most: the open-file budget that cap comes from has a descriptor to
     /// a backend for each (see [`super::default_max_connections`]), so
     /// with one web process the oldest is never closed for room. With
     /// several, those kept to each are held to that many apart, and
     /// could pass it together only if each had had the whole cap in
     /// flight at another time.
-    fn give_back(&mut self, kept: Box<T>) {
+    fn give_back(&mut self, kept: Box<T>, at_most: usize) {
         if kept.ended() {
             return;
         }
@@ -213,7 +197,7 @@ impl<T: Keepable> Kept<T> {
             self.idle.len() - 1
         });
         let idle = &mut self.idle[at].1;
-        if idle.len() >= kept.keep_at_most().max(1) {
+        if idle.len() >= at_most.max(1) {
             idle.pop_front();
         }
         idle.push_back(kept);
@@ -324,7 +308,7 @@ async fn handle(
         let was_reused = reused.is_some();
         let mut upstream = if let Some(upstream) = reused {
             upstream
-        } else if let Ok(upstream) = Upstream::connect(&lease, limits).await {
+        } else if let Ok(upstream) = Upstream::connect(&lease).await {
             upstream
         } else {
             // Nothing was sent: another backend may take it.
@@ -362,8 +346,14 @@ async fn handle(
         };
         let (mut head, incoming) = response.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        let body =
-            Upstreamed { body: incoming, upstream: Some(upstream), complete: false, failed: None, _lease: lease };
+        let body = Upstreamed {
+            body: incoming,
+            upstream: Some(upstream),
+            complete: false,
+            failed: None,
+            keep_at_most: limits.max_connections,
+            _lease: lease,
+        };
         return Response::from_parts(head, body.boxed_unsync());
     }
 }
@@ -416,6 +406,8 @@ struct Upstreamed {
     complete: bool,
     /// The body's failure, held back for a turn.
     failed: Option<hyper::Error>,
+    /// How many idle connections to its backend the loop keeps at most.
+    keep_at_most: usize,
     _lease: Lease,
 }
 
@@ -460,7 +452,7 @@ impl Drop for Upstreamed {
         if let Some(upstream) = self.upstream.take()
             && (self.complete || self.body.is_end_stream())
         {
-            Kept::keep(upstream);
+            Kept::keep(upstream, self.keep_at_most);
         }
     }
 }
@@ -687,7 +679,6 @@ mod tests {
         backend: SocketAddr,
         generation: u64,
         usable: bool,
-        keep_at_most: usize,
         id: usize,
     }
 
@@ -704,13 +695,10 @@ mod tests {
         fn ended(&self) -> bool {
             false
         }
-        fn keep_at_most(&self) -> usize {
-            self.keep_at_most
-        }
     }
 
-    fn fake(backend: SocketAddr, id: usize, keep_at_most: usize) -> Fake {
-        Fake { backend, generation: 1, usable: true, keep_at_most, id }
+    fn fake(backend: SocketAddr, id: usize) -> Fake {
+        Fake { backend, generation: 1, usable: true, id }
     }
 
     const A: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5001);
@@ -724,7 +712,7 @@ mod tests {
         // connections they used is closed, and the next burst needs no
         // new one. With 256 kept, the next burst made 744.
         for id in 0..1000 {
-            kept.give_back(Box::new(fake(A, id, 10_000)));
+            kept.give_back(Box::new(fake(A, id)), 10_000);
         }
         assert_eq!(kept.idle_to(A), 1000);
         let again: Vec<_> = (0..1000).map(|_| kept.take(A, 1).expect("a kept connection")).collect();
@@ -733,7 +721,7 @@ mod tests {
         assert_eq!(again[0].id, 999);
         // Past the cap, the oldest goes.
         for fake in again {
-            kept.give_back(Box::new(Fake { keep_at_most: 600, ..*fake }));
+            kept.give_back(fake, 600);
         }
         assert_eq!(kept.idle_to(A), 600);
         assert_eq!(kept.take(A, 1).map(|fake| fake.id), Some(0), "the oldest 400 were closed");
@@ -742,9 +730,9 @@ mod tests {
     #[test]
     fn kept_connections_are_per_backend_and_those_of_older_backends_or_unusable_are_dropped() {
         let mut kept = Kept::default();
-        kept.give_back(Box::new(fake(A, 1, 10)));
-        kept.give_back(Box::new(fake(B, 2, 10)));
-        kept.give_back(Box::new(Fake { usable: false, ..fake(A, 3, 10) }));
+        kept.give_back(Box::new(fake(A, 1)), 10);
+        kept.give_back(Box::new(fake(B, 2)), 10);
+        kept.give_back(Box::new(Fake { usable: false, ..fake(A, 3) }), 10);
         assert_eq!(kept.take(A, 1).map(|fake| fake.id), Some(1), "the unusable one is passed over");
         assert_eq!(kept.idle_to(A), 0, "and dropped");
         assert!(kept.take(A, 1).is_none());
@@ -752,7 +740,7 @@ mod tests {
         // next look, and one made for them is not kept after it.
         assert!(kept.take(B, 2).is_none());
         assert_eq!(kept.idle_to(B), 0);
-        kept.give_back(Box::new(fake(B, 4, 10)));
+        kept.give_back(Box::new(fake(B, 4)), 10);
         assert_eq!(kept.idle_to(B), 0, "made before the switch");
     }
 }
