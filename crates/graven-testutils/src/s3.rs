@@ -58,14 +58,23 @@ pub fn fresh_bucket(endpoint: &str) -> String {
 /// Creates bucket `name` with the one request object_store cannot make
 /// (`PUT /name`), unsigned: moto accepts it unless it checks credentials.
 pub fn create_bucket(endpoint: &str, name: &str) {
-    use std::io::{Read as _, Write as _};
     let host = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to the S3 test server");
-    write!(stream, "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-        .expect("send the request");
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).expect("read the answer");
+    let answer = raw_request(host, &format!("PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0"))
+        .unwrap_or_else(|error| panic!("could not ask the S3 test server at {host}: {error}"));
     assert!(answer.starts_with("HTTP/1.1 200"), "could not create bucket {name}: {answer}");
+}
+
+/// Sends `head` (a request line and headers, without the blank line
+/// that ends them) to `host` on a connection of its own, closed after
+/// the answer, and reads that answer whole (within a minute).
+fn raw_request(host: &str, head: &str) -> std::io::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(host)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    write!(stream, "{head}\r\nConnection: close\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    Ok(answer)
 }
 
 /// A bucket on a test server, read and changed directly.
@@ -161,13 +170,8 @@ impl OwnS3 {
 /// took 6 s on a loaded machine, which a test that times graven's first
 /// request would have counted as graven's.
 fn warm_up(port: u16) {
-    use std::io::{Read as _, Write as _};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
-    let head = format!("HEAD /warm-up/object HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(head.as_bytes()).is_ok() {
-        let _ = stream.read_to_end(&mut Vec::new());
-    }
+    let host = format!("127.0.0.1:{port}");
+    let _ = raw_request(&host, &format!("HEAD /warm-up/object HTTP/1.1\r\nHost: {host}"));
 }
 
 impl Drop for OwnS3 {
