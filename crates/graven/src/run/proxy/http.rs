@@ -5,7 +5,6 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -19,68 +18,21 @@ use futures_util::future::Either;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1 as client_http1;
 use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
 use super::beside::Beside;
-use super::{CONNECT_TIMEOUT, ClientConn, Lease, ProxyLimits, Shared};
+use super::upstream::{Failed, Outgoing, Upstream};
+use super::{ClientConn, Lease, ProxyLimits, Shared};
 
 /// The body of every request to a backend and every response to a client.
-pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
-
-/// The other end of a connection to a backend.
-type BackendConn = client_http1::Connection<TokioIo<TcpStream>, ProxyBody>;
-
-/// An HTTP/1.1 connection to one backend, kept alive between requests by
-/// the event loop it was made on. Its I/O is driven from the task of the
-/// client connection using it, while a request is sent and while its
-/// response is read: a request never waits for another task, or another
-/// thread.
-struct Upstream {
-    backend: SocketAddr,
-    /// The backends it was made for (see [`Lease::generation`]).
-    generation: u64,
-    sender: client_http1::SendRequest<ProxyBody>,
-    conn: BackendConn,
-    /// The connection ended (closed, or failed): never to be used again.
-    ended: bool,
-}
-
-impl Upstream {
-    /// Connects to the backend of `lease`, within [`CONNECT_TIMEOUT`].
-    /// Boxed: a request's future, its response's body and the loop's
-    /// list move it from one to the next, a pointer and not the
-    /// connection's state (752 bytes, copied three times a request).
-    async fn connect(lease: &Lease) -> io::Result<Box<Self>> {
-        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(lease.backend))
-            .await
-            .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        stream.set_nodelay(true)?;
-        let (sender, conn) = client_http1::handshake(TokioIo::new(stream)).await.map_err(io::Error::other)?;
-        Ok(Box::new(Self { backend: lease.backend, generation: lease.generation, sender, conn, ended: false }))
-    }
-
-    /// Drives the connection's I/O; marks it ended once it is.
-    fn poll_conn(&mut self, cx: &mut Context<'_>) {
-        if !self.ended && Pin::new(&mut self.conn).poll(cx).is_ready() {
-            self.ended = true;
-        }
-    }
-
-    /// Sends `request` and waits for its response's head, driving the
-    /// connection meanwhile.
-    async fn send(&mut self, request: Request<ProxyBody>) -> hyper::Result<Response<Incoming>> {
-        let mut sent = std::pin::pin!(self.sender.send_request(request));
-        std::future::poll_fn(|cx| {
-            self.poll_conn(cx);
-            sent.as_mut().poll(cx)
-        })
-        .await
-    }
-}
+/// Its error is an `io::Error` (what hyper reports of a client's body is
+/// wrapped in one): an error type of no lifetime, as hyper's connection
+/// needs of a body's for its future to be sent between threads.
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, io::Error>;
 
 impl Keepable for Upstream {
     fn backend(&self) -> SocketAddr {
@@ -91,15 +43,12 @@ impl Keepable for Upstream {
         self.generation
     }
 
-    /// Open, and idle. A backend that closed it meanwhile shows here, as
-    /// its close is read.
     fn usable(&mut self) -> bool {
-        self.poll_conn(&mut Context::from_waker(std::task::Waker::noop()));
-        !self.ended && self.sender.is_ready()
+        Upstream::usable(self)
     }
 
     fn ended(&self) -> bool {
-        self.ended
+        Upstream::ended(self)
     }
 }
 
@@ -296,7 +245,7 @@ async fn handle(
     };
     // Only a request without a body can be sent twice.
     let resendable = body.is_end_stream();
-    let mut body = Some(body.boxed_unsync());
+    let mut body = Some(body.map_err(io::Error::other).boxed_unsync());
     let mut tried = Vec::new();
     let mut fresh_only = false;
     loop {
@@ -308,7 +257,7 @@ async fn handle(
         let was_reused = reused.is_some();
         let mut upstream = if let Some(upstream) = reused {
             upstream
-        } else if let Ok(upstream) = Upstream::connect(&lease).await {
+        } else if let Ok(upstream) = Upstream::connect(lease.backend, lease.generation).await {
             upstream
         } else {
             // Nothing was sent: another backend may take it.
@@ -316,74 +265,67 @@ async fn handle(
             continue;
         };
         let Some(sending) = body.take() else { return bad_gateway(&release, lease.backend) };
-        let mut outgoing = Request::new(sending);
-        *outgoing.method_mut() = parts.method.clone();
-        *outgoing.uri_mut() = target.clone();
-        *outgoing.version_mut() = Version::HTTP_11;
-        // Sent once, unless on a kept connection: moved, not copied.
-        *outgoing.headers_mut() =
-            if was_reused && resendable { parts.headers.clone() } else { std::mem::take(&mut parts.headers) };
-        if !outgoing.headers().contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(&lease.backend.to_string())
-        {
-            outgoing.headers_mut().insert(header::HOST, host);
-        }
+        let outgoing = Outgoing { method: &parts.method, target: &target, headers: &parts.headers, body: sending };
         if upgrade {
             return upgraded(upstream, outgoing, client_upgrade, lease, &release, limits).await;
         }
         let answered = tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await;
         let response = match answered {
             Err(_) => return gateway_timeout(&release, limits.response_timeout),
-            Ok(Err(_)) if was_reused && resendable => {
+            Ok(Err(Failed::Client(_))) => return unreadable_body(),
+            Ok(Err(Failed::Backend(failed)))
+                if was_reused && resendable && failed.kind() != io::ErrorKind::InvalidData =>
+            {
                 // The backend closed the kept connection as the request
                 // was sent; it never took it.
                 body = Some(empty());
                 fresh_only = true;
                 continue;
             }
-            Ok(Err(_)) => return bad_gateway(&release, lease.backend),
+            Ok(Err(Failed::Backend(_))) => return bad_gateway(&release, lease.backend),
+            // Switching protocols, unasked: nothing the client can use.
+            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                return bad_gateway(&release, lease.backend);
+            }
             Ok(Ok(response)) => response,
         };
-        let (mut head, incoming) = response.into_parts();
-        strip_hop_by_hop(&mut head.headers);
-        let body = Upstreamed {
-            body: incoming,
-            upstream: Some(upstream),
-            complete: false,
-            failed: None,
-            keep_at_most: limits.max_connections,
-            _lease: lease,
-        };
-        return Response::from_parts(head, body.boxed_unsync());
+        return answer(response, upstream, lease, limits);
     }
+}
+
+/// The response whose head was just read, its body read from `upstream`
+/// as the client takes it.
+fn answer(response: Response<()>, upstream: Box<Upstream>, lease: Lease, limits: ProxyLimits) -> Response<ProxyBody> {
+    let (mut head, ()) = response.into_parts();
+    strip_hop_by_hop(&mut head.headers);
+    let body =
+        Upstreamed { upstream: Some(upstream), failed: None, keep_at_most: limits.max_connections, _lease: lease };
+    Response::from_parts(head, body.boxed_unsync())
 }
 
 /// An upgrade request, on a connection of its own: once the backend
 /// switches protocols, both ends are tunnelled.
 async fn upgraded(
-    upstream: Box<Upstream>,
-    outgoing: Request<ProxyBody>,
+    mut upstream: Box<Upstream>,
+    outgoing: Outgoing<'_>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     lease: Lease,
     release: &str,
     limits: ProxyLimits,
 ) -> Response<ProxyBody> {
-    let Upstream { backend, mut sender, conn, .. } = *upstream;
-    tokio::spawn(conn.with_upgrades());
-    let mut response = match tokio::time::timeout(limits.response_timeout, sender.send_request(outgoing)).await {
+    let response = match tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await {
         Err(_) => return gateway_timeout(release, limits.response_timeout),
-        Ok(Err(_)) => return bad_gateway(release, backend),
+        Ok(Err(Failed::Client(_))) => return unreadable_body(),
+        Ok(Err(Failed::Backend(_))) => return bad_gateway(release, lease.backend),
         Ok(Ok(response)) => response,
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
     {
-        let backend_side = hyper::upgrade::on(&mut response);
-        tokio::spawn(tunnel(client_side, backend_side, lease));
-        return response.map(http_body_util::BodyExt::boxed_unsync);
+        tokio::spawn(tunnel(client_side, upstream, lease));
+        return response.map(|()| empty());
     }
-    strip_hop_by_hop(response.headers_mut());
-    response.map(|body| Holding { body, _held: lease }.boxed_unsync())
+    answer(response, upstream, lease, limits)
 }
 
 /// The request's target as a backend gets it: its path and query
@@ -396,16 +338,14 @@ fn origin_form(uri: &Uri) -> Option<Uri> {
     path.parse().ok()
 }
 
-/// A backend's response body, read by driving its connection from the
-/// client connection's task; the connection is kept for the next request
-/// once the body was read whole, and closed if it was not. Its request
-/// is in flight on the backend until then.
+/// A backend's response body, read from its connection by the client
+/// connection's task as the client takes it; the connection is kept for
+/// the next request once the body was read whole, and closed if it was
+/// not. Its request is in flight on the backend until then.
 struct Upstreamed {
-    body: Incoming,
     upstream: Option<Box<Upstream>>,
-    complete: bool,
     /// The body's failure, held back for a turn.
-    failed: Option<hyper::Error>,
+    failed: Option<io::Error>,
     /// How many idle connections to its backend the loop keeps at most.
     keep_at_most: usize,
     _lease: Lease,
@@ -413,71 +353,74 @@ struct Upstreamed {
 
 impl Body for Upstreamed {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        if let Some(upstream) = this.upstream.as_mut() {
-            upstream.poll_conn(cx);
-        }
         if let Some(failed) = this.failed.take() {
             return Poll::Ready(Some(Err(failed)));
         }
-        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
-        match frame {
-            None => this.complete = true,
+        let Some(upstream) = this.upstream.as_mut() else { return Poll::Ready(None) };
+        match std::task::ready!(upstream.poll_body(cx)) {
+            None => Poll::Ready(None),
+            Some(Ok(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
             // What came before it goes to the client first: the failure
             // waits one turn, in which the client connection flushes.
             Some(Err(failed)) => {
                 this.failed = Some(failed);
                 cx.waker().wake_by_ref();
-                return Poll::Pending;
+                Poll::Pending
             }
-            Some(Ok(_)) => {}
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.failed.is_none() && self.upstream.as_ref().is_none_or(|upstream| upstream.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match self.upstream.as_ref().and_then(|upstream| upstream.exact_length()) {
+            Some(length) if self.failed.is_none() => SizeHint::with_exact(length),
+            _ => SizeHint::default(),
+        }
     }
 }
 
 impl Drop for Upstreamed {
     fn drop(&mut self) {
-        if let Some(upstream) = self.upstream.take()
-            && (self.complete || self.body.is_end_stream())
-        {
+        // Kept only if its response was read whole (see `Kept::give_back`).
+        if let Some(upstream) = self.upstream.take() {
             Kept::keep(upstream, self.keep_at_most);
         }
     }
 }
 
 /// Both ends of an upgraded connection, copied until either closes; in
-/// flight to its backend meanwhile.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, backend: hyper::upgrade::OnUpgrade, lease: Lease) {
-    let (Ok(client), Ok(backend)) = tokio::join!(client, backend) else { return };
-    let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
+/// flight to its backend meanwhile. What the backend sent right after
+/// its `101` goes to the client first.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: Box<Upstream>, lease: Lease) {
+    let Ok(client) = client.await else { return };
+    let (mut backend, early) = upstream.into_tunnel();
+    let mut client = TokioIo::new(client);
+    if !early.is_empty() && client.write_all(&early).await.is_err() {
+        return;
+    }
     let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
     drop(lease);
 }
 
-/// A body that holds `held` (its request's lease on a backend, its request
-/// in flight on a client connection) until it is sent whole, or dropped.
+/// A body that holds `held` (its request in flight on a client
+/// connection) until it is sent whole, or dropped.
 struct Holding<B, T> {
     body: B,
     _held: T,
 }
 
-impl<B: Body<Data = Bytes, Error = hyper::Error> + Unpin, T: Unpin> Body for Holding<B, T> {
+impl<B: Body<Data = Bytes, Error = io::Error> + Unpin, T: Unpin> Body for Holding<B, T> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
     }
 
@@ -618,7 +561,7 @@ fn request_id() -> HeaderValue {
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-fn empty() -> ProxyBody {
+pub(super) fn empty() -> ProxyBody {
     http_body_util::Empty::new().map_err(|never: Infallible| match never {}).boxed_unsync()
 }
 
@@ -629,6 +572,14 @@ fn error(status: StatusCode, text: String) -> Response<ProxyBody> {
     );
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}
+
+/// A request whose body the client did not send as it said (it went
+/// away, or sent less than its length).
+fn unreadable_body() -> Response<ProxyBody> {
+    let mut response = error(StatusCode::BAD_REQUEST, "the request's body could not be read whole\n".into());
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }
 

@@ -1,9 +1,13 @@
 //! The runner's proxy: what makes a switch zero-downtime.
 //!
 //! The runner owns the public port; the `web` processes listen on private
-//! ones. The proxy is an HTTP/1.1 reverse proxy (hyper, on event loops of
-//! its own, one per core: see `loops`) that routes **each request** to one
-//! of the current backends, the one with the fewest requests in flight. A switch replaces the
+//! ones. The proxy is an HTTP/1.1 reverse proxy, on event loops of its
+//! own, one per core (see `loops`): hyper serves the clients, and the
+//! connections to the backends are the proxy's own (see `upstream`: a
+//! proxy needs a small part of an HTTP client, and hyper's whole client
+//! cost a third of the proxy's work per request). It routes **each
+//! request** to one of the current backends, the one with the fewest
+//! requests in flight. A switch replaces the
 //! backend set at once: the next request goes to the new release, also on
 //! a keep-alive connection opened before the switch, while requests in
 //! flight finish on the old one; the runner waits until an old backend has
@@ -41,6 +45,7 @@ mod http;
 mod loops;
 mod sniff;
 mod tcp;
+mod upstream;
 
 use std::fmt;
 use std::io;

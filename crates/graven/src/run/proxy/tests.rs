@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,16 +67,8 @@ fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
         seen.fetch_add(1, Ordering::SeqCst);
         let mut parts = request_line.split(' ');
         let (method, path) = (parts.next().unwrap_or("").to_owned(), parts.next().unwrap_or("").to_owned());
-        if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-            if !skip_chunks(&mut reader) {
-                return;
-            }
-        } else {
-            let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                return;
-            }
+        if read_body(&mut reader, &headers).is_none() {
+            return;
         }
         match path.as_str() {
             "/slow" => thread::sleep(Duration::from_millis(500)),
@@ -117,22 +109,38 @@ fn serve_backend(tag: &str, stream: TcpStream, seen: &AtomicUsize) {
     }
 }
 
-/// Reads a chunked body to its end; whether it was well formed.
-fn skip_chunks(reader: &mut impl std::io::BufRead) -> bool {
+/// Reads a chunked body to its end: its data, or `None` when it is not
+/// well formed or the stream ends first.
+fn read_chunks(reader: &mut impl std::io::BufRead) -> Option<Vec<u8>> {
+    let mut data = Vec::new();
     loop {
         let mut size = String::new();
-        if reader.read_line(&mut size).unwrap_or(0) == 0 {
-            return false;
+        if reader.read_line(&mut size).ok()? == 0 {
+            return None;
         }
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return false };
+        let size = usize::from_str_radix(size.trim(), 16).ok()?;
         let mut chunk = vec![0; size + 2];
-        if reader.read_exact(&mut chunk).is_err() {
-            return false;
+        reader.read_exact(&mut chunk).ok()?;
+        if !chunk.ends_with(b"\r\n") {
+            return None;
         }
+        data.extend_from_slice(&chunk[..size]);
         if size == 0 {
-            return true;
+            return Some(data);
         }
     }
+}
+
+/// Reads the body a head announces: chunked, or by its length (none
+/// without one). `None` when it is cut short or malformed.
+fn read_body(reader: &mut impl std::io::BufRead, headers: &HashMap<String, String>) -> Option<Vec<u8>> {
+    if headers.get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return read_chunks(reader);
+    }
+    let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
 }
 
 /// A request or response head: its first line, and its headers by
@@ -164,6 +172,44 @@ fn refused() -> SocketAddr {
     let dead = SocketAddr::from(([127, 0, 0, 1], 1));
     assert!(TcpStream::connect(dead).is_err(), "something listens on {dead}");
     dead
+}
+
+/// A request as a backend got it: its first line, its headers by
+/// lowercase name, and its body, unframed.
+type Got = (String, HashMap<String, String>, Vec<u8>);
+
+/// A backend that answers every request with `answer`, byte for byte as
+/// it is, and then closes the connection when `close` says so: the
+/// responses a backend may send that [`backend`] never does. Counts the
+/// connections it accepted and records the requests it got.
+struct Scripted {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    got: Arc<Mutex<Vec<Got>>>,
+}
+
+fn scripted_backend(answer: &'static [u8], close: bool) -> Scripted {
+    let listener = TcpListener::bind(localhost()).unwrap();
+    let scripted = Scripted { addr: listener.local_addr().unwrap(), accepted: Arc::default(), got: Arc::default() };
+    let (accepted, got) = (Arc::clone(&scripted.accepted), Arc::clone(&scripted.got));
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            accepted.fetch_add(1, Ordering::SeqCst);
+            let got = Arc::clone(&got);
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut writer = stream;
+                while let Some((first, headers)) = read_head(&mut reader) {
+                    let Some(body) = read_body(&mut reader, &headers) else { return };
+                    got.lock().unwrap().push((first, headers, body));
+                    if writer.write_all(answer).is_err() || close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    scripted
 }
 
 fn started_with(mode: ProxyMode, limits: ProxyLimits, backends: Vec<SocketAddr>) -> Proxy {
@@ -207,9 +253,7 @@ impl Client {
     fn read(&mut self) -> Option<Answer> {
         let (status_line, headers) = read_head(&mut self.reader)?;
         let status = status_line.split(' ').nth(1)?.parse().ok()?;
-        let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).ok()?;
+        let body = read_body(&mut self.reader, &headers)?;
         Some(Answer { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
     }
 
@@ -656,4 +700,102 @@ fn the_backlog_follows_the_connection_cap_within_128_and_4096() {
     assert_eq!(with_cap(448), 448, "ulimit -n 1024");
     assert_eq!(with_cap(16), 128, "never below std's");
     assert_eq!(with_cap(500_000), 4096, "Linux's most by default");
+}
+
+#[test]
+fn a_response_framed_by_chunks_reaches_the_client_whole_and_its_connection_is_kept() {
+    let backend = scripted_backend(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n",
+        false,
+    );
+    let proxy = started(vec![backend.addr]);
+    let mut client = Client::open(proxy.local_addr());
+    for path in ["/one", "/two", "/three"] {
+        assert_eq!(client.get(path).body, "hello world", "{path}");
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "three responses, one connection to the backend");
+}
+
+#[test]
+fn a_response_that_ends_with_its_connection_or_asks_to_close_it_is_delivered_and_its_connection_not_reused() {
+    // To the end of the connection: the client, kept alive, gets it
+    // chunked and asks again.
+    let until_close = scripted_backend(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", true);
+    let proxy = started(vec![until_close.addr]);
+    let mut client = Client::open(proxy.local_addr());
+    for path in ["/one", "/two"] {
+        assert_eq!(client.get(path).body, "until the end", "{path}");
+    }
+    assert_eq!(until_close.accepted.load(Ordering::SeqCst), 2);
+    // `Connection: close` from a backend that leaves it open: not reused
+    // either, or the next request would wait on a connection its backend
+    // no longer reads.
+    let asks_close = scripted_backend(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false);
+    proxy.switch("v2", vec![asks_close.addr]);
+    for path in ["/three", "/four"] {
+        assert_eq!(client.get(path).body, "ok", "{path}");
+    }
+    assert_eq!(asks_close.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn the_answer_to_a_head_request_has_no_body_whatever_its_length_says() {
+    let backend = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false);
+    let proxy = started(vec![backend.addr]);
+    let mut client = Client::open(proxy.local_addr());
+    for _ in 0..2 {
+        client.writer.write_all(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+        let (status_line, headers) = read_head(&mut client.reader).expect("an answer, not a wait for five bytes");
+        assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+        assert_eq!(headers.get("content-length").map(String::as_str), Some("5"));
+    }
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1, "the backend connection was kept");
+    assert!(proxy.wait_drained(backend.addr, PATIENCE));
+}
+
+#[test]
+fn an_ambiguous_response_gets_a_502_and_a_malformed_body_cuts_the_client_off() {
+    let ambiguous = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk", false);
+    let proxy = started(vec![ambiguous.addr]);
+    let answer = get(proxy.local_addr(), "/");
+    assert_eq!(answer.status, 502, "{answer:?}");
+    assert!(answer.body.contains("v1"), "{answer:?}");
+    assert_eq!(ambiguous.got.lock().unwrap().len(), 1, "it was not sent again");
+
+    let malformed =
+        scripted_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n", false);
+    proxy.switch("v2", vec![malformed.addr]);
+    let mut client = Client::open(proxy.local_addr());
+    client.writer.write_all(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    let (status_line, headers) = read_head(&mut client.reader).expect("the head was sent");
+    assert!(status_line.starts_with("HTTP/1.1 200"), "{status_line}");
+    assert_eq!(read_body(&mut client.reader, &headers), None, "a body that looks whole");
+    assert!(proxy.wait_drained(malformed.addr, PATIENCE), "the request is no longer in flight");
+}
+
+#[test]
+fn a_request_body_reaches_the_app_whole_framed_as_the_client_framed_it() {
+    let backend = scripted_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false);
+    let proxy = started(vec![backend.addr]);
+    let mut client = Client::open(proxy.local_addr());
+    let large = "x".repeat(300_000);
+    let with_length = format!("POST /length HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{large}", large.len());
+    assert_eq!(client.send(&with_length).expect("an answer").status, 200);
+    let chunked =
+        "POST /chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+    assert_eq!(client.send(chunked).expect("an answer").status, 200);
+    assert_eq!(client.get("/empty").status, 200);
+
+    let got = backend.got.lock().unwrap();
+    let [length, chunked, empty] = got.as_slice() else { panic!("{} requests", got.len()) };
+    assert_eq!(length.0, "POST /length HTTP/1.1");
+    assert_eq!(length.1.get("content-length"), Some(&large.len().to_string()));
+    assert_eq!(length.2, large.as_bytes(), "the body as the client sent it");
+    assert_eq!(chunked.0, "POST /chunked HTTP/1.1");
+    assert_eq!(chunked.1.get("transfer-encoding").map(String::as_str), Some("chunked"));
+    assert_eq!(chunked.1.get("content-length"), None);
+    assert_eq!(chunked.2, b"abcde");
+    assert_eq!(empty.1.get("content-length"), None, "no body, no framing: {:?}", empty.1);
+    assert_eq!(empty.1.get("transfer-encoding"), None);
+    assert_eq!(backend.accepted.load(Ordering::SeqCst), 1);
 }
