@@ -9,7 +9,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use futures_util::future::Either;
 use http_body_util::BodyExt as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt as _;
@@ -238,8 +238,7 @@ async fn handle(
 ) -> Response<ProxyBody> {
     let upgrade = is_upgrade(request.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let (mut parts, body) = request.into_parts();
-    forwarded_headers(&mut parts.headers, who, upgrade);
+    let (parts, body) = request.into_parts();
     let Some(target) = origin_form(&parts.uri) else {
         return error(StatusCode::BAD_REQUEST, "the request's target is not a valid path\n".to_owned());
     };
@@ -265,7 +264,14 @@ async fn handle(
             continue;
         };
         let Some(sending) = body.take() else { return bad_gateway(&release, lease.backend) };
-        let outgoing = Outgoing { method: &parts.method, target: &target, headers: &parts.headers, body: sending };
+        let outgoing = Outgoing {
+            method: &parts.method,
+            target: &target,
+            headers: &parts.headers,
+            client: &who.ip,
+            upgrade,
+            body: sending,
+        };
         if upgrade {
             return upgraded(upstream, outgoing, client_upgrade, lease, &release, limits).await;
         }
@@ -296,11 +302,9 @@ async fn handle(
 /// The response whose head was just read, its body read from `upstream`
 /// as the client takes it.
 fn answer(response: Response<()>, upstream: Box<Upstream>, lease: Lease, limits: ProxyLimits) -> Response<ProxyBody> {
-    let (mut head, ()) = response.into_parts();
-    strip_hop_by_hop(&mut head.headers);
     let body =
         Upstreamed { upstream: Some(upstream), failed: None, keep_at_most: limits.max_connections, _lease: lease };
-    Response::from_parts(head, body.boxed_unsync())
+    response.map(|()| body.boxed_unsync())
 }
 
 /// An upgrade request, on a connection of its own: once the backend
@@ -443,122 +447,16 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
     value.to_str().is_ok_and(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
-/// The headers that describe one hop, not the message (RFC 9110, 7.6.1),
-/// and the one that asks to switch protocols.
-static HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
-/// Removes the hop-by-hop headers, and those `Connection` names. One
-/// look at each name the message has (a handful), not a lookup of each
-/// name that could be there, and nothing allocated unless `Connection`
-/// names a header: most messages have one hop-by-hop header at most.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        // `Connection: keep-alive` (or `close`) names no header to remove.
-        .filter(|token| !token.eq_ignore_ascii_case("keep-alive") && !token.eq_ignore_ascii_case("close"))
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        .collect();
-    let present = headers
-        .keys()
-        .filter_map(|name| HOP_BY_HOP.iter().position(|hop| hop == name))
-        .fold(0u8, |present, at| present | (1 << at));
-    for name in &named {
-        headers.remove(name);
-    }
-    for (at, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << at) != 0 {
-            headers.remove(name);
-        }
-    }
-}
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Who is on the other end of a client connection, as `X-Forwarded-For`
 /// names it: made once per connection.
 struct Who {
     ip: String,
-    header: Option<HeaderValue>,
 }
 
 impl Who {
     fn of(peer: SocketAddr) -> Self {
-        let ip = peer.ip().to_string();
-        Self { header: HeaderValue::from_str(&ip).ok(), ip }
+        Self { ip: peer.ip().to_string() }
     }
-}
-
-/// The request's headers as the app gets them: hop-by-hop ones removed
-/// (but those of an upgrade), who asked and how added.
-fn forwarded_headers(headers: &mut HeaderMap, who: &Who, upgrade: bool) {
-    let upgrade_to = if upgrade { headers.get(header::UPGRADE).cloned() } else { None };
-    strip_hop_by_hop(headers);
-    // What is added below (six headers for an upgrade, four otherwise),
-    // in one growth of the map at most.
-    headers.reserve(if upgrade_to.is_some() { 6 } else { 4 });
-    if let Some(protocol) = upgrade_to {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        headers.insert(header::UPGRADE, protocol);
-    }
-    match headers.entry(&X_FORWARDED_FOR) {
-        Entry::Occupied(mut chain) => {
-            let longer = chain
-                .get()
-                .to_str()
-                .ok()
-                .and_then(|earlier| HeaderValue::from_str(&format!("{earlier}, {}", who.ip)).ok());
-            if let Some(value) = longer.or_else(|| who.header.clone()) {
-                chain.insert(value);
-            }
-        }
-        Entry::Vacant(chain) => {
-            if let Some(value) = who.header.clone() {
-                chain.insert(value);
-            }
-        }
-    }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    if let Some(host) = headers.get(header::HOST).cloned() {
-        headers.insert(&X_FORWARDED_HOST, host);
-    }
-    if let Entry::Vacant(id) = headers.entry(&X_REQUEST_ID) {
-        id.insert(request_id());
-    }
-}
-
-/// A request id unique to this runner: its start, its pid, a counter, in
-/// 24 hex digits.
-fn request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let seed = *SEED.get_or_init(|| {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        // The low bits of the clock, and the pid: two runners differ.
-        (u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0)) ^ (u64::from(std::process::id()) << 40)
-    });
-    let count = NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
-    let id = (u128::from(seed) << 32) | u128::from(count);
-    let mut text = [0u8; 24];
-    for (i, digit) in text.iter_mut().enumerate() {
-        *digit = HEX[usize::try_from((id >> (4 * (23 - i))) & 0xf).unwrap_or(0)];
-    }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 pub(super) fn empty() -> ProxyBody {

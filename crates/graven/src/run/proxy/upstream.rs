@@ -18,6 +18,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
@@ -77,8 +78,14 @@ pub(super) struct Outgoing<'a> {
     pub(super) method: &'a Method,
     /// In origin form (`/path?query`).
     pub(super) target: &'a Uri,
-    /// The client's headers, already forwarded (hop-by-hop ones removed).
+    /// The client's headers, as hyper read them: what the app gets is
+    /// made of them as they are written (see [`encode_head`]).
     pub(super) headers: &'a HeaderMap,
+    /// The client's address, as `X-Forwarded-For` names it.
+    pub(super) client: &'a str,
+    /// An upgrade: `Connection: upgrade` and the client's `Upgrade` are
+    /// passed on.
+    pub(super) upgrade: bool,
     pub(super) body: ProxyBody,
 }
 
@@ -329,28 +336,59 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
         if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(count + 4);
-        for &[name_from, name_to, value_from, value_to] in &spans[..count] {
+        // The hop-by-hop fields are read, not kept: the client gets its
+        // own (but those of a switch of protocols, which are the answer).
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        let mut headers = HeaderMap::with_capacity(count);
+        let mut keep_alive = version == 1;
+        // Whether the last transfer coding is chunked; `None` with no
+        // `Transfer-Encoding`.
+        let mut chunked: Option<bool> = None;
+        // `Connection` names other fields, to be dropped too.
+        let mut names_fields = false;
+        let field = |[name_from, name_to, value_from, value_to]: [u16; 4]| {
             let (name_from, name_to) = (usize::from(name_from), usize::from(name_to));
             let (value_from, value_to) = (usize::from(value_from), usize::from(value_to));
             let name = HeaderName::from_bytes(&head[name_from..name_to])
                 .map_err(|_| invalid("a response header's name that is not a token"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value_from..value_to))
                 .map_err(|_| invalid(format!("a value of the response header {name} with control characters")))?;
-            headers.append(name, value);
-        }
-        let mut keep_alive = version == 1;
-        for value in &headers.get_all(header::CONNECTION) {
-            for token in value.as_bytes().split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
+            Ok::<_, io::Error>((name, value))
+        };
+        for &span in &spans[..count] {
+            let (name, value) = field(span)?;
+            if name == header::CONNECTION {
+                for token in tokens(value.as_bytes()) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        keep_alive = false;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive |= version == 0;
+                    } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                        names_fields = true;
+                    }
                 }
-                if token.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
-                    keep_alive = true;
+            } else if name == header::TRANSFER_ENCODING {
+                let last = tokens(value.as_bytes()).rfind(|coding| !coding.is_empty());
+                chunked = Some(last.map_or(chunked == Some(true), |coding| coding.eq_ignore_ascii_case(b"chunked")));
+            }
+            if switching || !HOP_BY_HOP.contains(&name) {
+                headers.append(name, value);
+            }
+        }
+        if names_fields && !switching {
+            // Rare: read the `Connection` fields again for the names.
+            for &span in &spans[..count] {
+                let (name, value) = field(span)?;
+                if name == header::CONNECTION {
+                    for token in tokens(value.as_bytes()) {
+                        if let Ok(named) = HeaderName::from_bytes(token) {
+                            headers.remove(named);
+                        }
+                    }
                 }
             }
         }
-        let framing = framing(head_request, status, &mut headers, &mut keep_alive)?;
+        let framing = framing(head_request, status, chunked, &mut headers, &mut keep_alive)?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -358,12 +396,15 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
     }
 }
 
-/// How the body of a response with `headers` ends (RFC 9112, 6.3). What
-/// a chunked response says of its length is removed: the client gets the
-/// body as it is read, framed by hyper.
+/// How the body of a response with `headers` ends (RFC 9112, 6.3);
+/// `chunked` is whether its last transfer coding is chunked, `None`
+/// without `Transfer-Encoding`. What a chunked response says of its
+/// length is removed: the client gets the body as it is read, framed by
+/// hyper.
 fn framing(
     head_request: bool,
     status: StatusCode,
+    chunked: Option<bool>,
     headers: &mut HeaderMap,
     keep_alive: &mut bool,
 ) -> io::Result<Framing> {
@@ -374,14 +415,7 @@ fn framing(
     if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Done);
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
-            .map(<[u8]>::trim_ascii)
-            .rfind(|coding| !coding.is_empty())
-            .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
+    if let Some(chunked) = chunked {
         // With a length too, the length is ignored, and the connection
         // closed after: it may have been meant to be read either way.
         if headers.remove(header::CONTENT_LENGTH).is_some() {
@@ -395,7 +429,7 @@ fn framing(
     }
     let mut length = None;
     for value in &headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&byte| byte == b',').map(<[u8]>::trim_ascii) {
+        for part in tokens(value.as_bytes()) {
             let parsed = decimal(part).ok_or_else(|| invalid("a response Content-Length that is not a number"))?;
             if length.is_some_and(|length| length != parsed) {
                 return Err(invalid("a response with conflicting Content-Length values"));
@@ -411,6 +445,11 @@ fn framing(
             Ok(Framing::UntilClose)
         }
     }
+}
+
+/// The comma-separated parts of a field's value, trimmed.
+fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii)
 }
 
 /// Digits only, no sign, no overflow.
@@ -549,29 +588,106 @@ impl Sending {
     }
 }
 
-/// The request line and headers, with the framing of `sending`, and a
-/// `Host` of the backend's address if the client sent none (HTTP/1.0).
+/// The headers that describe one hop, not the message (RFC 9110, 7.6.1),
+/// and the one that asks to switch protocols: neither side's are passed
+/// to the other.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request head as the app gets it, written in one pass over the
+/// client's headers, none of them changed, copied or looked up twice:
+///
+/// - not the hop-by-hop headers, nor those the client's `Connection`
+///   names; for an upgrade, `Connection: upgrade` and the client's
+///   `Upgrade`;
+/// - who asked and how: `X-Forwarded-For` (the client's chain, and its
+///   address), `X-Forwarded-Proto`, `X-Forwarded-Host` (the `Host` it
+///   asked), the last two replacing any the client sent; an
+///   `X-Request-Id` when it sent none;
+/// - a `Host` of the backend's address if the client sent none
+///   (HTTP/1.0), and the framing of `sending`.
 fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, backend: SocketAddr, sending: Sending) {
     use std::io::Write as _;
+    let headers = request.headers;
     out.extend_from_slice(request.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(
         request.target.path_and_query().map_or("/", hyper::http::uri::PathAndQuery::as_str).as_bytes(),
     );
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut host = false;
-    for (name, value) in request.headers {
-        if name == header::CONTENT_LENGTH || name == header::TRANSFER_ENCODING {
+    // The headers `Connection` names, but those that name none or are
+    // hop-by-hop anyway: most requests have none, and nothing is
+    // allocated for them.
+    let named: Vec<&[u8]> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|value| tokens(value.as_bytes()))
+        .filter(|token| {
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP.iter().any(|hop| token.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+        })
+        .collect();
+    let (mut host, mut has_id, mut has_chain) = (None, false, false);
+    for (name, value) in headers {
+        if name == X_FORWARDED_FOR {
+            has_chain = true;
             continue;
         }
-        host |= name == header::HOST;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        if HOP_BY_HOP.contains(name)
+            || name == header::CONTENT_LENGTH
+            || name == X_FORWARDED_PROTO
+            || name == X_FORWARDED_HOST
+            || named.iter().any(|named| named.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        {
+            continue;
+        }
+        if name == header::HOST {
+            host = Some(value);
+        }
+        has_id |= name == X_REQUEST_ID;
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
-    if !host {
-        let _ = write!(out, "host: {backend}\r\n");
+    if request.upgrade
+        && let Some(protocol) = headers.get(header::UPGRADE)
+    {
+        out.extend_from_slice(b"connection: upgrade\r\n");
+        field(out, b"upgrade", protocol.as_bytes());
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if has_chain {
+        for earlier in &headers.get_all(&X_FORWARDED_FOR) {
+            let earlier = earlier.as_bytes().trim_ascii();
+            if !earlier.is_empty() {
+                out.extend_from_slice(earlier);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    out.extend_from_slice(request.client.as_bytes());
+    out.extend_from_slice(b"\r\nx-forwarded-proto: http\r\n");
+    match host {
+        Some(host) => field(out, b"x-forwarded-host", host.as_bytes()),
+        None => {
+            let _ = write!(out, "host: {backend}\r\n");
+        }
+    }
+    if !has_id {
+        out.extend_from_slice(b"x-request-id: ");
+        request_id(out);
+        out.extend_from_slice(b"\r\n");
     }
     match sending {
         Sending::Nothing => {}
@@ -581,6 +697,29 @@ fn encode_head(out: &mut Vec<u8>, request: &Outgoing<'_>, backend: SocketAddr, s
         Sending::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a request id unique to this runner: its start, its pid, a
+/// counter, in 24 hex digits.
+fn request_id(out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        // The low bits of the clock, and the pid: two runners differ.
+        (u64::try_from(nanos & u128::from(u64::MAX)).unwrap_or(0)) ^ (u64::from(std::process::id()) << 40)
+    });
+    let count = NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff_ffff;
+    let id = (u128::from(seed) << 32) | u128::from(count);
+    out.extend((0..24).map(|i| HEX[usize::try_from((id >> (4 * (23 - i))) & 0xf).unwrap_or(0)]));
 }
 
 /// Writes the request's head, then its body as `sending` frames it.
@@ -752,31 +891,90 @@ mod tests {
         assert!(dechunk(&long_line).is_err());
     }
 
-    #[test]
-    fn a_request_head_carries_the_framing_of_its_body_and_a_host() {
-        let headers: HeaderMap = [
-            (header::HOST, HeaderValue::from_static("app.example")),
-            (header::CONTENT_LENGTH, HeaderValue::from_static("99")),
-        ]
-        .into_iter()
-        .collect();
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        fields.iter().map(|&(name, value)| (HeaderName::from_static(name), HeaderValue::from_static(value))).collect()
+    }
+
+    /// The head [`encode_head`] writes for `headers`, its request id
+    /// replaced by `ID`.
+    fn encoded(headers: &HeaderMap, sending: Sending, upgrade: bool) -> String {
         let target: Uri = "/a?b".parse().unwrap();
         let backend = SocketAddr::from(([127, 0, 0, 1], 5000));
-        let encoded = |headers: &HeaderMap, sending| {
-            let request =
-                Outgoing { method: &Method::POST, target: &target, headers, body: super::super::http::empty() };
-            let mut out = Vec::new();
-            encode_head(&mut out, &request, backend, sending);
-            String::from_utf8(out).unwrap()
+        let request = Outgoing {
+            method: &Method::POST,
+            target: &target,
+            headers,
+            client: "10.1.2.3",
+            upgrade,
+            body: super::super::http::empty(),
         };
+        let mut out = Vec::new();
+        encode_head(&mut out, &request, backend, sending);
+        let text = String::from_utf8(out).unwrap();
+        text.lines()
+            .map(|line| if line.starts_with("x-request-id: ") && line.len() == 38 { "x-request-id: ID" } else { line })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn a_request_head_carries_the_framing_of_its_body_a_host_and_who_asked() {
+        let host_and_length = headers(&[("host", "app.example"), ("content-length", "99")]);
         assert_eq!(
-            encoded(&headers, Sending::Length(3)),
-            "POST /a?b HTTP/1.1\r\nhost: app.example\r\ncontent-length: 3\r\n\r\n",
+            encoded(&host_and_length, Sending::Length(3), false),
+            "POST /a?b HTTP/1.1\nhost: app.example\nx-forwarded-for: 10.1.2.3\nx-forwarded-proto: http\n\
+             x-forwarded-host: app.example\nx-request-id: ID\ncontent-length: 3\n",
             "the length is the body's"
         );
         assert_eq!(
-            encoded(&HeaderMap::new(), Sending::Chunked),
-            "POST /a?b HTTP/1.1\r\nhost: 127.0.0.1:5000\r\ntransfer-encoding: chunked\r\n\r\n"
+            encoded(&HeaderMap::new(), Sending::Chunked, false),
+            "POST /a?b HTTP/1.1\nx-forwarded-for: 10.1.2.3\nx-forwarded-proto: http\nhost: 127.0.0.1:5000\n\
+             x-request-id: ID\ntransfer-encoding: chunked\n"
         );
+    }
+
+    #[test]
+    fn a_request_head_has_no_hop_by_hop_headers_and_the_forwarding_ones_are_the_proxys() {
+        let sent = headers(&[
+            ("host", "h"),
+            ("connection", "keep-alive, X-Secret, close"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed.example"),
+            ("x-request-id", "mine"),
+        ]);
+        assert_eq!(
+            encoded(&sent, Sending::Nothing, false),
+            "POST /a?b HTTP/1.1\nhost: h\nx-request-id: mine\nx-forwarded-for: 192.0.2.1, 198.51.100.7, 10.1.2.3\n\
+             x-forwarded-proto: http\nx-forwarded-host: h\n"
+        );
+        let upgrade = headers(&[("host", "h"), ("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(
+            encoded(&upgrade, Sending::Nothing, true),
+            "POST /a?b HTTP/1.1\nhost: h\nconnection: upgrade\nupgrade: websocket\nx-forwarded-for: 10.1.2.3\n\
+             x-forwarded-proto: http\nx-forwarded-host: h\nx-request-id: ID\n"
+        );
+    }
+
+    #[test]
+    fn a_response_head_has_no_hop_by_hop_headers_but_a_switch_of_protocols_keeps_its_own() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: timeout=5\r\n\
+                   Transfer-Encoding: chunked\r\nTrailer: x-sum\r\nUpgrade: h2c\r\nX-Kept: yes\r\n\r\n";
+        let head = parsed(raw.as_bytes(), false).unwrap().unwrap();
+        assert_eq!((head.framing, head.keep_alive), (Framing::Chunked(Chunked::Size), true));
+        let names: Vec<_> = head.response.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["x-kept"]);
+        let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let head = parsed(switch.as_bytes(), false).unwrap().unwrap();
+        assert_eq!(head.response.headers()["upgrade"], "websocket");
+        assert_eq!(head.response.headers()["connection"], "upgrade");
     }
 }
