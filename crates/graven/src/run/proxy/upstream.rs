@@ -375,8 +375,11 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
                 headers.append(name, value);
             }
         }
+        let framing = framing(head_request, status, chunked, &mut headers, &mut keep_alive)?;
         if names_fields && !switching {
-            // Rare: read the `Connection` fields again for the names.
+            // Rare: read the `Connection` fields again for the names, once
+            // the body's framing is known (a backend may name its own
+            // `Content-Length`).
             for &span in &spans[..count] {
                 let (name, value) = field(span)?;
                 if name == header::CONNECTION {
@@ -388,7 +391,6 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
                 }
             }
         }
-        let framing = framing(head_request, status, chunked, &mut headers, &mut keep_alive)?;
         let mut response = Response::new(());
         *response.status_mut() = status;
         *response.headers_mut() = headers;
@@ -972,6 +974,9 @@ mod tests {
         assert_eq!((head.framing, head.keep_alive), (Framing::Chunked(Chunked::Size), true));
         let names: Vec<_> = head.response.headers().keys().map(HeaderName::as_str).collect();
         assert_eq!(names, ["x-kept"]);
+        let names_its_length = "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n";
+        let head = parsed(names_its_length.as_bytes(), false).unwrap().unwrap();
+        assert_eq!(head.framing, Framing::Length(2), "framed before the names are dropped");
         let switch = "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n";
         let head = parsed(switch.as_bytes(), false).unwrap().unwrap();
         assert_eq!(head.response.headers()["upgrade"], "websocket");
