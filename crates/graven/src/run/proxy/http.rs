@@ -179,17 +179,18 @@ pub(super) async fn serve(
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
-    let who = Arc::new(Who::of(peer));
+    // Who asked, as `X-Forwarded-For` names them: made once a connection.
+    let client: Arc<str> = peer.ip().to_string().into();
     let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (shared, who) = (Arc::clone(&shared), Arc::clone(&who));
+        let (shared, client) = (Arc::clone(&shared), Arc::clone(&client));
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
         // Its head had both a length and chunked (see `sniff`).
         let ambiguous =
             smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
-            let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &who, limits).await };
+            let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &client, limits).await };
             // Around the boxed body, not boxed again: hyper takes any body.
             Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }))
         }
@@ -233,7 +234,7 @@ enum Ending {
 async fn handle(
     shared: &Arc<Shared>,
     mut request: Request<Incoming>,
-    who: &Who,
+    client: &str,
     limits: ProxyLimits,
 ) -> Response<ProxyBody> {
     let upgrade = is_upgrade(request.headers());
@@ -244,7 +245,7 @@ async fn handle(
     };
     // Only a request without a body can be sent twice.
     let resendable = body.is_end_stream();
-    let mut body = Some(body.map_err(io::Error::other).boxed_unsync());
+    let mut body = body.map_err(io::Error::other).boxed_unsync();
     let mut tried = Vec::new();
     let mut fresh_only = false;
     loop {
@@ -263,18 +264,15 @@ async fn handle(
             tried.push(lease.backend);
             continue;
         };
-        let Some(sending) = body.take() else { return bad_gateway(&release, lease.backend) };
         let outgoing = Outgoing {
             method: &parts.method,
             target: &target,
             headers: &parts.headers,
-            client: &who.ip,
+            client,
             upgrade,
-            body: sending,
+            // Sent again only when it has none (`resendable`).
+            body: std::mem::replace(&mut body, empty()),
         };
-        if upgrade {
-            return upgraded(upstream, outgoing, client_upgrade, lease, &release, limits).await;
-        }
         let answered = tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await;
         let response = match answered {
             Err(_) => return gateway_timeout(&release, limits.response_timeout),
@@ -284,52 +282,28 @@ async fn handle(
             {
                 // The backend closed the kept connection as the request
                 // was sent; it never took it.
-                body = Some(empty());
                 fresh_only = true;
                 continue;
             }
             Ok(Err(Failed::Backend(_))) => return bad_gateway(&release, lease.backend),
-            // Switching protocols, unasked: nothing the client can use.
+            // Both ends of an upgrade are tunnelled from here; switching
+            // protocols unasked is nothing the client can use.
             Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                return bad_gateway(&release, lease.backend);
+                return match client_upgrade {
+                    Some(client_side) => {
+                        tokio::spawn(tunnel(client_side, upstream, lease));
+                        response.map(|()| empty())
+                    }
+                    None => bad_gateway(&release, lease.backend),
+                };
             }
             Ok(Ok(response)) => response,
         };
-        return answer(response, upstream, lease, limits);
+        // Its body is read from `upstream` as the client takes it.
+        let body =
+            Upstreamed { upstream: Some(upstream), failed: None, keep_at_most: limits.max_connections, _lease: lease };
+        return response.map(|()| body.boxed_unsync());
     }
-}
-
-/// The response whose head was just read, its body read from `upstream`
-/// as the client takes it.
-fn answer(response: Response<()>, upstream: Box<Upstream>, lease: Lease, limits: ProxyLimits) -> Response<ProxyBody> {
-    let body =
-        Upstreamed { upstream: Some(upstream), failed: None, keep_at_most: limits.max_connections, _lease: lease };
-    response.map(|()| body.boxed_unsync())
-}
-
-/// An upgrade request, on a connection of its own: once the backend
-/// switches protocols, both ends are tunnelled.
-async fn upgraded(
-    mut upstream: Box<Upstream>,
-    outgoing: Outgoing<'_>,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    lease: Lease,
-    release: &str,
-    limits: ProxyLimits,
-) -> Response<ProxyBody> {
-    let response = match tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await {
-        Err(_) => return gateway_timeout(release, limits.response_timeout),
-        Ok(Err(Failed::Client(_))) => return unreadable_body(),
-        Ok(Err(Failed::Backend(_))) => return bad_gateway(release, lease.backend),
-        Ok(Ok(response)) => response,
-    };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS
-        && let Some(client_side) = client_upgrade
-    {
-        tokio::spawn(tunnel(client_side, upstream, lease));
-        return response.map(|()| empty());
-    }
-    answer(response, upstream, lease, limits)
 }
 
 /// The request's target as a backend gets it: its path and query
@@ -440,23 +414,10 @@ impl<B: Body<Data = Bytes, Error = io::Error> + Unpin, T: Unpin> Body for Holdin
 /// Whether the request asks to switch protocols (a WebSocket).
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers.get_all(header::CONNECTION).iter().any(|value| has_token(value, "upgrade"))
-}
-
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value.to_str().is_ok_and(|value| value.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
-}
-
-/// Who is on the other end of a client connection, as `X-Forwarded-For`
-/// names it: made once per connection.
-struct Who {
-    ip: String,
-}
-
-impl Who {
-    fn of(peer: SocketAddr) -> Self {
-        Self { ip: peer.ip().to_string() }
-    }
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| super::upstream::tokens(value.as_bytes()).any(|token| token.eq_ignore_ascii_case(b"upgrade")))
 }
 
 pub(super) fn empty() -> ProxyBody {

@@ -181,16 +181,14 @@ impl Upstream {
                     },
                     Framing::UntilClose => return Poll::Ready(Some(Ok(self.buffer.split().freeze()))),
                 }
-            } else if matches!(self.body, Framing::Done | Framing::Length(0)) {
-                self.body = Framing::Done;
+            } else if self.body == Framing::Done {
                 return Poll::Ready(None);
             }
             let read = ready!(poll_fill(Pin::new(&mut self.stream), cx, &mut self.buffer));
             match read {
                 Err(failed) => return Poll::Ready(Some(Err(failed))),
-                Ok(0) if matches!(self.body, Framing::UntilClose) => {
+                Ok(0) if self.body == Framing::UntilClose => {
                     self.body = Framing::Done;
-                    self.reusable = false;
                     return Poll::Ready(None);
                 }
                 Ok(0) => {
@@ -450,7 +448,7 @@ fn framing(
 }
 
 /// The comma-separated parts of a field's value, trimmed.
-fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+pub(super) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
     value.split(|&byte| byte == b',').map(<[u8]>::trim_ascii)
 }
 
