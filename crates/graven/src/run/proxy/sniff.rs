@@ -40,27 +40,32 @@ impl HeadWatch {
     /// Reads `bytes`; whether a head with both names ended in them. A
     /// line is looked at up to its first [`PREFIX`] bytes and skipped to
     /// its end from there: a long cookie, or a body's bytes, cost a
-    /// `memchr`, not a step per byte.
+    /// `memchr`, not a step per byte. A line read whole in one read, as
+    /// nearly every line is, is looked at where it lies; only one cut by
+    /// the end of a read is gathered in [`HeadWatch::line`].
     pub(super) fn feed(&mut self, mut bytes: &[u8]) -> bool {
         let mut found = false;
-        loop {
-            let Some(end) = memchr::memchr(b'\n', bytes) else {
-                self.extend(bytes);
-                return found;
+        while let Some(end) = memchr::memchr(b'\n', bytes) {
+            let line = &bytes[..end];
+            let marks = if let Some(start) = (self.len == 0).then(|| whole(line)).flatten() {
+                marks(start)
+            } else {
+                self.extend(line);
+                marks(&self.line[..self.len.min(PREFIX)])
             };
-            self.extend(&bytes[..end]);
-            if self.len == 0 {
+            if let Some((length, chunked)) = marks {
+                self.length |= length;
+                self.chunked |= chunked;
+            } else {
                 found |= self.length && self.chunked;
                 self.length = false;
                 self.chunked = false;
-            } else {
-                let line = &self.line[..self.len.min(PREFIX)];
-                self.length |= line.starts_with(LENGTH);
-                self.chunked |= line.starts_with(CHUNKED);
             }
             self.len = 0;
             bytes = &bytes[end + 1..];
         }
+        self.extend(bytes);
+        found
     }
 
     /// Adds `part` of a line (no `\n` in it) to the current one: its bytes
@@ -80,6 +85,23 @@ impl HeadWatch {
             }
         }
     }
+}
+
+/// The start of a whole `line` (its `\n` not in it) as [`HeadWatch::extend`]
+/// would gather it, found without copying: the line less its final `\r`,
+/// when no other `\r` is within its first [`PREFIX`] bytes; `None` for the
+/// rare line that has one there, to be gathered byte by byte.
+fn whole(line: &[u8]) -> Option<&[u8]> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let start = &line[..line.len().min(PREFIX)];
+    memchr::memchr(b'\r', start).is_none().then_some(start)
+}
+
+/// Which names a line that starts with `start` has; `None` for a blank
+/// line, the end of a head.
+fn marks(start: &[u8]) -> Option<(bool, bool)> {
+    let named = |name: &[u8]| start.get(..name.len()).is_some_and(|part| part.eq_ignore_ascii_case(name));
+    (!start.is_empty()).then(|| (named(LENGTH), named(CHUNKED)))
 }
 
 /// A client's stream, its reads fed to a [`HeadWatch`] that raises `seen`
@@ -181,5 +203,23 @@ mod tests {
                 b"GET / HTTP/1.1\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
             )
         );
+    }
+
+    #[test]
+    fn a_line_read_whole_is_read_as_it_is_gathered_byte_by_byte() {
+        let heads: [&[u8]; 4] = [
+            b"POST / HTTP/1.1\r\nContent-\rLength: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\n\r\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 1\r\r\nTRANSFER-encoding:chunked\n\r\r\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length\r\nTransfer-Encodin\r\n\r\n",
+        ];
+        let expected = [true, false, true, false];
+        for (head, expected) in heads.into_iter().zip(expected) {
+            let whole = HeadWatch::default().feed(head);
+            let mut watch = HeadWatch::default();
+            let gathered = head.iter().fold(false, |found, byte| watch.feed(std::slice::from_ref(byte)) | found);
+            let shown = String::from_utf8_lossy(head);
+            assert_eq!((whole, gathered), (expected, expected), "{shown:?}");
+        }
     }
 }
