@@ -197,8 +197,14 @@ pub(super) async fn serve(
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // No timer for hyper: the connection's own enforces both limits (see
-    // `ClientConn::deadline`), without a timer armed per request.
-    builder.max_buf_size(limits.max_header_bytes.max(8192)).keep_alive(true);
+    // `ClientConn::deadline`), without a timer armed per request. A client
+    // that closes its side once its request is sent still gets the answer
+    // (RFC 9112, 9.6), as from HAProxy: hyper does not read a connection
+    // while its request is in flight, so a client gone away is seen when
+    // its answer is written, and that read is not made at every request
+    // (it took a new read buffer each time, the request still holding the
+    // last one).
+    builder.max_buf_size(limits.max_header_bytes.max(8192)).keep_alive(true).half_close(true);
     let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
     tokio::pin!(connection);
     // What may end it, looked at only when one of them wakes (see `beside`).

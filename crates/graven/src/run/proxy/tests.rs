@@ -427,6 +427,22 @@ fn a_backend_that_never_answers_gets_the_client_a_504() {
 }
 
 #[test]
+fn a_client_that_closes_its_side_after_its_request_still_gets_the_answer() {
+    let (a, _) = backend("a");
+    let proxy = started(vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    client.writer.write_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    // A half-close (RFC 9112, 9.6): the request is whole, and the answer
+    // is still wanted; it reaches the app and comes back.
+    client.writer.shutdown(std::net::Shutdown::Write).unwrap();
+    let answer = client.read().expect("an answer after the half-close");
+    assert!(answer.body.starts_with("a GET /slow"), "{answer:?}");
+    let mut rest = Vec::new();
+    assert_eq!(client.reader.read_to_end(&mut rest).unwrap(), 0, "then the connection ends");
+    assert!(proxy.wait_drained(a, PATIENCE), "the request is no longer in flight");
+}
+
+#[test]
 fn a_backend_that_closes_halfway_through_its_body_cuts_the_client_off_and_is_not_left_in_flight() {
     let (a, _) = backend("a");
     let proxy = started(vec![a]);
