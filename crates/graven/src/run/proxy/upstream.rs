@@ -344,6 +344,7 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
         let mut chunked: Option<bool> = None;
         // `Connection` names other fields, to be dropped too.
         let mut names_fields = false;
+        let mut length = Length::Unsaid;
         let field = |[name_from, name_to, value_from, value_to]: [u16; 4]| {
             let (name_from, name_to) = (usize::from(name_from), usize::from(name_to));
             let (value_from, value_to) = (usize::from(value_from), usize::from(value_to));
@@ -368,12 +369,14 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
             } else if name == header::TRANSFER_ENCODING {
                 let last = tokens(value.as_bytes()).rfind(|coding| !coding.is_empty());
                 chunked = Some(last.map_or(chunked == Some(true), |coding| coding.eq_ignore_ascii_case(b"chunked")));
+            } else if name == header::CONTENT_LENGTH {
+                length = length.and(value.as_bytes());
             }
             if switching || !HOP_BY_HOP.contains(&name) {
                 headers.append(name, value);
             }
         }
-        let framing = framing(head_request, status, chunked, &mut headers, &mut keep_alive)?;
+        let framing = framing(head_request, status, chunked, length, &mut headers, &mut keep_alive)?;
         if names_fields && !switching {
             // Rare: read the `Connection` fields again for the names, once
             // the body's framing is known (a backend may name its own
@@ -398,13 +401,14 @@ fn parse_head(buffer: &mut BytesMut, head_request: bool) -> io::Result<Option<Pa
 
 /// How the body of a response with `headers` ends (RFC 9112, 6.3);
 /// `chunked` is whether its last transfer coding is chunked, `None`
-/// without `Transfer-Encoding`. What a chunked response says of its
-/// length is removed: the client gets the body as it is read, framed by
-/// hyper.
+/// without `Transfer-Encoding`, and `length` what its `Content-Length`
+/// fields said. What a chunked response says of its length is removed:
+/// the client gets the body as it is read, framed by hyper.
 fn framing(
     head_request: bool,
     status: StatusCode,
     chunked: Option<bool>,
+    length: Length,
     headers: &mut HeaderMap,
     keep_alive: &mut bool,
 ) -> io::Result<Framing> {
@@ -427,23 +431,41 @@ fn framing(
         *keep_alive = false;
         return Ok(Framing::UntilClose);
     }
-    let mut length = None;
-    for value in &headers.get_all(header::CONTENT_LENGTH) {
-        for part in tokens(value.as_bytes()) {
-            let parsed = decimal(part).ok_or_else(|| invalid("a response Content-Length that is not a number"))?;
-            if length.is_some_and(|length| length != parsed) {
-                return Err(invalid("a response with conflicting Content-Length values"));
-            }
-            length = Some(parsed);
-        }
-    }
     match length {
-        Some(0) => Ok(Framing::Done),
-        Some(length) => Ok(Framing::Length(length)),
-        None => {
+        Length::Bad(why) => Err(invalid(why)),
+        Length::Said(0) => Ok(Framing::Done),
+        Length::Said(length) => Ok(Framing::Length(length)),
+        Length::Unsaid => {
             *keep_alive = false;
             Ok(Framing::UntilClose)
         }
+    }
+}
+
+/// What a response's `Content-Length` fields said, read as they come:
+/// whether it is taken depends on the rest of the head (see [`framing`]).
+#[derive(Debug, Clone, Copy)]
+enum Length {
+    Unsaid,
+    /// One length, however many times said.
+    Said(u64),
+    /// Not a number, or two different ones: why.
+    Bad(&'static str),
+}
+
+impl Length {
+    /// With the comma-separated lengths of one more field's `value`.
+    fn and(self, value: &[u8]) -> Self {
+        tokens(value)
+            .try_fold(self, |said, part| match (said, decimal(part)) {
+                (Self::Bad(_), _) => Err(said),
+                (_, None) => Err(Self::Bad("a response Content-Length that is not a number")),
+                (Self::Said(length), Some(parsed)) if length != parsed => {
+                    Err(Self::Bad("a response with conflicting Content-Length values"))
+                }
+                (_, Some(parsed)) => Ok(Self::Said(parsed)),
+            })
+            .unwrap_or_else(|bad| bad)
     }
 }
 
@@ -809,6 +831,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5, x\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent Length: 5\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
