@@ -179,18 +179,17 @@ pub(super) async fn serve(
     conn: &Arc<ClientConn>,
 ) {
     let in_flight_on = Arc::clone(conn);
-    // Who asked, as `X-Forwarded-For` names them: made once a connection.
-    let client: Arc<str> = peer.ip().to_string().into();
+    let asker = Arc::new(Asker { client: peer.ip().to_string(), answers: AnswerTimer::new() });
     let (stream, smuggling) = super::sniff::Sniffed::new(stream, conn);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let (shared, client) = (Arc::clone(&shared), Arc::clone(&client));
+        let (shared, asker) = (Arc::clone(&shared), Arc::clone(&asker));
         // In flight from its head to the end of its response's body.
         let busy = in_flight_on.busy();
         // Its head had both a length and chunked (see `sniff`).
         let ambiguous =
             smuggling.swap(false, Ordering::Relaxed) && request.headers().contains_key(header::TRANSFER_ENCODING);
         async move {
-            let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &client, limits).await };
+            let response = if ambiguous { ambiguous_length() } else { handle(&shared, request, &asker, limits).await };
             // Around the boxed body, not boxed again: hyper takes any body.
             Ok::<_, Infallible>(response.map(|body| Holding { body, _held: busy }))
         }
@@ -224,6 +223,43 @@ pub(super) async fn serve(
     }
 }
 
+/// What the requests of one client connection share.
+struct Asker {
+    /// Who asked, as `X-Forwarded-For` names them.
+    client: String,
+    answers: AnswerTimer,
+}
+
+/// The timer a client connection's requests wait for their answers with
+/// (`[run] timeout`): one for the connection, its deadline moved at each
+/// request, not one made and dropped a request: tokio moves a pending
+/// timer's deadline later in one atomic step, where a new timer is put
+/// in the loop's timer wheel and taken out again (220 instructions a
+/// request more, under callgrind). Between requests it stays set, and
+/// wakes the connection's task at most once a `[run] timeout`, for
+/// nothing.
+struct AnswerTimer(std::sync::Mutex<Pin<Box<tokio::time::Sleep>>>);
+
+impl AnswerTimer {
+    /// Not yet set: its first request sets it.
+    fn new() -> Self {
+        Self(std::sync::Mutex::new(Box::pin(tokio::time::sleep(Duration::ZERO))))
+    }
+
+    /// `answer`'s output, or `None` when `limit` passes first.
+    async fn within<F: Future>(&self, limit: Duration, answer: F) -> Option<F::Output> {
+        super::lock(&self.0).as_mut().reset(tokio::time::Instant::now() + limit);
+        let mut answer = std::pin::pin!(answer);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(output) = answer.as_mut().poll(cx) {
+                return Poll::Ready(Some(output));
+            }
+            super::lock(&self.0).as_mut().poll(cx).map(|()| None)
+        })
+        .await
+    }
+}
+
 /// Why a client connection ends before it closes.
 enum Ending {
     /// At once, dropped: idle too long, or closed to make room.
@@ -240,7 +276,7 @@ enum Ending {
 async fn handle(
     shared: &Arc<Shared>,
     mut request: Request<Incoming>,
-    client: &str,
+    asker: &Asker,
     limits: ProxyLimits,
 ) -> Response<ProxyBody> {
     let upgrade = is_upgrade(request.headers());
@@ -274,16 +310,16 @@ async fn handle(
             method: &parts.method,
             target: &target,
             headers: &parts.headers,
-            client,
+            client: &asker.client,
             upgrade,
             // Sent again only when it has none (`resendable`).
             body: std::mem::replace(&mut body, empty()),
         };
-        let answered = tokio::time::timeout(limits.response_timeout, upstream.send(outgoing)).await;
+        let answered = asker.answers.within(limits.response_timeout, upstream.send(outgoing)).await;
         let response = match answered {
-            Err(_) => return gateway_timeout(&release, limits.response_timeout),
-            Ok(Err(Failed::Client(_))) => return unreadable_body(),
-            Ok(Err(Failed::Backend(failed)))
+            None => return gateway_timeout(&release, limits.response_timeout),
+            Some(Err(Failed::Client(_))) => return unreadable_body(),
+            Some(Err(Failed::Backend(failed)))
                 if was_reused && resendable && failed.kind() != io::ErrorKind::InvalidData =>
             {
                 // The backend closed the kept connection as the request
@@ -291,10 +327,10 @@ async fn handle(
                 fresh_only = true;
                 continue;
             }
-            Ok(Err(Failed::Backend(_))) => return bad_gateway(&release, lease.backend),
+            Some(Err(Failed::Backend(_))) => return bad_gateway(&release, lease.backend),
             // Both ends of an upgrade are tunnelled from here; switching
             // protocols unasked is nothing the client can use.
-            Ok(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            Some(Ok(response)) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 return match client_upgrade {
                     Some(client_side) => {
                         tokio::spawn(tunnel(client_side, upstream, lease));
@@ -303,7 +339,7 @@ async fn handle(
                     None => bad_gateway(&release, lease.backend),
                 };
             }
-            Ok(Ok(response)) => response,
+            Some(Ok(response)) => response,
         };
         // Its body is read from `upstream` as the client takes it.
         let body =

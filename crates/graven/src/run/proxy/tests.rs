@@ -443,6 +443,22 @@ fn a_client_that_closes_its_side_after_its_request_still_gets_the_answer() {
 }
 
 #[test]
+fn each_request_on_a_connection_gets_the_whole_timeout_for_its_answer() {
+    let (a, _) = backend("a");
+    let limits = ProxyLimits { response_timeout: Duration::from_millis(800), ..ProxyLimits::default() };
+    let proxy = started_with(ProxyMode::Http, limits, vec![a]);
+    let mut client = Client::open(proxy.local_addr());
+    // Each takes 500 ms: the second would be cut at 300 ms by a timer
+    // that still ran from the first.
+    for round in ["first", "second"] {
+        let answer = client.get("/slow");
+        assert_eq!(answer.status, 200, "the {round}: {answer:?}");
+    }
+    assert_eq!(client.get("/never").status, 504);
+    assert!(get(proxy.local_addr(), "/").body.starts_with("a GET /"), "a new connection is answered");
+}
+
+#[test]
 fn a_backend_that_closes_halfway_through_its_body_cuts_the_client_off_and_is_not_left_in_flight() {
     let (a, _) = backend("a");
     let proxy = started(vec![a]);
