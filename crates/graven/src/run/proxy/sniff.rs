@@ -47,7 +47,9 @@ impl HeadWatch {
         let mut found = false;
         while let Some(end) = memchr::memchr(b'\n', bytes) {
             let line = &bytes[..end];
-            let marks = if let Some(start) = (self.len == 0).then(|| whole(line)).flatten() {
+            let marks = if self.len == 0
+                && let Some(start) = whole(line)
+            {
                 marks(start)
             } else {
                 self.extend(line);
@@ -70,8 +72,8 @@ impl HeadWatch {
 
     /// Adds `part` of a line (no `\n` in it) to the current one: its bytes
     /// but `\r` (a line may end in CRLF or LF alone, as parsers accept),
-    /// lowercased, until the line is longer than [`PREFIX`], when the rest
-    /// can change nothing.
+    /// until the line is longer than [`PREFIX`], when the rest can change
+    /// nothing. Their case is left: [`marks`] ignores it.
     fn extend(&mut self, part: &[u8]) {
         for &byte in part {
             if self.len > PREFIX {
@@ -79,7 +81,7 @@ impl HeadWatch {
             }
             if byte != b'\r' {
                 if let Some(slot) = self.line.get_mut(self.len) {
-                    *slot = byte.to_ascii_lowercase();
+                    *slot = byte;
                 }
                 self.len += 1;
             }
