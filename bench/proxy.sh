@@ -14,7 +14,9 @@
 #             (upstream keepalive, HTTP/1.1, a worker per core: as a team
 #             would configure it, and as Debian's nginx.conf does), these
 #             two in turns for BENCH_ROUNDS rounds, with the CPU each
-#             proxy spent a request.
+#             proxy spent a request and the part of it in the kernel
+#             (most of it: the same four TCP segments a request go over
+#             loopback through either proxy).
 #
 # Targets (the run-stage issue): graven's requests/s at least nginx's,
 # graven's p99 at most nginx's, both as the median of the rounds' ratios
@@ -140,47 +142,51 @@ wait_up "$PROXY_PORT" "nginx's proxy"
 wait_up "$HTTP_PORT" "graven run (see $WORK/graven-http.log)"
 wait_up "$TCP_PORT" "graven run (see $WORK/graven-tcp.log)"
 
-# cpu_ticks PID...: the CPU time these processes used so far (user and
-# system, in clock ticks), the app's processes not among them.
+# cpu_ticks PID...: the CPU time these processes used so far, as "user
+# system" (in clock ticks), the app's processes not among them.
 cpu_ticks() {
-    local total=0 pid stat fields
+    local user=0 system=0 pid stat fields
     for pid in "$@"; do
         stat=$(<"/proc/$pid/stat") || continue
         # After "pid (name) ", utime and stime are the 12th and 13th.
         read -r -a fields <<<"${stat##*) }"
-        total=$((total + fields[11] + fields[12]))
+        user=$((user + fields[11]))
+        system=$((system + fields[12]))
     done
-    echo "$total"
+    echo "$user $system"
 }
 TICKS=$(getconf CLK_TCK)
 
 # measure LABEL PORT [PID...]: one wrk run; prints "requests/s p99
-# cpu errors", cpu being the PIDs' CPU time a request in microseconds
+# cpu kernel errors", cpu being the PIDs' CPU time a request in
+# microseconds and kernel the part of it spent in the kernel, in percent
 # ("-" without PIDs). On a machine others share, requests/s moves with
 # their load from one run to the next; the CPU a request costs moves less.
 measure() {
     local label=$1 port=$2
     shift 2
     log "wrk: $label (${DURATION} s, $CONNECTIONS connections)"
-    local out before after
-    before=$(cpu_ticks "$@")
+    local out user0 system0 user1 system1
+    read -r user0 system0 <<<"$(cpu_ticks "$@")"
     out=$(wrk -t2 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
-    after=$(cpu_ticks "$@")
+    read -r user1 system1 <<<"$(cpu_ticks "$@")"
     echo "$out" >"$WORK/wrk-$label.txt"
-    local rps p99 errors requests cpu=-
+    local rps p99 errors requests cpu=- kernel=-
     rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
     requests=$(awk '/ requests in / { print $1 }' <<<"$out")
     errors=$(awk '/Non-2xx|Socket errors/ { print }' <<<"$out" | tr '\n' ' ')
     if (($# > 0 && requests > 0)); then
-        cpu=$(awk -v t=$((after - before)) -v hz="$TICKS" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+        local user=$((user1 - user0)) system=$((system1 - system0))
+        cpu=$(awk -v t=$((user + system)) -v hz="$TICKS" -v n="$requests" 'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+        kernel=$(awk -v s=$system -v t=$((user + system)) 'BEGIN { printf "%.0f", t ? 100 * s / t : 0 }')
     fi
-    echo "$rps $p99 $cpu ${errors:-none}"
+    echo "$rps $p99 $cpu $kernel ${errors:-none}"
 }
 # nginx's proxy is its master and its workers.
 mapfile -t NGINX_PIDS < <(echo "$NGINX_PID"; pgrep -P "$NGINX_PID")
-read -r direct_rps direct_p99 direct_cpu direct_err <<<"$(measure direct "$APP_PORT")"
-read -r tcp_rps tcp_p99 tcp_cpu tcp_err <<<"$(measure graven-tcp "$TCP_PORT" "$TCP_PID")"
+read -r direct_rps direct_p99 direct_cpu _ direct_err <<<"$(measure direct "$APP_PORT")"
+read -r tcp_rps tcp_p99 tcp_cpu tcp_kernel tcp_err <<<"$(measure graven-tcp "$TCP_PORT" "$TCP_PID")"
 
 # ms P: a wrk latency ("3.10ms", "850.00us", "1.02s") in ms.
 ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /[0-9]s$/ && v !~ /ms$/) n *= 1000; printf "%.2f", n }'; }
@@ -196,22 +202,26 @@ ROWS=""
 RPS_RATIOS=()
 P99_RATIOS=()
 CPU_RATIOS=()
+G_KERNEL=()
+N_KERNEL=()
 for ((round = 1; round <= ROUNDS; round++)); do
     order=(graven nginx)
     ((round % 2)) || order=(nginx graven)
     for proxy in "${order[@]}"; do
         if [[ $proxy == graven ]]; then
-            read -r g_rps g_p99 g_cpu g_err <<<"$(measure "graven-$round" "$HTTP_PORT" "$HTTP_PID")"
+            read -r g_rps g_p99 g_cpu g_kernel g_err <<<"$(measure "graven-$round" "$HTTP_PORT" "$HTTP_PID")"
         else
-            read -r n_rps n_p99 n_cpu n_err <<<"$(measure "nginx-$round" "$PROXY_PORT" "${NGINX_PIDS[@]}")"
+            read -r n_rps n_p99 n_cpu n_kernel n_err <<<"$(measure "nginx-$round" "$PROXY_PORT" "${NGINX_PIDS[@]}")"
         fi
     done
     RPS_RATIOS+=("$(over "$g_rps" "$n_rps")")
     P99_RATIOS+=("$(over "$(ms "$g_p99")" "$(ms "$n_p99")")")
     CPU_RATIOS+=("$(over "$g_cpu" "$n_cpu")")
+    G_KERNEL+=("$g_kernel")
+    N_KERNEL+=("$n_kernel")
     errors=""
     [[ $g_err == none && $n_err == none ]] || errors=" (errors: graven $g_err, nginx $n_err)"
-    ROWS+="| $round | $g_rps, $g_p99, $g_cpu | $n_rps, $n_p99, $n_cpu | ${RPS_RATIOS[-1]}x | ${P99_RATIOS[-1]}x | ${CPU_RATIOS[-1]}x$errors |"$'\n'
+    ROWS+="| $round | $g_rps, $g_p99, $g_cpu ($g_kernel %) | $n_rps, $n_p99, $n_cpu ($n_kernel %) | ${RPS_RATIOS[-1]}x | ${P99_RATIOS[-1]}x | ${CPU_RATIOS[-1]}x$errors |"$'\n'
 done
 rps_ratio=$(median "${RPS_RATIOS[@]}")
 p99_ratio=$(median "${P99_RATIOS[@]}")
@@ -225,14 +235,17 @@ wrk -t2 -c$CONNECTIONS -d${DURATION}s, a fixed body from nginx as the app
 | | requests/s | p99 | proxy's CPU a request (µs) | errors |
 | --- | --- | --- | --- | --- |
 | the app directly | $direct_rps | $direct_p99 | $direct_cpu | $direct_err |
-| through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_cpu | $tcp_err |
+| through graven run, \`[run] proxy = "tcp"\` | $tcp_rps | $tcp_p99 | $tcp_cpu ($tcp_kernel % in the kernel) | $tcp_err |
 
 graven run's HTTP proxy and nginx's (reverse proxy, upstream keepalive), $ROUNDS rounds in turns;
-CPU a request: the runner's threads, and nginx's master and workers
+CPU a request: the runner's threads, and nginx's master and workers (in
+brackets, the part of it spent in the kernel: the sockets' system calls,
+and loopback TCP, which both proxies pay alike)
 
 | round | graven: requests/s, p99, CPU a request (µs) | nginx | graven / nginx requests/s | p99 | CPU a request |
 | --- | --- | --- | --- | --- | --- |
 ${ROWS%$'\n'}
 
-median of the rounds, graven / nginx: requests/s ${rps_ratio}x (target >= 1.0: $rps_verdict); p99 ${p99_ratio}x (target <= 1.0: $p99_verdict); CPU a request ${cpu_ratio}x
+median of the rounds, graven / nginx: requests/s ${rps_ratio}x (target >= 1.0: $rps_verdict); p99 ${p99_ratio}x (target <= 1.0: $p99_verdict); CPU a request ${cpu_ratio}x;
+the kernel's part of it, medians: graven $(median "${G_KERNEL[@]}") %, nginx $(median "${N_KERNEL[@]}") %
 EOF
