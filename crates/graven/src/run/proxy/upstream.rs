@@ -446,7 +446,7 @@ struct Fields {
 impl Fields {
     /// Whether `names` are the last head's, one for one.
     fn are<'a>(&self, names: impl ExactSizeIterator<Item = &'a [u8]>) -> bool {
-        if names.len() != self.ends.len() || self.ends.is_empty() {
+        if names.len() != self.ends.len() {
             return false;
         }
         let mut from = 0;
@@ -458,11 +458,13 @@ impl Fields {
     }
 
     /// Keeps a head's `names`, their `roles` and the map they made; not a
-    /// map with a name twice, whose values are not in the fields' order.
+    /// map with a name twice, whose values are not in the fields' order:
+    /// then all is cleared, which is what a head with no fields leaves.
     fn keep<'a>(&mut self, names: impl Iterator<Item = &'a [u8]>, roles: Vec<Role>, map: &HeaderMap) {
         self.names.clear();
         self.ends.clear();
         self.roles.clear();
+        self.map.clear();
         if map.keys_len() != map.len() {
             return;
         }
